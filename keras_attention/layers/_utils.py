@@ -1,0 +1,99 @@
+"""Small helpers shared by the layers: channel rounding, validation, float32 statistics."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
+    """Round `value` to a multiple of `divisor` the way timm does (`timm.layers.make_divisible`)."""
+    min_value = min_value or divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:
+        new_value += divisor
+    return new_value
+
+
+def reduced_channels(channels, reduction_ratio, divisor):
+    """Width of a bottleneck of `channels * reduction_ratio`.
+
+    `divisor=None` floors like the original papers' code (`C // r`); an integer rounds to
+    a multiple of it like timm (`make_divisible(C * ratio, divisor, round_limit=0)`), so
+    `divisor=1` rounds to the nearest integer.
+    """
+    if divisor is None:
+        return max(1, int(channels * reduction_ratio))
+    return make_divisible(channels * reduction_ratio, divisor, round_limit=0.0)
+
+
+def check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
+
+
+def check_ratio(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"`{name}` must be a number in (0, 1], got {name}={value!r}.")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {sorted(choices)}, got {name}={value!r}."
+        )
+
+
+def check_divisor(name, value):
+    if value is not None:
+        check_positive_int(name, value)
+
+
+def feature_map_channels(layer, input_shape, rank=4):
+    """Validate a channels-last feature map shape and return its channel count."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != rank:
+        layout = {3: "(batch, length, channels)", 4: "(batch, height, width, channels)",
+                  5: "(batch, time, height, width, channels)"}.get(rank, f"rank {rank}")
+        raise ValueError(
+            f"{type(layer).__name__} expects a {rank}D channels-last input {layout}; "
+            f"got input_shape={input_shape}."
+        )
+    channels = input_shape[-1]
+    if channels is None:
+        raise ValueError(
+            f"{type(layer).__name__} needs a known channel dimension; got "
+            f"input_shape={input_shape}."
+        )
+    return int(channels)
+
+
+def mean_float32(x, axis, keepdims=True):
+    """Mean of `x` computed in float32 (for mixed precision), returned in x's dtype."""
+    return ops.cast(ops.mean(ops.cast(x, "float32"), axis=axis, keepdims=keepdims), x.dtype)
+
+
+def softmax_float32(x, axis=-1):
+    """Softmax computed in float32 whatever the compute dtype, returned in x's dtype."""
+    return ops.cast(ops.softmax(ops.cast(x, "float32"), axis=axis), x.dtype)
+
+
+def eca_kernel_size(channels, gamma=2, beta=1):
+    """ECA-Net's adaptive kernel size: the odd number nearest |log2(C) + b| / gamma, at least 3."""
+    t = int(abs(math.log(channels, 2) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+def sublayer_kwargs(layer):
+    """Keyword arguments every sublayer gets from its parent (dtype policy)."""
+    return {"dtype": layer.dtype_policy}
+
+
+def get_activation(identifier):
+    return keras.activations.get(identifier)
+
+
+def serialize_activation(activation):
+    return keras.activations.serialize(activation)

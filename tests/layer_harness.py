@@ -1,0 +1,263 @@
+"""The one test helper every layer of `keras_attention` passes (cf. Keras' `run_layer_test`).
+
+A `LayerCase` says how to build a layer and what input it takes; `run_layer_checks` runs, on
+the backend this process was started with (`KERAS_BACKEND`), the checks the project promises
+for every layer:
+
+- forward pass and gradients (w.r.t. every trainable weight and the input) are finite, and
+  every trainable weight receives a non-zero gradient (weights randomised first, since many
+  layers start as the identity);
+- `get_config` / `from_config` and `.keras` save / load round trips give identical outputs;
+- `mixed_bfloat16`: outputs in the documented dtype, finite, close to the float32 result
+  with the same weights; gradients finite;
+- dynamic height and width (`Input((None, None, C))`) where the math allows;
+- `return_attention=True` gives `(outputs, attention)` with the documented map shape;
+- invalid configurations and input ranks raise `ValueError` naming the argument.
+
+Each check is its own function so test files can parametrize over cases x checks and a
+failure names both.
+"""
+
+import dataclasses
+import re
+from typing import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+BACKEND = keras.backend.backend()
+
+
+@dataclasses.dataclass
+class LayerCase:
+    """How to build and feed one layer configuration."""
+
+    id: str
+    cls: type
+    kwargs: dict
+    input_shape: tuple  # with batch dimension
+    dynamic_hw: bool = True
+    # attention map shape given the input shape (None: the layer has no map)
+    attention_shape: Callable = None
+    # (kwargs, input_shape, regex of the ValueError message) expected to fail at build
+    invalid: tuple = ()
+    # extra sizes (H, W) for the dynamic shape check
+    other_sizes: tuple = ((5, 7), (11, 6))
+    # the layer's `call(training=...)` argument
+    training: bool = True
+    # relative tolerance of mixed_bfloat16 outputs against float32 (norm-wise)
+    bf16_rtol: float = 0.05
+
+    def build_layer(self, **overrides):
+        return self.cls(**{**self.kwargs, **overrides})
+
+
+def random_input(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def randomize_weights(layer, seed=0):
+    """Give every weight a random value: trainable and statistics alike.
+
+    Scales and variances stay positive and near 1 so normalisations remain well conditioned;
+    everything else is drawn around 0. This makes zero-initialised residual scalars and
+    identity-initialised layers non-trivial, as oracle comparisons need.
+    """
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        shape = tuple(weight.shape)
+        name = weight.path.split("/")[-1]
+        if name in ("moving_variance", "gamma") or name.endswith("variance"):
+            value = rng.uniform(0.5, 1.5, size=shape)
+        else:
+            value = rng.normal(0.0, 0.5, size=shape)
+        weight.assign(value.astype(weight.dtype))
+
+
+def build_and_randomize(case, seed=0, **overrides):
+    layer = case.build_layer(**overrides)
+    layer.build(case.input_shape)
+    randomize_weights(layer, seed)
+    return layer
+
+
+def to_numpy(x):
+    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
+
+
+def loss_and_gradients(layer, x, training=True):
+    """Return (output, d loss / d trainable weights, d loss / d input) on this backend.
+
+    The loss is a fixed random projection of the output so no direction of the gradient is
+    trivially zero (e.g. the sum of a softmax).
+    """
+    x = np.asarray(x)
+    y0 = layer(x, training=training)
+    projection = np.random.default_rng(123).normal(size=tuple(y0.shape)).astype("float32")
+    trainable = layer.trainable_variables
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=training)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * projection)
+        grads = tape.gradient(loss, [v.value for v in trainable] + [xt])
+        return to_numpy(y), [to_numpy(g) if g is not None else None for g in grads[:-1]], to_numpy(grads[-1])
+
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable_values = [v.value for v in trainable]
+        non_trainable_values = [v.value for v in layer.non_trainable_variables]
+
+        def loss_fn(tv, xin):
+            y, _ = layer.stateless_call(tv, non_trainable_values, xin, training=training)
+            return jnp.sum(y.astype("float32") * projection), y
+
+        (loss, y), (g_weights, g_input) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            trainable_values, jnp.asarray(x)
+        )
+        return to_numpy(y), [to_numpy(g) for g in g_weights], to_numpy(g_input)
+
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        for v in trainable:
+            v.value.grad = None
+        y = layer(xt, training=training)
+        loss = (y.float() * torch.from_numpy(projection)).sum()
+        loss.backward()
+        grads = [to_numpy(v.value.grad) if v.value.grad is not None else None for v in trainable]
+        return to_numpy(y.detach()), grads, to_numpy(xt.grad)
+
+    raise RuntimeError(f"Unsupported backend {BACKEND}")
+
+
+# --------------------------------------------------------------------------------------
+# The checks
+
+
+def check_forward_and_gradients(case):
+    layer = build_and_randomize(case)
+    x = random_input(case.input_shape, seed=1)
+    y, weight_grads, input_grad = loss_and_gradients(layer, x, training=case.training)
+    assert np.all(np.isfinite(y)), "forward pass produced non-finite values"
+    expected = tuple(layer.compute_output_shape(case.input_shape))
+    assert y.shape == expected, f"output shape {y.shape} != compute_output_shape {expected}"
+    assert np.all(np.isfinite(input_grad)) and np.any(input_grad != 0), "input gradient"
+    for variable, grad in zip(layer.trainable_variables, weight_grads):
+        assert grad is not None, f"no gradient reaches {variable.path}"
+        assert np.all(np.isfinite(grad)), f"non-finite gradient for {variable.path}"
+        assert np.any(grad != 0), f"zero gradient for {variable.path}"
+
+
+def check_config_round_trip(case):
+    layer = build_and_randomize(case)
+    config = layer.get_config()
+    clone = case.cls.from_config(config)
+    assert clone.get_config() == config
+    clone.build(case.input_shape)
+    clone.set_weights(layer.get_weights())
+    x = random_input(case.input_shape, seed=2)
+    np.testing.assert_array_equal(
+        to_numpy(clone(x, training=False)), to_numpy(layer(x, training=False))
+    )
+
+
+def check_saving_round_trip(case, tmp_path):
+    layer = case.build_layer()
+    inputs = keras.Input(case.input_shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    randomize_weights(model)
+    x = random_input(case.input_shape, seed=3)
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)  # no custom_objects: registration must work
+    assert type(restored.layers[-1]) is case.cls
+    np.testing.assert_allclose(restored.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
+
+
+def check_mixed_bfloat16(case):
+    reference = build_and_randomize(case)
+    layer = case.build_layer(dtype="mixed_bfloat16")
+    layer.build(case.input_shape)
+    layer.set_weights(reference.get_weights())
+    assert all(w.dtype == "float32" for w in layer.weights), "variables must stay float32"
+    x = random_input(case.input_shape, seed=4)
+    y = layer(x, training=False)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16", (
+        f"outputs should be in the compute dtype bfloat16, got {y.dtype}"
+    )
+    y = to_numpy(y)
+    assert np.all(np.isfinite(y))
+    y32 = to_numpy(reference(x, training=False))
+    error = np.linalg.norm(y - y32) / max(np.linalg.norm(y32), 1e-6)
+    assert error < case.bf16_rtol, f"bf16 result differs from float32 by {error:.3g} (norm-wise)"
+    _, grads, input_grad = loss_and_gradients(layer, x, training=case.training)
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+    assert np.all(np.isfinite(input_grad))
+
+
+def check_dynamic_spatial_size(case):
+    if not case.dynamic_hw:
+        return
+    channels = case.input_shape[-1]
+    layer = case.build_layer()
+    inputs = keras.Input((None, None, channels))
+    model = keras.Model(inputs, layer(inputs))
+    randomize_weights(model)
+    for h, w in case.other_sizes:
+        x = random_input((2, h, w, channels), seed=h * w)
+        y = model.predict(x, verbose=0)
+        assert y.shape == tuple(layer.compute_output_shape((2, h, w, channels)))
+        np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=1e-5)
+
+
+def check_return_attention(case):
+    layer = build_and_randomize(case)
+    x = random_input(case.input_shape, seed=5)
+    outputs, attention = layer(x, return_attention=True, training=False)
+    np.testing.assert_allclose(
+        to_numpy(outputs), to_numpy(layer(x, training=False)), rtol=1e-6, atol=1e-6
+    )
+    assert tuple(attention.shape) == tuple(case.attention_shape(case.input_shape))
+    assert np.all(np.isfinite(to_numpy(attention)))
+
+
+def check_invalid_arguments(case):
+    for kwargs, input_shape, pattern in case.invalid:
+        try:
+            layer = case.build_layer(**kwargs)
+            layer.build(input_shape)
+        except ValueError as error:
+            assert re.search(pattern, str(error)), (
+                f"{kwargs} / {input_shape}: message {str(error)!r} does not match {pattern!r}"
+            )
+        else:
+            raise AssertionError(f"{kwargs} with input_shape={input_shape} did not raise ValueError")
+
+
+CHECKS = {
+    "forward_and_gradients": check_forward_and_gradients,
+    "config_round_trip": check_config_round_trip,
+    "saving_round_trip": check_saving_round_trip,
+    "mixed_bfloat16": check_mixed_bfloat16,
+    "dynamic_spatial_size": check_dynamic_spatial_size,
+    "return_attention": check_return_attention,
+    "invalid_arguments": check_invalid_arguments,
+}
+
+
+def run_check(name, case, tmp_path):
+    check = CHECKS[name]
+    if name == "saving_round_trip":
+        check(case, tmp_path)
+    else:
+        check(case)

@@ -1,0 +1,1 @@
+"""Converters from reference implementations' checkpoints (numpy only, no torch at run time)."""
