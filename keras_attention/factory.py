@@ -6,9 +6,36 @@ Names follow timm's `create_attn` where timm has the mechanism (`se`, `eca`, `ce
 
 from keras_attention import layers as L
 
+# timm `GlobalContext` defaults (rd_ratio=1/8, rd_divisor=1, LayerNorm2d eps=1e-6), so timm
+# gcresnet weights load into create_attention("gc" / "gca", C). timm zeroes the last conv's
+# weight whenever it fuses by addition (`reset_parameters`), hence zero_init_last for "gca".
+_TIMM_GC = {"reduction_ratio": 1 / 8, "divisor": 1, "norm_epsilon": 1e-6}
+
+# timm `CbamModule` / `ChannelAttn` / `SpatialAttn` defaults (mlp_bias=False, rd_divisor=1,
+# [mean, max] pooling order), so timm CBAM weights load into create_attention("cbam", C).
+_TIMM_CBAM_CHANNEL = {"use_bias": False, "divisor": 1}
+_TIMM_CBAM_SPATIAL = {"pooling_order": "mean_max"}
+
 # name -> (layer class, default keyword arguments, one-line description)
 _ATTENTION = {
     "se": (L.SqueezeExcite, {}, "Squeeze-and-Excitation, timm channel rounding"),
+    "eca": (L.EfficientChannelAttention, {}, "Efficient Channel Attention, adaptive kernel"),
+    "ceca": (L.EfficientChannelAttention, {"circular": True},
+             "Efficient Channel Attention with circular padding (timm CecaModule)"),
+    "gc": (L.GlobalContext, dict(_TIMM_GC, fusion="multiply", zero_init_last=False),
+           "Global Context, sigmoid-gated fusion, timm GlobalContext defaults"),
+    "gca": (L.GlobalContext, dict(_TIMM_GC, fusion="add", zero_init_last=True),
+            "Global Context, additive fusion, timm GlobalContext(fuse_add=True) settings"),
+    "cam": (L.DualChannelAttention, {}, "DANet channel attention module"),
+    "cbam": (L.CBAM, dict(_TIMM_CBAM_CHANNEL, **_TIMM_CBAM_SPATIAL),
+             "CBAM channel then spatial gate, timm CbamModule settings"),
+    "channel_gate": (L.ChannelGate, dict(_TIMM_CBAM_CHANNEL),
+                     "CBAM channel gate alone, timm ChannelAttn settings"),
+    "spatial_gate": (L.SpatialGate, dict(_TIMM_CBAM_SPATIAL),
+                     "CBAM spatial gate alone, timm SpatialAttn settings"),
+    "bam": (L.BAM, {}, "Bottleneck Attention Module, official code (product of branches)"),
+    "residual_attention": (L.ResidualAttention, {},
+                           "Residual Attention Network module, (1 + soft mask) * trunk"),
 }
 
 

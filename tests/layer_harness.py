@@ -11,7 +11,8 @@ for every layer:
 - `mixed_bfloat16`: outputs in the documented dtype, finite, close to the float32 result
   with the same weights; gradients finite;
 - dynamic height and width (`Input((None, None, C))`) where the math allows;
-- `return_attention=True` gives `(outputs, attention)` with the documented map shape;
+- `return_attention=True` gives `(outputs, attention)` with the documented map shape, eagerly
+  and in functional models (symbolic tensors);
 - invalid configurations and input ranks raise `ValueError` naming the argument.
 
 Each check is its own function so test files can parametrize over cases x checks and a
@@ -227,8 +228,15 @@ def check_return_attention(case):
     np.testing.assert_allclose(
         to_numpy(outputs), to_numpy(layer(x, training=False)), rtol=1e-6, atol=1e-6
     )
-    assert tuple(attention.shape) == tuple(case.attention_shape(case.input_shape))
+    expected = tuple(case.attention_shape(case.input_shape))
+    assert tuple(attention.shape) == expected
+    assert tuple(layer.compute_attention_shape(case.input_shape)) == expected
     assert np.all(np.isfinite(to_numpy(attention)))
+    # Symbolically too: a functional model can output the map next to the features.
+    symbolic_input = keras.Input(case.input_shape[1:], batch_size=case.input_shape[0])
+    symbolic_outputs, symbolic_attention = case.build_layer()(symbolic_input, return_attention=True)
+    assert tuple(symbolic_attention.shape) == expected
+    assert tuple(symbolic_outputs.shape) == tuple(layer.compute_output_shape(case.input_shape))
 
 
 def check_invalid_arguments(case):

@@ -51,6 +51,16 @@ def check_divisor(name, value):
         check_positive_int(name, value)
 
 
+def check_positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number, got {name}={value!r}.")
+
+
+def check_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a number, got {name}={value!r}.")
+
+
 def feature_map_channels(layer, input_shape, rank=4):
     """Validate a channels-last feature map shape and return its channel count."""
     input_shape = tuple(input_shape)

@@ -67,8 +67,63 @@ def load_squeeze_excite(layer, state, prefix=""):
     load_conv2d(layer.expand, state, prefix + "fc2.")
 
 
+def load_efficient_channel_attention(layer, state, prefix=""):
+    """timm `EcaModule` / `CecaModule`: `conv.weight` (1, 1, k) is the Conv1D kernel."""
+    assign(layer.conv.kernel, conv1d_kernel(take(state, prefix + "conv.weight")),
+           prefix + "conv.weight")
+
+
+def load_global_context(layer, state, prefix=""):
+    """timm `GlobalContext`: `conv_attn` (when `use_attn`), then the ConvMlp `mlp_scale`
+    (sigmoid fusion) or `mlp_add` (additive fusion): fc1, norm (LayerNorm2d), fc2."""
+    if layer.attention is not None:
+        load_conv2d(layer.attention, state, prefix + "conv_attn.")
+    elif prefix + "conv_attn.weight" in state:
+        raise ValueError(
+            f"checkpoint has {prefix + 'conv_attn.weight'!r} (attention pooling) but the layer "
+            f"uses pooling={layer.pooling!r}"
+        )
+    mlp = prefix + ("mlp_scale." if layer.fusion == "multiply" else "mlp_add.")
+    load_conv2d(layer.reduce, state, mlp + "fc1.")
+    load_layer_norm(layer.norm, state, mlp + "norm.")
+    load_conv2d(layer.expand, state, mlp + "fc2.")
+
+
+def load_channel_gate(layer, state, prefix=""):
+    """timm `ChannelAttn`: fc1 / fc2 are 1x1 convolutions, with biases when `mlp_bias`."""
+    if not layer.use_bias and prefix + "fc1.bias" in state:
+        raise ValueError(
+            f"checkpoint has {prefix + 'fc1.bias'!r} (mlp_bias=True) but the layer has "
+            f"use_bias=False"
+        )
+    load_conv2d(layer.reduce, state, prefix + "fc1.")
+    load_conv2d(layer.expand, state, prefix + "fc2.")
+
+
+def load_spatial_gate(layer, state, prefix=""):
+    """timm `SpatialAttn`: the ConvNormAct `conv` holds `conv.conv` (no bias) and `conv.bn`.
+
+    The kernel is copied as stored. timm's convolution reads `[mean, max]`, so a layer with
+    `pooling_order="mean_max"` reproduces the timm module; a `"max_mean"` layer needs the
+    kernel's input-channel axis swapped (`weight[:, ::-1]`) first.
+    """
+    load_conv2d(layer.conv, state, prefix + "conv.conv.")
+    load_batch_norm(layer.norm, state, prefix + "conv.bn.")
+
+
+def load_cbam(layer, state, prefix=""):
+    """timm `CbamModule`: `channel` (`ChannelAttn`) then `spatial` (`SpatialAttn`)."""
+    load_channel_gate(layer.channel_gate, state, prefix + "channel.")
+    load_spatial_gate(layer.spatial_gate, state, prefix + "spatial.")
+
+
 CONVERTERS = {
     L.SqueezeExcite: load_squeeze_excite,
+    L.EfficientChannelAttention: load_efficient_channel_attention,
+    L.GlobalContext: load_global_context,
+    L.ChannelGate: load_channel_gate,
+    L.SpatialGate: load_spatial_gate,
+    L.CBAM: load_cbam,
 }
 
 

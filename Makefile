@@ -1,0 +1,47 @@
+# Two commands for a fresh machine (README): `make demo` and `make test`.
+# Each creates the virtual environment it needs in .venv and installs the package into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+DEMO_ARGS ?=
+
+.PHONY: demo test test-oracle benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
+	touch $@ $(VENV)/.installed-base
+
+$(VENV)/.installed-oracle: setup.cfg pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,oracle]"
+	touch $@
+
+## Main job: train a small CBAM CNN for one epoch on the offline MNIST subset.
+demo: $(VENV)/.installed-base
+	$(BIN)/keras-attention-zoo demo $(DEMO_ARGS)
+
+## Tests: everything on the TensorFlow backend, then the layer suite on JAX.
+test: $(VENV)/.installed-test
+	$(PYTEST) tests
+	KERAS_BACKEND=jax $(PYTEST) tests/keras_attention
+
+## Live oracles (timm, torch) and the layer suite on the PyTorch backend; CI runs this too.
+test-oracle: $(VENV)/.installed-oracle
+	$(PYTEST) -m oracle tests
+	KERAS_BACKEND=torch $(PYTEST) tests/keras_attention
+
+## Layer latency against timm (needs the oracle extra); writes benchmarks/results/.
+benchmark: $(VENV)/.installed-oracle
+	$(BIN)/python benchmarks/layers_cpu.py
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info

@@ -1,0 +1,48 @@
+"""The README's main job: one epoch of a CBAM CNN on the offline MNIST subset."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo import cli, demo
+
+
+@pytest.mark.slow
+def test_demo_trains_and_writes_the_attention_png(tmp_path, capsys):
+    assert cli.main(["demo", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("test accuracy ")[1].split()[0])
+    assert accuracy > 0.8, printed  # chance is 0.1; one epoch on 4,000 digits gets far above
+    png = tmp_path / "cbam_attention.png"
+    assert str(png.resolve()) in printed
+    image = np.asarray(Image.open(png))
+    assert image.shape == (2 * 28 * 4, 8 * 28 * 4, 3)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_attention_png_tiles_digit_and_blend(tmp_path):
+    images = np.zeros((2, 28, 28, 1), "float32")
+    images[0, 10:18, 10:18] = 1.0
+    maps = np.zeros((2, 7, 7, 1), "float32")
+    maps[0, 3, 3] = 1.0
+    path = demo.attention_png(images, maps, tmp_path / "sub" / "a.png", scale=1)
+    sheet = np.asarray(Image.open(path)).astype(int)
+    assert sheet.shape == (56, 56, 3)
+    assert sheet[14, 14].tolist() == [255, 255, 255]  # bright digit pixel, top row
+    # The blended tile is hot (red) at the map's peak, cold elsewhere.
+    assert sheet[28 + 14, 14, 0] > sheet[28 + 2, 2, 0]
+
+
+def test_cli_lists_attention_names(capsys):
+    assert cli.main(["attention"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    import keras_attention
+
+    assert names == keras_attention.list_attention()
+
+
+def test_cli_rejects_zero_epochs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--epochs", "0"])
+    assert exit_info.value.code == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
