@@ -1,9 +1,9 @@
 """Forward latency of every layer on (8, 56, 56, 256), TF backend, against timm's module.
 
-Both sides run in this one process, on the same input size, after a warm-up; the table shows
-medians and the ratio ours / timm (below 1 = we are faster). Keras runs the layer inside a
-`tf.function` (graph mode, as `model.predict` would) and with XLA; timm runs eager in
-`torch.no_grad()` on NCHW tensors, with torch using as many threads as TF.
+Both sides run in this one process on the same input, after a warm-up, in turn in every
+round; the table shows medians and the ratio ours / timm (below 1 = we are faster). Keras
+runs the layer inside a `tf.function` (graph mode, as `model.predict` would) and with XLA;
+timm runs eager in `torch.no_grad()` on NCHW tensors, torch using as many threads as TF.
 
 Usage: `make benchmark` (needs the oracle extra), or
 `python benchmarks/layers_cpu.py [--repeats 30] [--batch 8] [--size 56] [--channels 256]`.
@@ -11,6 +11,7 @@ Writes benchmarks/results/layers_cpu.md and .json.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -40,7 +41,7 @@ def timm_modules(channels):
     """factory name -> timm module of the same configuration (None where timm has none)."""
     if torch is None:
         return {}
-    from timm.layers.cbam import CbamModule
+    from timm.layers.cbam import CbamModule, ChannelAttn, SpatialAttn
     from timm.layers.eca import CecaModule, EcaModule
     from timm.layers.global_context import GlobalContext
     from timm.layers.squeeze_excite import SEModule
@@ -52,18 +53,24 @@ def timm_modules(channels):
         "gc": GlobalContext(channels, fuse_add=False, fuse_scale=True),
         "gca": GlobalContext(channels, fuse_add=True, fuse_scale=False),
         "cbam": CbamModule(channels),
+        "channel_gate": ChannelAttn(channels),
+        "spatial_gate": SpatialAttn(),
     }
 
 
-def median_ms(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_medians(functions, repeats, warmup=3):
+    """Median milliseconds of each function, the functions run in turn in every round so
+    that machine noise hits all of them alike."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
@@ -90,17 +97,15 @@ def main():
         layer = create_attention(name, args.channels)
         graph = tf.function(lambda t, layer=layer: layer(t, training=False))
         xla = tf.function(lambda t, layer=layer: layer(t, training=False), jit_compile=True)
-        row = {
-            "layer": name,
-            "class": type(layer).__name__,
-            "keras_tf_ms": median_ms(lambda: graph(x_tf), args.repeats),
-            "keras_xla_ms": median_ms(lambda: xla(x_tf), args.repeats),
-        }
+        functions = {"keras_tf_ms": lambda: graph(x_tf), "keras_xla_ms": lambda: xla(x_tf)}
         module = references.get(name)
         if module is not None:
             module.eval()
-            with torch.no_grad():
-                row["timm_ms"] = median_ms(lambda: module(x_torch), args.repeats)
+            functions["timm_ms"] = lambda: module(x_torch)
+        with torch.no_grad() if torch is not None else contextlib.nullcontext():
+            row = {"layer": name, "class": type(layer).__name__,
+                   **interleaved_medians(functions, args.repeats)}
+        if module is not None:
             row["ratio_tf"] = row["keras_tf_ms"] / row["timm_ms"]
             row["ratio_xla"] = row["keras_xla_ms"] / row["timm_ms"]
         rows.append(row)
@@ -132,7 +137,7 @@ def write_results(stem, rows, meta):
     lines = [
         f"# Layer forward latency, input {tuple(meta['input_shape'])}, CPU ({meta['cpu_count']} cores)",
         "",
-        f"Medians of {meta['repeats']} runs after warm-up, one process; TF {meta['tensorflow']}, "
+        f"Medians of {meta['repeats']} interleaved rounds after warm-up, one process; TF {meta['tensorflow']}, "
         f"Keras {meta['keras']}, torch {meta['torch']}, timm {meta['timm']}. "
         "ratio = Keras / timm (below 1: Keras is faster).",
         "",

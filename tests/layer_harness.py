@@ -9,7 +9,8 @@ for every layer:
   layers start as the identity);
 - `get_config` / `from_config` and `.keras` save / load round trips give identical outputs;
 - `mixed_bfloat16`: outputs in the documented dtype, finite, close to the float32 result
-  with the same weights; gradients finite;
+  with the same weights; gradients finite; `model.fit` under that policy updates every
+  weight of the layer;
 - dynamic height and width (`Input((None, None, C))`) where the math allows;
 - `return_attention=True` gives `(outputs, attention)` with the documented map shape, eagerly
   and in functional models (symbolic tensors);
@@ -206,6 +207,33 @@ def check_mixed_bfloat16(case):
     assert np.all(np.isfinite(input_grad))
 
 
+def check_fit_mixed_bfloat16(case):
+    """`model.fit` with the layer under `mixed_bfloat16` (the way users train) takes steps."""
+    inputs = keras.Input(case.input_shape[1:])
+    features = case.build_layer(dtype="mixed_bfloat16")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(dtype="mixed_bfloat16")(features)
+    logits = keras.layers.Dense(3, dtype="float32")(pooled)  # float32 logits and loss
+    model = keras.Model(inputs, logits)
+    randomize_weights(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = random_input((8, *case.input_shape[1:]), seed=6)
+    y = np.arange(8) % 3
+    before = [to_numpy(w) for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    after = [to_numpy(w) for w in model.trainable_weights]
+    n = len(model.layers[1].trainable_weights)
+    changed = [not np.array_equal(a, b) for a, b in zip(before[:n], after[:n])]
+    # Cases checked with training=False have weights whose training-mode gradient is exactly
+    # zero by construction (a bias right before a BatchNorm): there, some must move.
+    if case.training:
+        assert all(changed), "some weights of the layer were not updated by fit"
+    else:
+        assert any(changed), "no weight of the layer was updated by fit"
+    assert all(np.all(np.isfinite(w)) for w in after)
+
+
 def check_dynamic_spatial_size(case):
     if not case.dynamic_hw:
         return
@@ -257,6 +285,7 @@ CHECKS = {
     "config_round_trip": check_config_round_trip,
     "saving_round_trip": check_saving_round_trip,
     "mixed_bfloat16": check_mixed_bfloat16,
+    "fit_mixed_bfloat16": check_fit_mixed_bfloat16,
     "dynamic_spatial_size": check_dynamic_spatial_size,
     "return_attention": check_return_attention,
     "invalid_arguments": check_invalid_arguments,

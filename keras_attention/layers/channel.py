@@ -63,7 +63,7 @@ class SqueezeExcite(AttentionLayer):
         self.expand.build((None, 1, 1, hidden))
 
     def call(self, inputs, training=None, return_attention=False):
-        pooled = U.mean_float32(inputs, axis=(1, 2))
+        pooled = U.spatial_mean_float32(inputs)
         gate = self.gate_activation(self.expand(self.activation(self.reduce(pooled))))
         outputs = inputs * gate
         return (outputs, gate) if return_attention else outputs
@@ -154,7 +154,7 @@ class EfficientChannelAttention(AttentionLayer):
         return ops.pad(y, ((0, 0), (p, p), (0, 0)))
 
     def call(self, inputs, training=None, return_attention=False):
-        pooled = U.mean_float32(inputs, axis=(1, 2), keepdims=False)  # (B, C)
+        pooled = U.spatial_mean_float32(inputs, keepdims=False)  # (B, C)
         y = self.conv(self._pad(ops.expand_dims(pooled, -1)))  # (B, C, 1)
         gate = self.gate_activation(ops.reshape(y, (-1, 1, 1, self.channels)))
         outputs = inputs * gate
@@ -182,9 +182,9 @@ def _spatial_softmax_float32(logits):
     also traces with unknown height and width.
     """
     x = ops.cast(logits, "float32")
-    x = x - ops.stop_gradient(ops.max(x, axis=(1, 2), keepdims=True))
+    x = x - ops.stop_gradient(U.spatial_reduce(ops.max, x))
     e = ops.exp(x)
-    return e / ops.sum(e, axis=(1, 2), keepdims=True)
+    return e / U.spatial_reduce(ops.sum, e)
 
 
 @register
@@ -271,11 +271,11 @@ class GlobalContext(AttentionLayer):
     def call(self, inputs, training=None, return_attention=False):
         if self.attention is not None:
             weights = _spatial_softmax_float32(self.attention(inputs))  # (B, H, W, 1)
-            context = ops.sum(ops.cast(inputs, "float32") * weights, axis=(1, 2), keepdims=True)
+            context = U.spatial_reduce(ops.sum, ops.cast(inputs, "float32") * weights)
             context = ops.cast(context, inputs.dtype)
             weights = ops.cast(weights, inputs.dtype)
         else:
-            context = U.mean_float32(inputs, axis=(1, 2))
+            context = U.spatial_mean_float32(inputs)
             weights = None
         transform = self.expand(ops.relu(self.norm(self.reduce(context))))
         if self.fusion == "add":
@@ -286,7 +286,7 @@ class GlobalContext(AttentionLayer):
             return outputs
         if weights is None:
             ones = ops.ones_like(inputs[..., :1])
-            weights = ones / ops.sum(ones, axis=(1, 2), keepdims=True)
+            weights = ones / U.spatial_reduce(ops.sum, ones)
         return outputs, weights
 
     def compute_attention_shape(self, input_shape):

@@ -12,16 +12,6 @@ register = keras.saving.register_keras_serializable(package="keras_attention")
 BAM_COMBINES = ("product", "sum")
 
 
-def _check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer, got {name}={value!r}.")
-
-
-def _batch_norm(name, kw):
-    # PyTorch's BatchNorm defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name, **kw)
-
-
 @register
 class ChannelGate(AttentionLayer):
     """CBAM's channel attention (Woo et al., ECCV 2018).
@@ -79,8 +69,8 @@ class ChannelGate(AttentionLayer):
         return self.expand(ops.relu(self.reduce(pooled)))
 
     def call(self, inputs, training=None, return_attention=False):
-        average = U.mean_float32(inputs, axis=(1, 2))
-        maximum = ops.max(inputs, axis=(1, 2), keepdims=True)
+        average = U.spatial_mean_float32(inputs)
+        maximum = U.spatial_reduce(ops.max, inputs)
         gate = ops.sigmoid(self._mlp(average) + self._mlp(maximum))
         outputs = inputs * gate
         return (outputs, gate) if return_attention else outputs
@@ -237,7 +227,7 @@ class BAM(AttentionLayer):
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
         U.check_divisor("divisor", divisor)
-        _check_non_negative_int("num_dilated_convs", num_dilated_convs)
+        U.check_non_negative_int("num_dilated_convs", num_dilated_convs)
         U.check_positive_int("dilation_rate", dilation_rate)
         U.check_choice("combine", combine, BAM_COMBINES)
         self.reduction_ratio = reduction_ratio
@@ -256,14 +246,14 @@ class BAM(AttentionLayer):
         # channel branch
         self.channel_reduce = layers.Dense(hidden, name="channel_reduce", **kw)
         self.channel_reduce.build((None, channels))
-        self.channel_norm = _batch_norm("channel_norm", kw)
+        self.channel_norm = U.torch_batch_norm("channel_norm", kw)
         self.channel_norm.build((None, hidden))
         self.channel_expand = layers.Dense(channels, name="channel_expand", **kw)
         self.channel_expand.build((None, hidden))
         # spatial branch
         self.spatial_reduce = layers.Conv2D(hidden, 1, name="spatial_reduce", **kw)
         self.spatial_reduce.build((None, None, None, channels))
-        self.spatial_reduce_norm = _batch_norm("spatial_reduce_norm", kw)
+        self.spatial_reduce_norm = U.torch_batch_norm("spatial_reduce_norm", kw)
         self.spatial_reduce_norm.build((None, None, None, hidden))
         self.dilated_convs = []
         self.dilated_norms = []
@@ -271,7 +261,7 @@ class BAM(AttentionLayer):
             conv = layers.Conv2D(hidden, 3, padding="same", dilation_rate=self.dilation_rate,
                                  name=f"dilated_conv_{i}", **kw)
             conv.build((None, None, None, hidden))
-            norm = _batch_norm(f"dilated_norm_{i}", kw)
+            norm = U.torch_batch_norm(f"dilated_norm_{i}", kw)
             norm.build((None, None, None, hidden))
             self.dilated_convs.append(conv)
             self.dilated_norms.append(norm)
@@ -279,7 +269,7 @@ class BAM(AttentionLayer):
         self.spatial_final.build((None, None, None, hidden))
 
     def call(self, inputs, training=None, return_attention=False):
-        pooled = U.mean_float32(inputs, axis=(1, 2), keepdims=False)
+        pooled = U.spatial_mean_float32(inputs, keepdims=False)
         mc = self.channel_reduce(pooled)
         mc = self.channel_expand(ops.relu(self.channel_norm(mc, training=training)))
         mc = ops.expand_dims(ops.expand_dims(mc, 1), 1)

@@ -35,16 +35,6 @@ CHANNEL_NORM_EPSILON = 1e-12
 SPATIAL_NORM_EPSILON = 1e-5
 
 
-def _check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer, got {name}={value!r}.")
-
-
-def _batch_norm(name, kw):
-    # PyTorch's BatchNorm defaults: eps 1e-5, momentum 0.1 (Keras counts the other way).
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name, **kw)
-
-
 def _check_spatial_size(layer, input_shape, num_downsamples):
     """Every max pool must halve a side of at least 2 pixels: H, W > 2**(num_downsamples-1)."""
     minimum = 2 ** (num_downsamples - 1) + 1
@@ -111,7 +101,7 @@ class _PreActBottleneck(layers.Layer):
         spec = ((hidden, 1, channels), (hidden, 3, hidden), (channels, 1, hidden))
         self.norms, self.convs = [], []
         for i, (filters, kernel, fan_in) in enumerate(spec):
-            norm = _batch_norm(f"bn_{i}", kw)
+            norm = U.torch_batch_norm(f"bn_{i}", kw)
             norm.build((None, None, None, fan_in))
             conv = layers.Conv2D(filters, kernel, padding="same", use_bias=False,
                                  name=f"conv_{i}", **kw)
@@ -226,7 +216,7 @@ class SoftMaskBranch(AttentionLayer):
                 self.up_blocks.append(_units(f"up_{level - 1}", r, channels, kw))
         self.head_norms, self.head_convs = [], []
         for i in range(2):
-            norm = _batch_norm(f"head_bn_{i}", kw)
+            norm = U.torch_batch_norm(f"head_bn_{i}", kw)
             norm.build((None, None, None, channels))
             conv = layers.Conv2D(channels, 1, use_bias=False, name=f"head_conv_{i}", **kw)
             conv.build((None, None, None, channels))
@@ -319,8 +309,8 @@ class ResidualAttention(AttentionLayer):
     def __init__(self, pre_units=1, trunk_units=2, units_per_level=1, num_downsamples=1,
                  mask_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
-        _check_non_negative_int("pre_units", pre_units)
-        _check_non_negative_int("trunk_units", trunk_units)
+        U.check_non_negative_int("pre_units", pre_units)
+        U.check_non_negative_int("trunk_units", trunk_units)
         U.check_positive_int("units_per_level", units_per_level)
         U.check_positive_int("num_downsamples", num_downsamples)
         U.check_choice("mask_activation", mask_activation, MASK_ACTIVATIONS)

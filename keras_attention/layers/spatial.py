@@ -62,7 +62,7 @@ class SpatialGate(AttentionLayer):
         self.conv = layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                   name="conv", **kw)
         self.conv.build((None, None, None, 2))
-        self.norm = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="norm", **kw)
+        self.norm = U.torch_batch_norm("norm", kw)
         self.norm.build((None, None, None, 1))
 
     def call(self, inputs, training=None, return_attention=False):
