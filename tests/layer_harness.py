@@ -26,6 +26,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 BACKEND = keras.backend.backend()
@@ -39,12 +40,15 @@ class LayerCase:
     cls: type
     kwargs: dict
     input_shape: tuple  # with batch dimension
-    dynamic_hw: bool = True
+    # True, or the reason the layer needs static spatial sizes (the check is then skipped
+    # with that reason)
+    dynamic_hw: object = True
     # attention map shape given the input shape (None: the layer has no map)
     attention_shape: Callable = None
     # (kwargs, input_shape, regex of the ValueError message) expected to fail at build
     invalid: tuple = ()
-    # extra sizes (H, W) for the dynamic shape check
+    # extra spatial sizes ((H, W) for 2D inputs, (L,) for 1D, (T, H, W) for 3D) for the
+    # dynamic shape check
     other_sizes: tuple = ((5, 7), (11, 6))
     # the layer's `call(training=...)` argument
     training: bool = True
@@ -211,7 +215,9 @@ def check_fit_mixed_bfloat16(case):
     """`model.fit` with the layer under `mixed_bfloat16` (the way users train) takes steps."""
     inputs = keras.Input(case.input_shape[1:])
     features = case.build_layer(dtype="mixed_bfloat16")(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D(dtype="mixed_bfloat16")(features)
+    pooling = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
+               5: keras.layers.GlobalAveragePooling3D}[len(features.shape)]
+    pooled = pooling(dtype="mixed_bfloat16")(features)
     logits = keras.layers.Dense(3, dtype="float32")(pooled)  # float32 logits and loss
     model = keras.Model(inputs, logits)
     randomize_weights(model)
@@ -235,17 +241,18 @@ def check_fit_mixed_bfloat16(case):
 
 
 def check_dynamic_spatial_size(case):
-    if not case.dynamic_hw:
-        return
+    if case.dynamic_hw is not True:
+        pytest.skip(f"static spatial size by design: {case.dynamic_hw}")
     channels = case.input_shape[-1]
     layer = case.build_layer()
-    inputs = keras.Input((None, None, channels))
+    inputs = keras.Input((None,) * (len(case.input_shape) - 2) + (channels,))
     model = keras.Model(inputs, layer(inputs))
     randomize_weights(model)
-    for h, w in case.other_sizes:
-        x = random_input((2, h, w, channels), seed=h * w)
+    for sizes in case.other_sizes:
+        shape = (2, *sizes, channels)
+        x = random_input(shape, seed=int(np.prod(sizes)))
         y = model.predict(x, verbose=0)
-        assert y.shape == tuple(layer.compute_output_shape((2, h, w, channels)))
+        assert y.shape == tuple(layer.compute_output_shape(shape))
         np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=1e-5)
 
 
