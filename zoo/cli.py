@@ -19,6 +19,12 @@ def _attention(args):
     return 0
 
 
+def _serve(args):
+    from serving import server
+
+    return server.main(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-attention-zoo",
@@ -36,6 +42,14 @@ def build_parser():
 
     attention = commands.add_parser("attention", help="list the names create_attention accepts")
     attention.set_defaults(handler=_attention)
+
+    from serving.server import add_flags
+
+    serve = commands.add_parser(
+        "serve", help="serve SavedModels over TF Serving's REST API (tensorflow_model_server flags)"
+    )
+    add_flags(serve)
+    serve.set_defaults(handler=_serve)
     return parser
 
 

@@ -1,0 +1,234 @@
+"""Servables: SavedModel versions found on disk, loaded into TF sessions, resolved per request.
+
+Mirrors TF Serving's model management: `--model_base_path`/`--model_name` or a text-format
+`ModelServerConfig` (`--model_config_file`), version folders parsed as integers (non-numeric
+ignored), version policies latest{num_versions} / all / specific{versions}, version labels,
+and a poll loop that loads a new version before unloading the old one.
+"""
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+from serving.errors import ServingError, from_tf_error, invalid
+
+log = logging.getLogger("serving")
+
+DTYPE_NAMES = {
+    1: "float", 2: "double", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
+    9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "half", 22: "uint32", 23: "uint64",
+}
+
+
+def read_model_config(path):
+    """A `ModelServerConfig` parsed from a protobuf text-format file."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    with open(path, encoding="utf-8") as f:
+        text_format.Parse(f.read(), config)
+    if config.WhichOneof("config") != "model_config_list":
+        raise ValueError(f"{path}: only model_config_list is supported")
+    return config
+
+
+def single_model_config(name, base_path):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name, model.base_path, model.model_platform = name, base_path, "tensorflow"
+    return config
+
+
+def versions_on_disk(base_path):
+    """{version: folder} for the integer-named folders of `base_path` (`00000123` is 123)."""
+    found = {}
+    try:
+        entries = os.listdir(base_path)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit() and os.path.isdir(os.path.join(base_path, entry)):
+            found.setdefault(int(entry), os.path.join(base_path, entry))
+    return found
+
+
+def wanted_versions(config, on_disk):
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(on_disk)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(on_disk)
+    count = max(policy.latest.num_versions, 1) if kind == "latest" else 1
+    return set(sorted(on_disk)[-count:])
+
+
+class Servable:
+    """One loaded SavedModel version: its session, MetaGraphDef and signatures."""
+
+    def __init__(self, name, version, path):
+        import tensorflow as tf
+
+        self.name, self.version, self.path = name, version, path
+        from tensorflow.python.saved_model import loader_impl
+
+        saved = loader_impl.parse_saved_model(path)
+        meta = [m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags]
+        if not meta:
+            raise ValueError(f"{path}: no MetaGraph with tag 'serve'")
+        self._session = self._tf2 = None
+        if meta[0].object_graph_def.nodes:  # a TF2 SavedModel: run its restored signature functions
+            self.meta_graph = meta[0]
+            self._tf2 = tf.saved_model.load(path, tags=["serve"])
+        else:  # a TF1 SavedModel: a session, fed and fetched by tensor name like TF Serving
+            self._graph = tf.Graph()
+            self._session = tf.compat.v1.Session(graph=self._graph)
+            with self._graph.as_default():
+                self.meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+        self.signatures = self.meta_graph.signature_def
+        self._callables = {}
+        self._lock = threading.Lock()
+
+    def signature(self, name, grpc_message=False):
+        key = name or "serving_default"
+        if key not in self.signatures:
+            if grpc_message:
+                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+            raise invalid(f'Serving signature name: "{key}" not found in signature def')
+        return key, self.signatures[key]
+
+    def input_dtypes(self, signature):
+        return {name: DTYPE_NAMES.get(info.dtype, str(info.dtype)) for name, info in signature.inputs.items()}
+
+    def run(self, signature, feeds, output_names=None, key=None):
+        """Run `signature` on {input name: array}; returns {output name: array}."""
+        from tensorflow.core.protobuf import config_pb2
+        import tensorflow as tf
+
+        missing = set(signature.inputs) - set(feeds)
+        extra = set(feeds) - set(signature.inputs)
+        if missing or extra:
+            raise invalid(f"Expected inputs {sorted(signature.inputs)} but got {sorted(feeds)}")
+        outputs = sorted(output_names or signature.outputs)
+        in_names = sorted(feeds)
+        if self._tf2 is not None:
+            try:
+                values = self._tf2.signatures[key or "serving_default"](
+                    **{n: tf.constant(feeds[n]) for n in in_names})
+            except tf.errors.OpError as error:
+                raise from_tf_error(error)
+            except (TypeError, ValueError) as error:
+                raise invalid(str(error).split("\n")[0][:1024])
+            return {n: np.asarray(values[n]) for n in outputs}
+        key = (tuple(signature.inputs[n].name for n in in_names), tuple(signature.outputs[n].name for n in outputs))
+        with self._lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                fn = self._session._make_callable_from_options(
+                    config_pb2.CallableOptions(feed=list(key[0]), fetch=list(key[1])))
+                self._callables[key] = fn
+        try:
+            values = fn(*[feeds[n] for n in in_names])
+        except tf.errors.OpError as error:
+            raise from_tf_error(error)
+        return dict(zip(outputs, (np.asarray(v) for v in values)))
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+        self._tf2 = None
+
+
+class ModelManager:
+    """The served models: which versions exist, their states, and request resolution."""
+
+    def __init__(self, config):
+        self._lock = threading.RLock()
+        self.config = config
+        self.servables = {}  # name -> {version: Servable}
+        self.states = {}  # name -> {version: (state, error_code, message)}
+
+    def model_configs(self):
+        return list(self.config.model_config_list.config)
+
+    def poll(self):
+        """Load wanted versions that are not loaded yet, then unload unwanted ones."""
+        for model in self.model_configs():
+            on_disk = versions_on_disk(model.base_path)
+            wanted = wanted_versions(model, on_disk)
+            loaded = self.servables.setdefault(model.name, {})
+            states = self.states.setdefault(model.name, {})
+            for version in sorted(wanted - set(loaded)):
+                if states.get(version, ("",))[0] == "END" and version in states:
+                    continue  # a failed load is not retried until the version changes on disk
+                states[version] = ("LOADING", "OK", "")
+                try:
+                    servable = Servable(model.name, version, on_disk[version])
+                except Exception as error:  # reported in status, never served
+                    log.error("failed to load %s version %d: %s", model.name, version, error)
+                    states[version] = ("END", "UNKNOWN", str(error)[:1024])
+                    continue
+                with self._lock:
+                    loaded[version] = servable
+                    states[version] = ("AVAILABLE", "OK", "")
+            for version in sorted(set(loaded) - wanted):
+                if len(loaded) <= 1:
+                    break  # never unload the last loaded version
+                with self._lock:
+                    servable = loaded.pop(version)
+                    states[version] = ("END", "OK", "")
+                servable.close()
+            for version in list(states):
+                if version not in on_disk and version not in loaded:
+                    states.pop(version)
+
+    def known(self, name):
+        return name in self.states and any(True for _ in self.states[name])
+
+    def resolve(self, name, version=None, label=None):
+        """The servable for a request (`Latest(name)`, `Specific(name, N)` or a label)."""
+        with self._lock:
+            loaded = self.servables.get(name, {})
+            if label is not None:
+                model = next((m for m in self.model_configs() if m.name == name), None)
+                if model is None or label not in model.version_labels:
+                    if not loaded:
+                        raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                    raise invalid(f"Unrecognized servable version label: {label}")
+                version = model.version_labels[label]
+            if version is None:
+                if not loaded:
+                    raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                return loaded[max(loaded)]
+            if version not in loaded:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
+            return loaded[version]
+
+    def status(self, name, version=None, label=None):
+        """[(version, state, error_code, message)] like GetModelStatus."""
+        with self._lock:
+            states = self.states.get(name)
+            if not states:
+                raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+            if label is not None:
+                model = next((m for m in self.model_configs() if m.name == name), None)
+                if model is None or label not in model.version_labels:
+                    raise invalid(f"Unrecognized servable version label: {label}")
+                version = model.version_labels[label]
+            if version is not None:
+                if version not in states:
+                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+                return [(version,) + states[version]]
+            return [(v,) + states[v] for v in sorted(states, reverse=True)]
+
+    def close(self):
+        with self._lock:
+            for loaded in self.servables.values():
+                for servable in loaded.values():
+                    servable.close()
+            self.servables.clear()

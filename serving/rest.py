@@ -1,0 +1,188 @@
+"""TF Serving's REST API (`/v1/models/...`) as an aiohttp application.
+
+Routes, JSON and error messages follow `model_servers/http_rest_api_handler.cc`; models run
+in a thread pool, never on the event loop, and every failure becomes `{"error": ...}` with
+the HTTP status of its canonical code.
+"""
+
+import asyncio
+import gzip
+import json
+import re
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from serving import json_tensor
+from serving.errors import ServingError, invalid
+
+PREDICT_RE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE)
+STATUS_RE = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE)
+V1_RE = re.compile(r"/v1/.*", re.IGNORECASE)
+METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+
+
+def _json_response(text, status=200):
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def _error(error):
+    return _json_response(json.dumps({"error": error.message}), error.http_status)
+
+
+def _parse_version(text):
+    if text is None:
+        return None
+    version = int(text)
+    if version >= 2**63:
+        raise invalid(f"Failed to convert version: {text} to numeric.")
+    return version
+
+
+class RestApi:
+    """Request handlers over a `ModelManager`."""
+
+    def __init__(self, manager, timeout_s=30.0, workers=4):
+        self.manager = manager
+        self.timeout_s = timeout_s
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-rest")
+
+    async def dispatch(self, request):
+        path = request.rel_url.raw_path
+        if not V1_RE.fullmatch(path):
+            return web.Response(status=404, text="404 Not Found")
+        try:
+            body = await request.read()
+            if body[:2] == b"\x1f\x8b":  # aiohttp may already have inflated a gzip body
+                try:
+                    body = gzip.decompress(body)
+                except (OSError, EOFError):
+                    raise invalid("Failed to decompress gzip request body")
+            return await asyncio.wait_for(self._route(request.method, path, body), self.timeout_s)
+        except ServingError as error:
+            return _error(error)
+        except asyncio.TimeoutError:
+            return _error(ServingError("DEADLINE_EXCEEDED", "Request timed out"))
+        except Exception as error:  # never crash on bad input
+            return _error(ServingError("INTERNAL", f"{type(error).__name__}: {error}"))
+
+    async def _route(self, method, path, body):
+        unquote = urllib.parse.unquote
+        match = PREDICT_RE.fullmatch(path)
+        if method == "POST" and match:
+            name, version, label, verb = match.groups()
+            return await self._run(self._predict_sync if verb.lower() == "predict" else self._examples_sync,
+                                   unquote(name), _parse_version(version),
+                                   unquote(label) if label else None, verb.lower(), body)
+        match = STATUS_RE.fullmatch(path)
+        if method == "GET" and match:
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise invalid("Missing model name in request.")
+            name, version = unquote(name), _parse_version(version)
+            label = unquote(label) if label else None
+            if metadata:
+                return _json_response(self._metadata(name, version, label))
+            return _json_response(self._status(name, version, label))
+        raise invalid(f"Malformed request: {method} {path}")
+
+    async def _run(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return _json_response(await loop.run_in_executor(self.executor, fn, *args))
+
+    def _predict_sync(self, name, version, label, verb, body):
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.signature_name(doc)
+        servable = self.manager.resolve(name, version, label)
+        key, signature = servable.signature(signature_name)
+        tensors, row = json_tensor.predict_request(doc, servable.input_dtypes(signature))
+        outputs = servable.run(signature, tensors, key=key)
+        return json_tensor.predict_response_json(outputs, row)
+
+    def _examples_sync(self, name, version, label, verb, body):
+        import tensorflow as tf
+
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.signature_name(doc)
+        servable = self.manager.resolve(name, version, label)
+        key, signature = servable.signature(signature_name)
+        if signature.method_name != METHOD_NAMES[verb]:
+            kind = "classification" if verb == "classify" else "regression"
+            raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
+                          f"Was: {signature.method_name}")
+        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
+            raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
+        serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
+        examples = json_tensor.np.array(serialized, dtype=object)
+        outputs = servable.run(signature, {"inputs": examples}, key=key)
+        count = len(serialized)
+        if verb == "regress":
+            values = outputs.get("outputs")
+            if values is None or values.size != count:
+                raise invalid("Expected output tensor 'outputs' with one value per example")
+            return '{"results": [%s]}' % ", ".join(json_tensor.format_float(v) for v in values.reshape(-1))
+        scores, classes = outputs.get("scores"), outputs.get("classes")
+        results = []
+        for i in range(count):
+            row_scores = scores.reshape(count, -1)[i] if scores is not None else None
+            row_classes = classes.reshape(count, -1)[i] if classes is not None else None
+            width = len(row_scores) if row_scores is not None else len(row_classes)
+            pairs = []
+            for j in range(width):
+                label_text = row_classes[j] if row_classes is not None else b""
+                label_text = label_text.decode("utf-8", "replace") if isinstance(label_text, bytes) else str(label_text)
+                score = json_tensor.format_float(row_scores[j]) if row_scores is not None else "0.0"
+                pairs.append(f"[{json.dumps(label_text)}, {score}]")
+            results.append("[" + ", ".join(pairs) + "]")
+        return '{"results": [%s]}' % ", ".join(results)
+
+    def _status(self, name, version, label):
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v, state, code, message in self.manager.status(name, version, label):
+            entry = response.model_version_status.add()
+            entry.version = v
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            entry.status.error_code = {"OK": 0, "UNKNOWN": 2}.get(code, 2)
+            entry.status.error_message = message
+        return json.dumps(json_format.MessageToDict(
+            response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True), indent=1)
+
+    def _metadata(self, name, version, label):
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        servable = self.manager.resolve(name, version, label)
+        spec = model_pb2.ModelSpec(name=name, signature_name="")
+        spec.version.value = servable.version
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        for key, sig in servable.signatures.items():
+            sigmap.signature_def[key].CopyFrom(sig)
+        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+        doc = {"model_spec": json_format.MessageToDict(spec, **options),
+               "metadata": {"signature_def": json_format.MessageToDict(sigmap, **options)}}
+        return json.dumps(doc, indent=1)
+
+    def close(self):
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def make_app(manager, timeout_s=30.0):
+    """The aiohttp application serving `manager` (a `serving.models.ModelManager`)."""
+    api = RestApi(manager, timeout_s=timeout_s)
+    app = web.Application(client_max_size=2**31 - 1)
+    app.router.add_route("*", "/{tail:.*}", api.dispatch)
+
+    async def _close(_app):
+        api.close()
+
+    app.on_cleanup.append(_close)
+    app["api"] = api
+    return app

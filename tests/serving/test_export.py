@@ -1,0 +1,96 @@
+"""serving.export: layout, atomicity, no overwrite, float32 outputs, and serving the result."""
+
+import json
+import os
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+
+from serving.export import export
+
+
+def small_model(name="features"):
+    inputs = keras.Input((4,), name=name)
+    outputs = keras.layers.Dense(3, name="dense")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_export_reload_and_versions(tmp_path):
+    import tensorflow as tf
+
+    keras.config.set_dtype_policy("mixed_float16")
+    model = small_model()
+    path = export(model, tmp_path, "m")
+    assert path == os.path.join(tmp_path, "m", "1")
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    assert list(signature.structured_input_signature[1]) == ["features"]
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    got = signature(features=tf.constant(x))["output_0"]
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), model.predict(x, verbose=0).astype("float32"), atol=1e-6)
+    assert export(model, tmp_path, "m").endswith(os.path.join("m", "2"))
+    assert export(model, tmp_path, "m", version=10).endswith("10")
+    assert export(model, tmp_path, "m").endswith("11")
+    with pytest.raises(FileExistsError, match="already exists"):
+        export(model, tmp_path, "m", version=2)
+    assert sorted(os.listdir(tmp_path / "m")) == ["1", "10", "11", "2"]
+
+
+def test_failed_export_leaves_nothing(tmp_path):
+    class Broken(keras.layers.Layer):
+        def call(self, x):
+            raise RuntimeError("cannot trace")
+
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.call = lambda *a, **k: Broken()(a[0])
+    with pytest.raises(RuntimeError, match="cannot trace"):
+        export(model, tmp_path, "broken", version=1)
+    assert os.listdir(tmp_path / "broken") == []
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="invalid model name"):
+        export(small_model(), tmp_path, "../x")
+    with pytest.raises(ValueError, match="positive integer"):
+        export(small_model(), tmp_path, "m", version=0)
+
+
+def test_exported_model_is_served(tmp_path):
+    from serving.models import single_model_config
+    from serving.server import Server
+
+    model = small_model()
+    export(model, tmp_path, "m", version=3)
+    (tmp_path / "m" / "notaversion").mkdir()
+    export(model, tmp_path, "m", version=2)
+    with Server(single_model_config("m", str(tmp_path / "m")), rest_api_port=0, host="127.0.0.1",
+                poll_wait_seconds=0.2) as server:
+        base = f"http://127.0.0.1:{server.rest_api_port}/v1/models/m"
+        status = json.loads(urllib.request.urlopen(base, timeout=10).read())
+        assert [s["version"] for s in status["model_version_status"]] == ["3"]  # latest policy
+        x = [[0.1, 0.2, 0.3, 0.4]]
+        request = urllib.request.Request(base + ":predict", json.dumps({"instances": [{"features": x[0]}]}).encode())
+        got = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"]
+        np.testing.assert_allclose(got, model.predict(np.array(x, "float32"), verbose=0), rtol=1e-5)
+        export(model, tmp_path, "m")  # version 4 appears: loaded, then 3 unloaded
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = json.loads(urllib.request.urlopen(base, timeout=10).read())
+            states = {s["version"]: s["state"] for s in status["model_version_status"]}
+            if states == {"4": "AVAILABLE", "3": "END"}:
+                break
+            time.sleep(0.1)
+        assert states == {"4": "AVAILABLE", "3": "END"}
+
+
+def test_cli_serve_flags():
+    from zoo.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--rest_api_port", "0", "--model_name", "x",
+                                      "--model_base_path", "/tmp/x", "--file_system_poll_wait_seconds", "2"])
+    assert (args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (0, "x", 2.0)
