@@ -1,4 +1,4 @@
-"""serving: SavedModel export and a TF-Serving-compatible REST server for any Keras model or SavedModel."""
+"""serving: SavedModel export and a TF-Serving-compatible gRPC and REST server, a client, for any Keras model or SavedModel."""
 
 
 def __getattr__(name):
@@ -7,6 +7,14 @@ def __getattr__(name):
         from serving.export import export
 
         return export
+    if name == "Client":
+        from serving.client import Client
+
+        return Client
+    if name == "ServingError":
+        from serving.errors import ServingError
+
+        return ServingError
     if name == "Server":
         from serving.server import Server
 
@@ -14,4 +22,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'serving' has no attribute {name!r}")
 
 
-__all__ = ["export", "Server"]
+__all__ = ["export", "Server", "Client", "ServingError"]

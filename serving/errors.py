@@ -29,14 +29,19 @@ CODE_NAMES = {
 class ServingError(Exception):
     """An error with a canonical code (`"INVALID_ARGUMENT"`, `"NOT_FOUND"`, ...) and a message."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, http_status=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self):
-        return HTTP_STATUS.get(self.code, 500)
+        """The HTTP status a REST server answered with, else the one TF Serving maps the code to."""
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
 
 
 def invalid(message):

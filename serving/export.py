@@ -5,6 +5,11 @@
 float32 (`output_0`, ... or the model's own keys when it returns a dict), also under mixed
 precision. The version folder appears atomically: the SavedModel is written into a
 temporary sibling folder and renamed into place, so a failed export leaves nothing behind.
+
+`image_signature=True` (or a dict of options, see `export`) adds a second signature for
+encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST clients send
+`{"b64": ...}`), decoded, resized and preprocessed in the graph, outputs `probabilities`
+(float32), and the top-k `classes` (int32 indices) and `scores` (float32).
 """
 
 import os
@@ -65,7 +70,80 @@ def _serving_function(model, tf):
     return tf.function(serve, input_signature=specs, autograph=False)
 
 
-def export(model, base_path, name, version=None, overwrite=False):
+IMAGE_SIGNATURE_DEFAULTS = dict(signature_name="serving_images", height=None, width=None, channels=None,
+                                preprocessing="unit", top_k=5, softmax=False)
+PREPROCESSING = {
+    "unit": lambda x: x / 255.0,  # [0, 1]
+    "symmetric": lambda x: x / 127.5 - 1.0,  # [-1, 1]
+    "none": lambda x: x,  # [0, 255]
+}
+
+
+def _image_options(model, options):
+    if options is True:
+        options = {}
+    unknown = set(options) - set(IMAGE_SIGNATURE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown image_signature options {sorted(unknown)}; "
+                         f"valid: {sorted(IMAGE_SIGNATURE_DEFAULTS)}")
+    options = {**IMAGE_SIGNATURE_DEFAULTS, **options}
+    if len(getattr(model, "inputs", None) or []) != 1:
+        raise ValueError("image_signature needs a model with exactly one image input")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise ValueError(f"image_signature needs an image input (batch, height, width, channels), got {shape}")
+    for key, index in (("height", 1), ("width", 2), ("channels", 3)):
+        if options[key] is None:
+            options[key] = shape[index]
+        if options[key] is None:
+            raise ValueError(f"the model input has no static {key}: pass image_signature=dict({key}=...)")
+        if shape[index] is not None and shape[index] != options[key]:
+            raise ValueError(f"image_signature {key}={options[key]} but the model input has {shape[index]}")
+    if options["channels"] not in (1, 3, 4):
+        raise ValueError("image_signature channels must be 1, 3 or 4")
+    pre = options["preprocessing"]
+    if not callable(pre) and pre not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be a callable or one of {sorted(PREPROCESSING)}, got {pre!r}")
+    if not isinstance(options["top_k"], int) or options["top_k"] < 1:
+        raise ValueError("top_k must be a positive integer")
+    if options["signature_name"] == "serving_default":
+        raise ValueError("the image signature needs its own name, not serving_default")
+    return options
+
+
+def _image_function(model, options, tf):
+    """A tf.function from encoded image bytes to probabilities and top-k classes/scores."""
+    height, width, channels = options["height"], options["width"], options["channels"]
+    pre = options["preprocessing"]
+    pre = PREPROCESSING[pre] if not callable(pre) else pre
+    input_dtype = tf.as_dtype(model.inputs[0].dtype)
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
+        return tf.ensure_shape(image, (height, width, channels))
+
+    def serve(images):
+        pixels = tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec((height, width, channels),
+                                                                             tf.float32))
+        inputs = tf.cast(pre(pixels), input_dtype)
+        outputs = model(inputs, training=False)
+        if isinstance(outputs, dict) or isinstance(outputs, (list, tuple)):
+            raise ValueError("image_signature needs a model with a single output (class scores)")
+        probabilities = tf.cast(outputs, tf.float32)
+        if probabilities.shape.rank != 2:
+            raise ValueError(f"image_signature needs a (batch, classes) output, got {probabilities.shape}")
+        if options["softmax"]:
+            probabilities = tf.nn.softmax(probabilities, axis=-1)
+        k = min(options["top_k"], int(probabilities.shape[-1]))
+        scores, classes = tf.math.top_k(probabilities, k=k)
+        return {"probabilities": probabilities, "classes": tf.cast(classes, tf.int32), "scores": scores}
+
+    return tf.function(serve, input_signature=[tf.TensorSpec((None,), tf.string, name="images")],
+                       autograph=False)
+
+
+def export(model, base_path, name, version=None, overwrite=False, image_signature=None):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
     Args:
@@ -74,6 +152,12 @@ def export(model, base_path, name, version=None, overwrite=False):
         name: the model name (a folder name: letters, digits, `_`, `.`, `-`).
         version: a positive integer; `None` takes the next one after the highest existing.
         overwrite: must stay `False`; an existing version is never replaced.
+        image_signature: `True` or a dict to add an encoded-image signature (for a model with one
+            (batch, height, width, channels) input and one (batch, classes) output). Options:
+            `signature_name` ("serving_images"), `height`/`width`/`channels` (default: the model
+            input's), `preprocessing` ("unit": [0, 1] (default), "symmetric": [-1, 1], "none":
+            [0, 255], or a callable on float32 pixels in [0, 255]), `top_k` (5, at most the class
+            count) and `softmax` (False: the model already outputs probabilities).
 
     Returns:
         The path of the new version folder.
@@ -92,6 +176,8 @@ def export(model, base_path, name, version=None, overwrite=False):
         version = versions[-1] + 1 if versions else 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
+    if image_signature:
+        image_signature = _image_options(model, image_signature)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target) or version in existing_versions(model_dir):
         raise FileExistsError(f"version {version} of model {name!r} already exists at {model_dir}")
@@ -105,7 +191,11 @@ def export(model, base_path, name, version=None, overwrite=False):
         module = tf.Module()
         module.model_variables = list(model.variables)
         module.serve = fn
-        tf.saved_model.save(module, tmp, signatures={"serving_default": fn.get_concrete_function()})
+        signatures = {"serving_default": fn.get_concrete_function()}
+        if image_signature:
+            module.serve_images = _image_function(model, image_signature, tf)
+            signatures[image_signature["signature_name"]] = module.serve_images.get_concrete_function()
+        tf.saved_model.save(module, tmp, signatures=signatures)
         if os.path.exists(target):
             raise FileExistsError(f"version {version} of model {name!r} appeared during export")
         os.replace(tmp, target)

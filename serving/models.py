@@ -16,6 +16,8 @@ from serving.errors import ServingError, from_tf_error, invalid
 
 log = logging.getLogger("serving")
 
+METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+
 DTYPE_NAMES = {
     1: "float", 2: "double", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
     9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "half", 22: "uint32", 23: "uint64",
@@ -23,15 +25,23 @@ DTYPE_NAMES = {
 
 
 def read_model_config(path):
-    """A `ModelServerConfig` parsed from a protobuf text-format file."""
+    """A `ModelServerConfig` parsed from a protobuf text-format file; ValueError if it is not one."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
     with open(path, encoding="utf-8") as f:
-        text_format.Parse(f.read(), config)
+        text = f.read()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise ValueError(f"{path}: not a valid ModelServerConfig text proto: {error}") from None
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError(f"{path}: only model_config_list is supported")
+    names = [m.name for m in config.model_config_list.config]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"{path}: Illegal to list model {name} {names.count(name)} times in config list")
     return config
 
 
@@ -138,6 +148,35 @@ class Servable:
             raise from_tf_error(error)
         return dict(zip(outputs, (np.asarray(v) for v in values)))
 
+    def run_examples(self, key, signature, verb, serialized):
+        """Run a classify/regress signature on serialized `tf.train.Example`s; returns its outputs."""
+        kind = "classification" if verb == "classify" else "regression"
+        if signature.method_name != METHOD_NAMES[verb]:
+            raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
+                          f"Was: {signature.method_name}")
+        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
+            raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
+        if not serialized:
+            raise invalid("Input is empty")
+        examples = np.empty(len(serialized), dtype=object)
+        examples[:] = list(serialized)
+        outputs = self.run(signature, {"inputs": examples}, key=key)
+        count = len(serialized)
+        if verb == "regress":
+            values = outputs.get("outputs")
+            if values is None or values.size != count:
+                raise invalid("Expected output tensor 'outputs' with one value per example")
+            return {"outputs": values.reshape(count)}
+        scores, classes = outputs.get("scores"), outputs.get("classes")
+        if scores is None and classes is None:
+            raise invalid("Expected classification signature outputs to contain at least one of classes, scores")
+        result = {}
+        if scores is not None:
+            result["scores"] = scores.reshape(count, -1)
+        if classes is not None:
+            result["classes"] = classes.reshape(count, -1)
+        return result
+
     def close(self):
         if self._session is not None:
             self._session.close()
@@ -149,6 +188,7 @@ class ModelManager:
 
     def __init__(self, config):
         self._lock = threading.RLock()
+        self._poll_lock = threading.Lock()
         self.config = config
         self.servables = {}  # name -> {version: Servable}
         self.states = {}  # name -> {version: (state, error_code, message)}
@@ -158,13 +198,49 @@ class ModelManager:
 
     def poll(self):
         """Load wanted versions that are not loaded yet, then unload unwanted ones."""
+        with self._poll_lock:
+            self._poll()
+
+    def reload(self, config):
+        """Replace the whole model set with `config` (a `ModelServerConfig`), like
+        HandleReloadConfigRequest: new models and versions are loaded before this returns,
+        models no longer listed are unloaded. Raises INVALID_ARGUMENT for a bad config and the
+        load error of a model that has no version loaded afterwards."""
+        if config.WhichOneof("config") != "model_config_list":
+            raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                          "Only ModelConfigList is currently supported")
+        names = [m.name for m in config.model_config_list.config]
+        for name in names:
+            if not name:
+                raise invalid("ModelConfig has an empty name")
+            if names.count(name) > 1:
+                raise invalid(f"Illegal to list model {name} {names.count(name)} times in config list")
+        with self._poll_lock:
+            with self._lock:
+                self.config = config
+                removed = [n for n in list(self.servables) if n not in names]
+                gone = []
+                for name in removed:
+                    gone.extend(self.servables.pop(name).values())
+                    self.states.pop(name, None)
+            for servable in gone:
+                servable.close()
+            self._poll()
+        for name in names:
+            states = self.states.get(name, {})
+            if not self.servables.get(name):
+                failed = [s for s in states.values() if s[1] != "OK"]
+                if failed:
+                    raise ServingError(failed[0][1], failed[0][2])
+
+    def _poll(self):
         for model in self.model_configs():
             on_disk = versions_on_disk(model.base_path)
             wanted = wanted_versions(model, on_disk)
             loaded = self.servables.setdefault(model.name, {})
             states = self.states.setdefault(model.name, {})
             for version in sorted(wanted - set(loaded)):
-                if states.get(version, ("",))[0] == "END" and version in states:
+                if states.get(version, ("", "OK"))[1] != "OK":
                     continue  # a failed load is not retried until the version changes on disk
                 states[version] = ("LOADING", "OK", "")
                 try:

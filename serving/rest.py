@@ -23,8 +23,8 @@ PREDICT_RE = re.compile(
 STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE)
+API_KEY = web.AppKey("api", object)
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE)
-METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 
 def _json_response(text, status=200):
@@ -111,26 +111,17 @@ class RestApi:
         signature_name = json_tensor.signature_name(doc)
         servable = self.manager.resolve(name, version, label)
         key, signature = servable.signature(signature_name)
-        if signature.method_name != METHOD_NAMES[verb]:
-            kind = "classification" if verb == "classify" else "regression"
-            raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
-                          f"Was: {signature.method_name}")
-        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
-            raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
         serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
-        examples = json_tensor.np.array(serialized, dtype=object)
-        outputs = servable.run(signature, {"inputs": examples}, key=key)
+        outputs = servable.run_examples(key, signature, verb, serialized)
         count = len(serialized)
         if verb == "regress":
-            values = outputs.get("outputs")
-            if values is None or values.size != count:
-                raise invalid("Expected output tensor 'outputs' with one value per example")
+            values = outputs["outputs"]
             return '{"results": [%s]}' % ", ".join(json_tensor.format_float(v) for v in values.reshape(-1))
         scores, classes = outputs.get("scores"), outputs.get("classes")
         results = []
         for i in range(count):
-            row_scores = scores.reshape(count, -1)[i] if scores is not None else None
-            row_classes = classes.reshape(count, -1)[i] if classes is not None else None
+            row_scores = scores[i] if scores is not None else None
+            row_classes = classes[i] if classes is not None else None
             width = len(row_scores) if row_scores is not None else len(row_classes)
             pairs = []
             for j in range(width):
@@ -184,5 +175,5 @@ def make_app(manager, timeout_s=30.0):
         api.close()
 
     app.on_cleanup.append(_close)
-    app["api"] = api
+    app[API_KEY] = api
     return app

@@ -1,7 +1,8 @@
-"""A TF-Serving-compatible model server: `tensorflow_model_server`'s flags, REST API on aiohttp.
+"""A TF-Serving-compatible model server: `tensorflow_model_server`'s flags, gRPC and REST APIs.
 
 `Server(config).start()` loads the models (the ports open once the initial versions are
-loaded, like the real server), serves REST in a background thread and polls the base paths
+loaded, like the real server), serves gRPC (`port`, grpc's thread pool) and REST
+(`rest_api_port`, aiohttp in a background thread) over one model manager, and polls the base paths
 for new versions every `file_system_poll_wait_seconds`; `stop()` shuts everything down.
 """
 
@@ -9,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import threading
 
 from serving.models import ModelManager, read_model_config, single_model_config
@@ -18,9 +20,15 @@ log = logging.getLogger("serving")
 
 class Server:
     def __init__(self, config, rest_api_port=8501, host="0.0.0.0", poll_wait_seconds=1.0,
-                 rest_api_timeout_in_ms=30000):
+                 rest_api_timeout_in_ms=30000, port=8500, grpc_host=None, model_config_file=None,
+                 model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0):
         self.manager = ModelManager(config)
         self.host, self.rest_api_port = host, rest_api_port
+        self.port, self.grpc_host = port, grpc_host or host
+        self._grpc = None
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.model_config_file = model_config_file
+        self.config_poll_wait_seconds = model_config_file_poll_wait_seconds
         self.poll_wait_seconds = poll_wait_seconds
         self.timeout_s = rest_api_timeout_in_ms / 1000.0 if rest_api_timeout_in_ms > 0 else None
         self._loop = None
@@ -31,16 +39,50 @@ class Server:
         self._error = None
 
     def start(self, timeout=120):
-        """Load the models, open the REST port; returns once requests can be served."""
+        """Load the models, open the gRPC and REST ports; returns once requests can be served.
+
+        `port=None` leaves gRPC off, `rest_api_port=None` leaves REST off; 0 picks a free port."""
+        from serving.grpc_api import make_grpc_server
+
         self.manager.poll()
+        if self.port is not None:
+            try:
+                self._grpc, self.port = make_grpc_server(self.manager, self.grpc_host, self.port)
+            except (OSError, RuntimeError) as error:
+                self.stop()
+                raise RuntimeError(f"gRPC server failed to start on port {self.port}: {error}")
+        if self.rest_api_port is None:
+            self._ready.set()
+            self._start_polling()
+            return self
         self._thread = threading.Thread(target=self._serve, name="serving-rest", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout) or self._error:
             self.stop()
             raise RuntimeError(f"REST server failed to start: {self._error}")
+        self._start_polling()
+        return self
+
+    def _start_polling(self):
         if self.poll_wait_seconds and self.poll_wait_seconds > 0:
             threading.Thread(target=self._poll_loop, name="serving-poll", daemon=True).start()
-        return self
+        if self.model_config_file and self.config_poll_wait_seconds and self.config_poll_wait_seconds > 0:
+            threading.Thread(target=self._config_poll_loop, name="serving-config-poll", daemon=True).start()
+
+    def _config_poll_loop(self):
+        """Re-read `model_config_file`; a changed, valid config replaces the model set, a bad one
+        is logged and the current models keep serving."""
+        current = self.manager.config.SerializeToString(deterministic=True)
+        while not self._stopping.wait(self.config_poll_wait_seconds):
+            try:
+                config = read_model_config(self.model_config_file)
+                serialized = config.SerializeToString(deterministic=True)
+                if serialized != current:
+                    self.manager.reload(config)
+                    current = serialized
+                    log.info("reloaded the model config from %s", self.model_config_file)
+            except Exception as error:  # keep serving what is loaded
+                log.error("reading %s failed, keeping the current models: %s", self.model_config_file, error)
 
     def _poll_loop(self):
         while not self._stopping.wait(self.poll_wait_seconds):
@@ -57,7 +99,8 @@ class Server:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         try:
-            self._runner = web.AppRunner(make_app(self.manager, self.timeout_s or 1e9), access_log=None)
+            self._runner = web.AppRunner(make_app(self.manager, self.timeout_s or 1e9), access_log=None,
+                                         shutdown_timeout=self.shutdown_grace_seconds)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.rest_api_port, reuse_address=True)
             self._loop.run_until_complete(site.start())
@@ -72,11 +115,18 @@ class Server:
         self._loop.close()
 
     def stop(self):
+        """Stop serving: both ports stop accepting, in-flight requests get up to
+        `shutdown_grace_seconds` to finish, then the models are unloaded."""
         self._stopping.set()
+        grace = self.shutdown_grace_seconds
+        drained = self._grpc.stop(grace) if self._grpc is not None else None
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=grace + 10)
+        if drained is not None:
+            drained.wait(timeout=grace + 10)
+            self._grpc = None
         self.manager.close()
 
     def __enter__(self):
@@ -88,6 +138,8 @@ class Server:
 
 def add_flags(parser):
     """The `tensorflow_model_server` flags this server implements."""
+    parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free port)")
+    parser.add_argument("--grpc_host", default="0.0.0.0", help="gRPC bind address (default 0.0.0.0)")
     parser.add_argument("--rest_api_port", type=int, default=8501,
                         help="REST port (default 8501; 0 picks a free port)")
     parser.add_argument("--rest_api_host", default="0.0.0.0", help="REST bind address (default 0.0.0.0)")
@@ -97,6 +149,11 @@ def add_flags(parser):
     parser.add_argument("--model_base_path", default="", help="folder of the model's integer version folders")
     parser.add_argument("--model_config_file", default="",
                         help="text-format ModelServerConfig (overrides --model_name/--model_base_path)")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                        help="seconds between re-reads of --model_config_file (default 0: read once)")
+    parser.add_argument("--shutdown_grace_seconds", type=float, default=10,
+                        help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 10; "
+                             "not a tensorflow_model_server flag)")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
                         help="seconds between scans of the base paths for new versions (default 1; 0: load once)")
     return parser
@@ -104,7 +161,10 @@ def add_flags(parser):
 
 def config_from_args(args):
     if args.model_config_file:
-        return read_model_config(args.model_config_file)
+        try:
+            return read_model_config(args.model_config_file)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"serve: --model_config_file: {error}")
     if not args.model_base_path:
         raise SystemExit("serve: give --model_base_path (with --model_name) or --model_config_file")
     return single_model_config(args.model_name, os.path.abspath(args.model_base_path))
@@ -115,15 +175,22 @@ def main(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Server(config_from_args(args), rest_api_port=args.rest_api_port, host=args.rest_api_host,
                     poll_wait_seconds=args.file_system_poll_wait_seconds,
-                    rest_api_timeout_in_ms=args.rest_api_timeout_in_ms)
+                    rest_api_timeout_in_ms=args.rest_api_timeout_in_ms, port=args.port,
+                    grpc_host=args.grpc_host, model_config_file=args.model_config_file or None,
+                    model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+                    shutdown_grace_seconds=args.shutdown_grace_seconds)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     server.start()
+    print(f"Running gRPC ModelServer at {args.grpc_host}:{server.port} ...", flush=True)
     print(f"Exporting HTTP/REST API at:{args.rest_api_host}:{server.rest_api_port} ...", flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
+        print("Shutting down: draining in-flight requests ...", flush=True)
     finally:
         server.stop()
+    print("Server stopped.", flush=True)
     return 0
 
 

@@ -46,7 +46,7 @@ def build_parser():
     from serving.server import add_flags
 
     serve = commands.add_parser(
-        "serve", help="serve SavedModels over TF Serving's REST API (tensorflow_model_server flags)"
+        "serve", help="serve SavedModels over TF Serving's gRPC and REST APIs (tensorflow_model_server flags)"
     )
     add_flags(serve)
     serve.set_defaults(handler=_serve)

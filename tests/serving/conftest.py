@@ -31,7 +31,7 @@ model_config_list {{
             version_labels {{ key: "stable" value: 123 }}
             version_labels {{ key: "canary" value: 124 }} }}
 }}""", model_server_config_pb2.ModelServerConfig())
-    server = Server(config, rest_api_port=0, host="127.0.0.1", poll_wait_seconds=0)
+    server = Server(config, rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0)
     server.start(timeout=60)
     yield server
     server.stop()

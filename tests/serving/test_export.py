@@ -66,7 +66,7 @@ def test_exported_model_is_served(tmp_path):
     export(model, tmp_path, "m", version=3)
     (tmp_path / "m" / "notaversion").mkdir()
     export(model, tmp_path, "m", version=2)
-    with Server(single_model_config("m", str(tmp_path / "m")), rest_api_port=0, host="127.0.0.1",
+    with Server(single_model_config("m", str(tmp_path / "m")), rest_api_port=0, port=None, host="127.0.0.1",
                 poll_wait_seconds=0.2) as server:
         base = f"http://127.0.0.1:{server.rest_api_port}/v1/models/m"
         status = json.loads(urllib.request.urlopen(base, timeout=10).read())

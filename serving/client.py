@@ -1,0 +1,381 @@
+"""A client for TF Serving (the real `tensorflow_model_server` or this project's server).
+
+    client = Client(rest="http://localhost:8501")     # or Client(grpc="localhost:8500")
+    client.predict("resnet", {"image": batch})        # -> {"output_0": np.ndarray}
+
+Numpy arrays in and out; `bytes` values (encoded images) travel as `{"b64": ...}` over REST
+and as DT_STRING over gRPC. Every call takes `version=` or `label=` and `timeout=` (seconds,
+a deadline for the whole call, retries included). Only UNAVAILABLE is retried (REST 503 or
+a refused connection; gRPC UNAVAILABLE), with exponential backoff. Failures raise
+`ServingError` with `.code` (canonical name, e.g. "NOT_FOUND"), `.message` (the server's
+message) and `.http_status`. Over REST the code is derived from the HTTP status (400 reads
+as INVALID_ARGUMENT even when the server's code was FAILED_PRECONDITION).
+
+The REST side needs only the standard library and numpy; the gRPC side imports
+`tensorflow_serving.apis` (and with it TensorFlow's protos).
+"""
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from serving.errors import HTTP_STATUS, ServingError
+
+INT32_MAX = 2**31 - 1
+GRPC_OPTIONS = [("grpc.max_receive_message_length", INT32_MAX),
+                ("grpc.max_send_message_length", INT32_MAX)]
+_CODE_FOR_HTTP = {400: "INVALID_ARGUMENT", 409: "ABORTED", 500: "INTERNAL"}
+for _code, _status in HTTP_STATUS.items():
+    _CODE_FOR_HTTP.setdefault(_status, _code)
+
+# signature dtype names (as REST metadata spells them) -> numpy
+_NUMPY = {"DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_INT32": np.int32, "DT_UINT8": np.uint8,
+          "DT_INT16": np.int16, "DT_INT8": np.int8, "DT_INT64": np.int64, "DT_BOOL": np.bool_,
+          "DT_UINT16": np.uint16, "DT_HALF": np.float16, "DT_UINT32": np.uint32, "DT_UINT64": np.uint64}
+
+
+def _leaf(value):
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return value
+
+
+def _as_array(value):
+    """A numpy array; bytes and str (nested lists of them) become object arrays of bytes."""
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "SUO":
+        return value
+    if isinstance(value, (bytes, str)):
+        value = [value]  # one encoded image is a batch of one
+    if isinstance(_leaf(value), (bytes, str)) and not isinstance(value, np.ndarray):
+        array = np.array(value, dtype=object)  # exact bytes (numpy's "S" dtype drops trailing NULs)
+    else:
+        array = np.asarray(value)
+    if array.dtype.kind in "SUO":
+        out = np.empty(array.shape, dtype=object)
+        for index, item in np.ndenumerate(array):
+            out[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        array = out
+    return array
+
+
+def _json_value(array):
+    """Nested lists for JSON; bytes become {"b64": ...}."""
+    if array.dtype == object:
+        def walk(a):
+            if not isinstance(a, np.ndarray):
+                return {"b64": base64.b64encode(a).decode("ascii")}
+            if a.ndim == 0:
+                return walk(a[()])
+            return [walk(a[i]) for i in range(a.shape[0])]
+
+        return walk(array)
+    if array.dtype.kind == "f":
+        return array.astype(np.float64).tolist()
+    return array.tolist()
+
+
+def _from_json(value, dtype=None):
+    """A numpy array from a JSON value; {"b64": ...} leaves become bytes."""
+    def decode(v):
+        if isinstance(v, dict) and set(v) == {"b64"}:
+            return base64.b64decode(v["b64"])
+        if isinstance(v, list):
+            return [decode(x) for x in v]
+        return v
+
+    decoded = decode(value)
+    array = np.asarray(decoded)
+    if array.dtype.kind in "SU":
+        array = np.asarray(decoded, dtype=object)
+    if array.dtype == object:
+        return array
+    target = _NUMPY.get(dtype)
+    if target is not None and array.dtype != target:
+        return array.astype(target)
+    return array
+
+
+def _feature_json(value):
+    values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    out = []
+    for v in np.asarray(values, dtype=object).reshape(-1) if isinstance(values, np.ndarray) else values:
+        if isinstance(v, bytes):
+            out.append({"b64": base64.b64encode(v).decode("ascii")})
+        elif isinstance(v, (np.floating, float)):
+            out.append(float(v))
+        elif isinstance(v, (np.integer, int)) and not isinstance(v, bool):
+            out.append(int(v))
+        else:
+            out.append(v)
+    return out
+
+
+class Client:
+    """TF Serving client over REST (`rest="http://host:8501"`) or gRPC (`grpc="host:8500"`).
+
+    Args:
+        rest: base URL of the REST API.
+        grpc: `host:port` of the gRPC API (exactly one of `rest` and `grpc`).
+        timeout: default deadline in seconds for each call (retries included).
+        retries: how many times an UNAVAILABLE call is retried.
+        backoff: first retry delay in seconds; doubles each retry, capped at `max_backoff`.
+        channel_options: extra gRPC channel options (the 4 MB message limits are already raised).
+    """
+
+    def __init__(self, rest=None, grpc=None, timeout=30.0, retries=3, backoff=0.1, max_backoff=2.0,
+                 channel_options=()):
+        if (rest is None) == (grpc is None):
+            raise ValueError("give exactly one of rest='http://host:8501' or grpc='host:8500'")
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self._signatures = {}
+        self._channel = None
+        if rest is not None:
+            self.protocol, self.url = "rest", rest.rstrip("/")
+            if "://" not in self.url:
+                self.url = "http://" + self.url
+        else:
+            import grpc as grpc_module
+            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+            self.protocol, self.target = "grpc", grpc
+            self._channel = grpc_module.insecure_channel(grpc, options=GRPC_OPTIONS + list(channel_options))
+            self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    # ------------------------------------------------------------------ plumbing
+    def _with_retries(self, attempt, timeout):
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        delay = self.backoff
+        for retry in range(self.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+            try:
+                return attempt(remaining)
+            except ServingError as error:
+                if error.code != "UNAVAILABLE" or retry == self.retries:
+                    raise
+                if deadline - time.monotonic() <= delay:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    def _rest(self, method, path, body=None, timeout=None):
+        url = self.url + path
+        data = None if body is None else json.dumps(body).encode("utf-8")
+
+        def attempt(remaining):
+            request = urllib.request.Request(url, data=data, method=method,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=remaining) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                text = error.read().decode("utf-8", "replace")
+                try:
+                    message = json.loads(text)["error"]
+                except (ValueError, KeyError, TypeError):
+                    message = text or error.reason
+                raise ServingError(_CODE_FOR_HTTP.get(error.code, "UNKNOWN"), message, http_status=error.code)
+            except (TimeoutError, OSError) as error:  # URLError is an OSError
+                reason = getattr(error, "reason", error)
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+                raise ServingError("UNAVAILABLE", f"{url}: {reason}")
+
+        return self._with_retries(attempt, timeout)
+
+    def _grpc(self, method, request, timeout=None):
+        import grpc
+
+        def attempt(remaining):
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as error:
+                raise ServingError(error.code().name, error.details() or "")
+
+        return self._with_retries(attempt, timeout)
+
+    def _model_path(self, model, version, label):
+        if version is not None and label is not None:
+            raise ValueError("give version or label, not both")
+        path = "/v1/models/" + urllib.parse.quote(model, safe="")
+        if version is not None:
+            path += f"/versions/{int(version)}"
+        elif label is not None:
+            path += "/labels/" + urllib.parse.quote(label, safe="")
+        return path
+
+    def _spec(self, spec, model, version, label, signature_name=None):
+        if version is not None and label is not None:
+            raise ValueError("give version or label, not both")
+        spec.name = model
+        if version is not None:
+            spec.version.value = int(version)
+        elif label is not None:
+            spec.version_label = label
+        if signature_name:
+            spec.signature_name = signature_name
+
+    def _signature(self, model, version, label, signature_name, timeout):
+        """(input dtypes, output dtypes) of a signature, from metadata (cached)."""
+        key = (model, version, label, signature_name or "serving_default")
+        if key not in self._signatures:
+            meta = self.metadata(model, version=version, label=label, timeout=timeout)
+            defs = meta["metadata"]["signature_def"]["signature_def"]
+            if key[3] not in defs:
+                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key[3]}" not found.')
+            sig = defs[key[3]]
+            self._signatures[key] = ({n: info.get("dtype") for n, info in sig.get("inputs", {}).items()},
+                                     {n: info.get("dtype") for n, info in sig.get("outputs", {}).items()})
+        return self._signatures[key]
+
+    # ------------------------------------------------------------------ API
+    def predict(self, model, inputs, version=None, label=None, signature_name=None, output_filter=None,
+                timeout=None):
+        """Run a predict signature; returns {output name: np.ndarray}.
+
+        `inputs` is one array (single-input signatures) or {input name: array}; `bytes` values
+        (encoded images) are sent as `{"b64": ...}` (REST) or DT_STRING (gRPC). Numeric arrays
+        are cast to the signature's input dtypes. `output_filter` (gRPC only) limits the outputs.
+        """
+        dtypes, output_dtypes = self._signature(model, version, label, signature_name, timeout)
+        if not isinstance(inputs, dict):
+            if len(dtypes) != 1:
+                raise ValueError(f"this signature takes several inputs {sorted(dtypes)}: pass a dict")
+            inputs = {next(iter(dtypes)): inputs}
+        arrays = {}
+        for name, value in inputs.items():
+            array = _as_array(value)
+            target = _NUMPY.get(dtypes.get(name))
+            if target is not None and array.dtype != object and array.dtype != target:
+                array = array.astype(target)
+            arrays[name] = array
+        if self.protocol == "rest":
+            if output_filter:
+                raise ValueError("output_filter is a gRPC feature; TF Serving's REST API has no equivalent")
+            body = {"inputs": {name: _json_value(a) for name, a in arrays.items()}}
+            if signature_name:
+                body["signature_name"] = signature_name
+            result = self._rest("POST", self._model_path(model, version, label) + ":predict", body, timeout)
+            outputs = result["outputs"]
+            if isinstance(outputs, dict) and len(output_dtypes) != 1:
+                return {name: _from_json(value, output_dtypes.get(name)) for name, value in outputs.items()}
+            name = next(iter(output_dtypes))
+            return {name: _from_json(outputs, output_dtypes[name])}
+        from tensorflow_serving.apis import predict_pb2
+
+        from serving.grpc_api import make_ndarray, make_tensor_proto
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, model, version, label, signature_name)
+        for name, array in arrays.items():
+            make_tensor_proto(array, request.inputs[name])
+        request.output_filter.extend(output_filter or [])
+        response = self._grpc(self._predict_stub.Predict, request, timeout)
+        return {name: make_ndarray(proto, name) for name, proto in response.outputs.items()}
+
+    def _examples(self, verb, model, examples, version, label, signature_name, context, timeout):
+        if self.protocol == "rest":
+            body = {"examples": [{k: _feature_json(v) for k, v in e.items()} for e in examples]}
+            if context:
+                body["context"] = {k: _feature_json(v) for k, v in context.items()}
+            if signature_name:
+                body["signature_name"] = signature_name
+            return self._rest("POST", self._model_path(model, version, label) + ":" + verb, body,
+                              timeout)["results"]
+        from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+        request = (classification_pb2.ClassificationRequest() if verb == "classify"
+                   else regression_pb2.RegressionRequest())
+        self._spec(request.model_spec, model, version, label, signature_name)
+        if context:
+            target = request.input.example_list_with_context
+            _fill_example(target.context, context)
+        else:
+            target = request.input.example_list
+        for example in examples:
+            _fill_example(target.examples.add(), example)
+        method = self._predict_stub.Classify if verb == "classify" else self._predict_stub.Regress
+        result = self._grpc(method, request, timeout).result
+        if verb == "classify":
+            return [[[c.label, c.score] for c in row.classes] for row in result.classifications]
+        return [r.value for r in result.regressions]
+
+    def classify(self, model, examples, version=None, label=None, signature_name=None, context=None,
+                 timeout=None):
+        """Classify `examples` (a list of {feature: value or list}); returns, per example,
+        a list of (label, score) pairs."""
+        results = self._examples("classify", model, examples, version, label, signature_name, context, timeout)
+        return [[(str(lab), float(score)) for lab, score in row] for row in results]
+
+    def regress(self, model, examples, version=None, label=None, signature_name=None, context=None,
+                timeout=None):
+        """Regress `examples` (a list of {feature: value or list}); returns a float32 array."""
+        results = self._examples("regress", model, examples, version, label, signature_name, context, timeout)
+        return np.asarray(results, dtype=np.float32)
+
+    def metadata(self, model, version=None, label=None, timeout=None):
+        """The model's metadata as TF Serving's REST API writes it (`model_spec`,
+        `metadata.signature_def.signature_def`), over either protocol."""
+        if self.protocol == "rest":
+            return self._rest("GET", self._model_path(model, version, label) + "/metadata", None, timeout)
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec, model, version, label)
+        response = self._grpc(self._predict_stub.GetModelMetadata, request, timeout)
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sigmap)
+        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+        return {"model_spec": json_format.MessageToDict(response.model_spec, **options),
+                "metadata": {"signature_def": json_format.MessageToDict(sigmap, **options)}}
+
+    def status(self, model, version=None, label=None, timeout=None):
+        """[{"version": int, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}, ...]"""
+        if self.protocol == "rest":
+            doc = self._rest("GET", self._model_path(model, version, label), None, timeout)
+            return [{"version": int(s["version"]), "state": s["state"],
+                     "error_code": s["status"]["error_code"], "error_message": s["status"]["error_message"]}
+                    for s in doc["model_version_status"]]
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        from serving.errors import CODE_NAMES
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec, model, version, label)
+        response = self._grpc(self._model_stub.GetModelStatus, request, timeout)
+        return [{"version": s.version, "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                 "error_code": CODE_NAMES.get(s.status.error_code, "UNKNOWN"),
+                 "error_message": s.status.error_message} for s in response.model_version_status]
+
+    def close(self):
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _fill_example(example, features):
+    for name, value in features.items():
+        feature = example.features.feature[name]
+        for v in _feature_json(value):
+            if isinstance(v, dict):
+                feature.bytes_list.value.append(base64.b64decode(v["b64"]))
+            elif isinstance(v, str):
+                feature.bytes_list.value.append(v.encode("utf-8"))
+            elif isinstance(v, bool) or isinstance(v, int):
+                feature.int64_list.value.append(int(v))
+            else:
+                feature.float_list.value.append(float(v))

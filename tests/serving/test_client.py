@@ -1,0 +1,166 @@
+"""serving.Client over REST and gRPC against the in-process server: answers, errors, retries."""
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving import Client, ServingError
+from tests.serving.conftest import tfs_testdata
+
+TWO = "saved_model_half_plus_two_2_versions"
+
+
+@pytest.fixture(params=["rest", "grpc"])
+def client(request, tf_server):
+    if request.param == "rest":
+        c = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", timeout=20)
+    else:
+        c = Client(grpc=f"127.0.0.1:{tf_server.port}", timeout=20)
+    yield c
+    c.close()
+
+
+def test_predict_known_answer(client):
+    got = client.predict("default", [2, 3, 4])  # ints are cast to the float input
+    assert list(got) == ["y"] and got["y"].dtype == np.float32
+    np.testing.assert_array_equal(got["y"], [3.0, 3.5, 4.0])
+    got = client.predict("default", {"x": np.array([[1.0], [2.0]])})
+    np.testing.assert_array_equal(got["y"], [[2.5], [3.0]])
+
+
+def test_versions_labels_classify_regress(client):
+    assert client.predict(TWO, [1.0], version=123)["y"].tolist() == [2.5]
+    assert client.predict(TWO, [1.0], label="canary")["y"].tolist() == [2.5]
+    assert client.classify("default", [{"x": 2.0}], signature_name="classify_x_to_y") == [[("", 3.0)]]
+    np.testing.assert_array_equal(
+        client.regress("default", [{"x": 2.0}, {"x": 4.0}], signature_name="regress_x_to_y"), [3.0, 4.0])
+    np.testing.assert_array_equal(
+        client.regress("default", [{}], context={"x": 2.0}, signature_name="regress_x_to_y"), [3.0])
+
+
+def test_metadata_and_status(client):
+    import json
+
+    meta = client.metadata(TWO, version=123)
+    expected = json.loads(tfs_testdata("saved_model_half_plus_two_2_versions_metadata.json").read_text())
+    assert meta == expected  # the same document over both protocols
+    assert client.status(TWO) == [
+        {"version": 124, "state": "AVAILABLE", "error_code": "OK", "error_message": ""},
+        {"version": 123, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}]
+    assert [s["version"] for s in client.status(TWO, label="stable")] == [123]
+
+
+def test_errors(client):
+    with pytest.raises(ServingError) as info:
+        client.predict("foo", [1.0])
+    assert info.value.code == "NOT_FOUND" and info.value.http_status == 404
+    assert info.value.message == "Servable not found for request: Latest(foo)"
+    with pytest.raises(ServingError) as info:
+        client.predict(TWO, [1.0], version=99)
+    assert info.value.code == "NOT_FOUND" and "Specific(saved_model_half_plus_two_2_versions, 99)" in info.value.message
+    with pytest.raises(ServingError) as info:
+        client.status("foo")
+    assert info.value.message == "Could not find any versions of model foo"
+    with pytest.raises(ServingError) as info:
+        client.classify("default", [{"x": 2.0}], signature_name="regress_x_to_y")
+    assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
+    assert "Expected classification signature method_name" in info.value.message
+    with pytest.raises(ServingError) as info:
+        client.predict("default", [1.0], signature_name="nope")
+    assert info.value.code == "FAILED_PRECONDITION"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_retries_until_the_server_is_up():
+    from serving.models import single_model_config
+    from serving.server import Server
+
+    rest_port, grpc_port = free_port(), free_port()
+    server = Server(single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
+                    rest_api_port=rest_port, port=grpc_port, host="127.0.0.1", poll_wait_seconds=0)
+    timer = threading.Timer(0.6, server.start)
+    rest = Client(rest=f"http://127.0.0.1:{rest_port}", retries=10, backoff=0.05, max_backoff=0.5, timeout=30)
+    grpc_client = Client(grpc=f"127.0.0.1:{grpc_port}", retries=10, backoff=0.05, max_backoff=0.5, timeout=30,
+                         channel_options=[("grpc.initial_reconnect_backoff_ms", 100),
+                                          ("grpc.max_reconnect_backoff_ms", 200)])
+    try:
+        with pytest.raises(ServingError) as info:  # no retries left: UNAVAILABLE surfaces
+            Client(rest=f"http://127.0.0.1:{rest_port}", retries=0).status("default")
+        assert info.value.code == "UNAVAILABLE"
+        started = time.monotonic()
+        timer.start()
+        assert rest.predict("default", [2.0])["y"].tolist() == [3.0]
+        assert time.monotonic() - started >= 0.5
+        assert grpc_client.predict("default", [2.0])["y"].tolist() == [3.0]
+    finally:
+        timer.join()
+        grpc_client.close()
+        server.stop()
+
+
+def test_deadline_and_no_retry_on_other_codes(tf_server):
+    closed = free_port()
+    started = time.monotonic()
+    with pytest.raises(ServingError) as info:
+        Client(rest=f"http://127.0.0.1:{closed}", retries=100, backoff=0.05, timeout=0.5).status("default")
+    assert info.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and time.monotonic() - started < 3
+    calls = []
+    client = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", retries=5, backoff=1.0)
+    original = client._rest
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    client._rest = counting
+    started = time.monotonic()
+    with pytest.raises(ServingError):
+        client.status("foo")
+    assert len(calls) == 1 and time.monotonic() - started < 1  # NOT_FOUND is not retried
+
+
+def test_fake_unavailable_is_retried_with_backoff(monkeypatch, tf_server):
+    import grpc
+
+    client = Client(grpc=f"127.0.0.1:{tf_server.port}", retries=3, backoff=0.05)
+    real = client._predict_stub.GetModelMetadata
+    attempts = []
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "fake"
+
+    def flaky(request, timeout=None):
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise Unavailable()
+        return real(request, timeout=timeout)
+
+    client._predict_stub.GetModelMetadata = flaky
+    assert client.metadata("default")["model_spec"]["name"] == "default"
+    assert len(attempts) == 3 and attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.04
+    attempts.clear()
+    client.retries = 1
+    with pytest.raises(ServingError) as info:
+        client.metadata("default")
+    assert (info.value.code, info.value.message, len(attempts)) == ("UNAVAILABLE", "fake", 2)
+    client.close()
+
+
+def test_bytes_are_sent_exactly():
+    from serving.client import _as_array, _json_value
+
+    array = _as_array([b"ab\x00", "é"])
+    assert array.dtype == object and array.tolist() == [b"ab\x00", "é".encode()]
+    assert _json_value(_as_array(b"\x00\xff\x00")) == [{"b64": "AP8A"}]
