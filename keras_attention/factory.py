@@ -16,8 +16,22 @@ _TIMM_GC = {"reduction_ratio": 1 / 8, "divisor": 1, "norm_epsilon": 1e-6}
 _TIMM_CBAM_CHANNEL = {"use_bias": False, "divisor": 1}
 _TIMM_CBAM_SPATIAL = {"pooling_order": "mean_max"}
 
+# timm `NonLocalAttn` defaults (rd_ratio=1/8, rd_divisor=8, use_scale=True: in_channels ** -0.5),
+# so timm weights load into create_attention("nl", C).
+_TIMM_NL = {"reduction_ratio": 1 / 8, "divisor": 8, "scale": "input"}
+
 # name -> (layer class, default keyword arguments, one-line description)
 _ATTENTION = {
+    "nl": (L.NonLocal, dict(_TIMM_NL),
+           "Non-local block, embedded Gaussian, timm NonLocalAttn settings"),
+    "mhsa": (L.MultiHeadSelfAttention2D, {},
+             "Multi-head self-attention over feature-map positions"),
+    "generalized_attention": (L.GeneralizedAttention, {},
+                              "Generalized attention (Zhu et al. 2019), all four terms"),
+    "san_pairwise": (L.PairwiseSelfAttention, {},
+                     "SAN pairwise (subtraction) local self-attention, 7x7 footprint"),
+    "san_patchwise": (L.PatchwiseSelfAttention, {},
+                      "SAN patchwise local self-attention, 7x7 footprint"),
     "se": (L.SqueezeExcite, {}, "Squeeze-and-Excitation, timm channel rounding"),
     "eca": (L.EfficientChannelAttention, {}, "Efficient Channel Attention, adaptive kernel"),
     "ceca": (L.EfficientChannelAttention, {"circular": True},
@@ -36,6 +50,30 @@ _ATTENTION = {
     "bam": (L.BAM, {}, "Bottleneck Attention Module, official code (product of branches)"),
     "residual_attention": (L.ResidualAttention, {},
                            "Residual Attention Network module, (1 + soft mask) * trunk"),
+    # Relative-position tables are sized for the feature map: (7, 7) (ResNet-50's last
+    # stage at 224x224) unless the caller passes feat_size, as timm's byobnet does.
+    "bottleneck": (L.BottleneckAttention, {"feat_size": (7, 7)},
+                   "BoTNet relative-position self-attention, timm BottleneckAttn defaults, "
+                   "feat_size (7, 7)"),
+    "halo": (L.HaloAttention, {}, "HaloNet blocked local self-attention, timm HaloAttn defaults"),
+    "lambda": (L.LambdaLayer, {}, "Lambda layer, r=9 local position lambdas, timm LambdaLayer"),
+    "aa_conv": (L.AttentionAugmentedConv2D,
+                {"filters": None, "kernel_size": 3, "dk": 16, "dv": 16, "num_heads": 4,
+                 "feat_size": (7, 7)},
+                "Attention Augmented Convolution, relative logits, feat_size (7, 7), "
+                "input width kept"),
+    # LocalCrossAttention2D takes two frames, so it has no factory name.
+    "local_attention": (L.LocalSelfAttention2D, {},
+                        "Neighbourhood self-attention, 7 x 7 window, one head"),
+    "interaction_aware": (L.InteractionAwareAttention, {},
+                          "Interaction-aware attention on one map, PCA-inspired projection"),
+    "pam": (L.PositionAttention, {}, "DANet position attention module"),
+    "cca": (L.CrissCrossAttention, {}, "CCNet recurrent criss-cross attention (recurrence 2)"),
+    "oc_base": (L.ObjectContext, {"mode": "base"}, "OCNet Base-OC object context"),
+    "oc_pyramid": (L.ObjectContext, {"mode": "pyramid"},
+                   "OCNet Pyramid-OC, object context in 1, 2, 3, 6 region partitions"),
+    "oc_asp": (L.ObjectContext, {"mode": "asp"}, "OCNet ASP-OC, ASPP with an object context"),
+    "cgnl": (L.CompactGeneralizedNonLocal, {}, "Compact generalized non-local, dot kernel"),
 }
 
 

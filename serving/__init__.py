@@ -4,7 +4,7 @@
 def __getattr__(name):
     # Lazy: `import serving` stays cheap; TensorFlow loads when export or the server is used.
     if name == "export":
-        from serving.export import export
+        from serving.saved_model import export
 
         return export
     if name == "Client":

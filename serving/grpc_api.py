@@ -8,12 +8,14 @@ INVALID_ARGUMENT; messages are truncated at 1024 characters. Inputs are read fro
 """
 
 import logging
+import time
 from concurrent import futures
 
 import grpc
 import numpy as np
 
 from serving.errors import CODE_NAMES, ServingError, invalid
+from serving.metrics import Metrics, status_of
 
 log = logging.getLogger("serving")
 
@@ -176,14 +178,18 @@ def _regression_result(outputs, result):
 class _Handlers:
     """The request logic, independent of gRPC plumbing; errors are ServingErrors."""
 
-    def __init__(self, manager):
+    def __init__(self, manager, metrics=None):
         self.manager = manager
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def predict(self, request):
+        name, version, label = _model_spec(request.model_spec)
+        with self.manager.use(name, version, label) as servable:
+            return self._predict(request, servable)
+
+    def _predict(self, request, servable):
         from tensorflow_serving.apis import predict_pb2
 
-        name, version, label = _model_spec(request.model_spec)
-        servable = self.manager.resolve(name, version, label)
         key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
         sent, expected = set(request.inputs), set(signature.inputs)
         if sent != expected:
@@ -218,9 +224,9 @@ class _Handlers:
 
     def _examples_call(self, request, verb):
         name, version, label = _model_spec(request.model_spec)
-        servable = self.manager.resolve(name, version, label)
-        key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
-        outputs = servable.run_examples(key, signature, verb, _examples(request.input))
+        with self.manager.use(name, version, label) as servable:
+            key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
+            outputs = servable.run_examples(key, signature, verb, _examples(request.input))
         return servable, key, outputs
 
     def classify(self, request):
@@ -242,8 +248,6 @@ class _Handlers:
         return response
 
     def multi_inference(self, request):
-        from tensorflow_serving.apis import inference_pb2
-
         if not request.tasks:
             raise invalid("Tasks is empty")
         first = request.tasks[0].model_spec
@@ -258,7 +262,12 @@ class _Handlers:
                 raise invalid(f"Duplicate evaluation of signature: {task.model_spec.signature_name}")
             keys.add(task.model_spec.signature_name)
         name, version, label = _model_spec(first)
-        servable = self.manager.resolve(name, version, label)
+        with self.manager.use(name, version, label) as servable:
+            return self._multi_inference(request, servable)
+
+    def _multi_inference(self, request, servable):
+        from tensorflow_serving.apis import inference_pb2
+
         serialized = _examples(request.input)
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
@@ -321,15 +330,26 @@ def _abort(context, error):
     context.abort(code, error.message[:1024])
 
 
-def _wrap(handler):
+def _wrap(handler, api=None):
+    """A servicer method; with `api` ("Predict", ...) it counts in the request metrics."""
+
     def method(self, request, context):
+        started, failure = time.perf_counter(), None
         try:
             return handler(self._handlers, request)
         except ServingError as error:
+            failure = error
             _abort(context, error)
         except Exception as error:  # never crash on bad input
             log.exception("gRPC request failed")
-            _abort(context, ServingError("INTERNAL", f"{type(error).__name__}: {error}"))
+            failure = ServingError("INTERNAL", f"{type(error).__name__}: {error}")
+            _abort(context, failure)
+        finally:
+            if api is not None:
+                first = request.tasks[0].model_spec if api == "MultiInference" and request.tasks else None
+                name = first.name if first is not None else getattr(request, "model_spec", None)
+                name = name if isinstance(name, str) else getattr(name, "name", "")
+                self._handlers.metrics.record(name, api, "GRPC", status_of(failure), time.perf_counter() - started)
 
     return method
 
@@ -341,10 +361,10 @@ def _servicers():
         def __init__(self, handlers):
             self._handlers = handlers
 
-        Predict = _wrap(_Handlers.predict)
-        Classify = _wrap(_Handlers.classify)
-        Regress = _wrap(_Handlers.regress)
-        MultiInference = _wrap(_Handlers.multi_inference)
+        Predict = _wrap(_Handlers.predict, "Predict")
+        Classify = _wrap(_Handlers.classify, "Classify")
+        Regress = _wrap(_Handlers.regress, "Regress")
+        MultiInference = _wrap(_Handlers.multi_inference, "MultiInference")
         GetModelMetadata = _wrap(_Handlers.metadata)
 
     class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -369,10 +389,10 @@ def _servicers():
     return PredictionServicer, ModelServicer, prediction_service_pb2_grpc, model_service_pb2_grpc
 
 
-def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8):
+def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8, metrics=None):
     """A started `grpc.Server` serving `manager`; returns (server, bound port)."""
     prediction, model, prediction_grpc, model_grpc = _servicers()
-    handlers = _Handlers(manager)
+    handlers = _Handlers(manager, metrics)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-grpc"),
                          options=MAX_MESSAGE_OPTIONS)
     prediction_grpc.add_PredictionServiceServicer_to_server(prediction(handlers), server)

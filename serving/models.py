@@ -7,8 +7,10 @@ and a poll loop that loads a new version before unloading the old one.
 """
 
 import logging
+import contextlib
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -81,10 +83,13 @@ def wanted_versions(config, on_disk):
 class Servable:
     """One loaded SavedModel version: its session, MetaGraphDef and signatures."""
 
-    def __init__(self, name, version, path):
+    def __init__(self, name, version, path, batcher=None):
         import tensorflow as tf
 
         self.name, self.version, self.path = name, version, path
+        self.batcher = batcher
+        self._leases = 0  # requests holding this servable (see ModelManager.use)
+        self._drained = threading.Condition()
         from tensorflow.python.saved_model import loader_impl
 
         saved = loader_impl.parse_saved_model(path)
@@ -116,14 +121,22 @@ class Servable:
         return {name: DTYPE_NAMES.get(info.dtype, str(info.dtype)) for name, info in signature.inputs.items()}
 
     def run(self, signature, feeds, output_names=None, key=None):
-        """Run `signature` on {input name: array}; returns {output name: array}."""
-        from tensorflow.core.protobuf import config_pb2
-        import tensorflow as tf
-
+        """Run `signature` on {input name: array}; returns {output name: array}. With batching
+        on, the call joins a batch of concurrent requests."""
         missing = set(signature.inputs) - set(feeds)
         extra = set(feeds) - set(signature.inputs)
         if missing or extra:
             raise invalid(f"Expected inputs {sorted(signature.inputs)} but got {sorted(feeds)}")
+        if self.batcher is not None:
+            return self.batcher.run(self, key or "serving_default", signature, feeds, output_names,
+                                    lambda batch: self.run_direct(signature, batch, output_names, key))
+        return self.run_direct(signature, feeds, output_names, key)
+
+    def run_direct(self, signature, feeds, output_names=None, key=None):
+        """One model call on {input name: array}, never batched."""
+        from tensorflow.core.protobuf import config_pb2
+        import tensorflow as tf
+
         outputs = sorted(output_names or signature.outputs)
         in_names = sorted(feeds)
         if self._tf2 is not None:
@@ -177,7 +190,24 @@ class Servable:
             result["classes"] = classes.reshape(count, -1)
         return result
 
-    def close(self):
+    def acquire(self):
+        with self._drained:
+            self._leases += 1
+
+    def release(self):
+        with self._drained:
+            self._leases -= 1
+            if self._leases <= 0:
+                self._drained.notify_all()
+
+    def close(self, drain_timeout=0.0):
+        """Free the model; with `drain_timeout`, first wait (that long at most) for the requests
+        that hold it to finish."""
+        if drain_timeout:
+            deadline = time.monotonic() + drain_timeout
+            with self._drained:
+                while self._leases > 0 and time.monotonic() < deadline:
+                    self._drained.wait(max(deadline - time.monotonic(), 0.0))
         if self._session is not None:
             self._session.close()
         self._tf2 = None
@@ -186,7 +216,9 @@ class Servable:
 class ModelManager:
     """The served models: which versions exist, their states, and request resolution."""
 
-    def __init__(self, config):
+    def __init__(self, config, batcher=None, drain_timeout=30.0):
+        self.batcher = batcher  # a serving.batching.Batcher, or None
+        self.drain_timeout = drain_timeout  # how long an unloaded version waits for its requests
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
         self.config = config
@@ -224,7 +256,7 @@ class ModelManager:
                     gone.extend(self.servables.pop(name).values())
                     self.states.pop(name, None)
             for servable in gone:
-                servable.close()
+                servable.close(self.drain_timeout)
             self._poll()
         for name in names:
             states = self.states.get(name, {})
@@ -244,7 +276,7 @@ class ModelManager:
                     continue  # a failed load is not retried until the version changes on disk
                 states[version] = ("LOADING", "OK", "")
                 try:
-                    servable = Servable(model.name, version, on_disk[version])
+                    servable = Servable(model.name, version, on_disk[version], batcher=self.batcher)
                 except Exception as error:  # reported in status, never served
                     log.error("failed to load %s version %d: %s", model.name, version, error)
                     states[version] = ("END", "UNKNOWN", str(error)[:1024])
@@ -258,7 +290,7 @@ class ModelManager:
                 with self._lock:
                     servable = loaded.pop(version)
                     states[version] = ("END", "OK", "")
-                servable.close()
+                servable.close(self.drain_timeout)
             for version in list(states):
                 if version not in on_disk and version not in loaded:
                     states.pop(version)
@@ -284,6 +316,17 @@ class ModelManager:
             if version not in loaded:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
             return loaded[version]
+
+    @contextlib.contextmanager
+    def use(self, name, version=None, label=None):
+        """`resolve`, holding the servable so that an unload waits for this request to finish."""
+        with self._lock:
+            servable = self.resolve(name, version, label)
+            servable.acquire()
+        try:
+            yield servable
+        finally:
+            servable.release()
 
     def status(self, name, version=None, label=None):
         """[(version, state, error_code, message)] like GetModelStatus."""

@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import re
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from serving import json_tensor
 from serving.errors import ServingError, invalid
+from serving.metrics import Metrics, status_of
 
 PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -47,13 +49,18 @@ def _parse_version(text):
 class RestApi:
     """Request handlers over a `ModelManager`."""
 
-    def __init__(self, manager, timeout_s=30.0, workers=4):
+    def __init__(self, manager, timeout_s=30.0, workers=4, metrics=None, metrics_path=None):
         self.manager = manager
         self.timeout_s = timeout_s
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics_path = metrics_path
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-rest")
 
     async def dispatch(self, request):
         path = request.rel_url.raw_path
+        if self.metrics_path is not None and path == self.metrics_path and request.method == "GET":
+            return web.Response(text=self.metrics.render(), content_type="text/plain",
+                                headers={"X-Prometheus-Format": "0.0.4"})
         if not V1_RE.fullmatch(path):
             return web.Response(status=404, text="404 Not Found")
         try:
@@ -76,9 +83,19 @@ class RestApi:
         match = PREDICT_RE.fullmatch(path)
         if method == "POST" and match:
             name, version, label, verb = match.groups()
-            return await self._run(self._predict_sync if verb.lower() == "predict" else self._examples_sync,
-                                   unquote(name), _parse_version(version),
-                                   unquote(label) if label else None, verb.lower(), body)
+            name, started, error = unquote(name), time.perf_counter(), None
+            try:
+                return await self._run(self._predict_sync if verb.lower() == "predict" else self._examples_sync,
+                                       name, _parse_version(version),
+                                       unquote(label) if label else None, verb.lower(), body)
+            except asyncio.CancelledError:
+                error = ServingError("DEADLINE_EXCEEDED", "Request timed out")
+                raise
+            except Exception as failure:
+                error = failure
+                raise
+            finally:
+                self.metrics.record(name, verb.capitalize(), "REST", status_of(error), time.perf_counter() - started)
         match = STATUS_RE.fullmatch(path)
         if method == "GET" and match:
             name, version, label, metadata = match.groups()
@@ -98,10 +115,10 @@ class RestApi:
     def _predict_sync(self, name, version, label, verb, body):
         doc = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name(doc)
-        servable = self.manager.resolve(name, version, label)
-        key, signature = servable.signature(signature_name)
-        tensors, row = json_tensor.predict_request(doc, servable.input_dtypes(signature))
-        outputs = servable.run(signature, tensors, key=key)
+        with self.manager.use(name, version, label) as servable:
+            key, signature = servable.signature(signature_name)
+            tensors, row = json_tensor.predict_request(doc, servable.input_dtypes(signature))
+            outputs = servable.run(signature, tensors, key=key)
         return json_tensor.predict_response_json(outputs, row)
 
     def _examples_sync(self, name, version, label, verb, body):
@@ -109,10 +126,10 @@ class RestApi:
 
         doc = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name(doc)
-        servable = self.manager.resolve(name, version, label)
-        key, signature = servable.signature(signature_name)
-        serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
-        outputs = servable.run_examples(key, signature, verb, serialized)
+        with self.manager.use(name, version, label) as servable:
+            key, signature = servable.signature(signature_name)
+            serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
+            outputs = servable.run_examples(key, signature, verb, serialized)
         count = len(serialized)
         if verb == "regress":
             values = outputs["outputs"]
@@ -165,9 +182,10 @@ class RestApi:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def make_app(manager, timeout_s=30.0):
-    """The aiohttp application serving `manager` (a `serving.models.ModelManager`)."""
-    api = RestApi(manager, timeout_s=timeout_s)
+def make_app(manager, timeout_s=30.0, workers=4, metrics=None, metrics_path=None):
+    """The aiohttp application serving `manager` (a `serving.models.ModelManager`); with
+    `metrics_path`, `metrics` (a `serving.metrics.Metrics`) in Prometheus format at that path."""
+    api = RestApi(manager, timeout_s=timeout_s, workers=workers, metrics=metrics, metrics_path=metrics_path)
     app = web.Application(client_max_size=2**31 - 1)
     app.router.add_route("*", "/{tail:.*}", api.dispatch)
 

@@ -21,8 +21,24 @@ log = logging.getLogger("serving")
 class Server:
     def __init__(self, config, rest_api_port=8501, host="0.0.0.0", poll_wait_seconds=1.0,
                  rest_api_timeout_in_ms=30000, port=8500, grpc_host=None, model_config_file=None,
-                 model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0):
-        self.manager = ModelManager(config)
+                 model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0, batching=None,
+                 monitoring_path=None):
+        """`batching`: a `serving.batching.BatchingOptions` (dynamic batching) or None;
+        `monitoring_path`: serve Prometheus metrics on the REST port at this path, or None."""
+        from serving.metrics import Metrics
+
+        if monitoring_path is not None and rest_api_port is None:
+            raise ValueError("Prometheus monitoring is served on the REST port: give a rest_api_port")
+        self.batcher = None
+        if batching is not None:
+            from serving.batching import Batcher
+
+            self.batcher = Batcher(batching)
+        self.manager = ModelManager(config, batcher=self.batcher)
+        self.metrics = Metrics()
+        self.monitoring_path = monitoring_path
+        # with batching, request threads mostly wait for their batch: give them room to queue up
+        self._workers = 64 if batching is not None else None
         self.host, self.rest_api_port = host, rest_api_port
         self.port, self.grpc_host = port, grpc_host or host
         self._grpc = None
@@ -47,7 +63,8 @@ class Server:
         self.manager.poll()
         if self.port is not None:
             try:
-                self._grpc, self.port = make_grpc_server(self.manager, self.grpc_host, self.port)
+                self._grpc, self.port = make_grpc_server(self.manager, self.grpc_host, self.port,
+                                                         workers=self._workers or 8, metrics=self.metrics)
             except (OSError, RuntimeError) as error:
                 self.stop()
                 raise RuntimeError(f"gRPC server failed to start on port {self.port}: {error}")
@@ -99,7 +116,9 @@ class Server:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         try:
-            self._runner = web.AppRunner(make_app(self.manager, self.timeout_s or 1e9), access_log=None,
+            app = make_app(self.manager, self.timeout_s or 1e9, workers=self._workers or 4, metrics=self.metrics,
+                           metrics_path=self.monitoring_path)
+            self._runner = web.AppRunner(app, access_log=None,
                                          shutdown_timeout=self.shutdown_grace_seconds)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.rest_api_port, reuse_address=True)
@@ -127,6 +146,8 @@ class Server:
         if drained is not None:
             drained.wait(timeout=grace + 10)
             self._grpc = None
+        if self.batcher is not None:
+            self.batcher.stop()
         self.manager.close()
 
     def __enter__(self):
@@ -134,6 +155,16 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _flag_bool(text):
+    """A boolean flag value as tensorflow_model_server reads it (`--enable_batching=true`)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "t", "y"):
+        return True
+    if value in ("false", "0", "no", "f", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
 def add_flags(parser):
@@ -154,6 +185,13 @@ def add_flags(parser):
     parser.add_argument("--shutdown_grace_seconds", type=float, default=10,
                         help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 10; "
                              "not a tensorflow_model_server flag)")
+    parser.add_argument("--enable_batching", nargs="?", const=True, default=False, type=_flag_bool,
+                        metavar="true|false", help="batch concurrent requests per model and signature (see --batching_parameters_file)")
+    parser.add_argument("--batching_parameters_file", default="",
+                        help="text-format BatchingParameters for --enable_batching (default: TF Serving's defaults)")
+    parser.add_argument("--monitoring_config_file", default="",
+                        help="text-format MonitoringConfig; prometheus_config { enable: true path: ... } serves "
+                             "Prometheus metrics on the REST port")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
                         help="seconds between scans of the base paths for new versions (default 1; 0: load once)")
     return parser
@@ -170,6 +208,35 @@ def config_from_args(args):
     return single_model_config(args.model_name, os.path.abspath(args.model_base_path))
 
 
+def batching_from_args(args):
+    """BatchingOptions for `--enable_batching`, or None."""
+    from serving.batching import BatchingOptions, read_batching_options
+
+    if not getattr(args, "enable_batching", False):
+        if getattr(args, "batching_parameters_file", ""):
+            log.warning("--batching_parameters_file is only read with --enable_batching (as in tensorflow_model_server)")
+        return None
+    if not args.batching_parameters_file:
+        return BatchingOptions()
+    try:
+        return read_batching_options(args.batching_parameters_file)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"serve: --batching_parameters_file: {error}")
+
+
+def monitoring_from_args(args):
+    """The Prometheus metrics path of `--monitoring_config_file`, or None."""
+    from serving.metrics import read_monitoring_path
+
+    if not getattr(args, "monitoring_config_file", ""):
+        return None
+    try:
+        path = read_monitoring_path(args.monitoring_config_file)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"serve: --monitoring_config_file: {error}")
+    return path
+
+
 def main(args):
     """Run until interrupted (the `serve` subcommand)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -178,7 +245,8 @@ def main(args):
                     rest_api_timeout_in_ms=args.rest_api_timeout_in_ms, port=args.port,
                     grpc_host=args.grpc_host, model_config_file=args.model_config_file or None,
                     model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-                    shutdown_grace_seconds=args.shutdown_grace_seconds)
+                    shutdown_grace_seconds=args.shutdown_grace_seconds, batching=batching_from_args(args),
+                    monitoring_path=monitoring_from_args(args))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -16,6 +16,10 @@ for every layer:
   and in functional models (symbolic tensors);
 - invalid configurations and input ranks raise `ValueError` naming the argument.
 
+A layer taking several tensors (`call([a, b])`) declares `input_shape` as a *list* of shapes;
+every check then feeds a list (random arrays, `keras.Input`s) and takes gradients w.r.t.
+each input.
+
 Each check is its own function so test files can parametrize over cases x checks and a
 failure names both.
 """
@@ -39,7 +43,8 @@ class LayerCase:
     id: str
     cls: type
     kwargs: dict
-    input_shape: tuple  # with batch dimension
+    # with batch dimension; a list of such tuples for a layer called on a list of tensors
+    input_shape: tuple
     # True, or the reason the layer needs static spatial sizes (the check is then skipped
     # with that reason)
     dynamic_hw: object = True
@@ -48,7 +53,7 @@ class LayerCase:
     # (kwargs, input_shape, regex of the ValueError message) expected to fail at build
     invalid: tuple = ()
     # extra spatial sizes ((H, W) for 2D inputs, (L,) for 1D, (T, H, W) for 3D) for the
-    # dynamic shape check
+    # dynamic shape check; for several inputs, one size for all or a tuple of one per input
     other_sizes: tuple = ((5, 7), (11, 6))
     # the layer's `call(training=...)` argument
     training: bool = True
@@ -59,8 +64,27 @@ class LayerCase:
         return self.cls(**{**self.kwargs, **overrides})
 
 
+def is_multi_input(shape):
+    """Whether a case's `input_shape` describes several inputs (a list of shapes)."""
+    return isinstance(shape, list)
+
+
+def as_list(value, shape):
+    """The per-input values of a case as a list (one item for a single-input case)."""
+    return list(value) if is_multi_input(shape) else [value]
+
+
 def random_input(shape, seed=0):
+    if is_multi_input(shape):
+        return [random_input(s, seed + i) for i, s in enumerate(shape)]
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def symbolic_input(shape, batch_size=None):
+    """`keras.Input`(s) for `shape` without its batch dimension (a list for several inputs)."""
+    if is_multi_input(shape):
+        return [symbolic_input(s, batch_size) for s in shape]
+    return keras.Input(tuple(shape[1:]), batch_size=batch_size)
 
 
 def randomize_weights(layer, seed=0):
@@ -96,9 +120,11 @@ def loss_and_gradients(layer, x, training=True):
     """Return (output, d loss / d trainable weights, d loss / d input) on this backend.
 
     The loss is a fixed random projection of the output so no direction of the gradient is
-    trivially zero (e.g. the sum of a softmax).
+    trivially zero (e.g. the sum of a softmax). For a list of inputs, the input gradient is
+    the list of gradients w.r.t. each.
     """
-    x = np.asarray(x)
+    multi = isinstance(x, list)
+    x = [np.asarray(a) for a in x] if multi else np.asarray(x)
     y0 = layer(x, training=training)
     projection = np.random.default_rng(123).normal(size=tuple(y0.shape)).astype("float32")
     trainable = layer.trainable_variables
@@ -106,13 +132,17 @@ def loss_and_gradients(layer, x, training=True):
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        xt = tf.constant(x)
+        xs = [tf.constant(a) for a in (x if multi else [x])]
         with tf.GradientTape() as tape:
-            tape.watch(xt)
-            y = layer(xt, training=training)
+            for xt in xs:
+                tape.watch(xt)
+            y = layer(xs if multi else xs[0], training=training)
             loss = tf.reduce_sum(tf.cast(y, "float32") * projection)
-        grads = tape.gradient(loss, [v.value for v in trainable] + [xt])
-        return to_numpy(y), [to_numpy(g) if g is not None else None for g in grads[:-1]], to_numpy(grads[-1])
+        grads = tape.gradient(loss, [v.value for v in trainable] + xs)
+        n = len(trainable)
+        input_grads = [to_numpy(g) for g in grads[n:]]
+        return (to_numpy(y), [to_numpy(g) if g is not None else None for g in grads[:n]],
+                input_grads if multi else input_grads[0])
 
     if BACKEND == "jax":
         import jax
@@ -125,22 +155,25 @@ def loss_and_gradients(layer, x, training=True):
             y, _ = layer.stateless_call(tv, non_trainable_values, xin, training=training)
             return jnp.sum(y.astype("float32") * projection), y
 
+        xin = [jnp.asarray(a) for a in x] if multi else jnp.asarray(x)
         (loss, y), (g_weights, g_input) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            trainable_values, jnp.asarray(x)
+            trainable_values, xin
         )
-        return to_numpy(y), [to_numpy(g) for g in g_weights], to_numpy(g_input)
+        g_input = [to_numpy(g) for g in g_input] if multi else to_numpy(g_input)
+        return to_numpy(y), [to_numpy(g) for g in g_weights], g_input
 
     if BACKEND == "torch":
         import torch
 
-        xt = torch.tensor(x, requires_grad=True)
+        xs = [torch.tensor(a, requires_grad=True) for a in (x if multi else [x])]
         for v in trainable:
             v.value.grad = None
-        y = layer(xt, training=training)
+        y = layer(xs if multi else xs[0], training=training)
         loss = (y.float() * torch.from_numpy(projection)).sum()
         loss.backward()
         grads = [to_numpy(v.value.grad) if v.value.grad is not None else None for v in trainable]
-        return to_numpy(y.detach()), grads, to_numpy(xt.grad)
+        input_grads = [to_numpy(xt.grad) for xt in xs]
+        return to_numpy(y.detach()), grads, input_grads if multi else input_grads[0]
 
     raise RuntimeError(f"Unsupported backend {BACKEND}")
 
@@ -156,7 +189,8 @@ def check_forward_and_gradients(case):
     assert np.all(np.isfinite(y)), "forward pass produced non-finite values"
     expected = tuple(layer.compute_output_shape(case.input_shape))
     assert y.shape == expected, f"output shape {y.shape} != compute_output_shape {expected}"
-    assert np.all(np.isfinite(input_grad)) and np.any(input_grad != 0), "input gradient"
+    for i, grad in enumerate(as_list(input_grad, case.input_shape)):
+        assert np.all(np.isfinite(grad)) and np.any(grad != 0), f"gradient w.r.t. input {i}"
     for variable, grad in zip(layer.trainable_variables, weight_grads):
         assert grad is not None, f"no gradient reaches {variable.path}"
         assert np.all(np.isfinite(grad)), f"non-finite gradient for {variable.path}"
@@ -178,7 +212,7 @@ def check_config_round_trip(case):
 
 def check_saving_round_trip(case, tmp_path):
     layer = case.build_layer()
-    inputs = keras.Input(case.input_shape[1:])
+    inputs = symbolic_input(case.input_shape)
     model = keras.Model(inputs, layer(inputs))
     randomize_weights(model)
     x = random_input(case.input_shape, seed=3)
@@ -208,13 +242,14 @@ def check_mixed_bfloat16(case):
     assert error < case.bf16_rtol, f"bf16 result differs from float32 by {error:.3g} (norm-wise)"
     _, grads, input_grad = loss_and_gradients(layer, x, training=case.training)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
-    assert np.all(np.isfinite(input_grad))
+    assert all(np.all(np.isfinite(g)) for g in as_list(input_grad, case.input_shape))
 
 
 def check_fit_mixed_bfloat16(case):
     """`model.fit` with the layer under `mixed_bfloat16` (the way users train) takes steps."""
-    inputs = keras.Input(case.input_shape[1:])
-    features = case.build_layer(dtype="mixed_bfloat16")(inputs)
+    inputs = symbolic_input(case.input_shape)
+    layer = case.build_layer(dtype="mixed_bfloat16")
+    features = layer(inputs)
     pooling = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
                5: keras.layers.GlobalAveragePooling3D}[len(features.shape)]
     pooled = pooling(dtype="mixed_bfloat16")(features)
@@ -223,13 +258,14 @@ def check_fit_mixed_bfloat16(case):
     randomize_weights(model)
     model.compile(optimizer=keras.optimizers.SGD(0.05),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = random_input((8, *case.input_shape[1:]), seed=6)
+    x = random_input([(8, *s[1:]) for s in as_list(case.input_shape, case.input_shape)], seed=6)
+    x = x if is_multi_input(case.input_shape) else x[0]
     y = np.arange(8) % 3
     before = [to_numpy(w) for w in model.trainable_weights]
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     after = [to_numpy(w) for w in model.trainable_weights]
-    n = len(model.layers[1].trainable_weights)
+    n = len(layer.trainable_weights)
     changed = [not np.array_equal(a, b) for a, b in zip(before[:n], after[:n])]
     # Cases checked with training=False have weights whose training-mode gradient is exactly
     # zero by construction (a bias right before a BatchNorm): there, some must move.
@@ -243,14 +279,17 @@ def check_fit_mixed_bfloat16(case):
 def check_dynamic_spatial_size(case):
     if case.dynamic_hw is not True:
         pytest.skip(f"static spatial size by design: {case.dynamic_hw}")
-    channels = case.input_shape[-1]
+    shapes = as_list(case.input_shape, case.input_shape)
     layer = case.build_layer()
-    inputs = keras.Input((None,) * (len(case.input_shape) - 2) + (channels,))
+    inputs = [keras.Input((None,) * (len(s) - 2) + (s[-1],)) for s in shapes]
+    inputs = inputs if is_multi_input(case.input_shape) else inputs[0]
     model = keras.Model(inputs, layer(inputs))
     randomize_weights(model)
     for sizes in case.other_sizes:
-        shape = (2, *sizes, channels)
-        x = random_input(shape, seed=int(np.prod(sizes)))
+        per_input = sizes if isinstance(sizes[0], tuple) else (sizes,) * len(shapes)
+        shape = [(2, *size, s[-1]) for size, s in zip(per_input, shapes)]
+        shape = shape if is_multi_input(case.input_shape) else shape[0]
+        x = random_input(shape, seed=int(np.prod(np.ravel(sizes))))
         y = model.predict(x, verbose=0)
         assert y.shape == tuple(layer.compute_output_shape(shape))
         np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=1e-5)
@@ -268,8 +307,9 @@ def check_return_attention(case):
     assert tuple(layer.compute_attention_shape(case.input_shape)) == expected
     assert np.all(np.isfinite(to_numpy(attention)))
     # Symbolically too: a functional model can output the map next to the features.
-    symbolic_input = keras.Input(case.input_shape[1:], batch_size=case.input_shape[0])
-    symbolic_outputs, symbolic_attention = case.build_layer()(symbolic_input, return_attention=True)
+    batch_size = as_list(case.input_shape, case.input_shape)[0][0]
+    inputs = symbolic_input(case.input_shape, batch_size=batch_size)
+    symbolic_outputs, symbolic_attention = case.build_layer()(inputs, return_attention=True)
     assert tuple(symbolic_attention.shape) == expected
     assert tuple(symbolic_outputs.shape) == tuple(layer.compute_output_shape(case.input_shape))
 

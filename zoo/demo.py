@@ -78,15 +78,5 @@ def run(output_dir="outputs", epochs=1, batch_size=32, seed=0, num_examples=8, v
     maps = attention_map(model, "cbam2", x_test[:num_examples])
     png = attention_png(x_test[:num_examples], maps, pathlib.Path(output_dir) / "cbam_attention.png")
     return {"accuracy": float(accuracy), "png": png, "train_seconds": train_seconds,
-            "train_size": len(y_train), "test_size": len(y_test), "backend": keras.backend.backend()}
-
-
-def main(args):
-    result = run(output_dir=args.output_dir, epochs=args.epochs, seed=args.seed)
-    print(
-        f"CBAM CNN, {args.epochs} epoch(s) on {result['train_size']} MNIST digits "
-        f"({result['backend']} backend, {result['train_seconds']:.1f} s): "
-        f"test accuracy {result['accuracy']:.4f} on {result['test_size']} held-out digits"
-    )
-    print(f"attention map (cbam2 spatial gate over test digits) written to {result['png'].resolve()}")
-    return 0
+            "train_size": len(y_train), "test_size": len(y_test), "backend": keras.backend.backend(),
+            "model": model}

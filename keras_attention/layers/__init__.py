@@ -6,11 +6,33 @@ from keras_attention.layers.channel import (
     GlobalContext,
     SqueezeExcite,
 )
+from keras_attention.layers.context_attention import (
+    CompactGeneralizedNonLocal,
+    CrissCrossAttention,
+    ObjectContext,
+    PositionAttention,
+)
+from keras_attention.layers.generalized_attention import GeneralizedAttention
+from keras_attention.layers.interaction_aware import InteractionAwareAttention
+from keras_attention.layers.local_attention import LocalCrossAttention2D, LocalSelfAttention2D
 from keras_attention.layers.mixed import BAM, CBAM, ChannelGate
+from keras_attention.layers.relative_attention import (
+    AttentionAugmentedConv2D,
+    BottleneckAttention,
+    HaloAttention,
+    LambdaLayer,
+)
 from keras_attention.layers.residual_attention import ResidualAttention, SoftMaskBranch
+from keras_attention.layers.san import PairwiseSelfAttention, PatchwiseSelfAttention
+from keras_attention.layers.self_attention import MultiHeadSelfAttention2D, NonLocal
 from keras_attention.layers.spatial import SpatialGate
 
 __all__ = [
+    "MultiHeadSelfAttention2D",
+    "NonLocal",
+    "LocalSelfAttention2D",
+    "LocalCrossAttention2D",
+    "InteractionAwareAttention",
     "SqueezeExcite",
     "EfficientChannelAttention",
     "GlobalContext",
@@ -21,4 +43,15 @@ __all__ = [
     "BAM",
     "ResidualAttention",
     "SoftMaskBranch",
+    "PositionAttention",
+    "CrissCrossAttention",
+    "ObjectContext",
+    "CompactGeneralizedNonLocal",
+    "BottleneckAttention",
+    "HaloAttention",
+    "LambdaLayer",
+    "AttentionAugmentedConv2D",
+    "GeneralizedAttention",
+    "PairwiseSelfAttention",
+    "PatchwiseSelfAttention",
 ]

@@ -106,6 +106,26 @@ def mean_float32(x, axis, keepdims=True):
     return ops.cast(ops.mean(ops.cast(x, "float32"), axis=axis, keepdims=keepdims), x.dtype)
 
 
+def single_head_attention(query, key, value, scale):
+    """softmax(scale * q k^T) v for `(B, N, d)` queries and keys and `(B, M, d_v)` values,
+    through `keras.ops.dot_product_attention`, so backends with a fused kernel never build
+    the `(N, M)` matrix (O(N) memory on GPUs)."""
+    depth, value_depth = query.shape[-1], value.shape[-1]
+    padded = keras.backend.backend() == "jax" and depth != value_depth
+    if padded:
+        # jax.nn.dot_product_attention requires the value depth to equal the key depth:
+        # zero channels change neither q.k nor the attended values (sliced off below).
+        width = max(depth, value_depth)
+        query, key = (ops.pad(t, ((0, 0), (0, 0), (0, width - depth))) for t in (query, key))
+        value = ops.pad(value, ((0, 0), (0, 0), (0, width - value_depth)))
+    out = ops.dot_product_attention(
+        ops.expand_dims(query, 2), ops.expand_dims(key, 2), ops.expand_dims(value, 2),
+        scale=scale,
+    )
+    out = ops.squeeze(out, 2)
+    return out[..., :value_depth] if padded else out
+
+
 def softmax_float32(x, axis=-1):
     """Softmax computed in float32 whatever the compute dtype, returned in x's dtype."""
     return ops.cast(ops.softmax(ops.cast(x, "float32"), axis=axis), x.dtype)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from serving.export import export
+from serving.saved_model import export
 
 
 def small_model(name="features"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving import Client
-from serving.export import export
+from serving.saved_model import export
 
 
 def image_model():

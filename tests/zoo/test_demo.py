@@ -1,4 +1,7 @@
-"""The README's main job: one epoch of a CBAM CNN on the offline MNIST subset."""
+"""The README's main job: one epoch of a CBAM CNN on the offline MNIST subset, then export,
+serve and query it over REST and gRPC."""
+
+import json
 
 import numpy as np
 import pytest
@@ -18,6 +21,15 @@ def test_demo_trains_and_writes_the_attention_png(tmp_path, capsys):
     image = np.asarray(Image.open(png))
     assert image.shape == (2 * 28 * 4, 8 * 28 * 4, 3)
     assert not list(tmp_path.glob("*.tmp"))
+    # The exported model answered over REST and gRPC, identically, mostly right.
+    lines = dict(line.strip().split(":", 1) for line in printed.splitlines() if "labels:" in line
+                 or "predictions:" in line)
+    truth = json.loads(lines["true labels"])
+    assert json.loads(lines["REST predictions"]) == json.loads(lines["gRPC predictions"])
+    assert sum(a == b for a, b in zip(json.loads(lines["REST predictions"]), truth)) >= 3
+    assert (tmp_path / "models" / "cbam_cnn" / "1" / "saved_model.pb").is_file()
+    request = json.loads((tmp_path / "models" / "cbam_cnn_request.json").read_text())
+    assert np.asarray(request["instances"]).shape == (1, 28, 28, 1)
 
 
 def test_attention_png_tiles_digit_and_blend(tmp_path):

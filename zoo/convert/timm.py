@@ -117,7 +117,70 @@ def load_cbam(layer, state, prefix=""):
     load_spatial_gate(layer.spatial_gate, state, prefix + "spatial.")
 
 
+def load_bottleneck_attention(layer, state, prefix=""):
+    """timm `BottleneckAttn`: the 1x1 `qkv` convolution and `pos_embed.height_rel` /
+    `pos_embed.width_rel` (stored like ours, `(2 * size - 1, dim_head)`)."""
+    load_conv2d(layer.qkv, state, prefix + "qkv.")
+    for name in ("height_rel", "width_rel"):
+        key = prefix + "pos_embed." + name
+        assign(getattr(layer, name), take(state, key), key)
+
+
+def load_halo_attention(layer, state, prefix=""):
+    """timm `HaloAttn`: 1x1 convolutions `q` and `kv` (channels interleaved per head, as
+    ours) and `pos_embed.height_rel` / `pos_embed.width_rel`."""
+    load_conv2d(layer.q, state, prefix + "q.")
+    load_conv2d(layer.kv, state, prefix + "kv.")
+    for name in ("height_rel", "width_rel"):
+        key = prefix + "pos_embed." + name
+        assign(getattr(layer, name), take(state, key), key)
+
+
+def load_lambda_layer(layer, state, prefix=""):
+    """timm `LambdaLayer`: `qkv`, `norm_q`, `norm_v`, and the local `conv_lambda` (a
+    `(dim_head, 1, r, r, 1)` Conv3d) or the global `pos_emb` `(2H - 1, 2W - 1, dim_head)`."""
+    load_conv2d(layer.qkv, state, prefix + "qkv.")
+    load_batch_norm(layer.norm_q, state, prefix + "norm_q.")
+    load_batch_norm(layer.norm_v, state, prefix + "norm_v.")
+    if layer.r is not None:
+        key = prefix + "conv_lambda.weight"
+        assign(layer.conv_lambda.kernel, np.transpose(take(state, key), (2, 3, 4, 1, 0)), key)
+        key = prefix + "conv_lambda.bias"
+        assign(layer.conv_lambda.bias, take(state, key), key)
+    else:
+        key = prefix + "pos_emb"
+        assign(layer.pos_emb, take(state, key), key)
+
+
+def load_pointwise_dense(dense, state, prefix):
+    """A 1x1 convolution (out, in, 1, 1) into a Dense layer (kernel (in, out))."""
+    key = prefix + "weight"
+    assign(dense.kernel, dense_kernel(take(state, key)[:, :, 0, 0]), key)
+    if dense.use_bias:
+        assign(dense.bias, take(state, prefix + "bias"), prefix + "bias")
+
+
+def load_non_local(layer, state, prefix=""):
+    """timm `NonLocalAttn` (embedded Gaussian): 1x1 convs `t`, `p`, `g`, `z` into the Dense
+    `theta`, `phi`, `g`, `out`, and `norm` (BatchNorm2d) into `out_norm`. timm scales the
+    logits by `in_channels ** -0.5` (`use_scale=True`): build the layer with
+    `scale="input"` (or `None` for `use_scale=False`)."""
+    if layer.pairwise != "embedded_gaussian":
+        raise ValueError(
+            f"timm NonLocalAttn is an embedded Gaussian block; the layer has "
+            f"pairwise={layer.pairwise!r}"
+        )
+    for sublayer, name in ((layer.theta, "t"), (layer.phi, "p"), (layer.g, "g"),
+                           (layer.out, "z")):
+        load_pointwise_dense(sublayer, state, prefix + name + ".")
+    load_batch_norm(layer.out_norm, state, prefix + "norm.")
+
+
 CONVERTERS = {
+    L.NonLocal: load_non_local,
+    L.BottleneckAttention: load_bottleneck_attention,
+    L.HaloAttention: load_halo_attention,
+    L.LambdaLayer: load_lambda_layer,
     L.SqueezeExcite: load_squeeze_excite,
     L.EfficientChannelAttention: load_efficient_channel_attention,
     L.GlobalContext: load_global_context,
