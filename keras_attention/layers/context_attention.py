@@ -40,8 +40,36 @@ def _conv_bn_relu(conv, norm, x, training):
     return ops.relu(norm(conv(x), training=training))
 
 
+class _ReducedQueryKeyValue(AttentionLayer):
+    """DANet / CCNet projections: query and key 1x1 convolutions (with bias) to
+    `C // reduction` channels, value to `C`, and a residual scale `gamma` initialised to 0."""
+
+    def __init__(self, reduction=8, **kwargs):
+        super().__init__(**kwargs)
+        U.check_positive_int("reduction", reduction)
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        channels = U.feature_map_channels(self, input_shape)
+        hidden = max(1, channels // self.reduction)
+        kw = U.sublayer_kwargs(self)
+        self.query = layers.Conv2D(hidden, 1, name="query", **kw)
+        self.query.build((None, None, None, channels))
+        self.key = layers.Conv2D(hidden, 1, name="key", **kw)
+        self.key.build((None, None, None, channels))
+        self.value = layers.Conv2D(channels, 1, name="value", **kw)
+        self.value.build((None, None, None, channels))
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros",
+                                     trainable=True)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(reduction=self.reduction)
+        return config
+
+
 @register
-class PositionAttention(AttentionLayer):
+class PositionAttention(_ReducedQueryKeyValue):
     """Position attention module of DANet (PAM, Fu et al., CVPR 2019).
 
     Query `B` and key `C` are 1x1 convolutions (with bias) to `C_in // reduction` channels,
@@ -69,24 +97,6 @@ class PositionAttention(AttentionLayer):
         and weighs the positions aggregated into position `i`).
     """
 
-    def __init__(self, reduction=8, **kwargs):
-        super().__init__(**kwargs)
-        U.check_positive_int("reduction", reduction)
-        self.reduction = reduction
-
-    def build(self, input_shape):
-        channels = U.feature_map_channels(self, input_shape)
-        hidden = max(1, channels // self.reduction)
-        kw = U.sublayer_kwargs(self)
-        self.query = layers.Conv2D(hidden, 1, name="query", **kw)
-        self.query.build((None, None, None, channels))
-        self.key = layers.Conv2D(hidden, 1, name="key", **kw)
-        self.key.build((None, None, None, channels))
-        self.value = layers.Conv2D(channels, 1, name="value", **kw)
-        self.value.build((None, None, None, channels))
-        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros",
-                                     trainable=True)
-
     def call(self, inputs, training=None, return_attention=False):
         q = _flatten_positions(self.query(inputs))
         k = _flatten_positions(self.key(inputs))
@@ -101,14 +111,9 @@ class PositionAttention(AttentionLayer):
         n = _positions(input_shape)
         return (input_shape[0], n, n)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(reduction=self.reduction)
-        return config
-
 
 @register
-class CrissCrossAttention(AttentionLayer):
+class CrissCrossAttention(_ReducedQueryKeyValue):
     """Criss-cross attention (CCNet, Huang et al., ICCV 2019).
 
     Query and key are 1x1 convolutions (with bias) to `C // reduction` channels, value a 1x1
@@ -141,24 +146,9 @@ class CrissCrossAttention(AttentionLayer):
     """
 
     def __init__(self, reduction=8, recurrence=2, **kwargs):
-        super().__init__(**kwargs)
-        U.check_positive_int("reduction", reduction)
+        super().__init__(reduction=reduction, **kwargs)
         U.check_positive_int("recurrence", recurrence)
-        self.reduction = reduction
         self.recurrence = recurrence
-
-    def build(self, input_shape):
-        channels = U.feature_map_channels(self, input_shape)
-        hidden = max(1, channels // self.reduction)
-        kw = U.sublayer_kwargs(self)
-        self.query = layers.Conv2D(hidden, 1, name="query", **kw)
-        self.query.build((None, None, None, channels))
-        self.key = layers.Conv2D(hidden, 1, name="key", **kw)
-        self.key.build((None, None, None, channels))
-        self.value = layers.Conv2D(channels, 1, name="value", **kw)
-        self.value.build((None, None, None, channels))
-        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros",
-                                     trainable=True)
 
     def _step(self, x):
         q = ops.cast(self.query(x), "float32")
@@ -188,7 +178,7 @@ class CrissCrossAttention(AttentionLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(reduction=self.reduction, recurrence=self.recurrence)
+        config.update(recurrence=self.recurrence)
         return config
 
 

@@ -104,6 +104,26 @@ def _trunc_normal(stddev):
 # BoTNet
 
 
+def _resolve_feat_size(layer, input_shape, condition=""):
+    """The (height, width) that `layer`'s relative position tables are sized for: its
+    `feat_size`, or the input's static size when `feat_size` is None."""
+    spatial = tuple(input_shape[1:3])
+    name = type(layer).__name__
+    if layer.feat_size is None:
+        if None in spatial:
+            raise ValueError(
+                f"{name} {condition}needs `feat_size` when the input's height and width are "
+                f"unknown; got feat_size=None and input_shape={tuple(input_shape)}."
+            )
+        return tuple(int(s) for s in spatial)
+    if any(s is not None and s != f for s, f in zip(spatial, layer.feat_size)):
+        raise ValueError(
+            f"{name} was configured with feat_size={layer.feat_size} but got "
+            f"input_shape={tuple(input_shape)}."
+        )
+    return layer.feat_size
+
+
 @register
 class BottleneckAttention(AttentionLayer):
     """Multi-head self-attention with 2D relative position logits over the whole feature
@@ -162,21 +182,7 @@ class BottleneckAttention(AttentionLayer):
 
     def build(self, input_shape):
         channels = U.feature_map_channels(self, input_shape)
-        spatial = tuple(input_shape[1:3])
-        if self.feat_size is None:
-            if None in spatial:
-                raise ValueError(
-                    f"BottleneckAttention needs `feat_size` when the input's height and width "
-                    f"are unknown; got feat_size=None and input_shape={tuple(input_shape)}."
-                )
-            self._feat_size = tuple(int(s) for s in spatial)
-        else:
-            self._feat_size = self.feat_size
-            if any(s is not None and s != f for s, f in zip(spatial, self._feat_size)):
-                raise ValueError(
-                    f"BottleneckAttention was configured with feat_size={self.feat_size} but "
-                    f"got input_shape={tuple(input_shape)}."
-                )
+        self._feat_size = _resolve_feat_size(self, input_shape)
         dim_out = self.dim_out or channels
         _check_heads(self, dim_out, self.num_heads)
         self.dim_head_qk = _qk_head_dim(dim_out, self.num_heads, self.dim_head, self.qk_ratio)
@@ -520,21 +526,7 @@ class LambdaLayer(AttentionLayer):
             )
             self.conv_lambda.build((None, None, None, self.dim_v, 1))
         else:
-            spatial = tuple(input_shape[1:3])
-            if self.feat_size is None:
-                if None in spatial:
-                    raise ValueError(
-                        f"LambdaLayer with r=None needs `feat_size` when the input's height "
-                        f"and width are unknown; got input_shape={tuple(input_shape)}."
-                    )
-                self._feat_size = tuple(int(s) for s in spatial)
-            else:
-                self._feat_size = self.feat_size
-                if any(s is not None and s != f for s, f in zip(spatial, self._feat_size)):
-                    raise ValueError(
-                        f"LambdaLayer was configured with feat_size={self.feat_size} but got "
-                        f"input_shape={tuple(input_shape)}."
-                    )
+            self._feat_size = _resolve_feat_size(self, input_shape, "with r=None ")
             height, width = self._feat_size
             self.pos_emb = self.add_weight(name="pos_emb",
                                            shape=(2 * height - 1, 2 * width - 1, self.dim_qk),
@@ -700,22 +692,7 @@ class AttentionAugmentedConv2D(AttentionLayer):
         self.attn_out = layers.Conv2D(self.dv, 1, name="attn_out", **kw)
         self.attn_out.build((None, None, None, self.dv))
         if self.relative:
-            spatial = tuple(input_shape[1:3])
-            if self.feat_size is None:
-                if None in spatial:
-                    raise ValueError(
-                        f"AttentionAugmentedConv2D with relative=True needs `feat_size` when "
-                        f"the input's height and width are unknown; got "
-                        f"input_shape={tuple(input_shape)}."
-                    )
-                self._feat_size = tuple(int(s) for s in spatial)
-            else:
-                self._feat_size = self.feat_size
-                if any(s is not None and s != f for s, f in zip(spatial, self._feat_size)):
-                    raise ValueError(
-                        f"AttentionAugmentedConv2D was configured with "
-                        f"feat_size={self.feat_size} but got input_shape={tuple(input_shape)}."
-                    )
+            self._feat_size = _resolve_feat_size(self, input_shape, "with relative=True ")
             height, width = self._feat_size
             init = keras.initializers.RandomNormal(stddev=self.dkh ** -0.5)
             self.key_rel_w = self.add_weight(name="key_rel_w", shape=(2 * width - 1, self.dkh),
