@@ -1,15 +1,23 @@
+import os
 import pathlib
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TESTDATA = REPO.parent / "shared" / "tfserving_testdata"
+# TF Serving's own test models sit beside every checkout and CI run (../shared); they are the
+# oracle of these tests, so a missing folder fails loudly rather than skipping the suite.
+TESTDATA = pathlib.Path(
+    os.environ.get("TFSERVING_TESTDATA", REPO.parent / "shared" / "tfserving_testdata")
+)
 
 
 def tfs_testdata(name):
     path = TESTDATA / name
     if not path.exists():
-        pytest.skip(f"TF Serving test models not found at {TESTDATA}")
+        pytest.fail(
+            f"TF Serving test models not found at {path}: the checkout needs ../shared beside it "
+            "(or set TFSERVING_TESTDATA)", pytrace=False,
+        )
     return path
 
 
