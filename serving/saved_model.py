@@ -6,6 +6,9 @@ float32 (`output_0`, ... or the model's own keys when it returns a dict), also u
 precision. The version folder appears atomically: the SavedModel is written into a
 temporary sibling folder and renamed into place, so a failed export leaves nothing behind.
 
+On the JAX backend the model goes through Keras' ExportArchive (jax2tf) and gets the same
+`serving_default`; the encoded-image signature needs the TensorFlow backend.
+
 `image_signature=True` (or a dict of options, see `export`) adds a second signature for
 encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST clients send
 `{"b64": ...}`), decoded, resized and preprocessed in the graph, outputs `probabilities`
@@ -38,8 +41,8 @@ def _input_name(tensor, index):
     return name or f"input_{index}"
 
 
-def _serving_function(model, tf):
-    """A tf.function with named inputs and float32 outputs that calls `model` for inference."""
+def _input_specs(model, tf):
+    """Named `tf.TensorSpec`s of the model's inputs, batch dimension left open."""
     if not getattr(model, "inputs", None):
         raise ValueError(
             "export needs a built functional-style model with known inputs "
@@ -53,10 +56,11 @@ def _serving_function(model, tf):
         names.append(name)
         shape = (None,) + tuple(tensor.shape[1:])
         specs.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=name))
+    return specs
 
-    def to_float32(value):
-        value = tf.convert_to_tensor(value)
-        return tf.cast(value, tf.float32) if value.dtype.is_floating else value
+
+def _serve_fn(model, to_float32):
+    """Inference on positional inputs; outputs as a dict of float32 tensors."""
 
     def serve(*args):
         inputs = args[0] if len(args) == 1 else list(args)
@@ -67,7 +71,35 @@ def _serving_function(model, tf):
             return {f"output_{i}": to_float32(value) for i, value in enumerate(outputs)}
         return {"output_0": to_float32(outputs)}
 
-    return tf.function(serve, input_signature=specs, autograph=False)
+    return serve
+
+
+def _serving_function(model, tf):
+    """A tf.function with named inputs and float32 outputs that calls `model` for inference."""
+
+    def to_float32(value):
+        value = tf.convert_to_tensor(value)
+        return tf.cast(value, tf.float32) if value.dtype.is_floating else value
+
+    return tf.function(_serve_fn(model, to_float32), input_signature=_input_specs(model, tf),
+                       autograph=False)
+
+
+def _write_with_export_archive(model, path, tf):
+    """JAX backend: Keras' ExportArchive turns the model into TensorFlow (jax2tf), so the
+    SavedModel has the same `serving_default` as a TensorFlow-backend export. The graph then
+    holds `XlaCallModule` ops, which old TF Serving releases cannot run."""
+    import keras
+
+    def to_float32(value):
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        return keras.ops.cast(value, "float32") if "float" in dtype else value
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", _serve_fn(model, to_float32),
+                         input_signature=_input_specs(model, tf))
+    archive.write_out(path, verbose=False)
 
 
 IMAGE_SIGNATURE_DEFAULTS = dict(signature_name="serving_images", height=None, width=None, channels=None,
@@ -147,7 +179,8 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
     Args:
-        model: a Keras 3 model with known inputs (TensorFlow backend).
+        model: a Keras 3 model with known inputs, on the TensorFlow backend, or on the JAX
+            backend with TensorFlow installed (converted by jax2tf; `serving_default` only).
         base_path: the folder TF Serving's `--model_base_path` points at, minus `name`.
         name: the model name (a folder name: letters, digits, `_`, `.`, `-`).
         version: a positive integer; `None` takes the next one after the highest existing.
@@ -176,6 +209,13 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
         version = versions[-1] + 1 if versions else 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
+    import keras
+
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise ValueError(f"export runs on the TensorFlow or JAX backend, not {backend!r}")
+    if image_signature and backend != "tensorflow":
+        raise ValueError("image_signature needs the TensorFlow backend (it decodes images with TF ops)")
     if image_signature:
         image_signature = _image_options(model, image_signature)
     target = os.path.join(model_dir, str(version))
@@ -187,15 +227,18 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=model_dir)
     try:
-        fn = _serving_function(model, tf)
-        module = tf.Module()
-        module.model_variables = list(model.variables)
-        module.serve = fn
-        signatures = {"serving_default": fn.get_concrete_function()}
-        if image_signature:
-            module.serve_images = _image_function(model, image_signature, tf)
-            signatures[image_signature["signature_name"]] = module.serve_images.get_concrete_function()
-        tf.saved_model.save(module, tmp, signatures=signatures)
+        if backend == "jax":
+            _write_with_export_archive(model, tmp, tf)
+        else:
+            fn = _serving_function(model, tf)
+            module = tf.Module()
+            module.model_variables = list(model.variables)
+            module.serve = fn
+            signatures = {"serving_default": fn.get_concrete_function()}
+            if image_signature:
+                module.serve_images = _image_function(model, image_signature, tf)
+                signatures[image_signature["signature_name"]] = module.serve_images.get_concrete_function()
+            tf.saved_model.save(module, tmp, signatures=signatures)
         if os.path.exists(target):
             raise FileExistsError(f"version {version} of model {name!r} appeared during export")
         os.replace(tmp, target)

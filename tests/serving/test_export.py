@@ -94,3 +94,49 @@ def test_cli_serve_flags():
     args = build_parser().parse_args(["serve", "--rest_api_port", "0", "--model_name", "x",
                                       "--model_base_path", "/tmp/x", "--file_system_poll_wait_seconds", "2"])
     assert (args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (0, "x", 2.0)
+
+
+JAX_EXPORT = r"""
+import sys
+import numpy as np
+import keras
+import serving
+
+keras.utils.set_random_seed(0)
+inputs = keras.Input((6,), name="features")
+hidden = keras.layers.Dense(5, activation="relu", dtype="mixed_bfloat16")(inputs)
+model = keras.Model(inputs, keras.layers.Dense(3, dtype="mixed_bfloat16")(hidden))
+x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+path = serving.export(model, sys.argv[1], "jaxmodel")
+np.savez(sys.argv[2], x=x, y=np.asarray(model.predict(x, verbose=0), "float32"))
+try:
+    serving.export(model, sys.argv[1], "jaxmodel", image_signature=True)
+except ValueError as error:
+    print("image_signature:", error)
+print("exported", path)
+"""
+
+
+def test_jax_backend_export_serves_the_same_answers(tmp_path):
+    """On the JAX backend export goes through jax2tf; TensorFlow Serving sees the same
+    `serving_default` (named input, float32 output) and the model's own answers."""
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_EXPORT, str(tmp_path / "models"), str(tmp_path / "ref.npz")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "image_signature: image_signature needs the TensorFlow backend" in result.stdout
+    version = tmp_path / "models" / "jaxmodel" / "1"
+    assert sorted(os.listdir(tmp_path / "models" / "jaxmodel")) == ["1"]  # nothing half-written
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    assert set(signature.structured_input_signature[1]) == {"features"}
+    assert signature.structured_outputs["output_0"].dtype == tf.float32
+    reference = np.load(tmp_path / "ref.npz")
+    got = signature(features=tf.constant(reference["x"]))["output_0"].numpy()
+    np.testing.assert_allclose(got, reference["y"], rtol=1e-5, atol=1e-5)
