@@ -35,6 +35,8 @@ DTYPES = {
     23: (np.uint64, "uint64_val", "uint64"),
 }
 _NUMPY_TO_ENUM = {np.dtype(v[0]): k for k, v in DTYPES.items() if v[0] is not object}
+# DT_FLOAT / DT_DOUBLE -> (TensorProto field number of float_val / double_val, wire dtype)
+_PACKED_FIXED = {1: (5, "<f4"), 2: (6, "<f8")}
 
 
 def _bfloat16():
@@ -72,9 +74,24 @@ def make_tensor_proto(array, proto=None):
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat)
     elif enum in (14, 19):
         proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
+    elif enum in _PACKED_FIXED and flat.size >= 64:
+        # float_val/double_val are packed fixed-width fields: their wire bytes are the
+        # little-endian values, so merging them is a memcpy instead of a Python float per value
+        field_number, wire_dtype = _PACKED_FIXED[enum]
+        raw = flat.astype(wire_dtype, copy=False).tobytes()
+        proto.MergeFromString(_varint((field_number << 3) | 2) + _varint(len(raw)) + raw)
     else:
         getattr(proto, DTYPES[enum][1]).extend(flat.tolist())
     return proto
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def make_ndarray(proto, name=""):
@@ -107,11 +124,12 @@ def make_ndarray(proto, name=""):
         if n < count:
             flat[n:] = values[-1] if n else b""
         return flat.reshape(shape)
+    # numpy reads the repeated scalar container directly (no per-value Python objects)
     if proto.dtype in (14, 19):
-        raw = np.array(list(values), dtype=np.int64).astype(np.uint16)
+        raw = np.array(values, dtype=np.int64).astype(np.uint16)
         flat = raw.view(numpy_dtype)
     else:
-        flat = np.array(list(values), dtype=numpy_dtype)
+        flat = np.array(values, dtype=numpy_dtype)
     if n == 0:
         flat = np.zeros(count, dtype=numpy_dtype)
     elif n < count:

@@ -5,7 +5,9 @@ on the REST port at that path, names with `/` turned into `:` like the real serv
 `:tensorflow:serving:request_count{model_name,status}` (counter) and
 `:tensorflow:serving:request_latency{model_name,API,entrypoint}` (histogram, microseconds,
 TF Serving's exponential buckets 10 * 1.8^i, i < 33). Both count every Predict, Classify,
-Regress and MultiInference request on REST and gRPC.
+Regress and MultiInference request on REST and gRPC. Version loads that replay warmup records
+add to `:tensorflow:serving:model_warmup_latency{model_path,status}` (histogram, microseconds,
+same buckets), process-wide like TF Serving's monitoring cells; every server renders it.
 """
 
 import threading
@@ -16,6 +18,37 @@ DEFAULT_PATH = "/monitoring/prometheus/metrics"
 LATENCY_BUCKETS_US = [10.0 * 1.8**i for i in range(33)]
 REQUEST_COUNT = "/tensorflow/serving/request_count"
 REQUEST_LATENCY = "/tensorflow/serving/request_latency"
+WARMUP_LATENCY = "/tensorflow/serving/model_warmup_latency"
+
+_warmup_lock = threading.Lock()
+_warmup_latency = {}  # (model_path, status) -> [bucket counts..., sum_us, count]
+
+
+def _observe(cell, micros):
+    for i, bound in enumerate(LATENCY_BUCKETS_US):
+        if micros <= bound:
+            cell[i] += 1
+            break
+    cell[-2] += micros
+    cell[-1] += 1
+
+
+def record_warmup(model_path, status, seconds):
+    """One warmup of the version at `model_path`, ended with `status` ("OK" or "CODE: message")."""
+    with _warmup_lock:
+        cell = _warmup_latency.setdefault((str(model_path), status), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0])
+        _observe(cell, seconds * 1e6)
+
+
+def _histogram_lines(name, base, cell):
+    lines, cumulative = [], 0
+    for bound, n in zip(LATENCY_BUCKETS_US, cell):
+        cumulative += n
+        lines.append(f"{name}_bucket{_labels(base + [('le', _number(bound))])} {cumulative}")
+    lines.append(f"{name}_bucket{_labels(base + [('le', '+Inf')])} {cell[-1]}")
+    lines.append(f"{name}_sum{_labels(base)} {_number(cell[-2])}")
+    lines.append(f"{name}_count{_labels(base)} {cell[-1]}")
+    return lines
 
 
 def read_monitoring_path(path):
@@ -60,12 +93,7 @@ class Metrics:
             key = (model_name, status)
             self._counts[key] = self._counts.get(key, 0) + 1
             cell = self._latency.setdefault((model_name, api, entrypoint), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0])
-            for i, bound in enumerate(LATENCY_BUCKETS_US):
-                if micros <= bound:
-                    cell[i] += 1
-                    break
-            cell[-2] += micros
-            cell[-1] += 1
+            _observe(cell, micros)
 
     def request_count(self, model_name, status):
         with self._lock:
@@ -84,13 +112,13 @@ class Metrics:
         lines.append(f"# TYPE {latency_name} histogram")
         for (model, api, entrypoint), cell in latency:
             base = [("model_name", model), ("API", api), ("entrypoint", entrypoint)]
-            cumulative = 0
-            for bound, n in zip(LATENCY_BUCKETS_US, cell):
-                cumulative += n
-                lines.append(f"{latency_name}_bucket{_labels(base + [('le', _number(bound))])} {cumulative}")
-            lines.append(f"{latency_name}_bucket{_labels(base + [('le', '+Inf')])} {cell[-1]}")
-            lines.append(f"{latency_name}_sum{_labels(base)} {_number(cell[-2])}")
-            lines.append(f"{latency_name}_count{_labels(base)} {cell[-1]}")
+            lines.extend(_histogram_lines(latency_name, base, cell))
+        with _warmup_lock:
+            warmup = sorted((k, list(v)) for k, v in _warmup_latency.items())
+        warmup_name = WARMUP_LATENCY.replace("/", ":")
+        lines.append(f"# TYPE {warmup_name} histogram")
+        for (model_path, status), cell in warmup:
+            lines.extend(_histogram_lines(warmup_name, [("model_path", model_path), ("status", status)], cell))
         return "\n".join(lines) + "\n"
 
 

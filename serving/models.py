@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from serving import warmup
 from serving.errors import ServingError, from_tf_error, invalid
 
 log = logging.getLogger("serving")
@@ -88,6 +89,7 @@ class Servable:
 
         self.name, self.version, self.path = name, version, path
         self.batcher = batcher
+        self.warmup_records = 0  # warmup records replayed when this version loaded
         self._leases = 0  # requests holding this servable (see ModelManager.use)
         self._drained = threading.Condition()
         from tensorflow.python.saved_model import loader_impl
@@ -275,11 +277,19 @@ class ModelManager:
                 if states.get(version, ("", "OK"))[1] != "OK":
                     continue  # a failed load is not retried until the version changes on disk
                 states[version] = ("LOADING", "OK", "")
+                servable = None
                 try:
                     servable = Servable(model.name, version, on_disk[version], batcher=self.batcher)
+                    # warmup records run before the version is AVAILABLE; a failing one fails the load
+                    servable.warmup_records = warmup.run_saved_model_warmup(servable)
                 except Exception as error:  # reported in status, never served
                     log.error("failed to load %s version %d: %s", model.name, version, error)
-                    states[version] = ("END", "UNKNOWN", str(error)[:1024])
+                    if servable is not None:
+                        servable.close()
+                    if isinstance(error, ServingError):
+                        states[version] = ("END", error.code, error.message[:1024])
+                    else:
+                        states[version] = ("END", "UNKNOWN", str(error)[:1024])
                     continue
                 with self._lock:
                     loaded[version] = servable

@@ -13,6 +13,9 @@ On the JAX backend the model goes through Keras' ExportArchive (jax2tf) and gets
 encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST clients send
 `{"b64": ...}`), decoded, resized and preprocessed in the graph, outputs `probabilities`
 (float32), and the top-k `classes` (int32 indices) and `scores` (float32).
+
+`warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
+see `serving.warmup`) into the version before it appears.
 """
 
 import os
@@ -175,7 +178,7 @@ def _image_function(model, options, tf):
                        autograph=False)
 
 
-def export(model, base_path, name, version=None, overwrite=False, image_signature=None):
+def export(model, base_path, name, version=None, overwrite=False, image_signature=None, warmup_requests=None):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
     Args:
@@ -191,13 +194,20 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
             input's), `preprocessing` ("unit": [0, 1] (default), "symmetric": [-1, 1], "none":
             [0, 255], or a callable on float32 pixels in [0, 255]), `top_k` (5, at most the class
             count) and `softmax` (False: the model already outputs probabilities).
+        warmup_requests: optional list (at most 1000) of requests that TF Serving (and this
+            project's server) replays when the version loads, before serving it; written as
+            `assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog predict logs).
+            Each one is an array for a single-input `serving_default`, a dict {input name: array}
+            for `serving_default`, a list of encoded image bytes for the image signature,
+            `{"signature_name": ..., "inputs": {input name: array}}` for any exported signature,
+            or a ready `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
 
     Returns:
         The path of the new version folder.
 
     Raises:
         FileExistsError: the version already exists.
-        ValueError: bad name, version or model.
+        ValueError: bad name, version, model or warmup requests.
     """
     if overwrite:
         raise ValueError("export never overwrites a version; pick a new version number")
@@ -224,6 +234,15 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
 
     import tensorflow as tf
 
+    warmup_logs = None
+    if warmup_requests is not None:
+        from serving.warmup import build_warmup_logs
+
+        signature_inputs = {"serving_default": {spec.name: spec for spec in _input_specs(model, tf)}}
+        image_name = image_signature["signature_name"] if image_signature else None
+        if image_name:
+            signature_inputs[image_name] = {"images": tf.TensorSpec((None,), tf.string, name="images")}
+        warmup_logs = build_warmup_logs(warmup_requests, name, signature_inputs, image_name)
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=model_dir)
     try:
@@ -239,6 +258,10 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
                 module.serve_images = _image_function(model, image_signature, tf)
                 signatures[image_signature["signature_name"]] = module.serve_images.get_concrete_function()
             tf.saved_model.save(module, tmp, signatures=signatures)
+        if warmup_logs is not None:  # inside the temporary folder: part of the atomic rename
+            from serving.warmup import write_warmup_file
+
+            write_warmup_file(tmp, warmup_logs)
         if os.path.exists(target):
             raise FileExistsError(f"version {version} of model {name!r} appeared during export")
         os.replace(tmp, target)

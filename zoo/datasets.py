@@ -51,3 +51,12 @@ def mnist_subset(split="train", normalize=True):
     if normalize:
         images = images.astype("float32") / 255.0
     return images, labels.astype("int64")
+
+
+# Tasks derived from the subset (translated, cluttered, rotated-translated-scaled MNIST).
+from zoo.tasks import (  # noqa: E402,F401
+    as_tf_dataset,
+    cluttered_mnist,
+    rts_mnist,
+    translated_mnist,
+)

@@ -12,7 +12,16 @@ from keras_attention.layers.context_attention import (
     ObjectContext,
     PositionAttention,
 )
+from keras_attention.layers.gaussian_attention import GaussianAttention
 from keras_attention.layers.generalized_attention import GeneralizedAttention
+from keras_attention.layers.hard_attention import (
+    AdaptiveHardAttention,
+    AttentionProposal,
+    BoxcarCrop,
+    GlimpseSensor,
+    HardCrop,
+    TopKHardAttention,
+)
 from keras_attention.layers.interaction_aware import InteractionAwareAttention
 from keras_attention.layers.local_attention import LocalCrossAttention2D, LocalSelfAttention2D
 from keras_attention.layers.mixed import BAM, CBAM, ChannelGate
@@ -26,6 +35,11 @@ from keras_attention.layers.residual_attention import ResidualAttention, SoftMas
 from keras_attention.layers.san import PairwiseSelfAttention, PatchwiseSelfAttention
 from keras_attention.layers.self_attention import MultiHeadSelfAttention2D, NonLocal
 from keras_attention.layers.spatial import SpatialGate
+from keras_attention.layers.spatial_transformer import (
+    AffineGrid,
+    BilinearSampler,
+    SpatialTransformer,
+)
 
 __all__ = [
     "MultiHeadSelfAttention2D",
@@ -54,4 +68,14 @@ __all__ = [
     "GeneralizedAttention",
     "PairwiseSelfAttention",
     "PatchwiseSelfAttention",
+    "SpatialTransformer",
+    "AffineGrid",
+    "BilinearSampler",
+    "GaussianAttention",
+    "HardCrop",
+    "GlimpseSensor",
+    "TopKHardAttention",
+    "AdaptiveHardAttention",
+    "AttentionProposal",
+    "BoxcarCrop",
 ]

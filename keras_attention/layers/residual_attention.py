@@ -27,7 +27,7 @@ from keras_attention.layers.base import AttentionLayer
 
 register = keras.saving.register_keras_serializable(package="keras_attention")
 
-MASK_ACTIVATIONS = ("sigmoid", "channel", "spatial")
+MASK_ACTIVATIONS = ("sigmoid", "channel", "spatial", "tanh")
 # f2: x / max(||x||_2, 1e-12) over channels (as `torch.nn.functional.normalize`), written
 # with the squared norm so the gradient stays finite at 0.
 CHANNEL_NORM_EPSILON = 1e-12
@@ -159,7 +159,9 @@ class SoftMaskBranch(AttentionLayer):
     - `"sigmoid"` (paper f1, mixed attention): `sigmoid(z)`;
     - `"channel"` (f2): `z / max(||z||_2, 1e-12)` over the channels of each position;
     - `"spatial"` (f3): `sigmoid((z - mean) / sqrt(var + 1e-5))` with mean and variance over
-      the spatial positions of each channel and sample.
+      the spatial positions of each channel and sample;
+    - `"tanh"`: `tanh(z)`, what the official Attention-92 prototxt ends its masks with (so
+      `(1 + M) * T` ranges over (0, 2T)); Attention-56's prototxt uses the sigmoid.
 
     The activation is computed in float32. The paper uses 3, 2 and 1 poolings in stages 1, 2
     and 3 (56, 28 and 14 pixels at 224x224 input).
@@ -167,7 +169,7 @@ class SoftMaskBranch(AttentionLayer):
     Args:
         num_downsamples: number of max poolings (depth of the hourglass), at least 1.
         units_per_level: `r`, residual units between adjacent pooling layers.
-        mask_activation: `"sigmoid"`, `"channel"` or `"spatial"` (see above).
+        mask_activation: `"sigmoid"`, `"channel"`, `"spatial"` or `"tanh"` (see above).
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -247,6 +249,8 @@ class SoftMaskBranch(AttentionLayer):
         z = ops.cast(logits, "float32")
         if self.mask_activation == "sigmoid":
             mask = ops.sigmoid(z)
+        elif self.mask_activation == "tanh":
+            mask = ops.tanh(z)
         elif self.mask_activation == "channel":
             squared = ops.sum(ops.square(z), axis=-1, keepdims=True)
             mask = z * ops.rsqrt(ops.maximum(squared, CHANNEL_NORM_EPSILON ** 2))
@@ -290,8 +294,8 @@ class ResidualAttention(AttentionLayer):
         trunk_units: `t`, units of the trunk branch (0 allowed: identity trunk).
         units_per_level: `r`, units between adjacent poolings of the mask branch.
         num_downsamples: poolings of the mask branch; the paper uses 3, 2, 1 in stages 1-3.
-        mask_activation: `"sigmoid"` (f1, mixed, default), `"channel"` (f2) or `"spatial"`
-            (f3); see `SoftMaskBranch`.
+        mask_activation: `"sigmoid"` (f1, mixed, default), `"channel"` (f2), `"spatial"`
+            (f3) or `"tanh"` (official Attention-92); see `SoftMaskBranch`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -55,6 +55,8 @@ def numpy_mask(logits, activation):
     z = logits.astype("float64")
     if activation == "sigmoid":
         return 1 / (1 + np.exp(-z))
+    if activation == "tanh":
+        return np.tanh(z)
     if activation == "channel":
         norm = np.sqrt(np.sum(z**2, axis=-1, keepdims=True))
         return z / np.maximum(norm, 1e-12)
@@ -63,7 +65,7 @@ def numpy_mask(logits, activation):
     return 1 / (1 + np.exp(-(z - mean) / np.sqrt(variance + 1e-5)))
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "channel", "spatial"])
+@pytest.mark.parametrize("activation", ["sigmoid", "channel", "spatial", "tanh"])
 @pytest.mark.parametrize("depth,size", [(1, (6, 6)), (2, (7, 9)), (3, (9, 5))])
 def test_soft_mask_activation_matches_numpy(activation, depth, size):
     shape = (2, *size, C)
@@ -80,6 +82,8 @@ def test_soft_mask_activation_matches_numpy(activation, depth, size):
         live = np.linalg.norm(logits, axis=-1) > 1e-6
         assert live.mean() > 0.5
         np.testing.assert_allclose(np.linalg.norm(mask, axis=-1)[live], 1.0, rtol=1e-5)
+    elif activation == "tanh":
+        assert mask.min() >= -1 and mask.max() <= 1 and mask.min() < 0 < mask.max()
     else:
         assert mask.min() >= 0 and mask.max() <= 1
 
@@ -103,7 +107,7 @@ def test_soft_mask_return_attention_is_the_mask():
     np.testing.assert_array_equal(to_numpy(mask), to_numpy(attention))
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "channel", "spatial"])
+@pytest.mark.parametrize("activation", ["sigmoid", "channel", "spatial", "tanh"])
 def test_residual_attention_is_post_of_one_plus_mask_times_trunk(activation):
     shape = (2, 7, 9, C)
     layer = _built(ResidualAttention, shape, num_downsamples=2, mask_activation=activation)

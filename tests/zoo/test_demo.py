@@ -1,5 +1,6 @@
-"""The README's main job: one epoch of a CBAM CNN on the offline MNIST subset, then export,
-serve and query it over REST and gRPC."""
+"""The README's main job: export the shipped pretrained spatial transformer network, serve it
+with the embedded server and query it over REST and gRPC; and the `--train` variant (one
+epoch of a CBAM CNN, its attention map, then the same export / serve / query)."""
 
 import json
 
@@ -10,9 +11,39 @@ from PIL import Image
 from zoo import cli, demo
 
 
+def _answers(printed):
+    lines = dict(line.strip().split(":", 1) for line in printed.splitlines()
+                 if "labels:" in line or "predictions:" in line or "top-1:" in line)
+    return {key: json.loads(value) for key, value in lines.items()}
+
+
+def test_demo_serves_the_shipped_pretrained_model(tmp_path, capsys):
+    from zoo.tasks import rts_mnist
+
+    assert cli.main(["demo", "--output-dir", str(tmp_path), "--count", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "loaded the shipped stn_cnn weights 'rts_mnist'" in printed
+    answers = _answers(printed)
+    _, labels, _ = rts_mnist("test", seed=0)
+    assert answers["true labels"] == labels[:20].tolist()
+    # tensors over REST and gRPC and PNG files through the image signature agree exactly
+    assert answers["REST predictions"] == answers["gRPC predictions"]
+    assert answers["PNG (REST, image signature) top-1"] == answers["gRPC predictions"]
+    right = sum(a == b for a, b in zip(answers["gRPC predictions"], labels[:20]))
+    assert f"{right} of 20 right" in printed
+    assert right >= 16  # the registry records 5.5% test error on this split
+    version = tmp_path / "models" / "stn_cnn" / "1"
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    request = json.loads((tmp_path / "models" / "stn_cnn_request.json").read_text())
+    assert np.asarray(request["instances"]).shape == (1, 42, 42, 1)
+    assert f"--model_base_path {(tmp_path / 'models' / 'stn_cnn').resolve()}" in printed
+    assert "tensorflow/serving" in printed
+
+
 @pytest.mark.slow
 def test_demo_trains_and_writes_the_attention_png(tmp_path, capsys):
-    assert cli.main(["demo", "--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["demo", "--train", "--output-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     accuracy = float(printed.split("test accuracy ")[1].split()[0])
     assert accuracy > 0.8, printed  # chance is 0.1; one epoch on 4,000 digits gets far above

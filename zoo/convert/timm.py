@@ -7,6 +7,7 @@ the same function loads a bare module or a module inside a whole network's check
 Only numpy is needed: checkpoints come from safetensors files.
 """
 
+import keras
 import numpy as np
 
 from keras_attention import layers as L
@@ -119,11 +120,22 @@ def load_cbam(layer, state, prefix=""):
 
 def load_bottleneck_attention(layer, state, prefix=""):
     """timm `BottleneckAttn`: the 1x1 `qkv` convolution and `pos_embed.height_rel` /
-    `pos_embed.width_rel` (stored like ours, `(2 * size - 1, dim_head)`)."""
+    `pos_embed.width_rel` (stored like ours, `(2 * size - 1, dim_head)`).
+
+    The tables are sized for the feature map. A checkpoint made for another size (a layer
+    built for another input resolution) loads with its tables linearly interpolated to the
+    layer's length, end rows kept (`resize_relative_table`; timm has no resize for these
+    1-D tables, only bicubic ones for 2-D bias tables)."""
+    from keras_attention.layers.relative_attention import resize_relative_table
+
     load_conv2d(layer.qkv, state, prefix + "qkv.")
     for name in ("height_rel", "width_rel"):
         key = prefix + "pos_embed." + name
-        assign(getattr(layer, name), take(state, key), key)
+        variable, value = getattr(layer, name), take(state, key)
+        if (value.ndim == 2 and value.shape[1] == variable.shape[1]
+                and value.shape[0] != variable.shape[0]):
+            value = resize_relative_table(value, variable.shape[0])
+        assign(variable, value, key)
 
 
 def load_halo_attention(layer, state, prefix=""):
@@ -200,3 +212,80 @@ def load_timm_module(layer, state, prefix=""):
             f"{sorted(cls.__name__ for cls in CONVERTERS)}"
         ) from None
     converter(layer, state, prefix)
+
+
+class _RecordingState(dict):
+    """A state dict that remembers which keys were read, to report unused weights."""
+
+    def __init__(self, state):
+        super().__init__(state)
+        self.used = set()
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.used.add(key)
+        return value
+
+
+def _load_dense(dense, state, prefix):
+    key = prefix + "weight"
+    assign(dense.kernel, dense_kernel(take(state, key)), key)
+    if dense.use_bias:
+        assign(dense.bias, take(state, prefix + "bias"), prefix + "bias")
+
+
+def _load_group_norm(norm, state, prefix):
+    load_layer_norm(norm, state, prefix)
+
+
+_KERAS_CONVERTERS = {
+    keras.layers.Conv2D: load_conv2d,
+    keras.layers.BatchNormalization: load_batch_norm,
+    keras.layers.Dense: _load_dense,
+    keras.layers.LayerNormalization: load_layer_norm,
+    keras.layers.GroupNormalization: _load_group_norm,
+}
+
+
+def _converter_for(layer):
+    for registry in (CONVERTERS, _KERAS_CONVERTERS):
+        if type(layer) in registry:
+            return registry[type(layer)]
+    return None
+
+
+def load_timm_state_dict(model, state, *, skip_prefixes=()):
+    """Load a whole timm state dict into a zoo model whose layer names are timm's module
+    paths with `-` for `.` (see zoo/backbones/common.py).
+
+    Every layer holding weights must find all of its weights under its timm path; every
+    floating-point entry of `state` must be used, except those under `skip_prefixes` (the
+    classifier of a checkpoint loaded without the top). Errors name the first mismatching
+    weight.
+    """
+    state = _RecordingState(state)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        converter = _converter_for(layer)
+        if converter is None:
+            raise ValueError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no timm "
+                f"converter"
+            )
+        try:
+            converter(layer, state, layer.name.replace("-", ".") + ".")
+        except KeyError as error:
+            raise ValueError(
+                f"checkpoint does not fit this architecture: layer {layer.name!r} "
+                f"({type(layer).__name__}) wants {error.args[0]}"
+            ) from None
+    unused = [key for key in state if key not in state.used
+              and not key.startswith(tuple(skip_prefixes))
+              and not key.endswith("num_batches_tracked")]
+    if unused:
+        raise ValueError(
+            f"checkpoint does not fit this architecture: weight {unused[0]!r} (shape "
+            f"{tuple(np.shape(state[unused[0]]))}) matches no layer; {len(unused)} unused "
+            f"weights in all"
+        )

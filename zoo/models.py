@@ -1,0 +1,272 @@
+"""`zoo.load`, `zoo.build` and `zoo.list_models`: registered models with keras.applications
+conventions (`include_top`, `input_shape`, `input_tensor`, `pooling`, `num_classes`,
+`classifier_activation`), plus `features_only` for multi-scale feature maps by stage."""
+
+import pathlib
+
+import keras
+import numpy as np
+
+from zoo import registry
+from zoo import weights as weights_lib
+
+
+def list_models(pretrained=None):
+    """Names of the registered models.
+
+    Args:
+        pretrained: None for all; True for those with at least one set of weights; False
+            for those without.
+    """
+    names = []
+    for name, spec in registry.all_specs().items():
+        if pretrained is None or bool(spec.weights) == bool(pretrained):
+            names.append(name)
+    return names
+
+
+def model_info(name):
+    """The registry entry of `name` (a `zoo.registry.ModelSpec`)."""
+    return registry.get_spec(name)
+
+
+def _check_input_shape(spec, input_shape):
+    if input_shape is None:
+        return tuple(spec.default_input_shape)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
+    if spec.dynamic_size is not True and None in input_shape[:2]:
+        raise ValueError(
+            f"input_shape: {spec.name} needs a fixed height and width "
+            f"({spec.dynamic_size}), got {input_shape}"
+        )
+    return input_shape
+
+
+def _check_head_args(pooling, include_top, num_classes):
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if include_top and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                        or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+
+def _inputs(spec, input_shape, input_tensor):
+    if input_tensor is None:
+        return keras.Input(_check_input_shape(spec, input_shape), name="image")
+    if input_shape is not None and tuple(input_tensor.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"input_shape {tuple(input_shape)} disagrees with input_tensor's shape "
+            f"{tuple(input_tensor.shape)}"
+        )
+    _check_input_shape(spec, tuple(input_tensor.shape[1:]))
+    return input_tensor
+
+
+def _classifier(spec, x, num_classes):
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    # logits (and probabilities) in float32 under mixed precision
+    return keras.layers.Dense(num_classes, name=spec.classifier_name, dtype="float32")(x)
+
+
+def _head(spec, features, include_top, pooling, num_classes, classifier_activation,
+          logits=None):
+    """The output tensor for the requested head; `logits` reuses an existing classifier."""
+    x = list(features.values())[-1]
+    if include_top:
+        x = _classifier(spec, x, num_classes) if logits is None else logits
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions",
+                                        dtype="float32")(x)
+        return x
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="global_pool")(x)
+    return x
+
+
+def _attach_preprocessing(model, spec):
+    model.preprocess_input = lambda images: preprocess_input(images, spec.name)
+    return model
+
+
+def build(name, *, include_top=True, input_shape=None, input_tensor=None, pooling=None,
+          num_classes=None, classifier_activation="softmax", features_only=False,
+          **body_kwargs):
+    """Build a registered architecture with freshly initialised weights (see `load`)."""
+    spec = registry.get_spec(name)
+    num_classes = spec.num_classes if num_classes is None else num_classes
+    if spec.kind == "model":
+        if input_tensor is not None or pooling is not None or features_only or not include_top:
+            raise ValueError(
+                f"{name} is a complete model: include_top, input_tensor, pooling and "
+                f"features_only do not apply"
+            )
+        _check_head_args(None, True, num_classes)
+        model = spec.body(input_shape=_check_input_shape(spec, input_shape),
+                          num_classes=num_classes, **body_kwargs)
+        return _attach_preprocessing(model, spec)
+    _check_head_args(pooling, include_top, num_classes)
+    inputs = _inputs(spec, input_shape, input_tensor)
+    features = spec.body(inputs, **body_kwargs)
+    if features_only:
+        return _attach_preprocessing(keras.Model(inputs, dict(features), name=f"{name}_features"),
+                                     spec)
+    outputs = _head(spec, features, include_top, pooling, num_classes, classifier_activation)
+    return _attach_preprocessing(keras.Model(inputs, outputs, name=name), spec)
+
+
+def _resolve_weights(spec, weights):
+    """(WeightsSpec or None, local path or None) for a `weights=` argument."""
+    if weights is None:
+        return None, None
+    if isinstance(weights, pathlib.PurePath):
+        weights = str(weights)
+    if not isinstance(weights, str):
+        raise ValueError(f"weights must be None, a tag or a file path, got {weights!r}")
+    tagged = spec.weights_for(weights)
+    if tagged is not None:
+        return tagged, None
+    if weights.endswith(weights_lib.SUFFIXES):
+        if not pathlib.Path(weights).is_file():
+            raise FileNotFoundError(f"weights file {weights!r} does not exist")
+        return None, pathlib.Path(weights)
+    tags = [entry.tag for entry in spec.weights]
+    raise ValueError(
+        f"unknown weights {weights!r} for {spec.name}: "
+        + (f"tags are {', '.join(tags)}" if tags else "it has no pretrained weights")
+        + f"; or pass a path ending in {', '.join(weights_lib.SUFFIXES)}"
+    )
+
+
+def _load_into(model, spec, tagged, path, cache_key):
+    """Load weights (a registry entry or a local file) into the full model."""
+    if tagged is not None:
+        if tagged.file_format == "safetensors":
+            converted = weights_lib.cache_dir() / f"{spec.name}.{tagged.tag}.{cache_key}.weights.h5"
+            if converted.is_file():
+                try:
+                    weights_lib.load_keras_weights(model, converted)
+                    return
+                except weights_lib.WeightsError:
+                    converted.unlink()  # stale conversion (architecture changed): redo it
+            path = weights_lib.fetch(spec.name, tagged)
+            weights_lib.load_safetensors(model, path)
+            weights_lib._atomic_save_weights(model, converted)
+            return
+        path = weights_lib.fetch(spec.name, tagged)
+    if weights_lib.weights_format(path) == "safetensors":
+        weights_lib.load_safetensors(model, path)
+    else:
+        weights_lib.load_keras_weights(model, path)
+
+
+def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor=None,
+         pooling=None, num_classes=None, classifier_activation="softmax",
+         features_only=False, **body_kwargs):
+    """A registered model, optionally with weights.
+
+    Args:
+        name: a name from `list_models()`.
+        weights: None (random initialisation), a tag from the registry (`"imagenet"`, ...),
+            or a path to a timm `.safetensors` checkpoint, a Keras `.weights.h5` file or a
+            `.keras` model, detected by suffix.
+        include_top: add global average pooling and the classifier.
+        input_shape: (height, width, channels); default: the weights' training size, else
+            the registry's default. Relative position tables are resized for other sizes.
+        input_tensor: a Keras tensor to build the model on.
+        pooling: without the top, `None` (feature map), `"avg"` or `"max"`.
+        num_classes: classifier width; with pretrained weights of another width, the
+            backbone is loaded and a new classifier is initialised (fine-tuning).
+        classifier_activation: activation of the top (`None` for logits).
+        features_only: return a model whose output is a dict of feature maps by stage.
+        **body_kwargs: architecture options of the model family.
+
+    Returns:
+        A `keras.Model` with a `preprocess_input(images)` attribute (uint8-range images in,
+        what the model expects out).
+    """
+    spec = registry.get_spec(name)
+    tagged, path = _resolve_weights(spec, weights)
+    if tagged is None and path is None:
+        return build(name, include_top=include_top, input_shape=input_shape,
+                     input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
+                     classifier_activation=classifier_activation, features_only=features_only,
+                     **body_kwargs)
+    if input_shape is None and input_tensor is None and tagged is not None:
+        input_shape = (*tagged.input_size, spec.default_input_shape[-1])
+    is_timm = (tagged.file_format == "safetensors" if tagged is not None
+               else weights_lib.weights_format(path) == "safetensors")
+    if not is_timm:
+        # Keras weights are tied to the exact architecture they were saved from
+        model = build(name, include_top=include_top, input_shape=input_shape,
+                      input_tensor=input_tensor, pooling=pooling,
+                      num_classes=num_classes or (tagged.num_classes if tagged else None),
+                      classifier_activation=classifier_activation,
+                      features_only=features_only, **body_kwargs)
+        _load_into(model, spec, tagged, path, cache_key=None)
+        return model
+    if spec.kind == "model":
+        raise ValueError(f"{name} is not a timm architecture; it loads Keras weights only")
+    checkpoint_classes = (tagged.num_classes if tagged is not None
+                          else _safetensors_classes(path, spec))
+    requested_classes = num_classes if num_classes is not None else (
+        checkpoint_classes or spec.num_classes)
+    _check_head_args(pooling, include_top, requested_classes)
+    inputs = _inputs(spec, input_shape, input_tensor)
+    features = spec.body(inputs, **body_kwargs)
+    # Load into the checkpoint's own architecture, then cut the requested model from it
+    # (the layers are shared, so it holds the loaded weights).
+    last = list(features.values())[-1]
+    logits = _classifier(spec, last, checkpoint_classes) if checkpoint_classes else None
+    full = keras.Model(inputs, logits if logits is not None else last, name=name)
+    size = "x".join(str(d) for d in tuple(inputs.shape[1:3]))
+    _load_into(full, spec, tagged, path, cache_key=size)
+    if features_only:
+        model = keras.Model(inputs, dict(features), name=f"{name}_features")
+    else:
+        reuse = include_top and logits is not None and requested_classes == checkpoint_classes
+        outputs = _head(spec, features, include_top, pooling, requested_classes,
+                        classifier_activation, logits=logits if reuse else None)
+        model = keras.Model(inputs, outputs, name=name)
+    return _attach_preprocessing(model, spec)
+
+
+def _safetensors_classes(path, spec):
+    """The classifier width stored in a timm checkpoint (None if it has no classifier)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as checkpoint:
+            key = spec.classifier_name.replace("-", ".") + ".bias"
+            if key in checkpoint.keys():
+                return int(checkpoint.get_slice(key).get_shape()[0])
+    except Exception as error:
+        raise weights_lib.WeightsError(
+            f"{path} is not a readable safetensors file: {error}") from None
+    return None
+
+
+def preprocess_input(images, name):
+    """Images with values in [0, 255] (channels last) -> the input `name`'s weights expect:
+    scaled to [0, 1], minus the registry's mean, divided by its std."""
+    spec = registry.get_spec(name)
+    images = keras.ops.convert_to_tensor(images, dtype="float32") / 255.0
+    mean = np.asarray(spec.mean, "float32")
+    std = np.asarray(spec.std, "float32")
+    return (images - mean) / std
+
+
+def architecture_summary(model):
+    """One line per weight-holding layer, in order: name, class, weight shapes. Keras weight
+    files are keyed by class and creation order, so this list is what a pretrained file is
+    tied to (see tools/pin_architectures.py)."""
+    lines = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.weights and not layer._layers:
+            shapes = ",".join("x".join(str(d) for d in w.shape) for w in layer.weights)
+            lines.append(f"{layer.path if hasattr(layer, 'path') else layer.name}:"
+                         f"{type(layer).__name__}:{shapes}")
+    return lines

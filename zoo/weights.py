@@ -1,0 +1,194 @@
+"""Fetching, verifying, converting and caching weights for zoo models.
+
+`weights=` is a registry tag or a local path. Tags resolve to a `WeightsSpec` whose URL is
+fetched through `keras.utils.get_file` (http(s) and file:// alike) into a private temporary
+folder beside the cache, checked against its sha256, and only then moved into place: a
+failed or tampered download leaves nothing in the cache. Files shipped in the package use
+`package://<path inside zoo/>`.
+
+timm checkpoints (`.safetensors`) convert with numpy alone; the converted Keras weights are
+cached beside the download so the next load skips the conversion.
+"""
+
+import hashlib
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent
+SUFFIXES = (".safetensors", ".weights.h5", ".keras")
+
+
+class WeightsError(ValueError):
+    """Weights could not be found, downloaded, verified or loaded into the model."""
+
+
+def cache_dir():
+    """Where downloads and conversions live: `$KERAS_HOME/models/keras_attention_zoo`
+    (`~/.keras/models/keras_attention_zoo` by default)."""
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return pathlib.Path(keras_home) / "models" / "keras_attention_zoo"
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_name(url):
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def cached_file_name(model_name, spec):
+    """The cache's name for a download: unique per model and tag (Hugging Face calls every
+    timm checkpoint `model.safetensors`)."""
+    return f"{model_name}.{spec.tag}.{_file_name(spec.url)}"
+
+
+def fetch(model_name, spec):
+    """The local path of `spec`'s file, downloading and verifying it if needed."""
+    if spec.url.startswith("package://"):
+        path = PACKAGE_ROOT / spec.url[len("package://"):]
+        if not path.is_file():
+            raise WeightsError(f"the package is missing its weights file {path}")
+        _verify(path, spec.sha256, spec.url, remove=False)
+        return path
+    target = cache_dir() / cached_file_name(model_name, spec)
+    if target.is_file():
+        if spec.sha256 is None or sha256_of(target) == spec.sha256:
+            return target
+        target.unlink()  # stale or corrupt: fetch again
+    # get_file silently falls back to a temporary folder when the cache dir is missing
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        try:
+            downloaded = keras.utils.get_file(
+                fname=target.name, origin=spec.url, cache_dir=str(staging), cache_subdir="."
+            )
+        except Exception as error:  # get_file raises bare Exceptions for URL errors
+            raise WeightsError(
+                f"could not download {model_name} weights {spec.tag!r} from {spec.url}: "
+                f"{error}. Without network access, download the file elsewhere and copy "
+                f"it to {target}"
+                + (f" (sha256 {spec.sha256})" if spec.sha256 else "")
+            ) from None
+        _verify(pathlib.Path(downloaded), spec.sha256, spec.url, remove=True)
+        os.replace(downloaded, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _verify(path, sha256, url, remove):
+    if sha256 is None:
+        return
+    actual = sha256_of(path)
+    if actual != sha256:
+        if remove:
+            path.unlink()
+        raise WeightsError(
+            f"sha256 mismatch for {url}: expected {sha256}, got {actual}"
+            + ("; the file was removed" if remove else "")
+        )
+
+
+def weights_format(path):
+    name = str(path)
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix[1:]
+    raise WeightsError(
+        f"weights path {name!r} must end in one of {', '.join(SUFFIXES)} (timm safetensors, "
+        f"Keras weights, Keras model)"
+    )
+
+
+def _atomic_save_weights(model, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".convert-", suffix=".weights.h5",
+                                         dir=path.parent)
+    os.close(handle)
+    try:
+        model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def load_safetensors(model, path, *, skip_prefixes=()):
+    """Convert a timm safetensors checkpoint into `model` (numpy only)."""
+    from safetensors.numpy import load_file
+
+    from zoo.convert.timm import load_timm_state_dict
+
+    try:
+        state = load_file(str(path))
+    except Exception as error:
+        raise WeightsError(f"{path} is not a readable safetensors file: {error}") from None
+    try:
+        load_timm_state_dict(model, state, skip_prefixes=skip_prefixes)
+    except ValueError as error:
+        raise WeightsError(f"{path}: {error}") from None
+
+
+def _weights_layout(handle):
+    """{dataset path: shape} of a Keras `.weights.h5` file (path or file object)."""
+    import h5py
+
+    layout = {}
+    with h5py.File(handle, "r") as weights_file:
+        weights_file.visititems(
+            lambda name, item: layout.__setitem__(name, tuple(item.shape))
+            if isinstance(item, h5py.Dataset) else None
+        )
+    return layout
+
+
+def _file_layout(path):
+    if str(path).endswith(".keras"):
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            return _weights_layout(io.BytesIO(archive.read("model.weights.h5")))
+    return _weights_layout(str(path))
+
+
+def _model_layout(model):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.weights.h5")
+        model.save_weights(path)
+        return _weights_layout(path)
+
+
+def load_keras_weights(model, path):
+    """`.weights.h5` or `.keras` into `model`.
+
+    Keras keys weight files by layer class and creation order, so a file from another
+    architecture can load without complaint when the shapes happen to agree; the layouts are
+    compared first and the first difference is named.
+    """
+    try:
+        stored = _file_layout(path)
+    except Exception as error:
+        raise WeightsError(f"{path} is not a readable Keras weights file: {error}") from None
+    expected = _model_layout(model)
+    for key in sorted(set(expected) | set(stored)):
+        if expected.get(key) != stored.get(key):
+            raise WeightsError(
+                f"{path} does not fit {model.name}: at {key!r} the model expects "
+                f"{_describe(expected.get(key))} and the file holds {_describe(stored.get(key))}"
+            )
+    model.load_weights(str(path))
+
+
+def _describe(shape):
+    return "nothing" if shape is None else f"shape {shape}"
