@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n 2
 DEMO_ARGS ?=
 
-.PHONY: demo test test-oracle benchmark clean
+.PHONY: demo test test-slow test-oracle benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +25,18 @@ $(VENV)/.installed-oracle: setup.cfg pyproject.toml $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,oracle]"
 	touch $@
 
-## Main job: train a small CBAM CNN for one epoch on the offline MNIST subset.
+## Main job: export, serve and query the shipped pretrained spatial transformer network.
 demo: $(VENV)/.installed-base
 	$(BIN)/keras-attention-zoo demo $(DEMO_ARGS)
 
-## Tests: everything on the TensorFlow backend, then the layer suite on JAX.
+## Tests: everything but the `slow` cases on the TensorFlow backend, then the layer suite on JAX.
 test: $(VENV)/.installed-test
-	$(PYTEST) tests
-	KERAS_BACKEND=jax $(PYTEST) tests/keras_attention
+	$(PYTEST) -m "not slow" tests
+	KERAS_BACKEND=jax $(PYTEST) -m "not slow" tests/keras_attention
+
+## The `slow` cases (CI runs them after `make test`).
+test-slow: $(VENV)/.installed-test
+	$(PYTEST) -m slow tests
 
 ## Live oracles (timm, torch) and the layer suite on the PyTorch backend; CI runs this too.
 test-oracle: $(VENV)/.installed-oracle
