@@ -16,8 +16,6 @@ import json
 import os
 import pathlib
 import platform
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,21 +28,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from layers_cpu import interleaved_medians  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-
-
-def interleaved_medians(functions, repeats, warmup=3):
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def keras_variants(label, model, x):

@@ -154,7 +154,7 @@ def _load_into(model, spec, tagged, path, cache_key):
                     converted.unlink()  # stale conversion (architecture changed): redo it
             path = weights_lib.fetch(spec.name, tagged)
             weights_lib.load_safetensors(model, path)
-            weights_lib._atomic_save_weights(model, converted)
+            weights_lib.save_weights_atomically(model, converted)
             return
         path = weights_lib.fetch(spec.name, tagged)
     if weights_lib.weights_format(path) == "safetensors":

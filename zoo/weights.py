@@ -110,7 +110,9 @@ def weights_format(path):
     )
 
 
-def _atomic_save_weights(model, path):
+def save_weights_atomically(model, path):
+    """`model.save_weights(path)` through a temporary file renamed into place, so a crash
+    never leaves a half-written file where a later load would find it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".convert-", suffix=".weights.h5",
                                          dir=path.parent)
@@ -123,7 +125,7 @@ def _atomic_save_weights(model, path):
             os.remove(temporary)
 
 
-def load_safetensors(model, path, *, skip_prefixes=()):
+def load_safetensors(model, path):
     """Convert a timm safetensors checkpoint into `model` (numpy only)."""
     from safetensors.numpy import load_file
 
@@ -134,7 +136,7 @@ def load_safetensors(model, path, *, skip_prefixes=()):
     except Exception as error:
         raise WeightsError(f"{path} is not a readable safetensors file: {error}") from None
     try:
-        load_timm_state_dict(model, state, skip_prefixes=skip_prefixes)
+        load_timm_state_dict(model, state)
     except ValueError as error:
         raise WeightsError(f"{path}: {error}") from None
 
