@@ -142,15 +142,19 @@ class Batcher:
             queue = self._queues.get(queue_key)
             if queue is None:
                 queue = self._queues[queue_key] = _Queue(direct)
-            self._enqueue(queue, tasks)
-            self._cond.notify_all()
+            if self._enqueue(queue, tasks):
+                # A batch opened (a worker must time it) or one is ready. A request joining an
+                # open batch wakes nobody: each wake-up costs a thread switch and the GIL.
+                self._cond.notify()
         results = [task.future.result() for task in tasks]
         if len(results) == 1:
             return results[0]
         return {n: np.concatenate([r[n] for r in results]) for n in results[0]}
 
     def _enqueue(self, queue, tasks):
-        """Put all `tasks` in `queue` or none of them (RESOURCE_EXHAUSTED when it is full)."""
+        """Put all `tasks` in `queue` or none of them (RESOURCE_EXHAUSTED when it is full).
+
+        True when a batch was opened or filled up: a worker then has something new to do."""
         limit = self.options.execution_size
         open_size = queue.batches[-1].size if queue.batches else limit
         new_batches = 0
@@ -162,12 +166,16 @@ class Batcher:
         if len(queue.batches) + new_batches > self.options.max_enqueued_batches:
             raise ServingError("RESOURCE_EXHAUSTED",
                                "The batch scheduling queue to which this task was submitted is full")
+        changed = False
         for task in tasks:
             if not queue.batches or queue.batches[-1].size + task.size > limit:
                 queue.batches.append(_Batch())
+                changed = True
             batch = queue.batches[-1]
             batch.tasks.append(task)
             batch.size += task.size
+            changed = changed or batch.size >= limit
+        return changed
 
     # -- executing ----------------------------------------------------------------------------
     def _next_batch(self):
@@ -201,6 +209,8 @@ class Batcher:
                     if queue is not None:
                         break
                     self._cond.wait(None if batch is None else batch)
+                if any(q.batches for q in self._queues.values()):
+                    self._cond.notify()  # more waiting: another worker times or runs it
             self._execute(queue, batch)
 
     def _execute(self, queue, batch):

@@ -22,9 +22,12 @@ class Server:
     def __init__(self, config, rest_api_port=8501, host="0.0.0.0", poll_wait_seconds=1.0,
                  rest_api_timeout_in_ms=30000, port=8500, grpc_host=None, model_config_file=None,
                  model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0, batching=None,
-                 monitoring_path=None):
+                 monitoring_path=None, freeze_gc=False):
         """`batching`: a `serving.batching.BatchingOptions` (dynamic batching) or None;
-        `monitoring_path`: serve Prometheus metrics on the REST port at this path, or None."""
+        `monitoring_path`: serve Prometheus metrics on the REST port at this path, or None;
+        `freeze_gc`: take the loaded models out of the garbage collector's view after each
+        load (`serving.models.ModelManager`); the `serve` command turns it on, a process that
+        does more than serve may leave it off."""
         from serving.metrics import Metrics
 
         if monitoring_path is not None and rest_api_port is None:
@@ -34,7 +37,7 @@ class Server:
             from serving.batching import Batcher
 
             self.batcher = Batcher(batching)
-        self.manager = ModelManager(config, batcher=self.batcher)
+        self.manager = ModelManager(config, batcher=self.batcher, freeze_gc=freeze_gc)
         self.metrics = Metrics()
         self.monitoring_path = monitoring_path
         # with batching, request threads mostly wait for their batch: give them room to queue up
@@ -246,7 +249,7 @@ def main(args):
                     grpc_host=args.grpc_host, model_config_file=args.model_config_file or None,
                     model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
                     shutdown_grace_seconds=args.shutdown_grace_seconds, batching=batching_from_args(args),
-                    monitoring_path=monitoring_from_args(args))
+                    monitoring_path=monitoring_from_args(args), freeze_gc=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

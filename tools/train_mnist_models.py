@@ -114,6 +114,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ram-core", default=RAM_CONFIG["core"])
     parser.add_argument("--ram-std", type=float, default=RAM_CONFIG["location_std"])
+    parser.add_argument("--ram-glimpses", type=int, default=RAM_CONFIG["num_glimpses"],
+                        help="glimpses per image (weights are shared across glimpses, so --resume "
+                             "may change it)")
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop each run's training after this many seconds")
@@ -130,7 +133,8 @@ def main():
         runs = [r for r in runs if f"{r[0]}:{r[1]}" in args.only]
     weights_dir = pathlib.Path(args.weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std}
+    ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
+                  "num_glimpses": args.ram_glimpses}
     results = {}
     if RESULTS_JSON.exists() and not args.no_write:
         results = {tuple(k.split(":")): v for k, v in json.loads(RESULTS_JSON.read_text()).items()}
@@ -156,6 +160,8 @@ def main():
         epochs = train(model, task, epochs, lr, args.batch_size, args.time_limit)
         seconds = time.time() - start
         recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
+        if model_name == "ram":
+            recipe += f", {ram_kwargs['num_glimpses']} glimpses"
         if keras.backend.backend() != "tensorflow":
             recipe += f" ({keras.backend.backend()} backend)"
         entry = {"epochs": previous["epochs"] + epochs, "seconds": previous["seconds"] + seconds,

@@ -176,6 +176,36 @@ def test_scheduler_input_errors_and_large_batch_splitting(batcher_factory):
     assert result["n"].tolist() == [0, 1, 0, 1, 0] and [len(c["x"]) for c in model.calls] == [2, 2, 1]
 
 
+def test_scheduler_wakes_a_worker_for_full_and_newly_opened_batches(batcher_factory):
+    # Requests joining an open batch wake no worker; these are the cases that must.
+    # A full batch runs at once although its timeout is an hour away.
+    batcher, model = batcher_factory("max_batch_size { value: 3 } batch_timeout_micros { value: 3600000000 } "
+                                     "num_batch_threads { value: 2 }"), FakeModel()
+    results = concurrently(lambda x: batcher.run("s", "k", None, {"x": x}, None, model),
+                           [(np.full((1, 1), float(i), np.float32),) for i in range(3)])
+    assert sorted(float(r["y"][0, 0]) for r in results) == [0.0, 2.0, 4.0] and len(model.calls) == 1
+
+    # A batch opened in a second queue runs on the other worker while the first worker is busy:
+    # the first queue's model call waits until the second request has its answer.
+    batcher = batcher_factory("max_batch_size { value: 4 } batch_timeout_micros { value: 1000 } "
+                              "num_batch_threads { value: 2 }")
+    first_running, second_done, first_waited = threading.Event(), threading.Event(), []
+
+    def slow(feeds):
+        first_running.set()
+        first_waited.append(second_done.wait(30))
+        return {"y": feeds["x"]}
+
+    first = threading.Thread(target=lambda: batcher.run("s", "a", None, {"x": np.ones((1, 1))}, None, slow))
+    first.start()
+    assert first_running.wait(30)
+    second = batcher.run("s", "b", None, {"x": np.full((1, 2), 5.0)}, None, FakeModel())
+    second_done.set()
+    first.join(30)
+    np.testing.assert_array_equal(second["y"], np.full((1, 2), 10.0))
+    assert first_waited == [True]
+
+
 def test_scheduler_model_error_reaches_every_request(batcher_factory):
     batcher = batcher_factory("max_batch_size { value: 8 } batch_timeout_micros { value: 200000 }")
 

@@ -84,3 +84,36 @@ def test_config_file_poll_reloads_and_survives_a_bad_file(tmp_path, caplog):
         assert client.predict("half_plus_three", [2.0])["y"].tolist() == [4.0]
         with pytest.raises(Exception, match="Latest\\(a\\)"):
             client.predict("a", [2.0])
+
+
+def test_freeze_gc_freezes_after_a_load_and_collects_after_an_unload(tmp_path):
+    import gc
+    import shutil
+    import weakref
+
+    from serving.models import ModelManager, single_model_config
+
+    class Node:
+        pass
+
+    source = tfs_testdata("saved_model_half_plus_two_cpu") / "00000123"
+    shutil.copytree(source, tmp_path / "m" / "1")
+    manager = ModelManager(single_model_config("m", str(tmp_path / "m")), freeze_gc=True)
+    cycle = Node()
+    cycle.self = cycle  # only the cyclic collector can free it
+    alive = weakref.ref(cycle)
+    try:
+        manager.poll()
+        assert gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen with everything else when version 1 loaded
+        manager.poll()  # nothing changed: no collection
+        shutil.copytree(source, tmp_path / "m" / "2")
+        shutil.rmtree(tmp_path / "m" / "1")
+        manager.poll()  # loads 2, unloads 1: unfreeze, collect, freeze again
+        assert sorted(manager.servables["m"]) == [2]
+        assert alive() is None
+    finally:
+        manager.close()
+        gc.unfreeze()
