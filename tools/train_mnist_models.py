@@ -202,8 +202,9 @@ def write_table(results, total):
         "the CPU. Training: the 4,000 training digits of "
         "`zoo.datasets.mnist_subset`, with fresh placements / clutter / rotations every epoch "
         "(task seeds 1, 2, ...); test: the task built from the 1,000 held-out digits with "
-        f"seed {EVAL_SEED}. RAM: `zoo.ram.RAM_CONFIG` = {RAM_CONFIG}; its test error "
-        f"averages {MC_SAMPLES} Monte-Carlo location sequences (sampler seed {EVAL_SEED}, "
+        f"seed {EVAL_SEED}. RAM: `zoo.ram.RAM_CONFIG` = {RAM_CONFIG}; recipe parts that name no glimpse count "
+        "used 6 (the glimpse weights are shared across glimpses, so a resumed run may change it); "
+        f"its test error averages {MC_SAMPLES} Monte-Carlo location sequences (sampler seed {EVAL_SEED}, "
         f"batches of {EVAL_BATCH}); 'greedy' follows the policy means. Baseline: `mnist_cnn`, "
         "the ST-CNN's classifier CNN alone, on the same digits and task seeds (its recipe: "
         "`mnist_models.json`). The papers trained on 60,000 digits.",
