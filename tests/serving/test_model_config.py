@@ -109,6 +109,7 @@ def test_freeze_gc_freezes_after_a_load_and_collects_after_an_unload(tmp_path):
         gc.collect()
         assert alive() is not None  # frozen with everything else when version 1 loaded
         manager.poll()  # nothing changed: no collection
+        assert alive() is not None
         shutil.copytree(source, tmp_path / "m" / "2")
         shutil.rmtree(tmp_path / "m" / "1")
         manager.poll()  # loads 2, unloads 1: unfreeze, collect, freeze again
