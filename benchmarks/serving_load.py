@@ -196,7 +196,7 @@ def _client_process(connection, cpus):
 
 
 class ClientProcesses:
-    """Worker processes that run client jobs; `run` starts the same job in the first `n`."""
+    """Client worker processes (pinned to `cpus`); `run` gives process i the job `jobs[i]`."""
 
     def __init__(self, count, cpus=None):
         context = multiprocessing.get_context("spawn")

@@ -1,12 +1,16 @@
 """--model_config_file with TF Serving's own good/bad config files, and its poll loop."""
 
+import gc
 import logging
+import shutil
 import time
+import weakref
 
 import numpy as np
 import pytest
 
 from serving import Client
+from serving.models import ModelManager, single_model_config
 from tests.serving.conftest import tfs_testdata
 
 
@@ -87,12 +91,6 @@ def test_config_file_poll_reloads_and_survives_a_bad_file(tmp_path, caplog):
 
 
 def test_freeze_gc_freezes_after_a_load_and_collects_after_an_unload(tmp_path):
-    import gc
-    import shutil
-    import weakref
-
-    from serving.models import ModelManager, single_model_config
-
     class Node:
         pass
 
