@@ -6,7 +6,9 @@
 Numpy arrays in and out; `bytes` values (encoded images) travel as `{"b64": ...}` over REST
 and as DT_STRING over gRPC. Every call takes `version=` or `label=` and `timeout=` (seconds,
 a deadline for the whole call, retries included). Only UNAVAILABLE is retried (REST 503 or
-a refused connection; gRPC UNAVAILABLE), with exponential backoff. Failures raise
+a refused connection; gRPC UNAVAILABLE), with exponential backoff. Over REST each thread keeps
+one HTTP/1.1 connection open and reuses it; a connection the server closed while idle is
+reopened once, at no cost to the retry budget. Failures raise
 `ServingError` with `.code` (canonical name, e.g. "NOT_FOUND"), `.message` (the server's
 message) and `.http_status`. Over REST the code is derived from the HTTP status (400 reads
 as INVALID_ARGUMENT even when the server's code was FAILED_PRECONDITION).
@@ -16,11 +18,12 @@ The REST side needs only the standard library and numpy; the gRPC side imports
 """
 
 import base64
+import http.client
 import json
+import os
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import numpy as np
 
@@ -134,10 +137,18 @@ class Client:
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self._signatures = {}
         self._channel = None
+        self._local = threading.local()
+        self._connections, self._connections_lock = set(), threading.Lock()
         if rest is not None:
             self.protocol, self.url = "rest", rest.rstrip("/")
             if "://" not in self.url:
                 self.url = "http://" + self.url
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"rest must be an http:// or https:// URL, got {rest!r}")
+            self._http_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                                else http.client.HTTPConnection)
+            self._netloc, self._path_prefix = parts.netloc, parts.path
         else:
             import grpc as grpc_module
             from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -165,28 +176,65 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
+    def _connection(self):
+        """This thread's keep-alive connection (a process forked from ours, or a thread whose
+        connection `close` shut, opens a new one)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid() or connection not in self._connections:
+            connection = self._http_class(self._netloc)
+            self._local.connection, self._local.pid = connection, os.getpid()
+            with self._connections_lock:
+                self._connections.add(connection)
+        return connection
+
+    def _drop_connection(self, connection):
+        connection.close()
+        self._local.connection = None
+        with self._connections_lock:
+            self._connections.discard(connection)
+
     def _rest(self, method, path, body=None, timeout=None):
         url = self.url + path
         data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+
+        def exchange(remaining):
+            connection = self._connection()
+            reused = connection.sock is not None
+            connection.timeout = remaining
+            if reused:
+                connection.sock.settimeout(remaining)
+            try:
+                connection.request(method, self._path_prefix + path, body=data, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.reason, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    ConnectionAbortedError):
+                self._drop_connection(connection)
+                if not reused:
+                    raise
+                # The server closed the idle connection before our request reached it: TF
+                # Serving's calls have no side effects, so send it again on a new connection.
+                return exchange(remaining)
+            except BaseException:
+                self._drop_connection(connection)  # a half-read response would desync the stream
+                raise
 
         def attempt(remaining):
-            request = urllib.request.Request(url, data=data, method=method,
-                                             headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=remaining) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                text = error.read().decode("utf-8", "replace")
-                try:
-                    message = json.loads(text)["error"]
-                except (ValueError, KeyError, TypeError):
-                    message = text or error.reason
-                raise ServingError(_CODE_FOR_HTTP.get(error.code, "UNKNOWN"), message, http_status=error.code)
-            except (TimeoutError, OSError) as error:  # URLError is an OSError
-                reason = getattr(error, "reason", error)
-                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                status, reason, payload = exchange(remaining)
+            except (TimeoutError, OSError, http.client.HTTPException) as error:
+                if isinstance(error, TimeoutError) or "timed out" in str(error):
                     raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
-                raise ServingError("UNAVAILABLE", f"{url}: {reason}")
+                raise ServingError("UNAVAILABLE", f"{url}: {error}")
+            if status < 400:
+                return json.loads(payload)
+            text = payload.decode("utf-8", "replace")
+            try:
+                message = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = text or reason
+            raise ServingError(_CODE_FOR_HTTP.get(status, "UNKNOWN"), message, http_status=status)
 
         return self._with_retries(attempt, timeout)
 
@@ -356,6 +404,10 @@ class Client:
                  "error_message": s.status.error_message} for s in response.model_version_status]
 
     def close(self):
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            connection.close()
         if self._channel is not None:
             self._channel.close()
             self._channel = None

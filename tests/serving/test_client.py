@@ -164,3 +164,106 @@ def test_bytes_are_sent_exactly():
     array = _as_array([b"ab\x00", "é"])
     assert array.dtype == object and array.tolist() == [b"ab\x00", "é".encode()]
     assert _json_value(_as_array(b"\x00\xff\x00")) == [{"b64": "AP8A"}]
+
+
+def count_connects(monkeypatch):
+    import http.client
+
+    connects = []
+    real_connect = http.client.HTTPConnection.connect
+
+    def connect(self):
+        connects.append(threading.get_ident())
+        return real_connect(self)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", connect)
+    return connects
+
+
+def test_rest_keeps_one_connection_per_thread(monkeypatch, tf_server):
+    connects = count_connects(monkeypatch)
+    client = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", timeout=20)
+    assert client.predict("default", [2.0])["y"].tolist() == [3.0]
+    with pytest.raises(ServingError) as info:  # an error answer leaves the connection usable
+        client.predict("foo", [1.0])
+    assert info.value.http_status == 404
+    assert client.status("default")[0]["state"] == "AVAILABLE"
+    assert client.predict("default", [4.0])["y"].tolist() == [4.0]
+    assert len(connects) == 1
+    worker = threading.Thread(target=lambda: client.predict("default", [0.0]))
+    worker.start()
+    worker.join()
+    assert len(connects) == 2 and connects[1] != connects[0]
+    client.close()  # closes every thread's connection; the next call opens a new one
+    assert client.predict("default", [6.0])["y"].tolist() == [5.0] and len(connects) == 3
+    client.close()
+
+
+class _OneShotHandler:
+    """HTTP/1.1 answers that keep the connection open in their headers but close it after one
+    response, as a server does when its keep-alive timeout expires."""
+
+    @staticmethod
+    def serve(answer):
+        import http.server
+
+        seen = {"connections": 0, "requests": 0}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                seen["connections"] += 1
+                super().setup()
+
+            def do_GET(self):
+                seen["requests"] += 1
+                if not answer:
+                    self.close_connection = True
+                    return  # no response at all
+                body = b'{"model_version_status": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, seen
+
+
+def test_rest_reopens_a_connection_the_server_closed():
+    server, seen = _OneShotHandler.serve(answer=True)
+    try:
+        client = Client(rest=f"http://127.0.0.1:{server.server_address[1]}", retries=0, timeout=5)
+        assert client.status("m") == []
+        time.sleep(0.1)  # let the server's close reach us
+        assert client.status("m") == []  # no retries allowed: the resend is not a retry
+        assert seen == {"connections": 2, "requests": 2}
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rest_does_not_resend_on_a_new_connection():
+    server, seen = _OneShotHandler.serve(answer=False)
+    try:
+        client = Client(rest=f"http://127.0.0.1:{server.server_address[1]}", retries=0, timeout=5)
+        with pytest.raises(ServingError) as info:
+            client.status("m")
+        assert info.value.code == "UNAVAILABLE" and "Remote end closed connection" in info.value.message
+        assert seen == {"connections": 1, "requests": 1}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rest_url_is_checked():
+    with pytest.raises(ValueError, match="rest must be an http:// or https:// URL"):
+        Client(rest="ftp://host:8501")
