@@ -136,8 +136,8 @@ def main():
     ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
                   "num_glimpses": args.ram_glimpses}
     results = {}
-    if RESULTS_JSON.exists() and not args.no_write:
-        results = {tuple(k.split(":")): v for k, v in json.loads(RESULTS_JSON.read_text()).items()}
+    if not args.no_write:
+        results = load_results()
     start_all = time.time()
     for model_name, task in runs:
         keras.utils.set_random_seed(0)
@@ -187,9 +187,25 @@ def main():
         print(f"{model_name} {task}: {entry}", flush=True)
     print(f"total training + evaluation time: {time.time() - start_all:.0f} s")
     if not args.no_write:
-        RESULTS_JSON.write_text(json.dumps(
-            {f"{k[0]}:{k[1]}": v for k, v in results.items()}, indent=1) + "\n")
-        write_table(results, sum(entry["seconds"] for entry in results.values()))
+        merged = save_results({run: results[run] for run in runs})
+        write_table(merged, sum(entry["seconds"] for entry in merged.values()))
+
+
+def load_results():
+    if not RESULTS_JSON.exists():
+        return {}
+    return {tuple(k.split(":")): v for k, v in json.loads(RESULTS_JSON.read_text()).items()}
+
+
+def save_results(produced):
+    """Write this run's entries over the results file as it is now, not as it was when the run
+    started: runs trained in parallel each keep the entries the others wrote meanwhile."""
+    merged = {**load_results(), **produced}
+    text = json.dumps({f"{k[0]}:{k[1]}": v for k, v in merged.items()}, indent=1) + "\n"
+    partial = RESULTS_JSON.with_name(RESULTS_JSON.name + f".{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, RESULTS_JSON)
+    return merged
 
 
 def write_table(results, total):
