@@ -268,6 +268,8 @@ def write_table(results, total):
     for (model_name, task), entry in results.items():
         for earlier in entry.get("earlier", ()):
             lines.append(f"- {model_name} on {task}, an earlier run: {earlier}.")
+        for other in entry.get("not_shipped", ()):
+            lines.append(f"- {model_name} on {task}, a run not shipped: {other}.")
     lines += ["", "| file | bytes | sha256 |", "|---|---|---|"]
     for entry in results.values():
         if "file" in entry:
