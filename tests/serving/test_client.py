@@ -166,6 +166,37 @@ def test_bytes_are_sent_exactly():
     assert _json_value(_as_array(b"\x00\xff\x00")) == [{"b64": "AP8A"}]
 
 
+def test_rest_predict_body_is_exact():
+    """Numeric inputs go through orjson: float32 as its shortest round-trip text, float64 in
+    full, non-finite values as the NaN / Infinity tokens TF Serving's parser accepts."""
+    import json
+
+    from serving.client import _dumps, _json_value
+
+    def body(value):
+        return _dumps({"inputs": {"x": _json_value(np.asarray(value))}})
+
+    assert body(np.array([[0.1, 1 / 3]], np.float32)) == b'{"inputs":{"x":[[0.1,0.33333334]]}}'
+    assert body(np.array([0.1 + 0.2])) == b'{"inputs":{"x":[0.30000000000000004]}}'
+    assert body(np.array([np.nan, np.inf, -np.inf, 1.5], np.float32)) == (
+        b'{"inputs":{"x":[NaN, Infinity, -Infinity, 1.5]}}')
+    assert body(np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2]) == b'{"inputs":{"x":[[0,2],[3,5]]}}'
+    assert body(np.array(2.5, np.float32)) == b'{"inputs":{"x":2.5}}'
+    assert body(np.array([[True, False]])) == b'{"inputs":{"x":[[true,false]]}}'
+    assert body(np.zeros((0, 3), np.float32)) == b'{"inputs":{"x":[]}}'
+    image = np.random.default_rng(0).random((1, 64, 64, 3)).astype(np.float32)
+    sent = json.loads(body(image))["inputs"]["x"]
+    np.testing.assert_array_equal(np.asarray(sent, np.float32), image)  # bit-exact
+    assert len(body(image)) < len(json.dumps(image.astype(np.float64).tolist())) * 0.6
+
+
+def test_rest_predict_sends_non_finite_values(tf_server):
+    client = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", timeout=20)
+    got = client.predict("default", np.array([np.nan, np.inf, 2.0], np.float32))["y"]
+    np.testing.assert_array_equal(got, [np.nan, np.inf, 3.0])
+    client.close()
+
+
 def count_connects(monkeypatch):
     import http.client
 
