@@ -84,8 +84,10 @@ def build_model(name):
 def _encoded_request(protocol, model, input_name, image):
     """The body a load generator sends: the request `serving.Client` would build, encoded once."""
     if protocol == "rest":
+        from serving.client import _dumps, _json_value
+
         # columnar float text, as serving.Client writes it
-        return json.dumps({"inputs": {input_name: image.astype(np.float64).tolist()}}).encode()
+        return _dumps({"inputs": {input_name: _json_value(image)}})
     from tensorflow_serving.apis import predict_pb2
 
     from serving.grpc_api import make_tensor_proto
