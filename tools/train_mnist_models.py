@@ -66,8 +66,16 @@ def task_arrays(task, split, seed):
     return x, y
 
 
-def train(model, task, epochs, lr, batch_size=64, time_limit=None, log=print):
+def train(model, task, epochs, lr, batch_size=64, time_limit=None, average_last=0, log=print):
+    """Fit `epochs` epochs of fresh task samples; returns `(epochs_done, averaged)`.
+
+    `averaged`: with `average_last=N`, the mean of the weights at the end of each of the last
+    N epochs (stochastic weight averaging along the decaying schedule), with the count of
+    epochs it averages; else `None`. A run cut by `time_limit` averages what it reached of
+    its last N epochs.
+    """
     start = time.time()
+    total, count = None, 0
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
             lr, decay_steps=epochs * (4000 // batch_size + 1), alpha=0.05)),
@@ -78,14 +86,20 @@ def train(model, task, epochs, lr, batch_size=64, time_limit=None, log=print):
     for epoch in range(epochs):
         x, y = task_arrays(task, "train", seed=1 + epoch)
         hist = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
+        if average_last and epoch >= epochs - average_last:
+            weights = [w.astype("float64") for w in model.get_weights()]
+            total = weights if total is None else [t + w for t, w in zip(total, weights)]
+            count += 1
         last = epoch == epochs - 1 or (time_limit and time.time() - start > time_limit)
         if epoch % 5 == 4 or last:
             log(f"  {model.name} {task} epoch {epoch + 1}/{epochs} loss "
                 f"{hist.history['loss'][-1]:.4f} train acc {hist.history['accuracy'][-1]:.4f} "
                 f"({time.time() - start:.0f} s)", flush=True)
         if last:
-            return epoch + 1
-    return epochs
+            break
+    averaged = None if total is None else (
+        [(t / count).astype("float32") for t in total], count)
+    return epoch + 1, averaged
 
 
 def error_of(probs, labels):
@@ -120,6 +134,10 @@ def main():
     parser.add_argument("--ram-glimpses", type=int, default=RAM_CONFIG["num_glimpses"],
                         help="glimpses per image (weights are shared across glimpses, so --resume "
                              "may change it)")
+    parser.add_argument("--ram-dropout", type=float, default=0.0,
+                        help="dropout on RAM's glimpse vectors and classifier input (training)")
+    parser.add_argument("--average-last", type=int, default=0,
+                        help="ship the mean of the weights after each of the last N epochs")
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop each run's training after this many seconds")
@@ -138,6 +156,7 @@ def main():
     weights_dir.mkdir(parents=True, exist_ok=True)
     ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
                   "num_glimpses": args.ram_glimpses}
+    train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}
     results = {}
     if not args.no_write:
         results = load_results()
@@ -147,7 +166,8 @@ def main():
         input_shape = TASKS[task][2]
         start = time.time()
         if model_name == "ram":
-            model = build_ram(input_shape, 10, classifier_activation=None, seed=0, **ram_kwargs)
+            model = build_ram(input_shape, 10, classifier_activation=None, seed=0, **ram_kwargs,
+                              **train_kwargs)
             epochs, lr = args.ram_epochs, args.ram_lr
         elif model_name == "stn_cnn":
             model = build_stn_cnn(input_shape, 10, classifier_activation=None)
@@ -160,11 +180,23 @@ def main():
         if args.resume and model_name != "mnist_cnn" and path.exists():
             model.load_weights(path)
             previous = results.get((model_name, task), previous)
-        epochs = train(model, task, epochs, lr, args.batch_size, args.time_limit)
+        epochs, averaged = train(model, task, epochs, lr, args.batch_size, args.time_limit,
+                                 args.average_last)
         seconds = time.time() - start
         recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
         if model_name == "ram":
             recipe += f", {ram_kwargs['num_glimpses']} glimpses"
+            if args.ram_dropout:
+                recipe += f", dropout {args.ram_dropout:g}"
+        last_weights_error = None
+        if averaged is not None:
+            recipe += f", weights averaged over the last {averaged[1]} epochs"
+            if model_name == "ram":
+                last_weights_error = [evaluate_ram(model, task, MC_SAMPLES, seed)
+                                      for seed in SPREAD_SEEDS]
+            else:
+                last_weights_error = evaluate_plain(model, task)
+            model.set_weights(averaged[0])
         if keras.backend.backend() != "tensorflow":
             recipe += f" ({keras.backend.backend()} backend)"
         entry = {"epochs": previous["epochs"] + epochs, "seconds": previous["seconds"] + seconds,
@@ -177,6 +209,8 @@ def main():
             entry["error"] = entry["error_by_sampler_seed"][SPREAD_SEEDS.index(EVAL_SEED)]
         else:
             entry["error"] = evaluate_plain(model, task)
+        if last_weights_error is not None:
+            entry["error_without_averaging"] = last_weights_error
         if model_name != "mnist_cnn" and not args.no_write:
             # Weights only (no optimizer state): save them from an uncompiled copy.
             if model_name == "ram":
