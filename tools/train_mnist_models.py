@@ -278,6 +278,10 @@ def write_table(results, total):
                 f"{100 * e:.2f}%" for e in entry["error_by_sampler_seed"]))
         if "error_greedy" in entry:
             notes.append(f"greedy {100 * entry['error_greedy']:.2f}%")
+        unaveraged = entry.get("error_without_averaging")
+        if unaveraged is not None:
+            notes.append("last weights before averaging " + " / ".join(
+                f"{100 * e:.2f}%" for e in np.atleast_1d(unaveraged)))
         if notes:
             err += f" ({'; '.join(notes)})"
         base_err = "-" if base is None else (

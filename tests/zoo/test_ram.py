@@ -169,7 +169,28 @@ def test_fit_trains_every_part_and_config_round_trips():
     assert clone.get_config() == model.get_config()
 
 
+def test_dropout_acts_in_training_only_and_round_trips():
+    x = np.random.default_rng(5).uniform(size=(6, 20, 20, 1)).astype(np.float32)
+    plain = build_ram((20, 20, 1), 10, seed=6, **TINY)
+    dropped = build_ram((20, 20, 1), 10, seed=6, dropout=0.5, **TINY)
+    dropped.set_weights(plain.get_weights())
+
+    def run(model, training):
+        model.reset_sampling(3)
+        return ops.convert_to_numpy(model(x, training=training))
+
+    np.testing.assert_array_equal(run(dropped, False), run(plain, False))
+    # Same location draws; only the dropout masks make the training outputs differ.
+    np.testing.assert_array_equal(run(plain, True), run(plain, True))
+    assert not np.allclose(run(dropped, True), run(plain, True))
+    config = dropped.get_config()
+    assert config["dropout"] == 0.5
+    assert RecurrentAttentionModel.from_config(config).get_config() == config
+
+
 def test_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\), got 1.0"):
+        RecurrentAttentionModel(dropout=1.0)
     with pytest.raises(ValueError, match="`core` must be one of"):
         RecurrentAttentionModel(core="gru")
     with pytest.raises(ValueError, match="`mc_samples` must be an integer >= 0"):
