@@ -12,6 +12,7 @@ import json
 import math
 
 import numpy as np
+import orjson
 
 from serving.errors import ServingError, invalid
 
@@ -134,16 +135,27 @@ def parse_json(text):
     if not text:
         raise invalid("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        # orjson parses large bodies about twice as fast. What it refuses (NaN and Infinity
+        # tokens, numbers beyond the double range, lone surrogates, malformed text) goes
+        # through json.loads, which accepts the tokens and words the errors. Integers beyond
+        # 64 bits come back as doubles, as RapidJSON (the real server's parser) reads them.
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        doc = _parse_with_json(text)
+    if not isinstance(doc, dict):
+        raise invalid(f"JSON Value: {value_to_string(doc)} Is not object")
+    return doc
+
+
+def _parse_with_json(text):
+    try:
+        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except UnicodeDecodeError as error:
         raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}")
     except json.JSONDecodeError as error:
         raise invalid(f"JSON Parse error: {error.msg} at offset: {error.pos}")
     except RecursionError:
         raise invalid("JSON Parse error: document nested too deeply")
-    if not isinstance(doc, dict):
-        raise invalid(f"JSON Value: {value_to_string(doc)} Is not object")
-    return doc
 
 
 def signature_name(doc):

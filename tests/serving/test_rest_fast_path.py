@@ -1,5 +1,6 @@
-"""The REST server's numpy fast path for dense numeric requests answers exactly like the full
-JSON converter, or steps aside (returns None) so the full converter answers, errors included."""
+"""The REST server's fast paths answer exactly like the slow ones, or step aside so that the slow
+ones answer, errors included: the numpy path for dense numeric requests against the full JSON
+converter, and orjson parsing of bodies against json.loads."""
 
 import json
 import random
@@ -66,3 +67,51 @@ def test_fast_path_takes_an_image_batch():
     tensors, row = _dense_numeric_request(request, {"x": "float"})
     np.testing.assert_array_equal(tensors["x"], batch)
     assert row is True
+
+
+BODIES = [
+    b'{"instances": [[0.1, -2.5e-08, 3.4028234663852886e+38, 1e-45], [0, -0.0, 7, 1.0]]}',
+    b'{"signature_name": "serving_default", "inputs": {"x": [1, 2], "y": [true, null]}}',
+    '{"inputs": {"caf\u00e9": "\u00e9t\u00e9", "a": 1, "a": 2}}'.encode(),
+    b'{"instances": [NaN, Infinity, -Infinity, 0.5]}',  # json.loads only
+    b'{"x": 1e400}',  # beyond the double range: json.loads reads inf
+    b'{"x": "\\ud800"}',  # a lone surrogate: json.loads only
+    b'  {"x": [[], {}]}  ',
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_parsed_body_is_what_json_loads_reads(body):
+    expected = json.dumps(json.loads(body.decode("utf-8")), sort_keys=True)
+    for text in (body, body.decode("utf-8")):
+        assert json.dumps(json_tensor.parse_json(text), sort_keys=True) == expected
+
+
+def test_bodies_without_special_tokens_skip_json_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("json.loads called")
+
+    monkeypatch.setattr(json_tensor.json, "loads", refuse)
+    assert json_tensor.parse_json(BODIES[0])["instances"][1] == [0, -0.0, 7, 1.0]
+    with pytest.raises(AssertionError, match="json.loads called"):
+        json_tensor.parse_json(BODIES[3])
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{bad json", "JSON Parse error: Expecting property name enclosed in double quotes at offset: 1"),
+    (b'{"instances": [1.0]} trailing', "JSON Parse error: Extra data at offset: 21"),
+    (b"\xff\xfe", "JSON Parse error: Invalid encoding in string. at offset: 0"),
+    (b"", "JSON Parse error: The document is empty"),
+    (b"[1, 2]", "JSON Value: [\n    1,\n    2\n] Is not object"),
+])
+def test_parse_errors_keep_their_messages(body, message):
+    with pytest.raises(ServingError) as caught:
+        json_tensor.parse_json(body)
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert caught.value.message == message
+
+
+def test_integers_beyond_64_bits_are_read_as_doubles_like_rapidjson():
+    doc = json_tensor.parse_json(b'{"instances": [18446744073709551616, 18446744073709551615]}')
+    assert doc["instances"] == [1.8446744073709552e19, 18446744073709551615]
+    assert type(doc["instances"][0]) is float and type(doc["instances"][1]) is int
