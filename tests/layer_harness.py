@@ -302,7 +302,10 @@ def check_dynamic_spatial_size(case):
         x = random_input(shape, seed=seed)
         y = model.predict(x, verbose=0)
         assert y.shape == tuple(layer.compute_output_shape(shape))
-        np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=1e-5)
+        # compiled (predict) against eager: float32 round-off grows with the output's scale
+        # (randomised weights give values up to ~6; a JAX run differed by 1.7e-5 there)
+        atol = 1e-5 * max(1.0, float(np.abs(y).max()))
+        np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=atol)
 
 
 def check_return_attention(case):
