@@ -136,6 +136,9 @@ def main():
                              "may change it)")
     parser.add_argument("--ram-dropout", type=float, default=0.0,
                         help="dropout on RAM's glimpse vectors and classifier input (training)")
+    parser.add_argument("--ram-reward", default="correct", choices=("correct", "probability"),
+                        help="RAM's REINFORCE reward: right or wrong (the paper's), or the "
+                             "predicted probability of the true class")
     parser.add_argument("--average-last", type=int, default=0,
                         help="ship the mean of the weights after each of the last N epochs")
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
@@ -157,6 +160,8 @@ def main():
     ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
                   "num_glimpses": args.ram_glimpses}
     train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}
+    if args.ram_reward != "correct":
+        train_kwargs["reward"] = args.ram_reward
     results = {}
     if not args.no_write:
         results = load_results()
@@ -188,6 +193,8 @@ def main():
             recipe += f", {ram_kwargs['num_glimpses']} glimpses"
             if args.ram_dropout:
                 recipe += f", dropout {args.ram_dropout:g}"
+            if args.ram_reward != "correct":
+                recipe += ", reward: predicted probability of the true class"
         last_weights_error = None
         if averaged is not None:
             recipe += f", weights averaged over the last {averaged[1]} epochs"

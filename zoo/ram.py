@@ -31,6 +31,7 @@ from keras_attention.layers import GlimpseSensor
 from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
+REWARDS = ("correct", "probability")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -43,7 +44,9 @@ class RecurrentAttentionModel(keras.Model):
 
         loss = CE + mean_b sum_t (b_t - R)^2 - mean_b sum_t stop_grad(R - b_t) log pi(l_t)
 
-    with `R` = 1 if the prediction is right. Inference averages the class probabilities
+    with `R` = 1 if the prediction is right (`reward="correct"`, the paper's) or `R` = the
+    predicted probability of the true class (`reward="probability"`: a reward that keeps
+    rewarding better glimpses once the prediction is right). Inference averages the class probabilities
     of `mc_samples` sampled location sequences (`mc_samples=0`: one pass along the policy
     means, deterministic). Sampling uses the model's own seed generator; call
     `reset_sampling(seed)` before an evaluation to make it repeatable.
@@ -60,6 +63,9 @@ class RecurrentAttentionModel(keras.Model):
         location_std: fixed standard deviation of the Gaussian location policy.
         dropout: dropout rate on the glimpse vectors and on the classifier's input, in
             training only (`0`: none, as the paper).
+        reward: `"correct"` (1 for a right prediction, else 0, as the paper) or
+            `"probability"` (the predicted probability of the true class, held constant
+            for the gradient).
         mc_samples: location sequences averaged at inference (`0`: follow the means).
         classifier_activation: `"softmax"` (return probabilities) or `None` (return
             log-probabilities, usable as logits by `from_logits=True` losses).
@@ -79,7 +85,7 @@ class RecurrentAttentionModel(keras.Model):
 
     def __init__(self, num_classes=10, num_glimpses=6, glimpse_size=12, num_scales=3,
                  scale_factor=2, glimpse_units=128, hidden_units=256, core="rnn",
-                 location_std=0.1, dropout=0.0, mc_samples=1, classifier_activation="softmax",
+                 location_std=0.1, dropout=0.0, reward="correct", mc_samples=1, classifier_activation="softmax",
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         if core not in CORES:
@@ -90,6 +96,8 @@ class RecurrentAttentionModel(keras.Model):
             raise ValueError(f"`location_std` must be > 0, got {location_std!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+        if reward not in REWARDS:
+            raise ValueError(f"`reward` must be one of {REWARDS}, got reward={reward!r}.")
         if not isinstance(mc_samples, int) or mc_samples < 0:
             raise ValueError(f"`mc_samples` must be an integer >= 0, got {mc_samples!r}.")
         if classifier_activation not in ("softmax", None):
@@ -107,6 +115,7 @@ class RecurrentAttentionModel(keras.Model):
         self.core = core
         self.location_std = float(location_std)
         self.dropout = float(dropout)
+        self.reward = reward
         self.mc_samples = mc_samples
         self.classifier_activation = classifier_activation
         self.seed = seed
@@ -124,7 +133,9 @@ class RecurrentAttentionModel(keras.Model):
         self.baseline = layers.Dense(1, name="baseline")
         self.classifier = layers.Dense(num_classes, name="classifier")
         self.glimpse_dropout = layers.Dropout(self.dropout, seed=seed, name="glimpse_dropout")
-        self.state_dropout = layers.Dropout(self.dropout, seed=seed, name="state_dropout")
+        # A different seed, or with a fixed seed the state's mask repeats the first glimpse's.
+        self.state_dropout = layers.Dropout(self.dropout, seed=None if seed is None else seed + 1,
+                                            name="state_dropout")
         self.sampler = keras.random.SeedGenerator(seed, name="location_sampler")
         self._rl_terms = None
 
@@ -223,8 +234,12 @@ class RecurrentAttentionModel(keras.Model):
         if len(labels.shape) == 2:
             labels = ops.argmax(labels, axis=-1)
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
-        predicted = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
-        reward = ops.cast(ops.equal(predicted, labels), "float32")[:, None]
+        if self.reward == "probability":
+            reward = ops.exp(ops.take_along_axis(log_probs, labels[:, None], axis=1))
+        else:
+            predicted = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+            reward = ops.cast(ops.equal(predicted, labels), "float32")[:, None]
+        reward = ops.stop_gradient(reward)
         advantage = ops.stop_gradient(reward - baseline)
         surrogate = -ops.mean(ops.sum(advantage * log_pi, axis=1))
         regression = ops.mean(ops.sum(ops.square(baseline - reward), axis=1))
@@ -237,7 +252,8 @@ class RecurrentAttentionModel(keras.Model):
             glimpse_size=self.glimpse_size, num_scales=self.num_scales,
             scale_factor=self.scale_factor, glimpse_units=self.glimpse_units,
             hidden_units=self.hidden_units, core=self.core, location_std=self.location_std,
-            dropout=self.dropout, mc_samples=self.mc_samples, classifier_activation=self.classifier_activation,
+            dropout=self.dropout, reward=self.reward, mc_samples=self.mc_samples,
+            classifier_activation=self.classifier_activation,
             seed=self.seed,
         )
         return config

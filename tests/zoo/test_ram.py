@@ -183,14 +183,70 @@ def test_dropout_acts_in_training_only_and_round_trips():
     # Same location draws; only the dropout masks make the training outputs differ.
     np.testing.assert_array_equal(run(plain, True), run(plain, True))
     assert not np.allclose(run(dropped, True), run(plain, True))
+    # The two dropout layers draw different masks from a fixed model seed.
+    assert dropped.glimpse_dropout.seed != dropped.state_dropout.seed
     config = dropped.get_config()
     assert config["dropout"] == 0.5
+    assert RecurrentAttentionModel.from_config(config).get_config() == config
+
+
+def test_probability_reward_is_the_true_class_probability_held_fixed():
+    """reward="probability": R = p(true class), a constant for the gradient, so the class
+    scores still get no gradient from the REINFORCE terms; the value is the closed form."""
+    rng = np.random.default_rng(7)
+    model = RecurrentAttentionModel(reward="probability", **TINY)
+    batch, steps = 5, 2
+    log_pi = rng.normal(size=(batch, steps)).astype(np.float32)
+    baseline = rng.uniform(0, 1, size=(batch, steps)).astype(np.float32)
+    log_probs = np.log(rng.dirichlet(np.ones(10), size=batch)).astype(np.float32)
+    labels = np.array([3, 0, 9, 3, 5])
+
+    def loss(log_pi_, baseline_, log_probs_):
+        return model.reinforce_loss(ops.convert_to_tensor(labels), log_pi_, baseline_, log_probs_)
+
+    reward = np.exp(log_probs[np.arange(batch), labels])[:, None]
+    advantage = reward - baseline
+    expected = (np.mean(np.sum((baseline - reward) ** 2, 1))
+                - np.mean(np.sum(advantage * log_pi, 1)))
+    value = ops.convert_to_numpy(loss(log_pi, baseline, log_probs))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    g_pi, g_b, g_lp = gradients(loss, [log_pi, baseline, log_probs])
+    np.testing.assert_allclose(g_pi, -advantage / batch, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_b, 2 * (baseline - reward) / batch, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(g_lp, np.zeros_like(log_probs))
+    # One-hot labels give the same loss.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model.reinforce_loss(np.eye(10, dtype=np.float32)[labels],
+                                                  log_pi, baseline, log_probs)), value, rtol=1e-6)
+    # The paper's reward differs on the same inputs (right = 1, wrong = 0).
+    paper = RecurrentAttentionModel(**TINY)
+    assert not np.allclose(ops.convert_to_numpy(paper.reinforce_loss(
+        ops.convert_to_tensor(labels), log_pi, baseline, log_probs)), value)
+
+
+def test_probability_reward_trains_with_fit_and_round_trips():
+    model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4,
+                      reward="probability", **TINY)
+    x = np.random.default_rng(2).uniform(size=(8, 20, 20, 1)).astype(np.float32)
+    y = np.arange(8) % 10
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    baseline_before = ops.convert_to_numpy(model.baseline.kernel).copy()
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    # The baseline regresses on the continuous reward, so it moves.
+    assert not np.allclose(ops.convert_to_numpy(model.baseline.kernel), baseline_before)
+    config = model.get_config()
+    assert config["reward"] == "probability"
     assert RecurrentAttentionModel.from_config(config).get_config() == config
 
 
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\), got 1.0"):
         RecurrentAttentionModel(dropout=1.0)
+    with pytest.raises(ValueError, match=r"`reward` must be one of \('correct', 'probability'\), "
+                                         r"got reward='accuracy'"):
+        RecurrentAttentionModel(reward="accuracy")
     with pytest.raises(ValueError, match="`core` must be one of"):
         RecurrentAttentionModel(core="gru")
     with pytest.raises(ValueError, match="`mc_samples` must be an integer >= 0"):
