@@ -134,6 +134,9 @@ def main():
     parser.add_argument("--ram-glimpses", type=int, default=RAM_CONFIG["num_glimpses"],
                         help="glimpses per image (weights are shared across glimpses, so --resume "
                              "may change it)")
+    parser.add_argument("--ram-glimpse-network", default="dense", choices=("dense", "conv"),
+                        help="RAM's glimpse network: pixels into a dense layer (the paper's) or "
+                             "3x3 convolutions first")
     parser.add_argument("--ram-dropout", type=float, default=0.0,
                         help="dropout on RAM's glimpse vectors and classifier input (training)")
     parser.add_argument("--ram-reward", default="correct", choices=("correct", "probability"),
@@ -159,6 +162,8 @@ def main():
     weights_dir.mkdir(parents=True, exist_ok=True)
     ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
                   "num_glimpses": args.ram_glimpses}
+    if args.ram_glimpse_network != "dense":
+        ram_kwargs["glimpse_network"] = args.ram_glimpse_network
     train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}
     if args.ram_reward != "correct":
         train_kwargs["reward"] = args.ram_reward
@@ -191,6 +196,8 @@ def main():
         recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
         if model_name == "ram":
             recipe += f", {ram_kwargs['num_glimpses']} glimpses"
+            if args.ram_glimpse_network != "dense":
+                recipe += f", {args.ram_glimpse_network} glimpse network"
             if args.ram_dropout:
                 recipe += f", dropout {args.ram_dropout:g}"
             if args.ram_reward != "correct":

@@ -32,6 +32,7 @@ from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
 REWARDS = ("correct", "probability")
+GLIMPSE_NETWORKS = ("dense", "conv")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -58,6 +59,11 @@ class RecurrentAttentionModel(keras.Model):
         num_scales: patches per glimpse, each `scale_factor` times larger (paper: 3).
         scale_factor: ratio between successive patch sides.
         glimpse_units: width of the glimpse-pixel and location branches (paper: 128).
+        glimpse_network: `"dense"` (the patches' pixels straight into the glimpse-pixel
+            dense layer, as the paper) or `"conv"` (three 3x3 convolutions, 32, 64 and 64
+            filters, the last two with stride 2, over the patches with the scales stacked
+            as channels, before that layer: weights shared across the patch, as in the
+            glimpse network of Ba et al. 2015).
         hidden_units: width of the glimpse vector and of the core state (paper: 256).
         core: `"rnn"` (rectifier RNN, as the paper) or `"lstm"`.
         location_std: fixed standard deviation of the Gaussian location policy.
@@ -85,6 +91,7 @@ class RecurrentAttentionModel(keras.Model):
 
     def __init__(self, num_classes=10, num_glimpses=6, glimpse_size=12, num_scales=3,
                  scale_factor=2, glimpse_units=128, hidden_units=256, core="rnn",
+                 glimpse_network="dense",
                  location_std=0.1, dropout=0.0, reward="correct", mc_samples=1, classifier_activation="softmax",
                  seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -96,6 +103,9 @@ class RecurrentAttentionModel(keras.Model):
             raise ValueError(f"`location_std` must be > 0, got {location_std!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+        if glimpse_network not in GLIMPSE_NETWORKS:
+            raise ValueError(f"`glimpse_network` must be one of {GLIMPSE_NETWORKS}, got "
+                             f"glimpse_network={glimpse_network!r}.")
         if reward not in REWARDS:
             raise ValueError(f"`reward` must be one of {REWARDS}, got reward={reward!r}.")
         if not isinstance(mc_samples, int) or mc_samples < 0:
@@ -111,6 +121,7 @@ class RecurrentAttentionModel(keras.Model):
         self.num_scales = num_scales
         self.scale_factor = scale_factor
         self.glimpse_units = glimpse_units
+        self.glimpse_network = glimpse_network
         self.hidden_units = hidden_units
         self.core = core
         self.location_std = float(location_std)
@@ -121,6 +132,11 @@ class RecurrentAttentionModel(keras.Model):
         self.seed = seed
 
         self.glimpse_sensor = GlimpseSensor(glimpse_size, num_scales, scale_factor, name="sensor")
+        self.glimpse_convs = [] if glimpse_network == "dense" else [
+            layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu",
+                          name=f"glimpse_conv{i}")
+            for i, (filters, strides) in enumerate(((32, 1), (64, 2), (64, 2)), start=1)
+        ]
         self.glimpse_pixels = layers.Dense(glimpse_units, activation="relu", name="glimpse_hg")
         self.glimpse_where = layers.Dense(glimpse_units, activation="relu", name="glimpse_hl")
         self.glimpse_what_out = layers.Dense(hidden_units, name="glimpse_g_what")
@@ -154,9 +170,22 @@ class RecurrentAttentionModel(keras.Model):
 
     # -- forward ----------------------------------------------------------------------
 
+    def _glimpse_features(self, images, location):
+        """What the glimpse-pixel dense layer reads: `(batch, features)`."""
+        patches = self.glimpse_sensor([images, location])  # (B, scales, g, g, C)
+        batch = ops.shape(patches)[0]
+        if self.glimpse_convs:
+            g, channels = self.glimpse_size, patches.shape[-1]
+            # One g x g image per glimpse, channel index = scale * C + c.
+            x = ops.reshape(ops.transpose(patches, (0, 2, 3, 1, 4)),
+                            (batch, g, g, self.num_scales * channels))
+            for conv in self.glimpse_convs:
+                x = conv(x)
+            return ops.reshape(x, (batch, -1))
+        return ops.reshape(patches, (batch, -1))
+
     def _glimpse(self, images, location):
-        patches = self.glimpse_sensor([images, location])
-        pixels = ops.reshape(patches, (ops.shape(patches)[0], -1))
+        pixels = self._glimpse_features(images, location)
         return ops.relu(self.glimpse_what_out(self.glimpse_pixels(pixels))
                         + self.glimpse_where_out(self.glimpse_where(location)))
 
@@ -251,6 +280,7 @@ class RecurrentAttentionModel(keras.Model):
             num_classes=self.num_classes, num_glimpses=self.num_glimpses,
             glimpse_size=self.glimpse_size, num_scales=self.num_scales,
             scale_factor=self.scale_factor, glimpse_units=self.glimpse_units,
+            glimpse_network=self.glimpse_network,
             hidden_units=self.hidden_units, core=self.core, location_std=self.location_std,
             dropout=self.dropout, reward=self.reward, mc_samples=self.mc_samples,
             classifier_activation=self.classifier_activation,

@@ -241,12 +241,65 @@ def test_probability_reward_trains_with_fit_and_round_trips():
     assert RecurrentAttentionModel.from_config(config).get_config() == config
 
 
+def test_conv_glimpse_network_stacks_the_scales_as_channels():
+    """With center-tap kernels, conv1 copies scale j's patch into its channel j and the two
+    stride-2 convolutions subsample it: the features are the patches at rows / columns
+    3, 7, 11 of 12 ('same' padding, stride 2, twice), scale j in channel j."""
+    model = build_ram((30, 30, 1), 10, glimpse_network="conv", seed=0,
+                      **{**TINY, "glimpse_size": 12, "num_scales": 3})
+    conv1, conv2, conv3 = model.glimpse_convs
+    k1 = np.zeros((3, 3, 3, 32), np.float32)
+    for scale in range(3):
+        k1[1, 1, scale, scale] = 1.0
+    k2 = np.zeros((3, 3, 32, 64), np.float32)
+    k3 = np.zeros((3, 3, 64, 64), np.float32)
+    for c in range(3):
+        k2[1, 1, c, c] = k3[1, 1, c, c] = 1.0
+    for conv, kernel in ((conv1, k1), (conv2, k2), (conv3, k3)):
+        conv.set_weights([kernel, np.zeros(kernel.shape[-1], np.float32)])
+    rng = np.random.default_rng(3)
+    images = rng.uniform(size=(2, 30, 30, 1)).astype(np.float32)
+    location = np.array([[0.1, -0.3], [-0.5, 0.4]], np.float32)
+    patches = ops.convert_to_numpy(model.glimpse_sensor([images, location]))  # (2, 3, 12, 12, 1)
+    features = ops.convert_to_numpy(model._glimpse_features(images, location))
+    assert features.shape == (2, 3 * 3 * 64)
+    features = features.reshape(2, 3, 3, 64)
+    expected = np.transpose(patches[:, :, 3::4, 3::4, 0], (0, 2, 3, 1))  # (2, 3, 3, scales)
+    np.testing.assert_allclose(features[..., :3], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(features[..., 3:], 0.0)
+    assert len({*map(float, expected[0, 0, 0])}) == 3  # the scales differ, so order is checked
+
+
+def test_conv_glimpse_network_trains_with_fit_and_round_trips():
+    model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4,
+                      glimpse_network="conv", **TINY)
+    x = np.random.default_rng(2).uniform(size=(8, 20, 20, 1)).astype(np.float32)
+    y = np.arange(8) % 10
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kernel_before = ops.convert_to_numpy(model.glimpse_convs[0].kernel).copy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not np.allclose(ops.convert_to_numpy(model.glimpse_convs[0].kernel), kernel_before)
+    config = model.get_config()
+    assert config["glimpse_network"] == "conv"
+    clone = RecurrentAttentionModel.from_config(config)
+    clone(x[:1])
+    clone.set_weights(model.get_weights())
+    model.mc_samples = clone.mc_samples = 0  # follow the policy means: no sampling
+    np.testing.assert_allclose(ops.convert_to_numpy(clone(x, training=False)),
+                               ops.convert_to_numpy(model(x, training=False)), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\), got 1.0"):
         RecurrentAttentionModel(dropout=1.0)
     with pytest.raises(ValueError, match=r"`reward` must be one of \('correct', 'probability'\), "
                                          r"got reward='accuracy'"):
         RecurrentAttentionModel(reward="accuracy")
+    with pytest.raises(ValueError, match=r"`glimpse_network` must be one of \('dense', 'conv'\), "
+                                         r"got glimpse_network='cnn'"):
+        RecurrentAttentionModel(glimpse_network="cnn")
     with pytest.raises(ValueError, match="`core` must be one of"):
         RecurrentAttentionModel(core="gru")
     with pytest.raises(ValueError, match="`mc_samples` must be an integer >= 0"):
