@@ -47,7 +47,8 @@ class RecurrentAttentionModel(keras.Model):
 
     with `R` = 1 if the prediction is right (`reward="correct"`, the paper's) or `R` = the
     predicted probability of the true class (`reward="probability"`: a reward that keeps
-    rewarding better glimpses once the prediction is right). Inference averages the class probabilities
+    rewarding better glimpses once the prediction is right). Inference averages the class
+    probabilities
     of `mc_samples` sampled location sequences (`mc_samples=0`: one pass along the policy
     means, deterministic). Sampling uses the model's own seed generator; call
     `reset_sampling(seed)` before an evaluation to make it repeatable.
@@ -91,8 +92,8 @@ class RecurrentAttentionModel(keras.Model):
 
     def __init__(self, num_classes=10, num_glimpses=6, glimpse_size=12, num_scales=3,
                  scale_factor=2, glimpse_units=128, hidden_units=256, core="rnn",
-                 glimpse_network="dense",
-                 location_std=0.1, dropout=0.0, reward="correct", mc_samples=1, classifier_activation="softmax",
+                 glimpse_network="dense", location_std=0.1, dropout=0.0, reward="correct",
+                 mc_samples=1, classifier_activation="softmax",
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         if core not in CORES:

@@ -224,18 +224,25 @@ def test_probability_reward_is_the_true_class_probability_held_fixed():
         ops.convert_to_tensor(labels), log_pi, baseline, log_probs)), value)
 
 
-def test_probability_reward_trains_with_fit_and_round_trips():
-    model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4,
-                      reward="probability", **TINY)
+def _fit_one_epoch(watched, **kwargs):
+    """A tiny RAM (`kwargs`) fitted one epoch on 8 random images; returns the model, the
+    images, the final loss, and the weight named by `watched(model)` before and after."""
+    model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4, **kwargs, **TINY)
     x = np.random.default_rng(2).uniform(size=(8, 20, 20, 1)).astype(np.float32)
-    y = np.arange(8) % 10
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    baseline_before = ops.convert_to_numpy(model.baseline.kernel).copy()
-    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][-1])
+    before = ops.convert_to_numpy(watched(model)).copy()
+    history = model.fit(x, np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
+    after = ops.convert_to_numpy(watched(model))
+    return model, x, history.history["loss"][-1], before, after
+
+
+def test_probability_reward_trains_with_fit_and_round_trips():
+    model, _, loss, before, after = _fit_one_epoch(lambda m: m.baseline.kernel,
+                                                   reward="probability")
+    assert np.isfinite(loss)
     # The baseline regresses on the continuous reward, so it moves.
-    assert not np.allclose(ops.convert_to_numpy(model.baseline.kernel), baseline_before)
+    assert not np.allclose(after, before)
     config = model.get_config()
     assert config["reward"] == "probability"
     assert RecurrentAttentionModel.from_config(config).get_config() == config
@@ -271,15 +278,10 @@ def test_conv_glimpse_network_stacks_the_scales_as_channels():
 
 
 def test_conv_glimpse_network_trains_with_fit_and_round_trips():
-    model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4,
-                      glimpse_network="conv", **TINY)
-    x = np.random.default_rng(2).uniform(size=(8, 20, 20, 1)).astype(np.float32)
-    y = np.arange(8) % 10
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    kernel_before = ops.convert_to_numpy(model.glimpse_convs[0].kernel).copy()
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    assert not np.allclose(ops.convert_to_numpy(model.glimpse_convs[0].kernel), kernel_before)
+    model, x, loss, before, after = _fit_one_epoch(lambda m: m.glimpse_convs[0].kernel,
+                                                   glimpse_network="conv")
+    assert np.isfinite(loss)
+    assert not np.allclose(after, before)
     config = model.get_config()
     assert config["glimpse_network"] == "conv"
     clone = RecurrentAttentionModel.from_config(config)
