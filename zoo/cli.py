@@ -132,6 +132,9 @@ def _info(args):
         print(f"  weights {entry.tag!r}: {entry.source or entry.url}")
         print(f"    url {entry.url}; sha256 {entry.sha256 or 'not recorded'}; "
               f"input {entry.input_size}")
+        if entry.architecture:
+            print("    architecture: " + ", ".join(
+                f"{key}={value!r}" for key, value in entry.architecture.items()))
         print(f"    trained on: {entry.trained_on}")
         print(f"    metric: {entry.metric}")
     if not spec.weights:

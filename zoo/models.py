@@ -197,6 +197,8 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
                      **body_kwargs)
     if input_shape is None and input_tensor is None and tagged is not None:
         input_shape = (*tagged.input_size, spec.default_input_shape[-1])
+    if tagged is not None:
+        body_kwargs = _with_architecture(tagged, body_kwargs)
     is_timm = (tagged.file_format == "safetensors" if tagged is not None
                else weights_lib.weights_format(path) == "safetensors")
     if not is_timm:
@@ -232,6 +234,15 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
                         classifier_activation, logits=logits if reuse else None)
         model = keras.Model(inputs, outputs, name=name)
     return _attach_preprocessing(model, spec)
+
+
+def _with_architecture(tagged, body_kwargs):
+    """`body_kwargs` plus the architecture options the tagged weights were saved with."""
+    for key, value in tagged.architecture.items():
+        if key in body_kwargs and body_kwargs[key] != value:
+            raise ValueError(f"weights={tagged.tag!r} were saved from {key}={value!r}; got "
+                             f"{key}={body_kwargs[key]!r}")
+    return {**tagged.architecture, **body_kwargs}
 
 
 def _safetensors_classes(path, spec):

@@ -40,6 +40,8 @@ class WeightsSpec:
         trained_on: data set and recipe, in words.
         metric: measured metric with its source, in words.
         source: upstream name (e.g. `timm/seresnet50.a1_in1k`).
+        architecture: the model function's keyword arguments the file was saved with,
+            where they differ from its defaults (`zoo.load` builds the model with them).
     """
 
     tag: str
@@ -51,6 +53,7 @@ class WeightsSpec:
     trained_on: str
     metric: str
     source: str = ""
+    architecture: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

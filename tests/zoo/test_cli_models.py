@@ -49,7 +49,7 @@ def _result_lines(out):
     return [line for line in out.splitlines() if ".png: " in line]
 
 
-def test_list_and_info(tiny, capsys):
+def test_list_and_info(tiny, capsys, monkeypatch):
     assert main(["list", "--pretrained"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].split() == ["model", "family", "timm", "weights"]
@@ -57,6 +57,11 @@ def test_list_and_info(tiny, capsys):
     assert main(["info", NAME]) == 0
     out = capsys.readouterr().out
     assert "weights 'local'" in out and "metric: none (test fixture)" in out
+    assert "architecture:" not in out
+    _register(monkeypatch, [_spec("local", "file:///x.weights.h5", None, file_format="weights.h5",
+                                  architecture={"width": 6, "core": "rnn"})])
+    assert main(["info", NAME]) == 0
+    assert "    architecture: width=6, core='rnn'\n" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         main(["info", "nope"])
 

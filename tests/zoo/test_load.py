@@ -1,6 +1,7 @@
 """zoo.load / zoo.build: tags, paths, downloads over loopback HTTP and file://, the cache,
 conversion from timm safetensors, heads, and the errors users see."""
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -249,6 +250,31 @@ def test_keras_weight_files_round_trip_and_mismatches_are_named(monkeypatch, ker
     with pytest.raises(WeightsError, match="at 'layers/batch_normalization/vars/0' the model "
                                            r"expects shape \(4,\) and the file holds nothing"):
         zoo.load(NAME, weights=str(tmp_path / "other.weights.h5"))
+
+
+def _tiny_body_of_width(inputs, width=4):
+    x = conv2d(inputs, width, 3, strides=2, name="conv1")
+    return {"stem": keras.layers.ReLU(name="act1")(x)}
+
+
+def test_tagged_keras_weights_build_the_architecture_they_were_saved_from(
+        monkeypatch, keras_home, tmp_path):
+    monkeypatch.setitem(registry._REGISTRY, NAME, registry.ModelSpec(
+        name=NAME, body=_tiny_body_of_width, default_input_shape=(9, 11, 3),
+        num_classes=CLASSES))
+    source = zoo.build(NAME, width=6)
+    path = tmp_path / "wide.weights.h5"
+    source.save_weights(str(path))
+    wide = _spec("wide", path.as_uri(), _sha256(path), file_format="weights.h5",
+                 architecture={"width": 6})
+    monkeypatch.setitem(registry._REGISTRY, NAME, dataclasses.replace(
+        registry._REGISTRY[NAME], weights=(wide,)))
+    x = _images()
+    for kwargs in ({}, {"width": 6}):
+        loaded = zoo.load(NAME, weights="wide", **kwargs)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
+    with pytest.raises(ValueError, match="weights='wide' were saved from width=6; got width=4"):
+        zoo.load(NAME, weights="wide", width=4)
 
 
 def test_argument_errors_list_the_valid_choices(monkeypatch, keras_home, tmp_path):

@@ -325,7 +325,8 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     import hashlib
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
-    model = build_ram(spec.input_size + (1,), spec.num_classes, **ram_module.RAM_CONFIG)
+    model = build_ram(spec.input_size + (1,), spec.num_classes,
+                      **{**ram_module.RAM_CONFIG, **spec.architecture})
     model.load_weights(path)
     x, y, _ = tasks.TASKS[tag]("test", seed=0)
     model.mc_samples = 0
