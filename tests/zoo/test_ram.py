@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+import zoo
 from zoo import ram as ram_module
 from zoo import tasks
 from zoo.ram import RecurrentAttentionModel, build_ram, predict_with_glimpses
@@ -325,9 +326,9 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     import hashlib
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
-    model = build_ram(spec.input_size + (1,), spec.num_classes,
-                      **{**ram_module.RAM_CONFIG, **spec.architecture})
-    model.load_weights(path)
+    # the user's path: the registry's architecture (the cluttered weights' conv glimpse
+    # network) and the package file
+    model = zoo.load("ram", weights=tag)
     x, y, _ = tasks.TASKS[tag]("test", seed=0)
     model.mc_samples = 0
     greedy, _ = predict_with_glimpses(model, x, batch_size=100, seed=0)
