@@ -48,8 +48,8 @@ class RecurrentAttentionModel(keras.Model):
     with `R` = 1 if the prediction is right (`reward="correct"`, the paper's) or `R` = the
     predicted probability of the true class (`reward="probability"`: a reward that keeps
     rewarding better glimpses once the prediction is right). Inference averages the class
-    probabilities of `mc_samples` sampled location sequences (`mc_samples=0`: one pass along the policy
-    means, deterministic). Sampling uses the model's own seed generator; call
+    probabilities of `mc_samples` sampled location sequences (`mc_samples=0`: one pass along
+    the policy means, deterministic). Sampling uses the model's own seed generator; call
     `reset_sampling(seed)` before an evaluation to make it repeatable.
 
     Args:
