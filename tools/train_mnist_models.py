@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from zoo import tasks  # noqa: E402
-from zoo.ram import RAM_CONFIG, build_ram, predict_with_glimpses  # noqa: E402
+from zoo.ram import RAM_CONFIG, RAM_WEIGHTS, build_ram, predict_with_glimpses  # noqa: E402
 from zoo.stn_cnn import build_mnist_cnn, build_stn_cnn  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -102,6 +102,17 @@ def train(model, task, epochs, lr, batch_size=64, time_limit=None, average_last=
     return epoch + 1, averaged
 
 
+def ram_architecture(task, glimpse_network=None, **overrides):
+    """RAM's keyword arguments for `task`: `RAM_CONFIG`, then the `architecture` the registry
+    records for the shipped weights of that tag (so `--resume` rebuilds the model those
+    weights were saved from), then `glimpse_network` if given and the `overrides`."""
+    shipped = {spec.tag: spec.architecture for spec in RAM_WEIGHTS}.get(task, {})
+    kwargs = {**RAM_CONFIG, **shipped, **overrides}
+    if glimpse_network is not None:
+        kwargs["glimpse_network"] = glimpse_network
+    return kwargs
+
+
 def error_of(probs, labels):
     return float(np.mean(np.argmax(probs, axis=-1) != labels))
 
@@ -134,9 +145,10 @@ def main():
     parser.add_argument("--ram-glimpses", type=int, default=RAM_CONFIG["num_glimpses"],
                         help="glimpses per image (weights are shared across glimpses, so --resume "
                              "may change it)")
-    parser.add_argument("--ram-glimpse-network", default="dense", choices=("dense", "conv"),
+    parser.add_argument("--ram-glimpse-network", default=None, choices=("dense", "conv"),
                         help="RAM's glimpse network: pixels into a dense layer (the paper's) or "
-                             "3x3 convolutions first")
+                             "3x3 convolutions first (default: the one the registry records for "
+                             "the task's shipped weights, else dense)")
     parser.add_argument("--ram-dropout", type=float, default=0.0,
                         help="dropout on RAM's glimpse vectors and classifier input (training)")
     parser.add_argument("--ram-reward", default="correct", choices=("correct", "probability"),
@@ -160,10 +172,6 @@ def main():
         runs = [r for r in runs if f"{r[0]}:{r[1]}" in args.only]
     weights_dir = pathlib.Path(args.weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    ram_kwargs = {**RAM_CONFIG, "core": args.ram_core, "location_std": args.ram_std,
-                  "num_glimpses": args.ram_glimpses}
-    if args.ram_glimpse_network != "dense":
-        ram_kwargs["glimpse_network"] = args.ram_glimpse_network
     train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}
     if args.ram_reward != "correct":
         train_kwargs["reward"] = args.ram_reward
@@ -176,6 +184,9 @@ def main():
         input_shape = TASKS[task][2]
         start = time.time()
         if model_name == "ram":
+            ram_kwargs = ram_architecture(task, args.ram_glimpse_network, core=args.ram_core,
+                                          location_std=args.ram_std,
+                                          num_glimpses=args.ram_glimpses)
             model = build_ram(input_shape, 10, classifier_activation=None, seed=0, **ram_kwargs,
                               **train_kwargs)
             epochs, lr = args.ram_epochs, args.ram_lr
@@ -196,8 +207,8 @@ def main():
         recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
         if model_name == "ram":
             recipe += f", {ram_kwargs['num_glimpses']} glimpses"
-            if args.ram_glimpse_network != "dense":
-                recipe += f", {args.ram_glimpse_network} glimpse network"
+            if ram_kwargs.get("glimpse_network", "dense") != "dense":
+                recipe += f", {ram_kwargs['glimpse_network']} glimpse network"
             if args.ram_dropout:
                 recipe += f", dropout {args.ram_dropout:g}"
             if args.ram_reward != "correct":
