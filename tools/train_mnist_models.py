@@ -333,6 +333,8 @@ def write_table(results, total):
             lines.append(f"- {model_name} on {task}, an earlier run: {earlier}.")
         for other in entry.get("not_shipped", ()):
             lines.append(f"- {model_name} on {task}, a run not shipped: {other}.")
+        for note in entry.get("notes", ()):
+            lines.append(f"- {model_name} on {task}: {note}.")
     lines += ["", "| file | bytes | sha256 |", "|---|---|---|"]
     for entry in results.values():
         if "file" in entry:

@@ -33,7 +33,7 @@ def test_table_reports_the_sampler_seed_spread_and_the_verdict(tmp_path, monkeyp
     monkeypatch.setattr(tool, "RESULTS", tmp_path / "mnist_models.md")
     ram = {"epochs": 10, "seconds": 60.0, "params": 256269, "recipe": "10 epochs",
            "error_greedy": 0.058, "error_by_sampler_seed": [0.038, 0.046, 0.041], "error": 0.038,
-           "not_shipped": ["10 more epochs: 4.20%"]}
+           "not_shipped": ["10 more epochs: 4.20%"], "notes": ["30 scan paths: 3.10%"]}
     cnn = {"epochs": 150, "seconds": 3000.0, "params": 60554, "recipe": "150 epochs", "error": 0.03}
     tool.write_table({("ram", "cluttered_mnist"): ram, ("mnist_cnn", "cluttered_mnist"): cnn},
                      3060.0)
@@ -42,6 +42,7 @@ def test_table_reports_the_sampler_seed_spread_and_the_verdict(tmp_path, monkeyp
     assert "3.00% (60,554 params; 150 epochs)" in text
     assert "51.0 min of training in all" in text
     assert "- ram on cluttered_mnist, a run not shipped: 10 more epochs: 4.20%." in text
+    assert "- ram on cluttered_mnist: 30 scan paths: 3.10%." in text
     assert ("- ram on cluttered_mnist does NOT beat the plain CNN baseline (4.17% averaged over "
             "the sampler seeds vs 3.00%)." in text)
     # judged on the mean over the seeds: seed 0 alone (2.9%) would have beaten 3.0%
