@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from tools import train_mnist_models as tool
 
@@ -108,21 +109,22 @@ def test_train_without_averaging_or_cut_before_the_window(monkeypatch):
 
 
 def test_ram_architecture_follows_the_registry_unless_told_otherwise():
-    # the shipped cluttered weights were saved with the conv glimpse network, the translated
-    # ones with the paper's dense one (no `architecture` in the registry)
-    cluttered = tool.ram_architecture("cluttered_mnist")
-    assert cluttered == {**tool.RAM_CONFIG, "glimpse_network": "conv"}
-    assert "glimpse_network" not in tool.ram_architecture("translated_mnist")
+    # the shipped weights of both tags were saved with the conv glimpse network; a task the
+    # registry has no weights for gets `RAM_CONFIG`, the paper's dense one
+    for task in ("cluttered_mnist", "translated_mnist"):
+        assert tool.ram_architecture(task) == {**tool.RAM_CONFIG, "glimpse_network": "conv"}
+    assert tool.ram_architecture("rts_mnist") == tool.RAM_CONFIG
     assert tool.ram_architecture("cluttered_mnist", "dense")["glimpse_network"] == "dense"
-    assert tool.ram_architecture("translated_mnist", "conv")["glimpse_network"] == "conv"
+    assert tool.ram_architecture("rts_mnist", "conv")["glimpse_network"] == "conv"
     assert tool.ram_architecture("cluttered_mnist", num_glimpses=10)["num_glimpses"] == 10
 
 
-def test_the_cluttered_architecture_loads_the_shipped_weights():
+@pytest.mark.parametrize("task", ["translated_mnist", "cluttered_mnist"])
+def test_the_registry_architecture_loads_the_shipped_weights(task):
     # what `--resume` does without `--ram-glimpse-network`: build, then load the shipped file
     from zoo.ram import build_ram
 
     model = build_ram((60, 60, 1), 10, classifier_activation=None, seed=0,
-                      **tool.ram_architecture("cluttered_mnist"))
-    model.load_weights(tool.WEIGHTS_DIR / "ram.cluttered_mnist.weights.h5")
+                      **tool.ram_architecture(task))
+    model.load_weights(tool.WEIGHTS_DIR / f"ram.{task}.weights.h5")
     assert model.count_params() == 331_021
