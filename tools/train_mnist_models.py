@@ -207,6 +207,8 @@ def main():
         recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
         if model_name == "ram":
             recipe += f", {ram_kwargs['num_glimpses']} glimpses"
+            if ram_kwargs["core"] != "rnn":
+                recipe += f", {ram_kwargs['core']} core"
             if ram_kwargs.get("glimpse_network", "dense") != "dense":
                 recipe += f", {ram_kwargs['glimpse_network']} glimpse network"
             if args.ram_dropout:
