@@ -29,7 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from zoo import tasks  # noqa: E402
-from zoo.ram import RAM_CONFIG, RAM_WEIGHTS, build_ram, predict_with_glimpses  # noqa: E402
+from zoo.ram import RAM_CONFIG, build_ram, predict_with_glimpses  # noqa: E402
+from zoo.registry import get_spec  # noqa: E402
 from zoo.stn_cnn import build_mnist_cnn, build_stn_cnn  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -106,8 +107,8 @@ def ram_architecture(task, glimpse_network=None, **overrides):
     """RAM's keyword arguments for `task`: `RAM_CONFIG`, then the `architecture` the registry
     records for the shipped weights of that tag (so `--resume` rebuilds the model those
     weights were saved from), then `glimpse_network` if given and the `overrides`."""
-    shipped = {spec.tag: spec.architecture for spec in RAM_WEIGHTS}.get(task, {})
-    kwargs = {**RAM_CONFIG, **shipped, **overrides}
+    shipped = get_spec("ram").weights_for(task)
+    kwargs = {**RAM_CONFIG, **(shipped.architecture if shipped else {}), **overrides}
     if glimpse_network is not None:
         kwargs["glimpse_network"] = glimpse_network
     return kwargs

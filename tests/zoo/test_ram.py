@@ -326,8 +326,8 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     import hashlib
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
-    # the user's path: the registry's architecture (the cluttered weights' conv glimpse
-    # network) and the package file
+    # the user's path: the registry's architecture (both tags' conv glimpse network) and the
+    # package file
     model = zoo.load("ram", weights=tag)
     x, y, _ = tasks.TASKS[tag]("test", seed=0)
     model.mc_samples = 0
