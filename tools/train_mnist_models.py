@@ -114,6 +114,25 @@ def ram_architecture(task, glimpse_network=None, **overrides):
     return kwargs
 
 
+def describe_recipe(model_name, epochs, lr, batch_size, ram_kwargs=None, dropout=0.0,
+                    reward="correct", seed=0):
+    """One training stage in words, as the results table records it."""
+    recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {batch_size}"
+    if model_name == "ram":
+        recipe += f", {ram_kwargs['num_glimpses']} glimpses"
+        if ram_kwargs["core"] != "rnn":
+            recipe += f", {ram_kwargs['core']} core"
+        if ram_kwargs.get("glimpse_network", "dense") != "dense":
+            recipe += f", {ram_kwargs['glimpse_network']} glimpse network"
+        if dropout:
+            recipe += f", dropout {dropout:g}"
+        if reward != "correct":
+            recipe += ", reward: predicted probability of the true class"
+    if seed:
+        recipe += f", training seed {seed}"
+    return recipe
+
+
 def error_of(probs, labels):
     return float(np.mean(np.argmax(probs, axis=-1) != labels))
 
@@ -157,6 +176,9 @@ def main():
                              "predicted probability of the true class")
     parser.add_argument("--average-last", type=int, default=0,
                         help="ship the mean of the weights after each of the last N epochs")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed: weight initialisation, shuffling, RAM's location "
+                             "sampling and dropout (the task samples do not change with it)")
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop each run's training after this many seconds")
@@ -181,15 +203,15 @@ def main():
         results = load_results()
     start_all = time.time()
     for model_name, task in runs:
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(args.seed)
         input_shape = TASKS[task][2]
         start = time.time()
         if model_name == "ram":
             ram_kwargs = ram_architecture(task, args.ram_glimpse_network, core=args.ram_core,
                                           location_std=args.ram_std,
                                           num_glimpses=args.ram_glimpses)
-            model = build_ram(input_shape, 10, classifier_activation=None, seed=0, **ram_kwargs,
-                              **train_kwargs)
+            model = build_ram(input_shape, 10, classifier_activation=None, seed=args.seed,
+                              **ram_kwargs, **train_kwargs)
             epochs, lr = args.ram_epochs, args.ram_lr
         elif model_name == "stn_cnn":
             model = build_stn_cnn(input_shape, 10, classifier_activation=None)
@@ -205,17 +227,9 @@ def main():
         epochs, averaged = train(model, task, epochs, lr, args.batch_size, args.time_limit,
                                  args.average_last)
         seconds = time.time() - start
-        recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {args.batch_size}"
-        if model_name == "ram":
-            recipe += f", {ram_kwargs['num_glimpses']} glimpses"
-            if ram_kwargs["core"] != "rnn":
-                recipe += f", {ram_kwargs['core']} core"
-            if ram_kwargs.get("glimpse_network", "dense") != "dense":
-                recipe += f", {ram_kwargs['glimpse_network']} glimpse network"
-            if args.ram_dropout:
-                recipe += f", dropout {args.ram_dropout:g}"
-            if args.ram_reward != "correct":
-                recipe += ", reward: predicted probability of the true class"
+        recipe = describe_recipe(model_name, epochs, lr, args.batch_size,
+                                 ram_kwargs if model_name == "ram" else None, args.ram_dropout,
+                                 args.ram_reward, args.seed)
         last_weights_error = None
         if averaged is not None:
             recipe += f", weights averaged over the last {averaged[1]} epochs"

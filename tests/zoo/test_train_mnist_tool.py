@@ -128,3 +128,17 @@ def test_the_registry_architecture_loads_the_shipped_weights(task):
                       **tool.ram_architecture(task))
     model.load_weights(tool.WEIGHTS_DIR / f"ram.{task}.weights.h5")
     assert model.count_params() == 331_021
+
+
+def test_recipe_names_what_differs_from_the_defaults():
+    ram = tool.ram_architecture("cluttered_mnist")
+    assert tool.describe_recipe("mnist_cnn", 150, 1e-3, 64) == (
+        "150 epochs, Adam lr 0.001 cosine to 5%, batch 64")
+    assert tool.describe_recipe("ram", 700, 5e-4, 64, ram) == (
+        "700 epochs, Adam lr 0.0005 cosine to 5%, batch 64, 8 glimpses, conv glimpse network")
+    assert tool.describe_recipe("ram", 700, 1e-3, 64, {**ram, "core": "lstm"}, dropout=0.2,
+                                reward="probability", seed=2) == (
+        "700 epochs, Adam lr 0.001 cosine to 5%, batch 64, 8 glimpses, lstm core, conv "
+        "glimpse network, dropout 0.2, reward: predicted probability of the true class, "
+        "training seed 2")
+    assert tool.describe_recipe("mnist_cnn", 150, 1e-3, 64, seed=1).endswith(", training seed 1")
