@@ -6,7 +6,8 @@ and evaluates on the task built from the 1,000 held-out digits with seed 0:
 
 - `ram` on translated 60x60 and on cluttered 60x60 MNIST (tags `translated_mnist`,
   `cluttered_mnist`);
-- `stn_cnn` on rotated-translated-scaled 42x42 MNIST (tag `rts_mnist`);
+- `stn_cnn` on rotated-translated-scaled 42x42 MNIST (tag `rts_mnist`) and on cluttered
+  60x60 MNIST (tag `cluttered_mnist`);
 - `mnist_cnn` (the ST-CNN's classifier CNN alone) on each of the three tasks.
 
 Writes `zoo/data/weights/<model>.<tag>.weights.h5` (the baselines' weights are not
@@ -188,6 +189,7 @@ def main():
 
     runs = [
         ("ram", "translated_mnist"), ("ram", "cluttered_mnist"), ("stn_cnn", "rts_mnist"),
+        ("stn_cnn", "cluttered_mnist"),
         ("mnist_cnn", "translated_mnist"), ("mnist_cnn", "cluttered_mnist"),
         ("mnist_cnn", "rts_mnist"),
     ]
