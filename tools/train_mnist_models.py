@@ -115,6 +115,16 @@ def ram_architecture(task, glimpse_network=None, **overrides):
     return kwargs
 
 
+def stn_architecture(task, output_size=None):
+    """`build_stn_cnn` keyword arguments for `task`: the registry's `architecture` for the
+    shipped weights of that tag, then `output_size` (one side, square) if given."""
+    shipped = get_spec("stn_cnn").weights_for(task)
+    kwargs = dict(shipped.architecture) if shipped else {}
+    if output_size is not None:
+        kwargs["output_size"] = (output_size, output_size)
+    return kwargs
+
+
 def describe_recipe(model_name, epochs, lr, batch_size, ram_kwargs=None, dropout=0.0,
                     reward="correct", seed=0):
     """One training stage in words, as the results table records it."""
@@ -177,6 +187,9 @@ def main():
                              "predicted probability of the true class")
     parser.add_argument("--average-last", type=int, default=0,
                         help="ship the mean of the weights after each of the last N epochs")
+    parser.add_argument("--stn-output-size", type=int, default=None,
+                        help="side of the square the ST-CNN's transformer resamples to (default: "
+                             "the registry's for the task's shipped weights, else 28)")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed: weight initialisation, shuffling, RAM's location "
                              "sampling and dropout (the task samples do not change with it)")
@@ -216,7 +229,8 @@ def main():
                               **ram_kwargs, **train_kwargs)
             epochs, lr = args.ram_epochs, args.ram_lr
         elif model_name == "stn_cnn":
-            model = build_stn_cnn(input_shape, 10, classifier_activation=None)
+            stn_kwargs = stn_architecture(task, args.stn_output_size)
+            model = build_stn_cnn(input_shape, 10, classifier_activation=None, **stn_kwargs)
             epochs, lr = args.stn_epochs, args.lr
         else:
             model = build_mnist_cnn(input_shape, 10, classifier_activation=None)
@@ -232,6 +246,8 @@ def main():
         recipe = describe_recipe(model_name, epochs, lr, args.batch_size,
                                  ram_kwargs if model_name == "ram" else None, args.ram_dropout,
                                  args.ram_reward, args.seed)
+        if model_name == "stn_cnn" and "output_size" in stn_kwargs:
+            recipe += ", transformer output {}x{}".format(*stn_kwargs["output_size"])
         last_weights_error = None
         if averaged is not None:
             recipe += f", weights averaged over the last {averaged[1]} epochs"
@@ -260,7 +276,7 @@ def main():
             if model_name == "ram":
                 bare = build_ram(input_shape, 10, **ram_kwargs)
             else:
-                bare = build_stn_cnn(input_shape, 10)
+                bare = build_stn_cnn(input_shape, 10, **stn_kwargs)
             bare.set_weights(model.get_weights())
             bare.save_weights(path)
             entry["file"] = path.name

@@ -1,4 +1,5 @@
-"""ST-CNN and its plain-CNN baseline (zoo.stn_cnn), and the shipped rts_mnist weights.
+"""ST-CNN and its plain-CNN baseline (zoo.stn_cnn), and the shipped rts_mnist and
+cluttered_mnist weights.
 
 Runs on the configured Keras backend (run it with KERAS_BACKEND=jax / torch as well).
 """
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+import zoo
 from zoo import registry, tasks
 from zoo import stn_cnn as stn_module
 from zoo.models import build
@@ -72,14 +74,16 @@ def test_baseline_is_of_similar_size_and_registry_builds_the_model():
 
 
 @pytest.mark.slow
-def test_shipped_weights_reproduce_their_recorded_error():
-    spec = registry.get_spec("stn_cnn").weights_for("rts_mnist")
+@pytest.mark.parametrize("task", ["rts_mnist", "cluttered_mnist"])
+def test_shipped_weights_reproduce_their_recorded_error(task):
+    spec = registry.get_spec("stn_cnn").weights_for(task)
     path = WEIGHTS_DIR / spec.url.split("/")[-1]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
     recorded = float(re.search(r"test error (\d+\.\d+)%", spec.metric).group(1))
-    model = build_stn_cnn(spec.input_size + (1,), spec.num_classes)
-    model.load_weights(path)
-    x, y, _ = tasks.rts_mnist("test", seed=0)
+    # the user's path: the registry's input size and the package file
+    model = zoo.load("stn_cnn", weights=task)
+    assert tuple(model.input_shape) == (None, *spec.input_size, 1)
+    x, y, _ = tasks.TASKS[task]("test", seed=0)
     probs = model.predict(x, batch_size=100, verbose=0)
     error = 100 * np.mean(probs.argmax(1) != y)
     # Deterministic inference: the same digits right on every backend, up to a tie or two.
