@@ -142,3 +142,9 @@ def test_recipe_names_what_differs_from_the_defaults():
         "glimpse network, dropout 0.2, reward: predicted probability of the true class, "
         "training seed 2")
     assert tool.describe_recipe("mnist_cnn", 150, 1e-3, 64, seed=1).endswith(", training seed 1")
+
+
+def test_stn_architecture_follows_the_registry_unless_told_otherwise():
+    # the rts_mnist weights were saved with the default 28x28 transformer output
+    assert tool.stn_architecture("rts_mnist") == {}
+    assert tool.stn_architecture("rts_mnist", 42) == {"output_size": (42, 42)}
