@@ -6,8 +6,8 @@ and evaluates on the task built from the 1,000 held-out digits with seed 0:
 
 - `ram` on translated 60x60 and on cluttered 60x60 MNIST (tags `translated_mnist`,
   `cluttered_mnist`);
-- `stn_cnn` on rotated-translated-scaled 42x42 MNIST (tag `rts_mnist`) and on cluttered
-  60x60 MNIST (tag `cluttered_mnist`);
+- `stn_cnn` on rotated-translated-scaled 42x42 MNIST (tag `rts_mnist`); on cluttered 60x60
+  MNIST only with `--only stn_cnn:cluttered_mnist` (measured, not shipped);
 - `mnist_cnn` (the ST-CNN's classifier CNN alone) on each of the three tasks.
 
 Writes `zoo/data/weights/<model>.<tag>.weights.h5` (the baselines' weights are not
@@ -207,12 +207,13 @@ def main():
 
     runs = [
         ("ram", "translated_mnist"), ("ram", "cluttered_mnist"), ("stn_cnn", "rts_mnist"),
-        ("stn_cnn", "cluttered_mnist"),
         ("mnist_cnn", "translated_mnist"), ("mnist_cnn", "cluttered_mnist"),
         ("mnist_cnn", "rts_mnist"),
     ]
     if args.only:
-        runs = [r for r in runs if f"{r[0]}:{r[1]}" in args.only]
+        # measured, not shipped: only when asked for
+        runs = [r for r in runs + [("stn_cnn", "cluttered_mnist")]
+                if f"{r[0]}:{r[1]}" in args.only]
     weights_dir = pathlib.Path(args.weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}

@@ -1,5 +1,4 @@
-"""ST-CNN and its plain-CNN baseline (zoo.stn_cnn), and the shipped rts_mnist and
-cluttered_mnist weights.
+"""ST-CNN and its plain-CNN baseline (zoo.stn_cnn), and the shipped rts_mnist weights.
 
 Runs on the configured Keras backend (run it with KERAS_BACKEND=jax / torch as well).
 """
@@ -74,7 +73,7 @@ def test_baseline_is_of_similar_size_and_registry_builds_the_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["rts_mnist", "cluttered_mnist"])
+@pytest.mark.parametrize("task", ["rts_mnist"])
 def test_shipped_weights_reproduce_their_recorded_error(task):
     spec = registry.get_spec("stn_cnn").weights_for(task)
     path = WEIGHTS_DIR / spec.url.split("/")[-1]
