@@ -46,15 +46,19 @@ def test_table_reports_the_sampler_seed_spread_and_the_verdict(tmp_path, monkeyp
     assert "- ram on cluttered_mnist: 30 scan paths: 3.10%." in text
     assert ("- ram on cluttered_mnist does NOT beat the plain CNN baseline (4.17% averaged over "
             "the sampler seeds vs 3.00%)." in text)
-    # judged on the mean over the seeds: seed 0 alone (2.9%) would have beaten 3.0%
-    ram.update(error=0.029, error_by_sampler_seed=[0.029, 0.033, 0.032])
+    # judged on the mean over the seeds: seed 0 alone (2.2%) would have beaten 3.0%
+    ram.update(error=0.022, error_by_sampler_seed=[0.022, 0.033, 0.032])
     tool.write_table({("ram", "cluttered_mnist"): ram, ("mnist_cnn", "cluttered_mnist"): cnn}, 1.0)
     text = (tmp_path / "mnist_models.md").read_text()
-    assert "does NOT beat the plain CNN baseline (3.13% averaged over the sampler seeds" in text
-    ram.update(error_by_sampler_seed=[0.029, 0.030, 0.028])
+    # 0.13 points from 3.00% on 1,000 digits (standard error 0.54 points): no verdict either way
+    assert ("- ram on cluttered_mnist is level with the plain CNN baseline (2.90% averaged over "
+            "the sampler seeds vs 3.00%: closer than the test error's standard error, 0.54 "
+            "points)." in text)
+    assert "beats" not in text and "NOT beat" not in text
+    ram.update(error_by_sampler_seed=[0.022, 0.023, 0.021])
     tool.write_table({("ram", "cluttered_mnist"): ram, ("mnist_cnn", "cluttered_mnist"): cnn}, 1.0)
     text = (tmp_path / "mnist_models.md").read_text()
-    assert "- ram on cluttered_mnist beats the plain CNN baseline (2.90% averaged" in text
+    assert "- ram on cluttered_mnist beats the plain CNN baseline (2.20% averaged" in text
     ram.update(error_without_averaging=[0.031, 0.034, 0.033])
     tool.write_table({("ram", "cluttered_mnist"): ram, ("mnist_cnn", "cluttered_mnist"): cnn}, 1.0)
     text = (tmp_path / "mnist_models.md").read_text()
@@ -65,7 +69,7 @@ def test_the_verdict_takes_the_baseline_averaged_over_its_training_seeds(tmp_pat
     monkeypatch.setattr(tool, "RESULTS", tmp_path / "mnist_models.md")
     ram = {"epochs": 10, "seconds": 60.0, "params": 331021, "recipe": "10 epochs",
            "error_by_sampler_seed": [0.031, 0.031, 0.035], "error": 0.031}
-    # against the baseline's seed 0 alone (3.0%) the 3.23% would not be a win; its mean is 3.5%
+    # the baseline's seed 0 alone is 3.0%; its mean over the seeds 3.5%
     cnn = {"epochs": 150, "seconds": 3000.0, "params": 60554, "recipe": "150 epochs",
            "error": 0.030, "training_seeds": [0, 1, 2], "error_by_training_seed": [0.030, 0.038,
                                                                                   0.037]}
@@ -74,10 +78,17 @@ def test_the_verdict_takes_the_baseline_averaged_over_its_training_seeds(tmp_pat
     text = (tmp_path / "mnist_models.md").read_text()
     assert ("| 3.50% (training seeds 0, 1, 2: 3.00% / 3.80% / 3.70%) (60,554 params; "
             "150 epochs) |" in text)
-    assert ("- ram on cluttered_mnist beats the plain CNN baseline (3.23% averaged over the "
-            "sampler seeds vs 3.50% averaged over its training seeds)." in text)
+    assert ("- ram on cluttered_mnist is level with the plain CNN baseline (3.23% averaged over "
+            "the sampler seeds vs 3.50% averaged over its training seeds: closer than the test "
+            "error's standard error, 0.58 points)." in text)
     assert tool.baseline_error(cnn) == pytest.approx(0.035)
     assert tool.baseline_error({"error": 0.03}) == 0.03
+    cnn["error_by_training_seed"] = [0.042, 0.040, 0.039]
+    tool.write_table({("ram", "cluttered_mnist"): ram, ("mnist_cnn", "cluttered_mnist"): cnn},
+                     1.0)
+    assert ("- ram on cluttered_mnist beats the plain CNN baseline (3.23% averaged over the "
+            "sampler seeds vs 4.03% averaged over its training seeds)."
+            in (tmp_path / "mnist_models.md").read_text())
 
 
 def _tiny_model_and_data(monkeypatch):
