@@ -328,7 +328,7 @@ def save_results(produced):
     return merged
 
 
-def test_noise(error, digits=TEST_DIGITS):
+def standard_error(error, digits=TEST_DIGITS):
     """Standard error of a test error rate measured on `digits` images."""
     return float(np.sqrt(error * (1.0 - error) / digits))
 
@@ -403,7 +403,7 @@ def write_table(results, total):
             said = f"{100 * error:.2f}%" + (" averaged over the sampler seeds" if spread else "")
             base_said = f"{100 * base_error:.2f}%" + (
                 " averaged over its training seeds" if "error_by_training_seed" in base else "")
-            noise = test_noise(base_error)
+            noise = standard_error(base_error)
             if abs(error - base_error) < noise:
                 lines.append(f"- {model_name} on {task} is level with the plain CNN baseline "
                              f"({said} vs {base_said}: closer than the test error's standard "

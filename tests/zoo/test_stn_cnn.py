@@ -73,16 +73,15 @@ def test_baseline_is_of_similar_size_and_registry_builds_the_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["rts_mnist"])
-def test_shipped_weights_reproduce_their_recorded_error(task):
-    spec = registry.get_spec("stn_cnn").weights_for(task)
+def test_shipped_weights_reproduce_their_recorded_error():
+    spec = registry.get_spec("stn_cnn").weights_for("rts_mnist")
     path = WEIGHTS_DIR / spec.url.split("/")[-1]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256
     recorded = float(re.search(r"test error (\d+\.\d+)%", spec.metric).group(1))
     # the user's path: the registry's input size and the package file
-    model = zoo.load("stn_cnn", weights=task)
+    model = zoo.load("stn_cnn", weights="rts_mnist")
     assert tuple(model.input_shape) == (None, *spec.input_size, 1)
-    x, y, _ = tasks.TASKS[task]("test", seed=0)
+    x, y, _ = tasks.rts_mnist("test", seed=0)
     probs = model.predict(x, batch_size=100, verbose=0)
     error = 100 * np.mean(probs.argmax(1) != y)
     # Deterministic inference: the same digits right on every backend, up to a tie or two.
