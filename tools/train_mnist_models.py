@@ -106,37 +106,44 @@ def train(model, task, epochs, lr, batch_size=64, time_limit=None, average_last=
     return epoch + 1, averaged
 
 
+def shipped_architecture(model_name, task):
+    """The `architecture` the registry records for `model_name`'s shipped weights of tag
+    `task` (so `--resume` rebuilds the model those weights were saved from); `{}` if none."""
+    shipped = get_spec(model_name).weights_for(task)
+    return dict(shipped.architecture) if shipped else {}
+
+
 def ram_architecture(task, glimpse_network=None, **overrides):
-    """RAM's keyword arguments for `task`: `RAM_CONFIG`, then the `architecture` the registry
-    records for the shipped weights of that tag (so `--resume` rebuilds the model those
-    weights were saved from), then `glimpse_network` if given and the `overrides`."""
-    shipped = get_spec("ram").weights_for(task)
-    kwargs = {**RAM_CONFIG, **(shipped.architecture if shipped else {}), **overrides}
+    """RAM's keyword arguments for `task`: `RAM_CONFIG`, then `shipped_architecture`, then
+    `glimpse_network` if given and the `overrides`."""
+    kwargs = {**RAM_CONFIG, **shipped_architecture("ram", task), **overrides}
     if glimpse_network is not None:
         kwargs["glimpse_network"] = glimpse_network
     return kwargs
 
 
 def stn_architecture(task, output_size=None):
-    """`build_stn_cnn` keyword arguments for `task`: the registry's `architecture` for the
-    shipped weights of that tag, then `output_size` (one side, square) if given."""
-    shipped = get_spec("stn_cnn").weights_for(task)
-    kwargs = dict(shipped.architecture) if shipped else {}
+    """`build_stn_cnn` keyword arguments for `task`: `shipped_architecture`, then
+    `output_size` (one side, square) if given."""
+    kwargs = shipped_architecture("stn_cnn", task)
     if output_size is not None:
         kwargs["output_size"] = (output_size, output_size)
     return kwargs
 
 
-def describe_recipe(model_name, epochs, lr, batch_size, ram_kwargs=None, dropout=0.0,
+def describe_recipe(model_name, epochs, lr, batch_size, architecture=None, dropout=0.0,
                     reward="correct", seed=0):
-    """One training stage in words, as the results table records it."""
+    """One training stage in words, as the results table records it (`architecture`: the
+    model's keyword arguments, `ram_architecture` / `stn_architecture`)."""
     recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {batch_size}"
+    if model_name == "stn_cnn" and "output_size" in (architecture or {}):
+        recipe += ", transformer output {}x{}".format(*architecture["output_size"])
     if model_name == "ram":
-        recipe += f", {ram_kwargs['num_glimpses']} glimpses"
-        if ram_kwargs["core"] != "rnn":
-            recipe += f", {ram_kwargs['core']} core"
-        if ram_kwargs.get("glimpse_network", "dense") != "dense":
-            recipe += f", {ram_kwargs['glimpse_network']} glimpse network"
+        recipe += f", {architecture['num_glimpses']} glimpses"
+        if architecture["core"] != "rnn":
+            recipe += f", {architecture['core']} core"
+        if architecture.get("glimpse_network", "dense") != "dense":
+            recipe += f", {architecture['glimpse_network']} glimpse network"
         if dropout:
             recipe += f", dropout {dropout:g}"
         if reward != "correct":
@@ -225,22 +232,23 @@ def main():
     if not args.no_write:
         results = load_results()
     start_all = time.time()
+    cnn_seeds = args.cnn_seeds or [args.seed]
     for model_name, task in runs:
-        cnn_seeds = args.cnn_seeds or [args.seed]
         seed = cnn_seeds[0] if model_name == "mnist_cnn" else args.seed
         keras.utils.set_random_seed(seed)
         input_shape = TASKS[task][2]
         start = time.time()
+        architecture = None
         if model_name == "ram":
-            ram_kwargs = ram_architecture(task, args.ram_glimpse_network, core=args.ram_core,
-                                          location_std=args.ram_std,
-                                          num_glimpses=args.ram_glimpses)
+            architecture = ram_architecture(task, args.ram_glimpse_network, core=args.ram_core,
+                                            location_std=args.ram_std,
+                                            num_glimpses=args.ram_glimpses)
             model = build_ram(input_shape, 10, classifier_activation=None, seed=seed,
-                              **ram_kwargs, **train_kwargs)
+                              **architecture, **train_kwargs)
             epochs, lr = args.ram_epochs, args.ram_lr
         elif model_name == "stn_cnn":
-            stn_kwargs = stn_architecture(task, args.stn_output_size)
-            model = build_stn_cnn(input_shape, 10, classifier_activation=None, **stn_kwargs)
+            architecture = stn_architecture(task, args.stn_output_size)
+            model = build_stn_cnn(input_shape, 10, classifier_activation=None, **architecture)
             epochs, lr = args.stn_epochs, args.lr
         else:
             model = build_mnist_cnn(input_shape, 10, classifier_activation=None)
@@ -253,11 +261,8 @@ def main():
         epochs, averaged = train(model, task, epochs, lr, args.batch_size, args.time_limit,
                                  args.average_last)
         seconds = time.time() - start
-        recipe = describe_recipe(model_name, epochs, lr, args.batch_size,
-                                 ram_kwargs if model_name == "ram" else None, args.ram_dropout,
-                                 args.ram_reward, seed)
-        if model_name == "stn_cnn" and "output_size" in stn_kwargs:
-            recipe += ", transformer output {}x{}".format(*stn_kwargs["output_size"])
+        recipe = describe_recipe(model_name, epochs, lr, args.batch_size, architecture,
+                                 args.ram_dropout, args.ram_reward, seed)
         last_weights_error = None
         if averaged is not None:
             recipe += f", weights averaged over the last {averaged[1]} epochs"
@@ -295,9 +300,9 @@ def main():
         if model_name != "mnist_cnn" and not args.no_write:
             # Weights only (no optimizer state): save them from an uncompiled copy.
             if model_name == "ram":
-                bare = build_ram(input_shape, 10, **ram_kwargs)
+                bare = build_ram(input_shape, 10, **architecture)
             else:
-                bare = build_stn_cnn(input_shape, 10, **stn_kwargs)
+                bare = build_stn_cnn(input_shape, 10, **architecture)
             bare.set_weights(model.get_weights())
             bare.save_weights(path)
             entry["file"] = path.name

@@ -186,3 +186,11 @@ def test_cnn_seeds_do_not_combine_with_weight_averaging(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         tool.main()
     assert "--cnn-seeds trains plain runs" in capsys.readouterr().err
+
+
+def test_recipe_names_the_transformer_output_size_it_was_given():
+    assert tool.describe_recipe("stn_cnn", 150, 1e-3, 64, tool.stn_architecture("rts_mnist")) == (
+        "150 epochs, Adam lr 0.001 cosine to 5%, batch 64")
+    assert tool.describe_recipe("stn_cnn", 150, 1e-3, 64,
+                                tool.stn_architecture("rts_mnist", 60)).endswith(
+        ", transformer output 60x60")
