@@ -1,4 +1,5 @@
-"""TF Serving's `BatchingParameters` and `MonitoringConfig` messages, built at run time.
+"""TF Serving's `BatchingParameters` and `MonitoringConfig` messages (and gRPC's health-check
+messages), built at run time.
 
 The `tensorflow-serving-api` wheel does not ship them, so they are defined here from their
 field lists (package `tensorflow.serving`, proto3, wrapper types from google.protobuf) with
@@ -55,6 +56,28 @@ def _classes():
 
 
 BatchingParameters, MonitoringConfig = _classes()
+
+
+def _health_classes():
+    """`grpc.health.v1.HealthCheckRequest` / `HealthCheckResponse` (the standard gRPC health
+    service, `--enable_grpc_healthcheck_service`), in a private pool so that they never clash
+    with the `grpcio-health-checking` package's."""
+    proto = descriptor_pb2.FileDescriptorProto(name="keras_attention_zoo/serving/grpc_health.proto",
+                                               package="grpc.health.v1", syntax="proto3")
+    request = proto.message_type.add(name="HealthCheckRequest")
+    _field(request, "service", 1, _T.TYPE_STRING)
+    status = proto.enum_type.add(name="ServingStatus")
+    for number, name in enumerate(["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]):
+        status.value.add(name=name, number=number)
+    response = proto.message_type.add(name="HealthCheckResponse")
+    _field(response, "status", 1, _T.TYPE_ENUM, ".grpc.health.v1.ServingStatus")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")))
+
+
+HealthCheckRequest, HealthCheckResponse = _health_classes()
 
 
 def _read(path, message, kind):

@@ -23,6 +23,12 @@ INT32_MAX = 2**31 - 1
 MAX_MESSAGE_OPTIONS = [("grpc.max_receive_message_length", INT32_MAX),
                        ("grpc.max_send_message_length", INT32_MAX)]
 CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
+INT64_MAX = 2**63 - 1
+MAX_RANK = 64  # numpy's limit (TensorFlow's is 254): deeper tensors are INVALID_ARGUMENT
+# a request tensor may be given by fewer values than its shape holds (the last one repeats):
+# its decoded size is capped like the biggest message gRPC takes here
+MAX_TENSOR_BYTES = INT32_MAX
+INTERNAL_MESSAGE = "Internal error while processing the request; see the server log"
 
 # TF DataType enum -> (numpy dtype, typed TensorProto field, TF type name)
 DTYPES = {
@@ -59,8 +65,10 @@ def dtype_enum(array):
     return _NUMPY_TO_ENUM[array.dtype]
 
 
-def make_tensor_proto(array, proto=None):
-    """A TensorProto with the values of `array` in its typed `*_val` field (like `AsProtoField`)."""
+def make_tensor_proto(array, proto=None, tensor_content=False):
+    """A TensorProto with the values of `array` in its typed `*_val` field (like `AsProtoField`),
+    or with `tensor_content`, in `tensor_content` bytes for non-string types (like
+    `AsProtoTensorContent`, `--enable_serialization_as_tensor_content`)."""
     from tensorflow.core.framework import tensor_pb2
 
     proto = proto if proto is not None else tensor_pb2.TensorProto()
@@ -70,7 +78,9 @@ def make_tensor_proto(array, proto=None):
     for dim in array.shape:
         proto.tensor_shape.dim.add().size = dim
     flat = array.reshape(-1)
-    if enum == 7:
+    if tensor_content and enum != 7:
+        proto.tensor_content = flat.astype(flat.dtype.newbyteorder("<"), copy=False).tobytes()
+    elif enum == 7:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat)
     elif enum in (14, 19):
         proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
@@ -105,12 +115,22 @@ def make_ndarray(proto, name=""):
         raise error
     if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
         raise error
+    if len(proto.tensor_shape.dim) > MAX_RANK:
+        raise invalid(f"tensor parsing error: {name}: {len(proto.tensor_shape.dim)} dimensions, "
+                      f"this server takes at most {MAX_RANK}")
     shape = tuple(d.size for d in proto.tensor_shape.dim)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = 1
+    for size in shape:  # Python integers: [2**62, 4] must not wrap around
+        count *= size
+    if count > INT64_MAX:
+        raise error  # TensorShape refuses more than 2**63 - 1 elements
+    itemsize = np.dtype(numpy_dtype).itemsize if proto.dtype != 7 else 8
+    if count * itemsize > MAX_TENSOR_BYTES:
+        raise invalid(f"tensor parsing error: {name}: shape {list(shape)} needs {count * itemsize} bytes, "
+                      f"more than the {MAX_TENSOR_BYTES} bytes a request tensor may take")
     if proto.tensor_content:
         if proto.dtype == 7:
             raise error
-        itemsize = np.dtype(numpy_dtype).itemsize
         if len(proto.tensor_content) != count * itemsize:
             raise error
         return np.frombuffer(proto.tensor_content, dtype=numpy_dtype).reshape(shape).copy()
@@ -196,9 +216,10 @@ def _regression_result(outputs, result):
 class _Handlers:
     """The request logic, independent of gRPC plumbing; errors are ServingErrors."""
 
-    def __init__(self, manager, metrics=None):
+    def __init__(self, manager, metrics=None, tensor_content=False):
         self.manager = manager
         self.metrics = metrics if metrics is not None else Metrics()
+        self.tensor_content = tensor_content
 
     def predict(self, request):
         name, version, label = _model_spec(request.model_spec)
@@ -237,7 +258,7 @@ class _Handlers:
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, servable, key)
         for alias, value in outputs.items():
-            make_tensor_proto(value, response.outputs[alias])
+            make_tensor_proto(value, response.outputs[alias], tensor_content=self.tensor_content)
         return response
 
     def _examples_call(self, request, verb):
@@ -358,9 +379,9 @@ def _wrap(handler, api=None):
         except ServingError as error:
             failure = error
             _abort(context, error)
-        except Exception as error:  # never crash on bad input
+        except Exception:  # never crash on bad input, never show Python internals to a client
             log.exception("gRPC request failed")
-            failure = ServingError("INTERNAL", f"{type(error).__name__}: {error}")
+            failure = ServingError("INTERNAL", INTERNAL_MESSAGE)
             _abort(context, failure)
         finally:
             if api is not None:
@@ -407,17 +428,70 @@ def _servicers():
     return PredictionServicer, ModelServicer, prediction_service_pb2_grpc, model_service_pb2_grpc
 
 
-def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8, metrics=None):
-    """A started `grpc.Server` serving `manager`; returns (server, bound port)."""
+def parse_channel_arguments(text):
+    """`--grpc_channel_arguments` ("k=v,k2=v2") as gRPC server options; values that read as
+    int32 are passed as integers, like tensorflow_model_server does. ValueError if malformed."""
+    options = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        try:
+            number = int(value)
+            options.append((key, number if -(2**31) <= number < 2**31 else value))
+        except ValueError:
+            options.append((key, value))
+    return options
+
+
+def _health_handler(serving):
+    """The standard `grpc.health.v1.Health` service (Check): SERVING for the whole server and
+    for "ModelService" / "PredictionService" (the names TF Serving registers) while `serving()`."""
+    from serving.config_protos import HealthCheckRequest, HealthCheckResponse
+
+    services = {"", "ModelService", "PredictionService",
+                "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService"}
+
+    def check(request, context):
+        if request.service not in services:
+            context.abort(grpc.StatusCode.NOT_FOUND, "service name not registered")
+        return HealthCheckResponse(status=1 if serving() else 2)
+
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(check, request_deserializer=HealthCheckRequest.FromString,
+                                                     response_serializer=HealthCheckResponse.SerializeToString)})
+
+
+def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8, metrics=None, socket_path=None,
+                     channel_arguments=(), health_check=None, tensor_content=False):
+    """A started `grpc.Server` serving `manager`; returns (server, bound TCP port or None).
+
+    `port=None` opens no TCP port; `socket_path` also serves on that Unix socket (as
+    `--grpc_socket_path`); `channel_arguments`: extra server options (see
+    `parse_channel_arguments`); `health_check`: a callable "is serving" that turns on the
+    standard health service; `tensor_content`: Predict outputs in `tensor_content` bytes."""
     prediction, model, prediction_grpc, model_grpc = _servicers()
-    handlers = _Handlers(manager, metrics)
+    handlers = _Handlers(manager, metrics, tensor_content=tensor_content)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-grpc"),
-                         options=MAX_MESSAGE_OPTIONS)
+                         options=MAX_MESSAGE_OPTIONS + list(channel_arguments))
     prediction_grpc.add_PredictionServiceServicer_to_server(prediction(handlers), server)
     model_grpc.add_ModelServiceServicer_to_server(model(handlers), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
-    if not bound:
-        raise OSError(f"could not bind the gRPC port {address}")
+    if health_check is not None:
+        server.add_generic_rpc_handlers((_health_handler(health_check),))
+    bound = None
+    if port is not None:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise OSError(f"could not bind the gRPC port {address}")
+    if socket_path:
+        try:
+            if not server.add_insecure_port(f"unix:{socket_path}"):
+                raise RuntimeError
+        except RuntimeError:
+            raise OSError(f"could not listen on the gRPC socket {socket_path}") from None
     server.start()
     return server, bound

@@ -82,12 +82,18 @@ def _labels(pairs):
 class Metrics:
     """Thread-safe request counters and latency histograms of one server."""
 
-    def __init__(self):
+    def __init__(self, model_filter=None):
+        """`model_filter(name)`: whether requests naming `name` are counted. A server passes
+        "is a configured model", so that requests for unknown names (any number of them) add
+        no state and no lines to the metrics page."""
+        self.model_filter = model_filter
         self._lock = threading.Lock()
         self._counts = {}  # (model_name, status) -> int
         self._latency = {}  # (model_name, API, entrypoint) -> [bucket counts..., sum_us, count]
 
     def record(self, model_name, api, entrypoint, status, seconds):
+        if self.model_filter is not None and not self.model_filter(model_name):
+            return
         micros = seconds * 1e6
         with self._lock:
             key = (model_name, status)

@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import threading
 import time
 
@@ -39,7 +40,9 @@ def read_model_config(path):
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as error:
-        raise ValueError(f"{path}: not a valid ModelServerConfig text proto: {error}") from None
+        # the first words are the real server's (protobuf's C++ text parser logs them)
+        raise ValueError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error} "
+                         f"({path}: not a valid ModelServerConfig text proto)") from None
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError(f"{path}: only model_config_list is supported")
     names = [m.name for m in config.model_config_list.config]
@@ -58,16 +61,31 @@ def single_model_config(name, base_path):
     return config
 
 
+INT64_MAX = 2**63 - 1
+_VERSION_RE = re.compile(r"[0-9]+")
+
+
+def parse_version_folder(name):
+    """The version a folder name stands for (`00000123` is 123), or None: only plain ASCII
+    decimal names that fit in an int64 are versions (`²`, Arabic-Indic digits and 20-digit
+    names are not), like TF Serving's file-system source."""
+    if not _VERSION_RE.fullmatch(name):
+        return None
+    version = int(name)
+    return version if version <= INT64_MAX else None
+
+
 def versions_on_disk(base_path):
-    """{version: folder} for the integer-named folders of `base_path` (`00000123` is 123)."""
+    """{version: folder} for the version folders of `base_path` (see `parse_version_folder`)."""
     found = {}
     try:
         entries = os.listdir(base_path)
     except OSError:
         return found
-    for entry in entries:
-        if entry.isdigit() and os.path.isdir(os.path.join(base_path, entry)):
-            found.setdefault(int(entry), os.path.join(base_path, entry))
+    for entry in sorted(entries):
+        version = parse_version_folder(entry)
+        if version is not None and os.path.isdir(os.path.join(base_path, entry)):
+            found.setdefault(version, os.path.join(base_path, entry))
     return found
 
 
@@ -85,29 +103,35 @@ def wanted_versions(config, on_disk):
 class Servable:
     """One loaded SavedModel version: its session, MetaGraphDef and signatures."""
 
-    def __init__(self, name, version, path, batcher=None):
+    def __init__(self, name, version, path, batcher=None, tags=("serve",), check_method_name=False):
+        """`tags`: the MetaGraph's tag set (`--saved_model_tags`); `check_method_name`: Classify
+        and Regress require the signature's method_name (`--enable_signature_method_name_check`)."""
         import tensorflow as tf
 
         self.name, self.version, self.path = name, version, path
         self.batcher = batcher
+        self.check_method_name = check_method_name
+        tags = list(tags)
         self.warmup_records = 0  # warmup records replayed when this version loaded
         self._leases = 0  # requests holding this servable (see ModelManager.use)
         self._drained = threading.Condition()
         from tensorflow.python.saved_model import loader_impl
 
         saved = loader_impl.parse_saved_model(path)
-        meta = [m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags]
+        meta = [m for m in saved.meta_graphs if set(m.meta_info_def.tags) == set(tags)]
         if not meta:
-            raise ValueError(f"{path}: no MetaGraph with tag 'serve'")
+            raise ServingError("NOT_FOUND", "Could not find meta graph def matching supplied tags: { "
+                               + " ".join(tags) + " }. To inspect available tag-sets in the SavedModel, "
+                               "please use the SavedModel CLI: `saved_model_cli`")
         self._session = self._tf2 = None
         if meta[0].object_graph_def.nodes:  # a TF2 SavedModel: run its restored signature functions
             self.meta_graph = meta[0]
-            self._tf2 = tf.saved_model.load(path, tags=["serve"])
+            self._tf2 = tf.saved_model.load(path, tags=tags)
         else:  # a TF1 SavedModel: a session, fed and fetched by tensor name like TF Serving
             self._graph = tf.Graph()
             self._session = tf.compat.v1.Session(graph=self._graph)
             with self._graph.as_default():
-                self.meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+                self.meta_graph = tf.compat.v1.saved_model.loader.load(self._session, tags, path)
         self.signatures = self.meta_graph.signature_def
         self._callables = {}
         self._lock = threading.Lock()
@@ -167,7 +191,7 @@ class Servable:
     def run_examples(self, key, signature, verb, serialized):
         """Run a classify/regress signature on serialized `tf.train.Example`s; returns its outputs."""
         kind = "classification" if verb == "classify" else "regression"
-        if signature.method_name != METHOD_NAMES[verb]:
+        if self.check_method_name and signature.method_name != METHOD_NAMES[verb]:
             raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
                           f"Was: {signature.method_name}")
         if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
@@ -219,20 +243,35 @@ class Servable:
 class ModelManager:
     """The served models: which versions exist, their states, and request resolution."""
 
-    def __init__(self, config, batcher=None, drain_timeout=30.0, freeze_gc=False):
+    def __init__(self, config, batcher=None, drain_timeout=30.0, freeze_gc=False, max_num_load_retries=0,
+                 load_retry_interval_s=60.0, check_method_name=False, enable_model_warmup=True,
+                 saved_model_tags=("serve",), allow_version_labels_for_unavailable_models=False):
         """`freeze_gc`: after every load or unload, collect garbage once and move the surviving
         objects (TensorFlow's and the models', hundreds of thousands) out of the garbage
         collector's view with `gc.freeze()`. Without it every full collection walks them all,
         and a REST body's JSON lists trigger collections often: tens to hundreds of milliseconds
-        of GIL-holding pauses under load. For a process that only serves."""
+        of GIL-holding pauses under load. For a process that only serves.
+
+        `max_num_load_retries` / `load_retry_interval_s`: a failed version load is tried again
+        that many times, that long apart (a version caught mid-copy loads once complete); the
+        `serve` command uses TF Serving's defaults (5, 60 s). The other options are the
+        `--enable_signature_method_name_check`, `--enable_model_warmup`, `--saved_model_tags`
+        and `--allow_version_labels_for_unavailable_models` flags."""
         self.batcher = batcher  # a serving.batching.Batcher, or None
         self.freeze_gc = freeze_gc
         self.drain_timeout = drain_timeout  # how long an unloaded version waits for its requests
+        self.max_num_load_retries = max(int(max_num_load_retries), 0)
+        self.load_retry_interval_s = max(float(load_retry_interval_s), 0.0)
+        self.check_method_name = check_method_name
+        self.enable_model_warmup = enable_model_warmup
+        self.saved_model_tags = tuple(saved_model_tags)
+        self.allow_version_labels_for_unavailable_models = allow_version_labels_for_unavailable_models
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
         self.config = config
         self.servables = {}  # name -> {version: Servable}
         self.states = {}  # name -> {version: (state, error_code, message)}
+        self._retries = {}  # (name, version) -> (failed attempts, monotonic time of the next try)
 
     def model_configs(self):
         return list(self.config.model_config_list.config)
@@ -263,6 +302,7 @@ class ModelManager:
                 raise invalid("ModelConfig has an empty name")
             if names.count(name) > 1:
                 raise invalid(f"Illegal to list model {name} {names.count(name)} times in config list")
+        self.check_config(config, base_paths=False)
         with self._poll_lock:
             with self._lock:
                 self.config = config
@@ -275,55 +315,152 @@ class ModelManager:
                 servable.close(self.drain_timeout)
             if self._poll() or gone:
                 self._refreeze_gc()
+        if self.pending_retries() is not None:
+            self.poll_until_settled()
         for name in names:
             states = self.states.get(name, {})
             if not self.servables.get(name):
                 failed = [s for s in states.values() if s[1] != "OK"]
                 if failed:
                     raise ServingError(failed[0][1], failed[0][2])
+        self.check_version_labels()
 
     def _poll(self):
-        """True when a version was loaded or unloaded."""
+        """True when a version was loaded or unloaded. A model whose base path cannot be read
+        is logged and skipped; the others go on."""
         changed = False
         for model in self.model_configs():
-            on_disk = versions_on_disk(model.base_path)
-            wanted = wanted_versions(model, on_disk)
+            try:
+                changed |= self._poll_model(model)
+            except Exception:  # one model's trouble never stops the others' version changes
+                log.exception("polling model %s at %s failed", model.name, model.base_path)
+        return changed
+
+    def _poll_model(self, model):
+        changed = False
+        on_disk = versions_on_disk(model.base_path)
+        wanted = wanted_versions(model, on_disk)
+        with self._lock:
             loaded = self.servables.setdefault(model.name, {})
             states = self.states.setdefault(model.name, {})
-            for version in sorted(wanted - set(loaded)):
-                if states.get(version, ("", "OK"))[1] != "OK":
-                    continue  # a failed load is not retried until the version changes on disk
-                states[version] = ("LOADING", "OK", "")
-                servable = None
-                try:
-                    servable = Servable(model.name, version, on_disk[version], batcher=self.batcher)
-                    # warmup records run before the version is AVAILABLE; a failing one fails the load
+        for version in sorted(wanted - set(loaded)):
+            if not self._load_due(model.name, version):
+                continue
+            states[version] = ("LOADING", "OK", "")
+            servable = None
+            try:
+                servable = Servable(model.name, version, on_disk[version], batcher=self.batcher,
+                                    tags=self.saved_model_tags, check_method_name=self.check_method_name)
+                # warmup records run before the version is AVAILABLE; a failing one fails the load
+                if self.enable_model_warmup:
                     servable.warmup_records = warmup.run_saved_model_warmup(servable)
-                except Exception as error:  # reported in status, never served
-                    log.error("failed to load %s version %d: %s", model.name, version, error)
-                    if servable is not None:
-                        servable.close()
-                    if isinstance(error, ServingError):
-                        states[version] = ("END", error.code, error.message[:1024])
-                    else:
-                        states[version] = ("END", "UNKNOWN", str(error)[:1024])
-                    continue
+            except Exception as error:  # reported in status, never served
+                if servable is not None:
+                    servable.close()
+                self._load_failed(model.name, version, error, states)
+                continue
+            self._retries.pop((model.name, version), None)
+            with self._lock:
+                loaded[version] = servable
+                states[version] = ("AVAILABLE", "OK", "")
+            changed = True
+        for version in sorted(set(loaded) - wanted):
+            if len(loaded) <= 1:
+                break  # never unload the last loaded version
+            with self._lock:
+                servable = loaded.pop(version)
+                states[version] = ("END", "OK", "")
+            servable.close(self.drain_timeout)
+            changed = True
+        for version in list(states):
+            if version not in on_disk and version not in loaded:
                 with self._lock:
-                    loaded[version] = servable
-                    states[version] = ("AVAILABLE", "OK", "")
-                changed = True
-            for version in sorted(set(loaded) - wanted):
-                if len(loaded) <= 1:
-                    break  # never unload the last loaded version
-                with self._lock:
-                    servable = loaded.pop(version)
-                    states[version] = ("END", "OK", "")
-                servable.close(self.drain_timeout)
-                changed = True
-            for version in list(states):
-                if version not in on_disk and version not in loaded:
                     states.pop(version)
+        for key in [k for k in self._retries if k[0] == model.name and k[1] not in wanted]:
+            del self._retries[key]  # tried afresh should it be wanted again
         return changed
+
+    def _load_due(self, name, version):
+        """Whether a version not loaded yet should be (re)tried now."""
+        retry = self._retries.get((name, version))
+        if retry is None:
+            return True
+        attempts, next_try = retry
+        return attempts <= self.max_num_load_retries and time.monotonic() >= next_try
+
+    def _load_failed(self, name, version, error, states):
+        attempts = self._retries.get((name, version), (0, 0.0))[0] + 1
+        self._retries[(name, version)] = (attempts, time.monotonic() + self.load_retry_interval_s)
+        if isinstance(error, ServingError):
+            code, message = error.code, error.message[:1024]
+        else:
+            code, message = "UNKNOWN", str(error)[:1024]
+        if attempts <= self.max_num_load_retries:
+            log.warning("loading %s version %d failed (attempt %d of %d), retrying in %g s: %s", name, version,
+                        attempts, self.max_num_load_retries + 1, self.load_retry_interval_s, message)
+            states[version] = ("LOADING", "OK", "")  # as TF Serving reports a load that is being retried
+        else:
+            log.error("failed to load %s version %d: %s", name, version, message)
+            states[version] = ("END", code, message)
+
+    def pending_retries(self):
+        """Seconds until the earliest pending load retry, or None when no retry is pending."""
+        names = {m.name for m in self.model_configs()}
+        pending = [t for (name, _), (attempts, t) in list(self._retries.items())
+                   if name in names and attempts <= self.max_num_load_retries]
+        return max(min(pending) - time.monotonic(), 0.0) if pending else None
+
+    def poll_until_settled(self, stopping=None):
+        """`poll()`, then wait for and run the pending load retries (as TF Serving's start-up
+        and config reloads wait for the retries of their loads). `stopping`: an Event that
+        ends the wait early."""
+        self.poll()
+        while (wait := self.pending_retries()) is not None:
+            if stopping is not None and stopping.wait(wait):
+                return
+            if stopping is None:
+                time.sleep(wait)
+            self.poll()
+
+    def check_config(self, config=None, base_paths=True):
+        """Refuse, with TF Serving's messages, what its ServerCore refuses before loading: a
+        model without a platform or with one other than `tensorflow`, and (`base_paths`, at
+        start-up) a base path that does not exist."""
+        models = config.model_config_list.config if config is not None else self.model_configs()
+        for model in models:
+            if not model.model_platform:
+                raise invalid("Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                              f"ModelServerConfig::model_platform, model name is {model.name}")
+            if model.model_platform != "tensorflow":
+                raise invalid(f"Model {model.name} requests unsupported platform {model.model_platform}")
+            if base_paths and not os.path.exists(model.base_path):
+                raise invalid(f"Could not find base path {model.base_path} for servable {model.name} with error "
+                              f"NOT_FOUND: {model.base_path} not found")
+
+    def check_version_labels(self):
+        """FAILED_PRECONDITION, as TF Serving's ServerCore, for a version label that points at a
+        version which is not available (unless `allow_version_labels_for_unavailable_models`)."""
+        if self.allow_version_labels_for_unavailable_models:
+            return
+        for model in self.model_configs():
+            for label, version in sorted(model.version_labels.items()):
+                if version not in self.servables.get(model.name, {}):
+                    raise ServingError("FAILED_PRECONDITION", f"Request to assign label to version {version} of "
+                                       f"model {model.name}, which is not currently available for inference")
+
+    def unavailable_models(self):
+        """TF Serving's start-up error for the models with no version available, or None:
+        `N model(s) did not become available: {{name: m version: 1} due to error: ...}, }`."""
+        failed = []
+        for model in self.model_configs():
+            if self.servables.get(model.name):
+                continue
+            for version, (state, code, message) in sorted(self.states.get(model.name, {}).items()):
+                if code != "OK":
+                    failed.append(f"{{{{name: {model.name} version: {version}}} due to error: {code}: {message}}}, ")
+        if not failed:
+            return None
+        return f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}"
 
     def known(self, name):
         return name in self.states and any(True for _ in self.states[name])

@@ -4,7 +4,9 @@
 `serving_default` signature whose inputs carry the Keras input names and whose outputs are
 float32 (`output_0`, ... or the model's own keys when it returns a dict), also under mixed
 precision. The version folder appears atomically: the SavedModel is written into a
-temporary sibling folder and renamed into place, so a failed export leaves nothing behind.
+temporary sibling folder, fsynced and renamed into place, so a failed export leaves nothing
+behind (a killed one's temporary folder is removed by the next export); the version folder
+gets the usual permissions (umask), readable by a server running as another user.
 
 On the JAX backend the model goes through Keras' ExportArchive (jax2tf) and gets the same
 `serving_default`; the encoded-image signature needs the TensorFlow backend.
@@ -27,14 +29,76 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def existing_versions(model_dir):
-    """Integer versions present under `model_dir` (folder names parsed as int64, others ignored)."""
-    versions = []
-    if not os.path.isdir(model_dir):
-        return versions
-    for entry in os.listdir(model_dir):
-        if entry.isdigit() and os.path.isdir(os.path.join(model_dir, entry)):
-            versions.append(int(entry))
-    return sorted(versions)
+    """Versions present under `model_dir`: its version folders as the server reads them
+    (plain ASCII decimal names within int64; others ignored)."""
+    from serving.models import versions_on_disk
+
+    return sorted(versions_on_disk(model_dir))
+
+
+_TMP_PREFIX = ".tmp-export-"
+_TMP_RE = re.compile(r"\.tmp-export-\d+-(\d+)-")
+
+
+def _remove_abandoned_exports(model_dir):
+    """Remove the temporary folders of exports that were killed: those whose process (its id is
+    in the name) is gone, and old-style ones without a process id."""
+    try:
+        entries = os.listdir(model_dir)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(_TMP_PREFIX):
+            continue
+        match = _TMP_RE.match(entry)
+        if match:
+            pid = int(match.group(1))
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # another export is writing it now
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
+
+
+def _fsync_tree(path):
+    """fsync every file and folder under `path` (and `path`), so that the rename that publishes
+    the version never exposes files whose data is not on disk yet."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(root)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask():
+    try:  # Linux: read it, setting it (below) is process-wide and racy with other threads
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _input_name(tensor, index):
@@ -244,7 +308,11 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
             signature_inputs[image_name] = {"images": tf.TensorSpec((None,), tf.string, name="images")}
         warmup_logs = build_warmup_logs(warmup_requests, name, signature_inputs, image_name)
     os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=model_dir)
+    _remove_abandoned_exports(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-{os.getpid()}-", dir=model_dir)
+    # mkdtemp makes it 0700: the version folder must be readable by a server running as
+    # another user, like any folder made under the process's umask
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         if backend == "jax":
             _write_with_export_archive(model, tmp, tf)
@@ -264,7 +332,9 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
             write_warmup_file(tmp, warmup_logs)
         if os.path.exists(target):
             raise FileExistsError(f"version {version} of model {name!r} appeared during export")
+        _fsync_tree(tmp)
         os.replace(tmp, target)
+        _fsync_dir(model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
