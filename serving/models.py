@@ -194,6 +194,11 @@ class Servable:
         if self.check_method_name and signature.method_name != METHOD_NAMES[verb]:
             raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
                           f"Was: {signature.method_name}")
+        if verb == "classify" and "classes" not in signature.outputs and "scores" not in signature.outputs:
+            from google.protobuf import text_format
+
+            raise invalid('Expected classification signature outputs to contain at least one of "classes" or '
+                          f'"scores". Signature was: {text_format.MessageToString(signature)}')
         if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
             raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
         if not serialized:

@@ -67,7 +67,7 @@ def test_errors(client):
     with pytest.raises(ServingError) as info:
         client.classify("default", [{"x": 2.0}], signature_name="regress_x_to_y")
     assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
-    assert "Expected classification signature method_name" in info.value.message
+    assert "Expected classification signature outputs to contain at least one of" in info.value.message
     with pytest.raises(ServingError) as info:
         client.predict("default", [1.0], signature_name="nope")
     assert info.value.code == "FAILED_PRECONDITION"

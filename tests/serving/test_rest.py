@@ -126,7 +126,7 @@ ERRORS = [
     ("POST", "/v1/models/default", {"instances": [1.0]}, 400, "Malformed request: POST /v1/models/default"),
     ("POST", "/v1/models/default:explain", {"instances": [1.0]}, 400, "Malformed request: POST"),
     ("POST", "/v1/models/default:classify", {"examples": [{"x": 2.0}]}, 400,
-     "Expected classification signature method_name to be tensorflow/serving/classify"),
+     "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\""),
     ("POST", "/v1/models/default:regress", {"signature_name": "regress_x_to_y"}, 400,
      "When method is regress, key 'examples' is expected and was not found"),
     ("POST", "/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [1]}, 400,

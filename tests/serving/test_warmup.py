@@ -231,6 +231,14 @@ def test_classify_regress_and_multi_inference_records_replay(tmp_path):
         manager.close()
 
 
+def regress_x_to_y_text():
+    from google.protobuf import text_format
+    from tensorflow.python.saved_model import loader_impl
+
+    saved = loader_impl.parse_saved_model(str(tfs_testdata("saved_model_half_plus_two_cpu") / "00000123"))
+    return text_format.MessageToString(saved.meta_graphs[0].signature_def["regress_x_to_y"])
+
+
 def failing_cases(path):
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -242,10 +250,10 @@ def failing_cases(path):
                         "Missing but required: {x}."),
         "wrong signature": ([examples_log("regress_log", "nope")], "FAILED_PRECONDITION",
                             'Serving signature key "nope" not found.'),
-        "classify on a regress signature": (
+        "classify on a regress signature": (  # TF Serving's message without --enable_signature_method_name_check
             [x_log(), examples_log("classify_log", "regress_x_to_y")], "INVALID_ARGUMENT",
-            "Expected classification signature method_name to be tensorflow/serving/classify. "
-            "Was: tensorflow/serving/regress"),
+            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+            f"Signature was: {regress_x_to_y_text()}"[:1024]),
         "session_run_log": ([session_run], "UNIMPLEMENTED", "Unsupported log_type for warmup: 5"),
         "not a PredictionLog": ([b"\xff\xff\xff"], "INVALID_ARGUMENT",
                                 f"Failed to parse warmup record: \ufffd\ufffd\ufffd from {path}"),
