@@ -416,7 +416,13 @@ def _servicers():
             from tensorflow_serving.apis import model_management_pb2
 
             try:
-                return self._handlers.reload(request)
+                try:
+                    return self._handlers.reload(request)
+                except ServingError:
+                    raise
+                except Exception:  # never show Python internals to a client
+                    log.exception("HandleReloadConfigRequest failed")
+                    raise ServingError("INTERNAL", INTERNAL_MESSAGE) from None
             except ServingError as error:
                 response = model_management_pb2.ReloadConfigResponse()
                 response.status.error_code = CODE_NUMBERS.get(error.code, 2)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -19,6 +20,10 @@ from serving.errors import ServingError
 from serving.models import ModelManager, read_model_config, single_model_config
 
 log = logging.getLogger("serving")
+V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+# http_rest_api_util.cc's AddCORSHeaders
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                "Access-Control-Allow-Headers": "Content-Type"}
 
 
 class Server:
@@ -27,7 +32,8 @@ class Server:
                  model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0, batching=None,
                  monitoring_path=None, freeze_gc=False, grpc_socket_path=None, grpc_channel_arguments=(),
                  grpc_max_threads=None, rest_api_num_threads=None, enable_grpc_healthcheck_service=False,
-                 enable_serialization_as_tensor_content=False, strict_start=False, manager_options=None):
+                 enable_serialization_as_tensor_content=False, strict_start=False, manager_options=None,
+                 rest_api_enable_cors_support=False):
         """`batching`: a `serving.batching.BatchingOptions` (dynamic batching) or None;
         `monitoring_path`: serve Prometheus metrics on the REST port at this path, or None;
         `freeze_gc`: take the loaded models out of the garbage collector's view after each
@@ -39,6 +45,8 @@ class Server:
         `grpc_max_threads` / `rest_api_num_threads`: request threads of each API;
         `enable_grpc_healthcheck_service`: the standard `grpc.health.v1.Health` service;
         `enable_serialization_as_tensor_content`: gRPC Predict outputs as `tensor_content`;
+        `rest_api_enable_cors_support`: CORS headers on `/v1` answers and CORS preflights
+        (`OPTIONS` with an http(s) `Origin`) answered, as tensorflow_model_server does;
         `strict_start`: like tensorflow_model_server, `start()` fails when a model has no
         version loaded because its loads failed (after their retries); the `serve` command
         turns it on. `manager_options`: keyword arguments of `serving.models.ModelManager`
@@ -69,6 +77,7 @@ class Server:
         self.enable_grpc_healthcheck_service = enable_grpc_healthcheck_service
         self.tensor_content = enable_serialization_as_tensor_content
         self.strict_start = strict_start
+        self.cors = rest_api_enable_cors_support
         self._grpc = None
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.model_config_file = model_config_file
@@ -170,10 +179,24 @@ class Server:
                                          headers={"Connection": "close"})
             return await handler(request)
 
+        @web.middleware
+        async def cors(request, handler):
+            if not V1_PATH.fullmatch(request.rel_url.raw_path):
+                return await handler(request)
+            if request.method == "OPTIONS":  # a preflight: empty answers, like the real server's
+                origin_ok = re.search(r"https?://", request.headers.get("Origin", ""))
+                response = web.Response(status=200 if origin_ok else 400)
+            else:
+                response = await handler(request)
+            response.headers.update(CORS_HEADERS)
+            return response
+
         try:
             app = make_app(self.manager, self.timeout_s or 1e9, workers=self.rest_api_num_threads,
                            metrics=self.metrics, metrics_path=self.monitoring_path)
             app.middlewares.append(refuse_when_stopping)
+            if self.cors:
+                app.middlewares.append(cors)
             self._runner = web.AppRunner(app, access_log=None,
                                          shutdown_timeout=self.shutdown_grace_seconds)
             self._loop.run_until_complete(self._runner.setup())
@@ -239,7 +262,6 @@ def _bool_flag(parser, name, default, help_text):
 # no meaning here: accepted, so that a command line written for the real binary runs unchanged,
 # and named at start-up when given. {flag: (type, what it does in tensorflow_model_server)}
 NO_EFFECT_FLAGS = {
-    "rest_api_enable_cors_support": (bool, "CORS headers on REST answers"),
     "enable_per_model_batching_parameters": (bool, "batching parameters read from each SavedModel"),
     "num_load_threads": (int, "a thread pool for loads (loads run one at a time here)"),
     "num_unload_threads": (int, "a thread pool for unloads"),
@@ -286,6 +308,7 @@ def add_flags(parser):
                         help="REST bind address (default 0.0.0.0; not a tensorflow_model_server flag)")
     parser.add_argument("--rest_api_num_threads", type=int, default=0,
                         help="REST request threads (default: 4, 64 with batching)")
+    _bool_flag(parser, "rest_api_enable_cors_support", False, "CORS headers on REST answers, preflights answered")
     parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                         help="REST request timeout in ms (default 30000; <=0 disables it)")
     parser.add_argument("--model_name", default="default", help="name of the model (default: default)")
@@ -384,6 +407,7 @@ def server_from_args(args, **overrides):
         grpc_max_threads=args.grpc_max_threads or None, rest_api_num_threads=args.rest_api_num_threads or None,
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
         enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
+        rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         strict_start=True, manager_options=manager_options)
     options.update(overrides)
     return Server(config_from_args(args), **options)

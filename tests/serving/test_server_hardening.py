@@ -153,6 +153,31 @@ def test_grpc_flags_are_honoured(tmp_path):
         tagged.start()
 
 
+def test_cors_flag(tmp_path):
+    """--rest_api_enable_cors_support: http_server.cc adds AddCORSHeaders' three headers to /v1
+    answers and answers a preflight (OPTIONS) with an empty body, 400 without an http(s) Origin."""
+    from serving.server import CORS_HEADERS, server_from_args
+
+    assert CORS_HEADERS == {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                            "Access-Control-Allow-Headers": "Content-Type"}
+    args = parse(f"--model_base_path={tfs_testdata('saved_model_half_plus_two_cpu')}", "--rest_api_port=0",
+                 "--rest_api_enable_cors_support=true", "--rest_api_num_threads=2")
+    with server_from_args(args, port=None, poll_wait_seconds=0) as server:
+        base = f"http://127.0.0.1:{server.rest_api_port}/v1/models/default"
+        with urllib.request.urlopen(base, timeout=10) as reply:
+            assert {k: reply.headers[k] for k in CORS_HEADERS} == CORS_HEADERS
+        preflight = urllib.request.Request(base + ":predict", method="OPTIONS", headers={"Origin": "https://a.example"})
+        with urllib.request.urlopen(preflight, timeout=10) as reply:
+            assert (reply.status, reply.read(), reply.headers["Access-Control-Allow-Origin"]) == (200, b"", "*")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(base + ":predict", method="OPTIONS"), timeout=10)
+        assert (info.value.code, info.value.read()) == (400, b"")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_api_port}/v1/models/default:predict",
+                                    b'{"instances": [2.0]}', timeout=10) as reply:
+            assert json.loads(reply.read()) == {"predictions": [3.0]}
+            assert reply.headers["Access-Control-Allow-Methods"] == "POST, GET"
+
+
 # ---------------------------------------------------------------- hostile gRPC requests
 
 
@@ -191,6 +216,12 @@ def test_an_internal_failure_names_no_python_exception(tf_server, monkeypatch):
             predict_request(), timeout=20))
     assert (code, details) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     assert "KeyError" not in details and "Python" not in details
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    monkeypatch.setattr(tf_server.manager, "reload", broken)
+    with grpc.insecure_channel(f"127.0.0.1:{tf_server.port}") as channel:
+        assert code_of(lambda: model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            model_management_pb2.ReloadConfigRequest(), timeout=20)) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 # ---------------------------------------------------------------- per-name state
