@@ -277,6 +277,7 @@ class ModelManager:
         self.servables = {}  # name -> {version: Servable}
         self.states = {}  # name -> {version: (state, error_code, message)}
         self._retries = {}  # (name, version) -> (failed attempts, monotonic time of the next try)
+        self._warned_empty = set()  # configured models whose base path has no version (logged once)
 
     def model_configs(self):
         return list(self.config.model_config_list.config)
@@ -344,6 +345,12 @@ class ModelManager:
     def _poll_model(self, model):
         changed = False
         on_disk = versions_on_disk(model.base_path)
+        if not on_disk and model.name not in self._warned_empty:
+            self._warned_empty.add(model.name)
+            log.warning("No versions of servable %s found under base path %s. Did you forget to name your leaf "
+                        "directory as a number (eg. '/1/')?", model.name, model.base_path)
+        elif on_disk:
+            self._warned_empty.discard(model.name)
         wanted = wanted_versions(model, on_disk)
         with self._lock:
             loaded = self.servables.setdefault(model.name, {})
