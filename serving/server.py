@@ -493,7 +493,7 @@ def main(args):
         signal.signal(signum, lambda *_: stop.set())
     try:
         server.start()
-    except ServingError as error:
+    except (ServingError, RuntimeError) as error:  # RuntimeError: a port or socket that cannot be bound
         print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
         return 255
     if server.port is not None:

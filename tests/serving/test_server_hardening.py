@@ -408,6 +408,11 @@ def test_serve_command_reports_a_failed_start(tmp_path, monkeypatch, capsys):
     assert main(parse(f"--model_base_path={tmp_path / 'nope'}", "--rest_api_port=0")) == 255
     assert f"Failed to start server. Error: INVALID_ARGUMENT: Could not find base path {tmp_path / 'nope'}" \
         in capsys.readouterr().err
+    (tmp_path / "not-a-socket").write_text("a regular file")
+    assert main(parse(f"--model_base_path={tfs_testdata('saved_model_half_plus_two_cpu')}", "--rest_api_port=0",
+                      f"--grpc_socket_path={tmp_path / 'not-a-socket'}", "--file_system_poll_wait_seconds=0")) == 255
+    assert f"Failed to start server. Error: gRPC server failed to start: could not listen on the gRPC socket " \
+           f"{tmp_path / 'not-a-socket'}" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- SIGTERM
