@@ -27,7 +27,6 @@ _NUMPY = {
     "int8": np.int8, "uint8": np.uint8, "int64": np.int64, "uint32": np.uint32,
     "uint64": np.uint64, "bool": np.bool_, "string": object,
 }
-_FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -110,6 +109,31 @@ def predict_response_json(outputs, row_format):
         rows.append("{" + ", ".join(f"{json.dumps(n)}: {tensor_json(np.asarray(outputs[n])[i, ...], n)}"
                                     for n in names) + "}")
     return '{"predictions": [%s]}' % ", ".join(rows)
+
+
+def regress_response_json(values):
+    """`{"results": [...]}` for a regression's values, one per example."""
+    if len(values) == 0:
+        raise invalid("Cannot convert empty RegressionResults to JSON")
+    return '{"results": [%s]}' % ", ".join(format_float(v) for v in values)
+
+
+def classify_response_json(classes, scores):
+    """`{"results": [[[label, score], ...], ...]}` for a classification's [examples, classes]
+    labels and / or scores (a missing label is "", a missing score 0.0)."""
+    rows = scores if scores is not None else classes
+    if rows is None or len(rows) == 0:
+        raise invalid("Cannot convert empty ClassificationResults to JSON")
+    results = []
+    for i in range(len(rows)):
+        pairs = []
+        for j in range(len(rows[i])):
+            label = classes[i][j] if classes is not None else b""
+            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            score = format_float(scores[i][j]) if scores is not None else "0.0"
+            pairs.append(f"[{json.dumps(label, ensure_ascii=False)}, {score}]")
+        results.append("[" + ", ".join(pairs) + "]")
+    return '{"results": [%s]}' % ", ".join(results)
 
 
 # ----------------------------------------------------------------------------- reading

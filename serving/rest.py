@@ -297,24 +297,9 @@ class RestApi:
             key, signature = servable.signature(signature_name)
             serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
             outputs = clock.run(servable.run_examples, key, signature, verb, serialized)
-        count = len(serialized)
         if verb == "regress":
-            values = outputs["outputs"]
-            return '{"results": [%s]}' % ", ".join(json_tensor.format_float(v) for v in values.reshape(-1))
-        scores, classes = outputs.get("scores"), outputs.get("classes")
-        results = []
-        for i in range(count):
-            row_scores = scores[i] if scores is not None else None
-            row_classes = classes[i] if classes is not None else None
-            width = len(row_scores) if row_scores is not None else len(row_classes)
-            pairs = []
-            for j in range(width):
-                label_text = row_classes[j] if row_classes is not None else b""
-                label_text = label_text.decode("utf-8", "replace") if isinstance(label_text, bytes) else str(label_text)
-                score = json_tensor.format_float(row_scores[j]) if row_scores is not None else "0.0"
-                pairs.append(f"[{json.dumps(label_text)}, {score}]")
-            results.append("[" + ", ".join(pairs) + "]")
-        return '{"results": [%s]}' % ", ".join(results)
+            return json_tensor.regress_response_json(outputs["outputs"].reshape(-1))
+        return json_tensor.classify_response_json(outputs.get("classes"), outputs.get("scores"))
 
     def _status(self, name, version, label):
         from google.protobuf import json_format
