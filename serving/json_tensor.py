@@ -313,6 +313,9 @@ def _parse_like_rapidjson(data):
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SPACES = frozenset(" \t\n\r")
+_OPEN_RUN = re.compile(r"\[+")
+_CLOSE_RUN = re.compile(r"\]+")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FRACTION = re.compile(r"\.[0-9]+")
 _EXPONENT = re.compile(r"[eE][-+]?[0-9]+")
@@ -327,6 +330,8 @@ class _RapidJsonReader:
         self.text = text
 
     def skip(self, pos):
+        if self.text[pos:pos + 1] not in _SPACES:
+            return pos
         return _WHITESPACE.match(self.text, pos).end()
 
     def parse(self):
@@ -339,6 +344,11 @@ class _RapidJsonReader:
             value, pos = self.value(pos)
             if isinstance(value, _Open):
                 container = value.container
+                if type(container) is list and text.startswith("[", pos):  # a run of "[[[[": at once
+                    end = _OPEN_RUN.match(text, pos).end()
+                    stack.append([container, None])
+                    stack.extend([[], None] for _ in range(end - pos - 1))
+                    container, pos = [], end
                 pos = self.skip(pos)
                 if text.startswith("]" if isinstance(container, list) else "}", pos):
                     value, pos = container, pos + 1
@@ -357,6 +367,12 @@ class _RapidJsonReader:
                         break
                     if not text.startswith("]", pos):
                         raise _ParseError("Missing a comma or ']' after an array element.", pos)
+                    end = _CLOSE_RUN.match(text, pos).end()  # a run of "]]]]" closing lists: at once
+                    value, pos = stack.pop()[0], pos + 1
+                    while pos < end and stack and type(stack[-1][0]) is list:
+                        stack[-1][0].append(value)
+                        value, pos = stack.pop()[0], pos + 1
+                    continue
                 else:
                     container[key] = value
                     if text.startswith(",", pos):
