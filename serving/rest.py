@@ -164,34 +164,81 @@ def _dense_numeric_request(doc, dtypes):
     return {name: array.reshape(cells.shape)}, row
 
 
+_call_local = threading.local()  # the CancellationManager of the model call this thread makes
+_cancellation_lock = threading.Lock()
+_cancellation_installed = False
+
+
+def _cancellation_manager():
+    """A new TF CancellationManager, which cancels the TF2 function calls this thread makes
+    while `_call_local.manager` holds it. TF reads the manager of a call from a process-wide
+    slot (`cancellation.context()`); it is made per thread here, so that concurrent requests
+    never cancel each other's calls (a slot set by TF's own context manager still works)."""
+    global _cancellation_installed
+    from tensorflow.python.eager import cancellation
+
+    with _cancellation_lock:
+        if not _cancellation_installed:
+            process_wide = cancellation.context
+
+            def context():
+                manager = getattr(_call_local, "manager", None)
+                return manager if manager is not None else process_wide()
+
+            cancellation.context = context
+            _cancellation_installed = True
+    return cancellation.CancellationManager()
+
+
 class ModelClock:
     """The deadline of one REST request's model call (`--rest_api_timeout_in_ms`), shared by
     the event loop, which answers 504 when it passes, and the worker thread, which makes the
-    call through `run`: a request abandoned before its call starts never starts it, and its
-    result is dropped without being formatted."""
+    call through `run`. Like TF Serving's RunOptions timeout it covers the model call only,
+    not parsing or formatting. An abandoned request never starts its call, a TF2 call in
+    progress is cancelled, and the result of any other is dropped without being formatted."""
 
     def __init__(self, timeout_s, loop):
         self.timeout_s = timeout_s
         self._loop = loop
         self._started = asyncio.Event()
+        self._finished = asyncio.Event()
         self._start = None
         self._lock = threading.Lock()
         self._abandoned = False
+        self._manager = None
+
+    def _expired(self):
+        return ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
 
     def run(self, call, *args, **kwargs):
         with self._lock:
             if self._abandoned:
-                raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+                raise self._expired()
             self._start = time.monotonic()
+            if self.timeout_s:
+                self._manager = _cancellation_manager()
         self._loop.call_soon_threadsafe(self._started.set)
-        result = call(*args, **kwargs)
+        previous, _call_local.manager = getattr(_call_local, "manager", None), self._manager
+        try:
+            result = call(*args, **kwargs)
+        except ServingError:
+            if self._abandoned:
+                raise self._expired() from None
+            raise
+        finally:
+            _call_local.manager = previous
+            self._loop.call_soon_threadsafe(self._finished.set)
         if self._abandoned:
-            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+            raise self._expired()
         return result
 
     def abandon(self):
+        """The client has its answer (or is gone): stop the call, or never start it."""
         with self._lock:
             self._abandoned = True
+            manager = self._manager
+        if manager is not None:
+            manager.start_cancel()
 
     async def wait(self, future):
         if not self.timeout_s:
@@ -204,11 +251,16 @@ class ModelClock:
         if future.done():
             return future.result()
         remaining = self.timeout_s - (time.monotonic() - self._start)
+        finished = asyncio.ensure_future(self._finished.wait())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.0))
-        except asyncio.TimeoutError:
+            done, _ = await asyncio.wait({future, finished}, timeout=max(remaining, 0.0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+        if not done:
             self.abandon()
-            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+            raise self._expired()
+        return await future  # the call is over: formatting is not timed
 
 
 class RestApi:
