@@ -73,6 +73,17 @@ def tensor_json(array, name=""):
     if type_name is not None and array.size:  # TF Serving fails on the first value it writes
         raise invalid(f"Failed to write JSON value for tensor type: {type_name}")
     as_bytes = name.endswith("_bytes")
+    if kind in "fbiu":  # numbers: every value formatted at once, in numpy
+        texts = _number_texts(array)
+
+        def write(a):
+            if a.ndim == 0:
+                return a[()]
+            if a.ndim == 1:
+                return "[" + ", ".join(a.tolist()) + "]"
+            return "[" + ", ".join(write(a[i]) for i in range(a.shape[0])) + "]"
+
+        return write(texts)
 
     def write(a):
         if a.ndim == 0:
@@ -80,6 +91,32 @@ def tensor_json(array, name=""):
         return "[" + ", ".join(write(a[i, ...]) for i in range(a.shape[0])) + "]"
 
     return write(array)
+
+
+_SPECIAL_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _number_texts(array):
+    """An array of the JSON texts of a numeric array's values (as `format_float` and
+    `_scalar_json` write them one by one)."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return np.where(array, "true", "false").astype(object)
+    if kind in "iu":
+        return array.astype(str).astype(object)
+    flat = array.reshape(-1)
+    values = flat.astype(np.float64).tolist()
+    texts = ["%g" % v for v in values]
+    with np.errstate(invalid="ignore", over="ignore"):
+        inexact = (np.array([float(t) for t in texts]).astype(array.dtype) != flat) & np.isfinite(flat)
+    digits = "%.17g" if array.dtype == np.float64 else "%.9g"
+    for i in np.flatnonzero(inexact).tolist():
+        texts[i] = digits % values[i]
+    special = _SPECIAL_FLOATS.get
+    texts = [special(t) or (t if "." in t or "e" in t else t + ".0") for t in texts]
+    out = np.empty(len(texts), dtype=object)
+    out[:] = texts
+    return out.reshape(array.shape)
 
 
 def predict_response_json(outputs, row_format):

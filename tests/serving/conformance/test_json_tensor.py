@@ -45,12 +45,14 @@ def test_single_unnamed_tensor():
     same(tensors["default"], np.int32, [3, 2], [1, 2, 3, 4, 5, 6])
 
 
+@pytest.mark.slow  # 500000 levels, as the original; 100000 run over the wire unmarked
 def test_deeply_nested_well_formed():
     body = '{"instances":[1], "nested":' + "[" * 500000 + "]" * 500000 + "}"
     tensors, _, _ = fill(body, {"default": "int32"})
     assert list(tensors) == ["default"]
 
 
+@pytest.mark.slow  # 500000 levels, as the original; 100000 run over the wire unmarked
 def test_deeply_nested_malformed():
     body = '{"signature_name":' + "[" * 500000 + "]" * 500000 + "}"
     assert "key must be a string value" in fill_error(body, {"default": "int32"})
