@@ -307,7 +307,9 @@ class RestApi:
                 error = failure
                 raise
             finally:
-                self.metrics.record(name, action.capitalize(), "REST", status_of(error), time.perf_counter() - started)
+                if name in self.manager.servables:  # per-name state only for models that exist
+                    self.metrics.record(name, action.capitalize(), "REST", status_of(error),
+                                        time.perf_counter() - started)
         if parsed and method == "GET":
             if not name:
                 raise invalid("Missing model name in request.")

@@ -82,7 +82,7 @@ def test_request_count_and_latency_after_rest_and_grpc_requests():
         count = ":tensorflow:serving:request_count"
         assert sample(text, count, model_name="default", status="OK") == 3 + 1 + 2
         assert sample(text, count, model_name="default", status="INVALID_ARGUMENT") == 1
-        assert sample(text, count, model_name="nope", status="NOT_FOUND") == 1
+        assert sample(text, count, model_name="nope", status="NOT_FOUND") is None  # no state for unknown names (#20)
         assert sample(text, count, model_name="default", status="NOT_FOUND") == 1  # gRPC version 99
         latency = ":tensorflow:serving:request_latency"
         assert "# TYPE :tensorflow:serving:request_latency histogram" in text

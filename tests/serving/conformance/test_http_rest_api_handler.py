@@ -251,3 +251,13 @@ def test_gzip_bomb_is_refused_beyond_the_cap(handler_server, monkeypatch):
     assert ok_json_with(handler_server, small, {"Content-Encoding": "gzip"}) == (200, {"predictions": [2.5]})
     status, doc = ok_json_with(handler_server, bomb[:1000], {"Content-Encoding": "gzip"})
     assert status == 400 and "Failed to decompress the gzip request body" in doc["error"]
+
+
+def test_unknown_model_names_leave_no_state(handler_server):
+    """Requests for 500 distinct unknown names: 404 each, and no per-name metrics state."""
+    for i in range(500):
+        status, _ = error_of(handler_server, "POST", f"/v1/models/unknown-{i}:predict", '{"instances": [1.0]}')
+        assert status == 404
+    ok_json(handler_server, "POST", PREDICT, '{"instances": [1.0]}')
+    page = handler_server.metrics.render()
+    assert "unknown-" not in page and HANDLER_MODEL in page
