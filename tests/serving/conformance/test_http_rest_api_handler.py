@@ -261,3 +261,16 @@ def test_unknown_model_names_leave_no_state(handler_server):
     ok_json(handler_server, "POST", PREDICT, '{"instances": [1.0]}')
     page = handler_server.metrics.render()
     assert "unknown-" not in page and HANDLER_MODEL in page
+
+
+def test_a_bug_is_a_500_without_python_internals(handler_server, monkeypatch):
+    """The catch-all: an unexpected exception inside the server answers 500 with a plain
+    message (the traceback goes to the log), never the exception's name or text."""
+    from serving import json_tensor
+
+    def broken(doc, inputs):
+        raise KeyError("internal detail")
+
+    monkeypatch.setattr(json_tensor, "predict_request", broken)
+    status, error = error_of(handler_server, "POST", PREDICT, '{"instances": [{"x": 1.0}]}')
+    assert status == 500 and error == "Internal error while processing the request"

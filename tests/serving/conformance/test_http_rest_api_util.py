@@ -59,3 +59,15 @@ def test_decoded_names_and_labels_over_the_wire(handler_server):
     status, _, text = call(handler_server, "POST", f"/v1/models/{HANDLER_MODEL}/labels/Version%5FLabel:predict",
                            '{"instances": [1.0]}')
     assert status == 200 and json.loads(text) == {"predictions": [2.5]}
+
+
+def test_versions_are_ascii_int64():
+    """absl::SimpleAtoi on RE2's ASCII \\d: other scripts' digits are no version, and a version
+    beyond int64 (even 5000 digits long) is INVALID_ARGUMENT."""
+    assert parse_model_info("GET", "/v1/models/m/versions/\u0663")[0] is False
+    assert parse_model_info("POST", "/v1/models/m/versions/\u0663:predict")[0] is False
+    assert parse_model_info("GET", "/v1/models/m/versions/00123")[2] == 123
+    assert parse_model_info("GET", f"/v1/models/m/versions/{2**63 - 1}")[2] == 2**63 - 1
+    for version in (str(2**63), "9" * 5000):
+        with pytest.raises(ServingError, match="Failed to convert version"):
+            parse_model_info("GET", f"/v1/models/m/versions/{version}")
