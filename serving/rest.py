@@ -20,6 +20,7 @@ from aiohttp import web
 
 from serving import json_tensor
 from serving.errors import CODE_NAMES, ServingError, invalid
+from serving.models import call_deadline
 from serving.metrics import Metrics, status_of
 
 log = logging.getLogger("serving")
@@ -219,14 +220,16 @@ class ModelClock:
                 self._manager = _cancellation_manager()
         self._loop.call_soon_threadsafe(self._started.set)
         previous, _call_local.manager = getattr(_call_local, "manager", None), self._manager
+        call_deadline.timeout_ms = int(self.timeout_s * 1000) if self.timeout_s else None
         try:
             result = call(*args, **kwargs)
-        except ServingError:
-            if self._abandoned:
+        except ServingError as error:
+            if self._abandoned or error.code == "DEADLINE_EXCEEDED":
                 raise self._expired() from None
             raise
         finally:
             _call_local.manager = previous
+            call_deadline.timeout_ms = None
             self._loop.call_soon_threadsafe(self._finished.set)
         if self._abandoned:
             raise self._expired()

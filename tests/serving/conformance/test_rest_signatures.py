@@ -58,13 +58,37 @@ class Signatures(tf.Module):
         return {"zeros": tf.zeros([n[0]]) + 0.5}
 
 
+def save_tf1_spin(path):
+    """A TF1 (session) SavedModel: `n` -> n[0] matmul iterations, counted in `iterations`."""
+    graph = tf.Graph()
+    with graph.as_default():
+        n = tf.compat.v1.placeholder(tf.int64, [None], name="n")
+        iterations = tf.compat.v1.get_variable("iterations", initializer=tf.constant(0, tf.int64), use_resource=True)
+
+        def body(i, m):
+            with tf.control_dependencies([iterations.assign_add(1)]):
+                return i + 1, tf.tanh(tf.matmul(m, m))
+
+        _, m = tf.compat.v1.while_loop(lambda i, m: i < n[0], body, (tf.constant(0, tf.int64), tf.eye(64) * 0.5))
+        out = tf.reduce_sum(m) * tf.ones_like(tf.cast(n, tf.float32))
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"n": n}, {"m": out})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("signatures")
     module = Signatures()
     names = ["strings", "complex", "half", "dtypes", "spin", "zeros"]
-    tf.saved_model.save(module, str(base / "1"), signatures={n: getattr(module, n) for n in names})
-    server = start_server(f'model_config_list {{ config {{ name: "m" base_path: "{base}" model_platform: "tensorflow" }} }}',
+    tf.saved_model.save(module, str(base / "m" / "1"), signatures={n: getattr(module, n) for n in names})
+    save_tf1_spin(base / "tf1" / "1")
+    server = start_server(f"""model_config_list {{
+        config {{ name: "m" base_path: "{base / 'm'}" model_platform: "tensorflow" }}
+        config {{ name: "tf1" base_path: "{base / 'tf1'}" model_platform: "tensorflow" }} }}""",
                           rest_api_timeout_in_ms=TIMEOUT_MS)
     yield server
     server.stop()
@@ -114,6 +138,20 @@ def test_timeout_covers_the_model_call_and_stops_it(server):
     time.sleep(0.5)
     assert int(counter.numpy()) == stopped_at < 10**9
     assert predict(server, {"signature_name": "spin", "instances": [3]})[0] == 200  # the model still serves
+
+
+def test_timeout_stops_a_tf1_session_call(server):
+    """A TF1 session call gets the timeout in its RunOptions, as TF Serving sets it: 504, and
+    the session stops the loop."""
+    servable = next(iter(server.manager.servables["tf1"].values()))
+    status, _, text = call(server, "POST", "/v1/models/tf1:predict", json.dumps({"instances": [10**9]}))
+    assert status == 504 and json.loads(text) == {"error": "Deadline Exceeded"}
+    time.sleep(0.3)
+    stopped_at = int(servable._session.run("iterations/Read/ReadVariableOp:0"))
+    time.sleep(0.5)
+    assert int(servable._session.run("iterations/Read/ReadVariableOp:0")) == stopped_at < 10**9
+    status, _, text = call(server, "POST", "/v1/models/tf1:predict", json.dumps({"instances": [3]}))
+    assert status == 200
 
 
 def test_timeout_does_not_cover_parsing_or_formatting(server, monkeypatch):
