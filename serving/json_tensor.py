@@ -1,5 +1,8 @@
 """JSON <-> tensor conversion with the rules and messages of TF Serving's `util/json_tensor.cc`.
 
+Bodies are read as TF Serving's RapidJSON reads them (NaN / Infinity, integers beyond 64 bits
+as doubles, text after the document ignored, no depth limit, its error messages), and JSON
+echoed in an error message is cut at 256 bytes as TF Serving cuts it.
 Requests: row format (`"instances"`) and columnar format (`"inputs"`), values converted to
 the signature's dtype; classify/regress `"examples"` (and `"context"`) become serialized
 `tf.train.Example`s. Responses: floats printed like the real server (six significant digits

@@ -218,7 +218,7 @@ class ModelClock:
             self._start = time.monotonic()
             if self.timeout_s:
                 self._manager = _cancellation_manager()
-        self._loop.call_soon_threadsafe(self._started.set)
+        self._notify(self._started)
         previous, _call_local.manager = getattr(_call_local, "manager", None), self._manager
         call_deadline.timeout_ms = int(self.timeout_s * 1000) if self.timeout_s else None
         try:
@@ -230,10 +230,16 @@ class ModelClock:
         finally:
             _call_local.manager = previous
             call_deadline.timeout_ms = None
-            self._loop.call_soon_threadsafe(self._finished.set)
+            self._notify(self._finished)
         if self._abandoned:
             raise self._expired()
         return result
+
+    def _notify(self, event):
+        try:
+            self._loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop has closed: the server is stopping
+            pass
 
     def abandon(self):
         """The client has its answer (or is gone): stop the call, or never start it."""

@@ -4,7 +4,10 @@ arrays instead of TensorProtos), expected JSON and error substrings. The DeeplyN
 float-rounding cases also run over the wire in test_http_rest_api_handler.py.
 
 Ported: 41 cases (29 TEST, 3 TYPED_TEST x 2 request types, 6 result / status TEST); not
-applicable: see NOT_APPLICABLE (0 cases)."""
+applicable: see NOT_APPLICABLE (0 cases). Adapted, not dropped: the classify / regress request
+cases compare the serialized Examples this server hands the model (the context merged into
+each, as ExampleListWithContext means) instead of the request proto; MakeJsonFromStatus is
+checked on the server's error / success replies."""
 
 import json
 import math

@@ -180,9 +180,11 @@ def test_abandoned_request_never_starts_its_call():
     from serving.errors import ServingError
     from serving.rest import ModelClock
 
-    clock = ModelClock(1.0, asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    clock = ModelClock(1.0, loop)
     ran = threading.Event()
     clock.abandon()
     with pytest.raises(ServingError) as caught:
         clock.run(ran.set)
+    loop.close()
     assert caught.value.code == "DEADLINE_EXCEEDED" and not ran.is_set()
