@@ -20,8 +20,8 @@ from aiohttp import web
 
 from serving import json_tensor
 from serving.errors import CODE_NAMES, ServingError, invalid
-from serving.models import call_deadline
 from serving.metrics import Metrics, status_of
+from serving.models import call_deadline
 
 log = logging.getLogger("serving")
 

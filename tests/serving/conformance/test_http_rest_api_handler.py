@@ -15,8 +15,8 @@ import zlib
 import numpy as np
 import pytest
 
+from tests.serving.conformance.conftest import HANDLER_MODEL, call
 from tests.serving.conftest import tfs_testdata
-from tests.serving.conformance.conftest import HANDLER_MODEL, call, start_server
 
 NOT_APPLICABLE = []  # (case name, reason): every case of http_rest_api_handler_test.cc applies
 JSON_ONLY = {"Content-Type": "application/json"}
@@ -201,7 +201,7 @@ def test_echoed_input_is_cut_at_256_bytes(handler_server):
 
 def test_cors_preflight(handler_server):
     status, headers, text = call(handler_server, "OPTIONS", PREDICT, headers={"Origin": "http://example.com"})
-    assert status == 200 and text == ""
+    assert status == 200 and text == "" and headers["Content-Type"] == "application/json"
     status, _, text = call(handler_server, "OPTIONS", PREDICT)
     assert status == 400 and "Origin header is missing in CORS preflight" in json.loads(text)["error"]
 
