@@ -21,6 +21,10 @@ from serving.errors import ServingError, from_tf_error, invalid
 
 log = logging.getLogger("serving")
 
+# `timeout_ms`: the deadline of the TF1 session calls this thread makes (RunOptions, as TF
+# Serving sets it from --rest_api_timeout_in_ms); set by serving.rest.ModelClock
+call_deadline = threading.local()
+
 METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 DTYPE_NAMES = {
@@ -175,12 +179,16 @@ class Servable:
             except (TypeError, ValueError) as error:
                 raise invalid(str(error).split("\n")[0][:1024])
             return {n: np.asarray(values[n]) for n in outputs}
-        key = (tuple(signature.inputs[n].name for n in in_names), tuple(signature.outputs[n].name for n in outputs))
+        timeout_ms = getattr(call_deadline, "timeout_ms", None)
+        key = (tuple(signature.inputs[n].name for n in in_names), tuple(signature.outputs[n].name for n in outputs),
+               timeout_ms)
         with self._lock:
             fn = self._callables.get(key)
             if fn is None:
-                fn = self._session._make_callable_from_options(
-                    config_pb2.CallableOptions(feed=list(key[0]), fetch=list(key[1])))
+                options = config_pb2.CallableOptions(feed=list(key[0]), fetch=list(key[1]))
+                if timeout_ms:
+                    options.run_options.timeout_in_ms = timeout_ms
+                fn = self._session._make_callable_from_options(options)
                 self._callables[key] = fn
         try:
             values = fn(*[feeds[n] for n in in_names])

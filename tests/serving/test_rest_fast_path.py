@@ -74,8 +74,7 @@ BODIES = [
     b'{"signature_name": "serving_default", "inputs": {"x": [1, 2], "y": [true, null]}}',
     '{"inputs": {"caf\u00e9": "\u00e9t\u00e9", "a": 1, "a": 2}}'.encode(),
     b'{"instances": [NaN, Infinity, -Infinity, 0.5]}',  # json.loads only
-    b'{"x": 1e400}',  # beyond the double range: json.loads reads inf
-    b'{"x": "\\ud800"}',  # a lone surrogate: json.loads only
+    # 1e400 and lone surrogates are refused as TF Serving refuses them (tests/serving/conformance)
     b'  {"x": [[], {}]}  ',
 ]
 
@@ -98,11 +97,11 @@ def test_bodies_without_special_tokens_skip_json_loads(monkeypatch):
 
 
 @pytest.mark.parametrize("body, message", [
-    (b"{bad json", "JSON Parse error: Expecting property name enclosed in double quotes at offset: 1"),
-    (b'{"instances": [1.0]} trailing', "JSON Parse error: Extra data at offset: 21"),
+    (b"{bad json", "JSON Parse error: Missing a name for object member. at offset: 1"),
+    (b'{"instances": [1.0] trailing', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 20"),
     (b"\xff\xfe", "JSON Parse error: Invalid encoding in string. at offset: 0"),
     (b"", "JSON Parse error: The document is empty"),
-    (b"[1, 2]", "JSON Value: [\n    1,\n    2\n] Is not object"),
+    (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
 ])
 def test_parse_errors_keep_their_messages(body, message):
     with pytest.raises(ServingError) as caught:
