@@ -482,3 +482,52 @@ def bam_official(state, x, dilation=4, num_dilated=2):
         spatial = relu(batch_norm(state, gs + f"gate_s_bn_di_{i}", spatial))
     spatial = conv2d(state, gs + "gate_s_conv_final", spatial)
     return (1 + sigmoid(channel * spatial)) * x
+
+
+# --------------------------------------------------------------------------------------
+# SAN: patchwise SAM
+
+
+def export_san_patchwise(layer):
+    """State dict of SAN's `SAM(sa_type=1)` for a `PatchwiseSelfAttention` layer."""
+    state = {}
+    for keras_name, key in (("query", "conv1"), ("key", "conv2"), ("value", "conv3")):
+        export_conv(state, key, getattr(layer, keras_name))
+    export_batch_norm(state, "conv_w.0", layer.weight_norm1)
+    export_conv(state, "conv_w.2", layer.weight_conv1)
+    export_batch_norm(state, "conv_w.3", layer.weight_norm2)
+    export_conv(state, "conv_w.5", layer.weight_conv2)
+    return state
+
+
+def san_patchwise(state, x, kernel_size, share_planes):
+    """`SAM.forward` with `sa_type=1` (patchwise), stride 1, dilation 1, eval mode: `phi`
+    (`conv1`) of each position with the square `kernel_size x kernel_size` unfold of the
+    reflection-padded `psi` (`conv2`), channel-major as `nn.Unfold`; `conv_w` to
+    `kernel_size ** 2 * out_planes // share_planes` weights with no softmax; then the
+    `Aggregation` CUDA kernel (reflection padding, output channel `c` weighted by group
+    `c % (out_planes // share_planes)`), transcribed from its forward loop.
+
+    Source: hszhao/SAN, `model/san.py` and `lib/sa/functions/aggregation_refpad.py`,
+    commit d88b022fc3ec4920d4596f94983f0e5b1ced62c6.
+    """
+    n, _, h, w = x.shape
+    k = kernel_size
+    pad = k // 2
+    x1, x2, x3 = (conv2d(state, key, x) for key in ("conv1", "conv2", "conv3"))
+    x1 = x1.reshape(n, -1, 1, h * w)
+    padded = np.pad(x2, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    taps = [padded[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)]
+    x2 = np.stack(taps, axis=2).reshape(n, -1, 1, h * w)  # (rel * k^2): channel-major
+    y = relu(batch_norm(state, "conv_w.0", np.concatenate([x1, x2], axis=1)))
+    y = relu(batch_norm(state, "conv_w.3", conv2d(state, "conv_w.2", y)))
+    weights = conv2d(state, "conv_w.5", y).reshape(n, -1, k * k, h * w)
+    weights = weights.reshape(n, -1, k * k, h, w)
+    groups = weights.shape[1]
+    values = np.pad(x3, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    out = np.zeros_like(x3)
+    for c in range(x3.shape[1]):
+        for i in range(k):
+            for j in range(k):
+                out[:, c] += weights[:, c % groups, i * k + j] * values[:, c, i:i + h, j:j + w]
+    return out

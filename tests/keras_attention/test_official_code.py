@@ -210,3 +210,22 @@ def test_bam_pools_globally_where_the_official_code_uses_a_square_window():
     assert np.max(np.abs(ours - official)) > 1e-2
     # ... and the layer is the paper's global average on non-square maps
     # (test_mixed.py::test_bam_closed_form, 9 x 10).
+
+
+# --------------------------------------------------------------------------------------
+# PatchwiseSelfAttention vs SAN's SAM(sa_type=1): square footprint, no softmax
+
+
+def test_san_patchwise_without_softmax_matches_official_sam():
+    x = _input((2, 6, 9, 32), seed=26)
+    layer = _built(L.PatchwiseSelfAttention(kernel_size=3, share_planes=4, softmax=False),
+                   x.shape, seed=27)
+    expected = O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4)
+    _assert_close(layer(x, training=False), expected)
+
+
+def test_san_patchwise_default_softmax_is_not_the_official_module():
+    x = _input((2, 6, 9, 32), seed=28)
+    layer = _built(L.PatchwiseSelfAttention(kernel_size=3, share_planes=4), x.shape, seed=29)
+    expected = O.to_nhwc(O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4))
+    assert np.max(np.abs(O.numpy64(layer(x, training=False)) - expected)) > 1e-2
