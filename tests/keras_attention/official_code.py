@@ -531,3 +531,91 @@ def san_patchwise(state, x, kernel_size, share_planes):
             for j in range(k):
                 out[:, c] += weights[:, c % groups, i * k + j] * values[:, c, i:i + h, j:j + w]
     return out
+
+
+# --------------------------------------------------------------------------------------
+# GeneralizedAttention: mmcv
+
+
+def export_generalized_attention(layer):
+    """State dict of mmcv's `GeneralizedAttention` for a `GeneralizedAttention` layer."""
+    state = {"gamma": numpy64(layer.gamma).reshape(1)}
+    for keras_name, key in (("query", "query_conv"), ("key", "key_conv"),
+                            ("value", "value_conv"), ("output_proj", "proj_conv")):
+        if getattr(layer, keras_name) is not None:
+            export_conv(state, key, getattr(layer, keras_name))
+    if layer.position_x is not None:
+        state["appr_geom_fc_x.weight"] = numpy64(layer.position_x.kernel).T
+        state["appr_geom_fc_y.weight"] = numpy64(layer.position_y.kernel).T
+    if layer.content_bias is not None:
+        state["appr_bias"] = numpy64(layer.content_bias)
+    if layer.position_bias is not None:
+        state["geom_bias"] = numpy64(layer.position_bias)
+    return state
+
+
+def mmcv_generalized_attention(state, x, num_heads, attention_type, embedding_dim,
+                               position_magnitude=1.0, kv_stride=1):
+    """mmcv `GeneralizedAttention.forward` (`q_stride=1`, `spatial_range=-1`), every branch
+    of its energy computation as written, including the E2-without-E4 branch whose
+    vertical term reads the query permuted to `(w, h)` order (wrong on square maps, a
+    broadcasting error on others).
+
+    Source: open-mmlab/mmcv, `mmcv/cnn/bricks/generalized_attention.py`, commit
+    a8073c74bf83d62ec36a103f835faa4837fb6585.
+    """
+    e1, e2, e3, e4 = (flag == "1" for flag in attention_type)
+    n, c, h, w = x.shape
+    d = c // num_heads
+    x_kv = x[:, :, ::kv_stride, ::kv_stride]  # AvgPool2d((1, 1), stride=kv_stride)
+    h_kv, w_kv = x_kv.shape[2:]
+    if e1 or e2:
+        query = conv2d(state, "query_conv", x).reshape(n, num_heads, d, h * w)
+        query = query.transpose(0, 1, 3, 2)
+    if e1 or e3:
+        key = conv2d(state, "key_conv", x_kv).reshape(n, num_heads, d, h_kv * w_kv)
+    if e2 or e4:
+        def embedding(size, size_kv):
+            diff = (np.arange(size)[:, None] - np.arange(size_kv)[None, :] * kv_stride)
+            diff = (diff * position_magnitude)[:, :, None]
+            dims = 1000.0 ** ((4.0 / embedding_dim) * np.arange(embedding_dim // 4))
+            return np.concatenate([np.sin(diff / dims), np.cos(diff / dims)], axis=2)
+
+        feat_x = embedding(w, w_kv) @ state["appr_geom_fc_x.weight"].T
+        feat_x = feat_x.reshape(1, w, w_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2 ** 0.5
+        feat_y = embedding(h, h_kv) @ state["appr_geom_fc_y.weight"].T
+        feat_y = feat_y.reshape(1, h, h_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2 ** 0.5
+        feat_x = np.repeat(feat_x, n, axis=0)
+        feat_y = np.repeat(feat_y, n, axis=0)
+    energy = np.zeros((n, num_heads, h, w, h_kv, w_kv))
+    if e1 and e3:
+        bias = state["appr_bias"].reshape(1, num_heads, 1, d)
+        energy = ((query + bias) @ key).reshape(energy.shape)
+    elif e1:
+        energy = (query @ key).reshape(energy.shape)
+    elif e3:
+        bias = state["appr_bias"].reshape(1, num_heads, 1, d)
+        energy = energy + (bias @ key).reshape(n, num_heads, 1, 1, h_kv, w_kv)
+    if e2 and e4:
+        bias = state["geom_bias"].reshape(1, num_heads, 1, d)
+        q = (query + bias).reshape(n, num_heads, h, w, d)
+        energy_x = (q.transpose(0, 1, 3, 2, 4) @ feat_x.transpose(0, 1, 2, 4, 3))
+        energy_x = energy_x.transpose(0, 1, 3, 2, 4)[:, :, :, :, None]
+        energy_y = (q @ feat_y.transpose(0, 1, 2, 4, 3))[..., None]
+        energy = energy + energy_x + energy_y
+    elif e2:
+        q = query.reshape(n, num_heads, h, w, d).transpose(0, 1, 3, 2, 4)
+        energy_x = (q @ feat_x.transpose(0, 1, 2, 4, 3)).transpose(0, 1, 3, 2, 4)[..., None]
+        energy_y = (q @ feat_y.transpose(0, 1, 2, 4, 3))[..., None]  # the permuted query
+        energy = energy + energy_x + energy_y
+    elif e4:
+        bias = state["geom_bias"].reshape(1, num_heads, d, 1)
+        energy_x = (feat_x.reshape(n, num_heads, w * w_kv, d) @ bias)
+        energy_y = (feat_y.reshape(n, num_heads, h * h_kv, d) @ bias)
+        energy = (energy + energy_x.reshape(n, num_heads, 1, w, 1, w_kv)
+                  + energy_y.reshape(n, num_heads, h, 1, h_kv, 1))
+    attention = softmax(energy.reshape(n, num_heads, h * w, h_kv * w_kv), axis=3)
+    value = conv2d(state, "value_conv", x_kv).reshape(n, num_heads, d, h_kv * w_kv)
+    out = (attention @ value.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    out = conv2d(state, "proj_conv", out.reshape(n, num_heads * d, h, w))
+    return state["gamma"] * out + x

@@ -229,3 +229,40 @@ def test_san_patchwise_default_softmax_is_not_the_official_module():
     layer = _built(L.PatchwiseSelfAttention(kernel_size=3, share_planes=4), x.shape, seed=29)
     expected = O.to_nhwc(O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4))
     assert np.max(np.abs(O.numpy64(layer(x, training=False)) - expected)) > 1e-2
+
+
+# --------------------------------------------------------------------------------------
+# GeneralizedAttention vs mmcv: equal wherever mmcv is right; its E2-without-E4 bug named
+
+
+@pytest.mark.parametrize("attention_type, kv_stride", [("1111", 1), ("1111", 2), ("1001", 1),
+                                                       ("0011", 1), ("1010", 1)])
+def test_generalized_attention_matches_mmcv(attention_type, kv_stride):
+    x = _input((2, 5, 7, 16), seed=30)
+    layer = _built(L.GeneralizedAttention(num_heads=2, attention_type=attention_type,
+                                          position_embedding_dim=8, kv_stride=kv_stride),
+                   x.shape, seed=31)
+    expected = O.mmcv_generalized_attention(O.export_generalized_attention(layer),
+                                            O.to_nchw(x), 2, attention_type, 8,
+                                            kv_stride=kv_stride)
+    _assert_close(layer(x), expected)
+
+
+def test_generalized_attention_e2_without_e4_follows_the_paper_not_mmcv():
+    # mmcv's "0100" / "1100" branch reads the transposed query in its vertical term: on a
+    # square map it runs and differs from the formula (which "1111" minus E3, E4 gives);
+    # on a non-square one it fails.
+    x = _input((2, 6, 6, 16), seed=32)
+    layer = _built(L.GeneralizedAttention(num_heads=2, attention_type="1100",
+                                          position_embedding_dim=8), x.shape, seed=33)
+    state = O.export_generalized_attention(layer)
+    mmcv = O.to_nhwc(O.mmcv_generalized_attention(state, O.to_nchw(x), 2, "1100", 8))
+    ours = O.numpy64(layer(x))
+    assert np.max(np.abs(ours - mmcv)) > 1e-3
+    # The formula through mmcv's correct E2-with-E4 branch, with the E4 bias at zero.
+    formula = O.mmcv_generalized_attention(dict(state, geom_bias=np.zeros(16)),
+                                           O.to_nchw(x), 2, "1101", 8)
+    _assert_close(ours, formula)
+    with pytest.raises(ValueError):
+        wide = _input((2, 5, 7, 16), seed=34)
+        O.mmcv_generalized_attention(state, O.to_nchw(wide), 2, "1100", 8)
