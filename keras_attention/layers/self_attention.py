@@ -182,9 +182,10 @@ class NonLocal(AttentionLayer):
     `N'` is the number of positions of `phi` / `g` (after subsampling). `scale` is the
     softmax temperature of the two Gaussian forms; the normalised dot-product and
     concatenation forms divide by `N'` only (paper and official code alike). The default,
-    `scale="auto"`, follows the official code (Caffe2 / mmcv `NonLocalNd`, `use_scale=True`)
-    per mode: `inner_channels ** -0.5` for `"embedded_gaussian"`, 1 for `"gaussian"` (mmcv
-    applies `use_scale` to the embedded form only). The paper scales neither (`scale=None`);
+    `scale="auto"`, follows the official code (mmcv's `NonLocalNd` with its default
+    `use_scale=True`; the Caffe2 original scales its embedded Gaussian alike) per mode:
+    `inner_channels ** -0.5` for `"embedded_gaussian"`, 1 for `"gaussian"` (mmcv applies
+    `use_scale` to the embedded form only). The paper scales neither (`scale=None`);
     timm's `NonLocalAttn` (embedded Gaussian only) uses `C ** -0.5` (`scale="input"`).
 
     Args:
