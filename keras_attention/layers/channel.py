@@ -187,6 +187,28 @@ def _spatial_softmax_float32(logits):
     return e / U.spatial_reduce(ops.sum, e)
 
 
+GC_FUSION_ORDER = ("multiply", "add")  # GCNet's ContextBlock.forward: gate, then add
+
+
+def _fusion_tuple(fusion):
+    return (fusion,) if isinstance(fusion, str) else tuple(fusion)
+
+
+def _check_fusion(fusion):
+    """`"add"`, `"multiply"` or a non-empty list / tuple of distinct ones; returned as given
+    (a string) or as a tuple."""
+    if isinstance(fusion, str):
+        U.check_choice("fusion", fusion, set(GC_FUSION_ORDER))
+        return fusion
+    if (not isinstance(fusion, (list, tuple)) or not fusion
+            or any(f not in GC_FUSION_ORDER for f in fusion) or len(set(fusion)) != len(fusion)):
+        raise ValueError(
+            "`fusion` must be 'add', 'multiply' or a non-empty tuple of distinct ones, got "
+            f"fusion={fusion!r}."
+        )
+    return tuple(fusion)
+
+
 @register
 class GlobalContext(AttentionLayer):
     """Global Context block (GCNet, Cao et al., 2019).
@@ -195,8 +217,12 @@ class GlobalContext(AttentionLayer):
     positions, and the softmax-weighted sum of the input over height and width (or a plain
     mean with `pooling="avg"`). Transform: a bottleneck 1x1 convolution (bias), LayerNorm
     over channels, ReLU and a 1x1 convolution back to `C` channels (bias). Fusion: added to
-    every position (`"add"`, the official code's default and timm's `gca`) or applied as a
-    sigmoid gate (`"multiply"`, timm's `gc`). Matches timm's `GlobalContext`.
+    every position (`"add"`, the official code's default `channel_add` and timm's `gca`),
+    applied as a sigmoid gate (`"multiply"`, official `channel_mul`, timm's `gc`), or both
+    (`("multiply", "add")`), each fusion with its own transform, applied in the official
+    order whatever the order given: `out = x * sigmoid(T_mul(ctx)) + T_add(ctx)` (GCNet's
+    `fusion_types=("channel_add", "channel_mul")` and timm's `fuse_add=True,
+    fuse_scale=True`). Matches timm's `GlobalContext` and GCNet's `ContextBlock`.
 
     Args:
         reduction_ratio: bottleneck width as a fraction of the input channels (1/16).
@@ -204,8 +230,10 @@ class GlobalContext(AttentionLayer):
         divisor: rounding of the bottleneck width. `None` (default) floors like the
             official code (`int(C * ratio)`); an integer rounds like timm
             (`make_divisible(C * ratio, divisor)`; timm uses `1`, i.e. nearest integer).
-        fusion: `"add"` (`x + transform(context)`) or `"multiply"`
-            (`x * sigmoid(transform(context))`).
+        fusion: `"add"` (`x + transform(context)`), `"multiply"`
+            (`x * sigmoid(transform(context))`) or a tuple of both (the gate, then the
+            addition). With one fusion the transform's sublayers are `reduce`, `norm`,
+            `expand`; with both they are prefixed `multiply_` and `add_`.
         pooling: `"attention"` (softmax-weighted sum, the paper) or `"avg"` (global average
             pooling, timm's `use_attn=False`).
         norm_epsilon: epsilon of the LayerNorm: `1e-5` (official code) or `1e-6` (timm).
@@ -235,7 +263,7 @@ class GlobalContext(AttentionLayer):
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
         U.check_divisor("divisor", divisor)
-        U.check_choice("fusion", fusion, {"add", "multiply"})
+        fusion = _check_fusion(fusion)
         U.check_choice("pooling", pooling, {"attention", "avg"})
         U.check_positive_number("norm_epsilon", norm_epsilon)
         self.reduction_ratio = reduction_ratio
@@ -257,16 +285,30 @@ class GlobalContext(AttentionLayer):
             self.attention.build((None, None, None, channels))
         else:
             self.attention = None
-        self.reduce = layers.Conv2D(hidden, 1, use_bias=True, name="reduce", **kw)
-        self.reduce.build((None, 1, 1, channels))
-        self.norm = layers.LayerNormalization(axis=-1, epsilon=self.norm_epsilon, name="norm",
-                                              **kw)
-        self.norm.build((None, 1, 1, hidden))
-        self.expand = layers.Conv2D(
-            channels, 1, use_bias=True, name="expand",
-            kernel_initializer="zeros" if self.zero_init_last else "glorot_uniform", **kw
-        )
-        self.expand.build((None, 1, 1, hidden))
+        self.fusions = tuple(f for f in GC_FUSION_ORDER if f in _fusion_tuple(self.fusion))
+        for fusion in self.fusions:
+            prefix = self._prefix(fusion)
+            reduce = layers.Conv2D(hidden, 1, use_bias=True, name=prefix + "reduce", **kw)
+            reduce.build((None, 1, 1, channels))
+            norm = layers.LayerNormalization(axis=-1, epsilon=self.norm_epsilon,
+                                             name=prefix + "norm", **kw)
+            norm.build((None, 1, 1, hidden))
+            expand = layers.Conv2D(
+                channels, 1, use_bias=True, name=prefix + "expand",
+                kernel_initializer="zeros" if self.zero_init_last else "glorot_uniform", **kw
+            )
+            expand.build((None, 1, 1, hidden))
+            # Attribute names are the weight paths of saved models: unprefixed for one fusion.
+            for part, sublayer in (("reduce", reduce), ("norm", norm), ("expand", expand)):
+                setattr(self, prefix + part, sublayer)
+
+    def _prefix(self, fusion):
+        return "" if len(self.fusions) == 1 else fusion + "_"
+
+    def transform(self, fusion):
+        """The `(reduce, norm, expand)` sublayers of one fusion's transform."""
+        prefix = self._prefix(fusion)
+        return tuple(getattr(self, prefix + part) for part in ("reduce", "norm", "expand"))
 
     def call(self, inputs, training=None, return_attention=False):
         if self.attention is not None:
@@ -277,11 +319,14 @@ class GlobalContext(AttentionLayer):
         else:
             context = U.spatial_mean_float32(inputs)
             weights = None
-        transform = self.expand(ops.relu(self.norm(self.reduce(context))))
-        if self.fusion == "add":
-            outputs = inputs + transform
-        else:
-            outputs = inputs * ops.sigmoid(transform)
+        outputs = inputs
+        for fusion in self.fusions:
+            reduce, norm, expand = self.transform(fusion)
+            transform = expand(ops.relu(norm(reduce(context))))
+            if fusion == "multiply":
+                outputs = outputs * ops.sigmoid(transform)
+            else:
+                outputs = outputs + transform
         if not return_attention:
             return outputs
         if weights is None:
@@ -298,7 +343,7 @@ class GlobalContext(AttentionLayer):
             reduction_ratio=self.reduction_ratio,
             reduced_channels=self.reduced_channels,
             divisor=self.divisor,
-            fusion=self.fusion,
+            fusion=self.fusion if isinstance(self.fusion, str) else list(self.fusion),
             pooling=self.pooling,
             norm_epsilon=self.norm_epsilon,
             zero_init_last=self.zero_init_last,

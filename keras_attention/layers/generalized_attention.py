@@ -54,10 +54,15 @@ class GeneralizedAttention(AttentionLayer):
     Kaiming uniform with `a=1`), `u` and `v` uniform in `+-1 / sqrt(2 head_dim)`.
     mmcv's `kv_stride` (keys and values subsampled, `AvgPool2d(1, stride)`) is supported;
     its `q_stride` (query subsampling with bilinear upsampling of the result) and
-    `spatial_range` (local window mask) are not. When E2 is on and E4 off (`"0100"`,
-    `"1100"`, ...), mmcv's vertical E2 term takes the query of the transposed position
-    `(x, y)` instead of `(y, x)` (and fails on non-square maps); this layer uses the formula
-    above throughout, which is what mmcv computes whenever E2 and E4 are both on.
+    `spatial_range` (local window mask) are not.
+
+    One deviation from mmcv, where it is wrong: when E2 is on and E4 off (`"0100"`,
+    `"1100"`, ...), mmcv's `forward` (its `elif self.attention_type[1]` branch) multiplies
+    the vertical position features by the query permuted to `(w, h)` order, which only its
+    horizontal term undoes: the vertical term of position `(y, x)` takes the query of
+    `(x, y)`, wrong on square maps and a shape error on non-square ones. This
+    layer uses the formula above throughout, which is what mmcv computes whenever E2 and E4
+    are both on.
 
     Args:
         num_heads: number of attention heads (8, as mmdetection's configurations; mmcv's

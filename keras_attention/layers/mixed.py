@@ -196,6 +196,14 @@ class BAM(AttentionLayer):
     (Jongchan/attention-module, `bam.py`), whose layout this follows (the paper's equations
     instead place a BatchNorm at the end of each branch).
 
+    One deviation from the official code, where it is wrong: its channel gate pools with
+    `F.avg_pool2d(x, H, stride=H)`, a square `H x H` window, which is the global average
+    only on square maps: for `H < W < 2H` it silently averages the first `H` columns only,
+    for `W >= 2H` the flattened `C * (W // H)` features no longer fit its first Linear
+    layer (an error) and for `W < H` the window exceeds the map (an error). This layer takes the
+    global average over all positions, as the paper, and equals the official code on
+    square maps.
+
     Args:
         reduction_ratio: bottleneck width of both branches as a fraction of the channels
             (1/16).

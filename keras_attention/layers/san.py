@@ -242,10 +242,14 @@ class PatchwiseSelfAttention(_LocalSelfAttention):
     features) goes through `gamma`: BatchNorm -> ReLU -> 1x1 conv (no bias) to
     `G = value_channels // share_planes` -> BatchNorm -> ReLU -> 1x1 conv (bias) to
     `kernel_size ** 2 * G` weights (group-major), one per footprint tap and group, which a
-    softmax over the footprint (float32) normalises. The official code extracts the
-    footprint of `psi` with a `1 x kernel_size` unfold (an inconsistency with its own
-    `conv_w` width); this layer takes the paper's square footprint. The official code
-    applies no softmax in the patchwise case: `softmax=False` reproduces that.
+    softmax over the footprint (float32) normalises. The footprint of `psi` is the square
+    `kernel_size x kernel_size` one of the paper and of the official code (both versions of
+    hszhao/SAN `model/san.py` unfold `psi` with `nn.Unfold(kernel_size=kernel_size)` after
+    a `ReflectionPad2d(kernel_size // 2)`, which equals the padding here for `dilation=1`;
+    for larger dilations the official padding does not match its unfold). Normalisation:
+    the default `softmax=True` normalises the weights over the footprint like the pairwise
+    form (whose official code has that softmax); the official patchwise module
+    (`SAM(sa_type=1)`) applies none, and `softmax=False` reproduces it.
 
     Args:
         kernel_size: odd side of the footprint (7, the paper's best).
@@ -256,8 +260,8 @@ class PatchwiseSelfAttention(_LocalSelfAttention):
             `max(1, C // 16)` (the official `rel_planes = planes // 16`).
         value_channels: width of `beta` and of the output; `None` (default) keeps the input
             channels (the official blocks use `planes // 4` inside their bottleneck).
-        softmax: normalise the weights by a softmax over the footprint (`True`, as the
-            paper's pairwise form; `False`: raw weights, as the official patchwise code).
+        softmax: normalise the weights by a softmax over the footprint (`True`, default,
+            as the pairwise form; `False`: raw weights, as the official patchwise code).
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

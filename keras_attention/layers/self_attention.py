@@ -11,7 +11,7 @@ from keras_attention.layers.base import AttentionLayer
 register = keras.saving.register_keras_serializable(package="keras_attention")
 
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
-SCALES = ("inner", "input", None)
+SCALES = ("auto", "inner", "input", None)
 
 
 def _tokens(x, batch):
@@ -180,8 +180,13 @@ class NonLocal(AttentionLayer):
       the concatenation.
 
     `N'` is the number of positions of `phi` / `g` (after subsampling). `scale` is the
-    softmax temperature of the two Gaussian forms (the official code's and timm's `use_scale`);
-    the paper's normalised dot-product and concatenation forms divide by `N'` only.
+    softmax temperature of the two Gaussian forms; the normalised dot-product and
+    concatenation forms divide by `N'` only (paper and official code alike). The default,
+    `scale="auto"`, follows the official code (mmcv's `NonLocalNd` with its default
+    `use_scale=True`; the Caffe2 original scales its embedded Gaussian alike) per mode:
+    `inner_channels ** -0.5` for `"embedded_gaussian"`, 1 for `"gaussian"` (mmcv applies
+    `use_scale` to the embedded form only). The paper scales neither (`scale=None`);
+    timm's `NonLocalAttn` (embedded Gaussian only) uses `C ** -0.5` (`scale="input"`).
 
     Args:
         pairwise: one of `"embedded_gaussian"` (default), `"gaussian"`, `"dot_product"`,
@@ -198,10 +203,10 @@ class NonLocal(AttentionLayer):
             `(1, 2, 2)` for 3D (time untouched). Odd sizes are floored (`"valid"`
             pooling, like PyTorch's `MaxPool`), so pooled axes need at least 2 positions.
             timm has no subsampling.
-        scale: logit multiplier of the Gaussian forms: `"inner"` (default, the official
-            code: `inner_channels ** -0.5`), `"input"` (timm: `C ** -0.5`; for
-            `"gaussian"`, whose logits are products of `C`-channel inputs, the analogue of
-            `"inner"`) or `None` (1, the paper). Unused by `"dot_product"` and
+        scale: logit multiplier of the Gaussian forms: `"auto"` (default, the official code
+            per mode: `inner_channels ** -0.5` for `"embedded_gaussian"`, 1 for
+            `"gaussian"`), `"inner"` (`inner_channels ** -0.5` in both), `"input"` (timm:
+            `C ** -0.5`) or `None` (1, the paper). Unused by `"dot_product"` and
             `"concatenation"`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
@@ -221,7 +226,7 @@ class NonLocal(AttentionLayer):
     """
 
     def __init__(self, pairwise="embedded_gaussian", inner_channels=None, reduction_ratio=1 / 2,
-                 divisor=None, subsample=False, scale="inner", **kwargs):
+                 divisor=None, subsample=False, scale="auto", **kwargs):
         super().__init__(**kwargs)
         U.check_choice("pairwise", pairwise, set(PAIRWISE))
         U.check_positive_int("inner_channels", inner_channels, allow_none=True)
@@ -229,7 +234,7 @@ class NonLocal(AttentionLayer):
         U.check_divisor("divisor", divisor)
         if scale not in SCALES:
             raise ValueError(
-                f"`scale` must be one of 'inner', 'input' or None, got scale={scale!r}."
+                f"`scale` must be one of 'auto', 'inner', 'input' or None, got scale={scale!r}."
             )
         self.pairwise = pairwise
         self.inner_channels = inner_channels
@@ -266,9 +271,10 @@ class NonLocal(AttentionLayer):
                     )
         inner = self._inner_width(channels)
         self.inner = inner
-        self.scale_value = {"inner": inner ** -0.5, "input": channels ** -0.5, None: 1.0}[
-            self.scale
-        ]
+        scale = self.scale
+        if scale == "auto":
+            scale = "inner" if self.pairwise == "embedded_gaussian" else None
+        self.scale_value = {"inner": inner ** -0.5, "input": channels ** -0.5, None: 1.0}[scale]
         kw = U.sublayer_kwargs(self)
         if self.pairwise == "gaussian":
             self.theta = self.phi = None

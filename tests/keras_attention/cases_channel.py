@@ -41,16 +41,21 @@ CASES += [
               attention_shape=channel_map),
 ]
 
-# --- GlobalContext: bottlenecks of at least 4 channels, so LayerNorm passes gradients ---
+# --- GlobalContext: bottlenecks of at least 4 channels, so LayerNorm passes gradients; the
+# attention bias shifts every logit of the spatial softmax alike, so it has no gradient ---
+GC_NO_GRADIENT = ("attention/bias",)
 CASES += [
     LayerCase(
         "gc_add", L.GlobalContext, {"reduction_ratio": 1 / 4}, SHAPE,
-        attention_shape=spatial_map,
+        attention_shape=spatial_map, no_weight_gradient=GC_NO_GRADIENT,
         invalid=(
             ({"reduction_ratio": 0}, SHAPE, "reduction_ratio"),
             ({"reduced_channels": -4}, SHAPE, "reduced_channels"),
             ({"divisor": 0}, SHAPE, "divisor"),
             ({"fusion": "concat"}, SHAPE, "fusion"),
+            ({"fusion": ()}, SHAPE, "fusion"),
+            ({"fusion": ("add", "add")}, SHAPE, "fusion"),
+            ({"fusion": ("add", "scale")}, SHAPE, "fusion"),
             ({"pooling": "max"}, SHAPE, "pooling"),
             ({"norm_epsilon": 0}, SHAPE, "norm_epsilon"),
             RANK_ERROR,
@@ -59,7 +64,11 @@ CASES += [
     LayerCase("gc_multiply_timm", L.GlobalContext,
               {"fusion": "multiply", "reduction_ratio": 1 / 8, "divisor": 1,
                "norm_epsilon": 1e-6, "zero_init_last": False}, SHAPE,
-              attention_shape=spatial_map),
+              attention_shape=spatial_map, no_weight_gradient=GC_NO_GRADIENT),
+    # GCNet's fusion_types=("channel_add", "channel_mul"): the gate, then the addition
+    LayerCase("gc_multiply_and_add", L.GlobalContext,
+              {"fusion": ("add", "multiply"), "reduced_channels": 4, "zero_init_last": False},
+              SHAPE, attention_shape=spatial_map, no_weight_gradient=GC_NO_GRADIENT),
     LayerCase("gc_avg_pooling", L.GlobalContext,
               {"pooling": "avg", "reduced_channels": 4, "fusion": "multiply"}, SHAPE,
               attention_shape=spatial_map),

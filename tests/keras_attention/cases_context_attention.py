@@ -16,6 +16,16 @@ def position_map(shape):
     return (shape[0], n, n)
 
 
+def pooled_position_map(pool):
+    def shape_of(shape):
+        if shape[1] is None or shape[2] is None:
+            return (shape[0], None, None)
+        n = (shape[1] // pool) * (shape[2] // pool)
+        return (shape[0], n, n)
+
+    return shape_of
+
+
 def criss_cross_map(shape):
     return (*shape[:3], shape[1] + shape[2])
 
@@ -55,6 +65,13 @@ CASES += [
             ({"mode": "pyramid", "pyramid_sizes": (1, 8)}, SMALL, "pyramid_sizes"),
             ({"dilations": (2, 0)}, SMALL, "dilations"),
             ({"dropout": 1.0}, SMALL, "dropout"),
+            ({"activation": "gelu"}, SMALL, "activation"),
+            ({"preset": "timm"}, SMALL, "preset"),
+            ({"context_pooling": 0}, SMALL, "context_pooling"),
+            ({"context_pooling": 7}, SMALL, "context_pooling"),
+            ({"mode": "pyramid", "context_pooling": 2}, SMALL, "context_pooling"),
+            ({"branch_channels": 0}, SMALL, "branch_channels"),
+            ({"branch_channels": 8}, SMALL, "branch_channels"),
             RANK_ERROR,
         ),
     ),
@@ -64,6 +81,13 @@ CASES += [
     LayerCase("ocnet_asp", L.ObjectContext,
               {"mode": "asp", "dilations": (1, 2), "out_channels": 8, "dropout": 0.1}, SMALL,
               attention_shape=position_map, training=False),
+    # official ASP-OC: leaky ReLU, 2x2-pooled attention, branches of out_channels // 2
+    LayerCase("ocnet_asp_official", L.ObjectContext,
+              {"mode": "asp", "dilations": (1, 2), "out_channels": 16, "preset": "official"},
+              SMALL, attention_shape=pooled_position_map(2), training=False),
+    LayerCase("ocnet_base_official_pooled", L.ObjectContext,
+              {"preset": "official", "context_pooling": 3, "activation": "leaky_relu"},
+              SMALL, attention_shape=pooled_position_map(3), training=False),
 ]
 
 # --- CompactGeneralizedNonLocal ---
@@ -78,9 +102,13 @@ CASES += [
             ({"kernel": "rbf"}, SMALL, "kernel"),
             ({"order": -1}, SMALL, "order"),
             ({"gamma": 0}, SMALL, "gamma"),
+            ({"gaussian_factors": "beta"}, SMALL, "gaussian_factors"),
             RANK_ERROR,
         ),
     ),
+    LayerCase("cgnl_gaussian_constant_official", L.CompactGeneralizedNonLocal,
+              {"kernel": "gaussian", "order": 2, "gaussian_factors": "constant"}, SMALL,
+              attention_shape=lambda s: (s[0], 1, 3)),
     LayerCase("cgnl_gaussian_groups", L.CompactGeneralizedNonLocal,
               {"kernel": "gaussian", "groups": 2, "gamma": 1e-2, "use_scale": True}, SMALL,
               attention_shape=lambda s: (s[0], 2, 4)),

@@ -71,6 +71,9 @@ CASES += [
     LayerCase("nonlocal_timm_like_2d", L.NonLocal,
               {"reduction_ratio": 1 / 8, "divisor": 8, "scale": "input"}, NL_SHAPE_2D,
               attention_shape=nonlocal_map(), training=False),
+    # default scale="auto": no temperature in the Gaussian mode (mmcv)
+    LayerCase("nonlocal_gaussian_auto_2d", L.NonLocal, {"pairwise": "gaussian"}, NL_SHAPE_2D,
+              attention_shape=nonlocal_map(), training=False),
     LayerCase("nonlocal_gaussian_subsample_2d", L.NonLocal,
               {"pairwise": "gaussian", "subsample": True, "scale": "input"}, NL_SHAPE_2D,
               attention_shape=nonlocal_map((2, 2)), training=False),

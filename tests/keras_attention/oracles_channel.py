@@ -68,6 +68,9 @@ ORACLE_CASES += [
                _keras_gc(fusion="add"), SHAPE),
     OracleCase("gc_timm_scale_avg", _timm_gc(use_attn=False),
                _keras_gc(fusion="multiply", pooling="avg"), SHAPE),
+    # both fusions (GCNet's fusion_types=("channel_add", "channel_mul")): gate, then add
+    OracleCase("gc_timm_scale_and_add", _timm_gc(fuse_add=True, fuse_scale=True),
+               _keras_gc(fusion=("add", "multiply")), SHAPE),
     # official rounding (int(48 / 16) = 3) through timm's explicit rd_channels
     OracleCase("gc_timm_add_official_width", _timm_gc(fuse_add=True, fuse_scale=False,
                                                       rd_channels=3),

@@ -76,7 +76,7 @@ def load_efficient_channel_attention(layer, state, prefix=""):
 
 def load_global_context(layer, state, prefix=""):
     """timm `GlobalContext`: `conv_attn` (when `use_attn`), then the ConvMlp `mlp_scale`
-    (sigmoid fusion) or `mlp_add` (additive fusion): fc1, norm (LayerNorm2d), fc2."""
+    (sigmoid fusion) and / or `mlp_add` (additive fusion): fc1, norm (LayerNorm2d), fc2."""
     if layer.attention is not None:
         load_conv2d(layer.attention, state, prefix + "conv_attn.")
     elif prefix + "conv_attn.weight" in state:
@@ -84,10 +84,12 @@ def load_global_context(layer, state, prefix=""):
             f"checkpoint has {prefix + 'conv_attn.weight'!r} (attention pooling) but the layer "
             f"uses pooling={layer.pooling!r}"
         )
-    mlp = prefix + ("mlp_scale." if layer.fusion == "multiply" else "mlp_add.")
-    load_conv2d(layer.reduce, state, mlp + "fc1.")
-    load_layer_norm(layer.norm, state, mlp + "norm.")
-    load_conv2d(layer.expand, state, mlp + "fc2.")
+    for fusion in layer.fusions:
+        reduce, norm, expand = layer.transform(fusion)
+        mlp = prefix + ("mlp_scale." if fusion == "multiply" else "mlp_add.")
+        load_conv2d(reduce, state, mlp + "fc1.")
+        load_layer_norm(norm, state, mlp + "norm.")
+        load_conv2d(expand, state, mlp + "fc2.")
 
 
 def load_channel_gate(layer, state, prefix=""):
