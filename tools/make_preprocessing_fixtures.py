@@ -37,11 +37,14 @@ CASES = {
 
 
 def main():
-    import timm  # noqa: F401  (before TensorFlow)
+    # timm before TensorFlow, which zoo imports
+    # isort: off
+    import timm  # noqa: F401
+    from timm.data import create_transform
+    # isort: on
     import numpy as np
     import skimage.data
     from PIL import Image
-    from timm.data import create_transform
 
     from zoo import registry
     from zoo.preprocessing import ImagePreprocessing

@@ -67,7 +67,8 @@ class ImagePreprocessing:
     def __post_init__(self):
         size = tuple(self.size)
         if len(size) != 2 or not all(isinstance(d, int) and d > 0 for d in size):
-            raise ValueError(f"size must be (height, width) of positive integers, got {self.size!r}")
+            raise ValueError(f"size must be (height, width) of positive integers, got "
+                             f"{self.size!r}")
         if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
         if self.crop_mode not in CROP_MODES:

@@ -36,7 +36,8 @@ def hub(monkeypatch, tmp_path):
 def test_downloads_once_into_the_hugging_face_cache(hub, tmp_path):
     path = fetch(NAME, _hub_spec())
     assert path.read_bytes() == DATA
-    assert str(path).startswith(str(tmp_path / "hf_cache" / "models--timm--tiny_test_net.fake_in1k"))
+    repo_cache = tmp_path / "hf_cache" / "models--timm--tiny_test_net.fake_in1k"
+    assert str(path).startswith(str(repo_cache))
     assert hub.downloads() == [f"/{REPO}/resolve/main/{FILE}"]
     assert fetch(NAME, _hub_spec()) == path
     assert len(hub.downloads()) == 1
@@ -85,8 +86,9 @@ def test_unreachable_hub_without_the_file_says_so(monkeypatch, tmp_path):
 
 
 def test_sha256_mismatch_is_refused_and_the_file_removed(hub):
-    with pytest.raises(WeightsError, match=f"sha256 mismatch for {FILE} of {REPO} at revision "
-                                           f"main: expected 0+, got {SHA256}; the file was removed"):
+    with pytest.raises(WeightsError, match=f"sha256 mismatch for {FILE} of {REPO} at "
+                                           f"revision main: expected 0+, got {SHA256}; the "
+                                           f"file was removed"):
         fetch(NAME, _hub_spec(sha256="0" * 64))
     assert fetch(NAME, _hub_spec()).read_bytes() == DATA
     assert len(hub.downloads()) == 2  # the bad copy was not reused

@@ -16,7 +16,8 @@ from zoo import registry
 from zoo.models import ZooModel
 from zoo.preprocessing import ImagePreprocessing
 
-FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo" / "preprocessing_chelsea.npz"
+FIXTURE = (pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
+           / "preprocessing_chelsea.npz")
 TIMM_MODELS = ("resnet50", "seresnet50", "seresnext50_32x4d", "ecaresnet50d", "gcresnet50t",
                "botnet26t_256", "halonet26t", "lambda_resnet26t")
 
@@ -31,7 +32,8 @@ def _fixture_cases():
             pixels = data[f"pixels_{case}"]
             mean = np.asarray(preprocessing.mean, np.float32)
             std = np.asarray(preprocessing.std, np.float32)
-            cases[case] = (preprocessing, (pixels.astype(np.float32) / np.float32(255) - mean) / std)
+            tensor = (pixels.astype(np.float32) / np.float32(255) - mean) / std
+            cases[case] = (preprocessing, tensor)
     return data["jpeg"].tobytes(), cases
 
 
@@ -67,7 +69,8 @@ def test_registry_carries_the_eval_transform_of_each_checkpoint():
         assert entry.preprocessing.size == entry.input_size
         assert entry.preprocessing.source.startswith(f"timm 1.0.29 pretrained_cfg of "
                                                      f"{entry.source.removeprefix('timm/')}")
-    assert registry.get_spec("lambda_resnet26t").weights_for("imagenet").preprocessing.crop_pct == 0.94
+    lambda_resnet = registry.get_spec("lambda_resnet26t").weights_for("imagenet")
+    assert lambda_resnet.preprocessing.crop_pct == 0.94
 
 
 def test_geometry_of_the_resize():
@@ -118,8 +121,8 @@ def test_preprocessing_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
                                rtol=1e-6)
     pixels = np.full((1, 24, 20, 3), 255.0, np.float32)
-    np.testing.assert_allclose(loaded.preprocess_input(pixels)[0, 0, 0],
-                               (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225], rtol=1e-6)
+    white = (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(loaded.preprocess_input(pixels)[0, 0, 0], white, rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -146,7 +149,8 @@ def test_image_signature_decodes_with_the_models_preprocessing(tmp_path):
     version = export(model, tmp_path, "tiny", version=1, image_signature=True)
     signature = tf.saved_model.load(version).signatures["serving_images"]
     got = signature(images=tf.constant([JPEG, JPEG]))["probabilities"].numpy()
-    in_graph = model.predict(model.preprocessing.decode_tf(tf.constant(JPEG)).numpy()[None], verbose=0)
+    decoded = model.preprocessing.decode_tf(tf.constant(JPEG)).numpy()
+    in_graph = model.predict(decoded[None], verbose=0)
     np.testing.assert_allclose(got, np.concatenate([in_graph, in_graph]), rtol=1e-5, atol=1e-6)
     host = model.predict(model.preprocessing.load([io.BytesIO(JPEG)]), verbose=0)
     np.testing.assert_allclose(got[:1], host, atol=1e-3)
