@@ -115,3 +115,42 @@ def test_zoo_load_converts_the_hub_checkpoint(hub, monkeypatch, tmp_path):
     expected, _ = _numpy_forward(_state(), x)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
     assert len(hub.downloads()) == 1
+
+
+@pytest.mark.slow
+def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, tmp_path):
+    """HF_HUB_OFFLINE / HF_HUB_CACHE as a user sets them, before huggingface_hub is imported."""
+    import os
+    import subprocess
+    import sys
+
+    import huggingface_hub
+
+    huggingface_hub.hf_hub_download(REPO, FILE)  # a timm user's cache
+    hub.requests.clear()
+    script = (
+        "import dataclasses, sys\n"
+        "from zoo.registry import WeightsSpec\n"
+        "from zoo.weights import WeightsError, fetch\n"
+        f"spec = WeightsSpec(tag='imagenet', url='hf://{REPO}/{FILE}', "
+        f"file_format='safetensors', sha256='{SHA256}', input_size=(9, 11), num_classes=5, "
+        "trained_on='', metric='')\n"
+        "print(fetch('net', spec))\n"
+        "try:\n"
+        "    fetch('net', dataclasses.replace(spec, url='hf://timm/absent/model.safetensors'))\n"
+        "except WeightsError as error:\n"
+        "    print(error)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf_cache"),
+           "HF_ENDPOINT": hub.url,
+           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found, error = result.stdout.strip().splitlines()
+    assert open(found, "rb").read() == DATA
+    assert error.startswith("net weights 'imagenet': model.safetensors of timm/absent at "
+                            "revision main is not in the Hugging Face cache")
+    assert "HF_HUB_OFFLINE is set" in error
+    assert hub.requests == []
