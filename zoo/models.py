@@ -122,20 +122,21 @@ def _head(spec, features, include_top, pooling, num_classes, classifier_activati
     return x
 
 
-def _preprocessing(spec, tag, inputs):
-    size = tuple(inputs.shape[1:3])
+def _preprocessing(spec, tag, input_shape):
+    """The weights' preprocessing at the input's size (the weights' own if it is dynamic)."""
+    size = tuple(input_shape[:2])
     return spec.preprocessing(tag, size=None if None in size else size)
 
 
 def _zoo_model(spec, tag, inputs, outputs, name):
-    return ZooModel(inputs, outputs, name=name, preprocessing=_preprocessing(spec, tag, inputs))
+    return ZooModel(inputs, outputs, name=name,
+                    preprocessing=_preprocessing(spec, tag, tuple(inputs.shape[1:])))
 
 
 def _attach_preprocessing(model, spec, tag, input_shape):
     """A complete model (kind "model") with its preprocessing: a functional one becomes a
     `ZooModel` over the same graph; a subclassed one gets the attributes (not saved)."""
-    size = tuple(input_shape[:2])
-    preprocessing = spec.preprocessing(tag, size=None if None in size else size)
+    preprocessing = _preprocessing(spec, tag, input_shape)
     if type(model).__name__ == "Functional":
         return ZooModel(model.input, model.output, name=model.name, preprocessing=preprocessing)
     model.preprocessing = preprocessing
