@@ -14,7 +14,9 @@ On the JAX backend the model goes through Keras' ExportArchive (jax2tf) and gets
 `image_signature=True` (or a dict of options, see `export`) adds a second signature for
 encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST clients send
 `{"b64": ...}`), decoded, resized and preprocessed in the graph, outputs `probabilities`
-(float32), and the top-k `classes` (int32 indices) and `scores` (float32).
+(float32), and the top-k `classes` (int32 indices) and `scores` (float32). A model that
+carries its own preprocessing (a zoo model: `model.preprocessing.decode_tf`, timm's
+evaluation resize and crop) is decoded with it; others are stretched to the input size.
 
 `warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
 see `serving.warmup`) into the version before it appears.
@@ -170,7 +172,7 @@ def _write_with_export_archive(model, path, tf):
 
 
 IMAGE_SIGNATURE_DEFAULTS = dict(signature_name="serving_images", height=None, width=None, channels=None,
-                                preprocessing="unit", top_k=5, softmax=False)
+                                preprocessing="unit", top_k=5, softmax=False, decode=None)
 PREPROCESSING = {
     "unit": lambda x: x / 255.0,  # [0, 1]
     "symmetric": lambda x: x / 127.5 - 1.0,  # [-1, 1]
@@ -185,7 +187,13 @@ def _image_options(model, options):
     if unknown:
         raise ValueError(f"unknown image_signature options {sorted(unknown)}; "
                          f"valid: {sorted(IMAGE_SIGNATURE_DEFAULTS)}")
+    explicit = set(options)
     options = {**IMAGE_SIGNATURE_DEFAULTS, **options}
+    own_decode = getattr(getattr(model, "preprocessing", None), "decode_tf", None)
+    if options["decode"] is None and callable(own_decode) and not explicit & {"preprocessing", "height", "width"}:
+        options["decode"] = own_decode
+    if options["decode"] is not None and not callable(options["decode"]):
+        raise ValueError(f"decode must be a callable from one encoded image to the model input, got {options['decode']!r}")
     if len(getattr(model, "inputs", None) or []) != 1:
         raise ValueError("image_signature needs a model with exactly one image input")
     shape = tuple(model.inputs[0].shape)
@@ -222,10 +230,15 @@ def _image_function(model, options, tf):
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
         return tf.ensure_shape(image, (height, width, channels))
 
+    def decode_to_input(data):
+        return tf.ensure_shape(tf.cast(options["decode"](data), tf.float32), (height, width, channels))
+
     def serve(images):
-        pixels = tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec((height, width, channels),
-                                                                             tf.float32))
-        inputs = tf.cast(pre(pixels), input_dtype)
+        element = tf.TensorSpec((height, width, channels), tf.float32)
+        if options["decode"] is not None:
+            inputs = tf.cast(tf.map_fn(decode_to_input, images, fn_output_signature=element), input_dtype)
+        else:
+            inputs = tf.cast(pre(tf.map_fn(decode, images, fn_output_signature=element)), input_dtype)
         outputs = model(inputs, training=False)
         if isinstance(outputs, dict) or isinstance(outputs, (list, tuple)):
             raise ValueError("image_signature needs a model with a single output (class scores)")
@@ -257,7 +270,11 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
             `signature_name` ("serving_images"), `height`/`width`/`channels` (default: the model
             input's), `preprocessing` ("unit": [0, 1] (default), "symmetric": [-1, 1], "none":
             [0, 255], or a callable on float32 pixels in [0, 255]), `top_k` (5, at most the class
-            count) and `softmax` (False: the model already outputs probabilities).
+            count), `softmax` (False: the model already outputs probabilities) and `decode` (a
+            callable from one encoded image, a scalar `tf.string`, to the model's input
+            (height, width, channels), replacing decode + stretch + `preprocessing`; default:
+            the model's own `model.preprocessing.decode_tf` where it has one and neither
+            `preprocessing` nor a size is given).
         warmup_requests: optional list (at most 1000) of requests that TF Serving (and this
             project's server) replays when the version loads, before serving it; written as
             `assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog predict logs).

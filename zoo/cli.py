@@ -142,19 +142,6 @@ def _info(args):
     return 0
 
 
-def _read_images(paths, height, width, channels):
-    import numpy as np
-    from PIL import Image
-
-    mode = {1: "L", 3: "RGB"}[channels]
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            image = image.convert(mode).resize((width, height), Image.BILINEAR)
-            images.append(np.asarray(image, dtype="float32").reshape(height, width, channels))
-    return np.stack(images)
-
-
 def _print_top(paths, scores, num_classes, top):
     import numpy as np
 
@@ -174,24 +161,21 @@ def _predict(args):
     import zoo
 
     model = zoo.load(args.name, weights=args.weights)
-    _, height, width, channels = model.inputs[0].shape
-    images = _read_images(args.images, height, width, channels)
-    scores = model.predict(model.preprocess_input(images), verbose=0)
+    # resize, crop and normalise as timm evaluates the weights
+    scores = model.predict(model.preprocessing.load(args.images), verbose=0)
     _print_top(args.images, scores, scores.shape[-1], args.top)
     return 0
 
 
 def _export(args):
-    import functools
-
     import serving
     import zoo
 
     model = zoo.load(args.name, weights=args.weights)
+    # the image signature decodes with the model's own preprocessing (timm's eval transform)
     version_dir = serving.export(
         model, args.base_path, args.serving_name or args.name, version=args.version,
-        image_signature={"preprocessing": functools.partial(zoo.preprocess_input,
-                                                            name=args.name)},
+        image_signature={"decode": model.preprocessing.decode_tf},
     )
     print(f"exported {args.name} ({args.weights or 'random weights'}) to "
           f"{pathlib.Path(version_dir).resolve()}")

@@ -5,10 +5,45 @@ conventions (`include_top`, `input_shape`, `input_tensor`, `pooling`, `num_class
 import pathlib
 
 import keras
-import numpy as np
 
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.preprocessing import ImagePreprocessing
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ZooModel(keras.Model):
+    """A functional `keras.Model` that carries its evaluation preprocessing.
+
+    Built like any functional model (`ZooModel(inputs, outputs, name=...,
+    preprocessing=...)`); `preprocessing` (a `zoo.preprocessing.ImagePreprocessing`, or its
+    config) is part of `get_config`, so it survives `model.save()` and
+    `keras.saving.load_model`.
+
+    Args:
+        preprocessing: the transform from image files to this model's input.
+    """
+
+    def __init__(self, *args, preprocessing=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(preprocessing, dict):
+            preprocessing = ImagePreprocessing.from_config(preprocessing)
+        if preprocessing is not None and not isinstance(preprocessing, ImagePreprocessing):
+            raise ValueError(f"preprocessing must be an ImagePreprocessing or its config, got "
+                             f"{preprocessing!r}")
+        self.preprocessing = preprocessing
+
+    def preprocess_input(self, images):
+        """Pixels in [0, 255] at the model's input size -> the model's input (scaled to
+        [0, 1], normalised with the weights' mean and std). For image files (resize and
+        crop as timm evaluates), use `model.preprocessing.load(paths)`."""
+        return self.preprocessing.normalize(images)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.preprocessing is not None:
+            config["preprocessing"] = self.preprocessing.get_config()
+        return config
 
 
 def list_models(pretrained=None):
@@ -87,8 +122,25 @@ def _head(spec, features, include_top, pooling, num_classes, classifier_activati
     return x
 
 
-def _attach_preprocessing(model, spec):
-    model.preprocess_input = lambda images: preprocess_input(images, spec.name)
+def _preprocessing(spec, tag, input_shape):
+    """The weights' preprocessing at the input's size (the weights' own if it is dynamic)."""
+    size = tuple(input_shape[:2])
+    return spec.preprocessing(tag, size=None if None in size else size)
+
+
+def _zoo_model(spec, tag, inputs, outputs, name):
+    return ZooModel(inputs, outputs, name=name,
+                    preprocessing=_preprocessing(spec, tag, tuple(inputs.shape[1:])))
+
+
+def _attach_preprocessing(model, spec, tag, input_shape):
+    """A complete model (kind "model") with its preprocessing: a functional one becomes a
+    `ZooModel` over the same graph; a subclassed one gets the attributes (not saved)."""
+    preprocessing = _preprocessing(spec, tag, input_shape)
+    if type(model).__name__ == "Functional":
+        return ZooModel(model.input, model.output, name=model.name, preprocessing=preprocessing)
+    model.preprocessing = preprocessing
+    model.preprocess_input = preprocessing.normalize
     return model
 
 
@@ -96,6 +148,15 @@ def build(name, *, include_top=True, input_shape=None, input_tensor=None, poolin
           num_classes=None, classifier_activation="softmax", features_only=False,
           **body_kwargs):
     """Build a registered architecture with freshly initialised weights (see `load`)."""
+    return _build(name, None, include_top=include_top, input_shape=input_shape,
+                  input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
+                  classifier_activation=classifier_activation, features_only=features_only,
+                  **body_kwargs)
+
+
+def _build(name, tag, *, include_top, input_shape, input_tensor, pooling, num_classes,
+           classifier_activation, features_only, **body_kwargs):
+    """`build`, with the preprocessing of the weights `tag` (None: the model's default)."""
     spec = registry.get_spec(name)
     num_classes = spec.num_classes if num_classes is None else num_classes
     if spec.kind == "model":
@@ -105,17 +166,16 @@ def build(name, *, include_top=True, input_shape=None, input_tensor=None, poolin
                 f"features_only do not apply"
             )
         _check_head_args(None, True, num_classes)
-        model = spec.body(input_shape=_check_input_shape(spec, input_shape),
-                          num_classes=num_classes, **body_kwargs)
-        return _attach_preprocessing(model, spec)
+        input_shape = _check_input_shape(spec, input_shape)
+        model = spec.body(input_shape=input_shape, num_classes=num_classes, **body_kwargs)
+        return _attach_preprocessing(model, spec, tag, input_shape)
     _check_head_args(pooling, include_top, num_classes)
     inputs = _inputs(spec, input_shape, input_tensor)
     features = spec.body(inputs, **body_kwargs)
     if features_only:
-        return _attach_preprocessing(keras.Model(inputs, dict(features), name=f"{name}_features"),
-                                     spec)
+        return _zoo_model(spec, tag, inputs, dict(features), f"{name}_features")
     outputs = _head(spec, features, include_top, pooling, num_classes, classifier_activation)
-    return _attach_preprocessing(keras.Model(inputs, outputs, name=name), spec)
+    return _zoo_model(spec, tag, inputs, outputs, name)
 
 
 def _resolve_weights(spec, weights):
@@ -185,8 +245,10 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
         **body_kwargs: architecture options of the model family.
 
     Returns:
-        A `keras.Model` with a `preprocess_input(images)` attribute (uint8-range images in,
-        what the model expects out).
+        A `ZooModel` (a functional `keras.Model`) whose `preprocessing` turns image files
+        into its input as timm evaluates the weights (`model.preprocessing.load(paths)`),
+        and whose `preprocess_input(images)` normalises pixels in [0, 255] already at the
+        input size. Both are saved with the model.
     """
     spec = registry.get_spec(name)
     tagged, path = _resolve_weights(spec, weights)
@@ -203,11 +265,11 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
                else weights_lib.weights_format(path) == "safetensors")
     if not is_timm:
         # Keras weights are tied to the exact architecture they were saved from
-        model = build(name, include_top=include_top, input_shape=input_shape,
-                      input_tensor=input_tensor, pooling=pooling,
-                      num_classes=num_classes or (tagged.num_classes if tagged else None),
-                      classifier_activation=classifier_activation,
-                      features_only=features_only, **body_kwargs)
+        model = _build(name, tagged.tag if tagged else None, include_top=include_top,
+                       input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                       num_classes=num_classes or (tagged.num_classes if tagged else None),
+                       classifier_activation=classifier_activation,
+                       features_only=features_only, **body_kwargs)
         _load_into(model, spec, tagged, path, cache_key=None)
         return model
     if spec.kind == "model":
@@ -226,14 +288,13 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
     full = keras.Model(inputs, logits if logits is not None else last, name=name)
     size = "x".join(str(d) for d in tuple(inputs.shape[1:3]))
     _load_into(full, spec, tagged, path, cache_key=size)
+    tag = tagged.tag if tagged is not None else None
     if features_only:
-        model = keras.Model(inputs, dict(features), name=f"{name}_features")
-    else:
-        reuse = include_top and logits is not None and requested_classes == checkpoint_classes
-        outputs = _head(spec, features, include_top, pooling, requested_classes,
-                        classifier_activation, logits=logits if reuse else None)
-        model = keras.Model(inputs, outputs, name=name)
-    return _attach_preprocessing(model, spec)
+        return _zoo_model(spec, tag, inputs, dict(features), f"{name}_features")
+    reuse = include_top and logits is not None and requested_classes == checkpoint_classes
+    outputs = _head(spec, features, include_top, pooling, requested_classes,
+                    classifier_activation, logits=logits if reuse else None)
+    return _zoo_model(spec, tag, inputs, outputs, name)
 
 
 def _with_architecture(tagged, body_kwargs):
@@ -260,14 +321,12 @@ def _safetensors_classes(path, spec):
     return None
 
 
-def preprocess_input(images, name):
-    """Images with values in [0, 255] (channels last) -> the input `name`'s weights expect:
-    scaled to [0, 1], minus the registry's mean, divided by its std."""
+def preprocess_input(images, name, weights=None):
+    """Images with values in [0, 255] (channels last, at the input size) -> the input
+    `name`'s weights expect: scaled to [0, 1], minus the weights' mean, divided by their
+    std (the registry's own where the weights record none)."""
     spec = registry.get_spec(name)
-    images = keras.ops.convert_to_tensor(images, dtype="float32") / 255.0
-    mean = np.asarray(spec.mean, "float32")
-    std = np.asarray(spec.std, "float32")
-    return (images - mean) / std
+    return spec.preprocessing(weights).normalize(images)
 
 
 def architecture_summary(model):

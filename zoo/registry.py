@@ -20,8 +20,7 @@ adds the keras.applications head (`include_top`, `pooling`, `num_classes`,
 import dataclasses
 from typing import Callable, Optional
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from zoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +29,10 @@ class WeightsSpec:
 
     Attributes:
         tag: what users pass as `weights=` (`"imagenet"`, `"translated_mnist"`, ...).
-        url: where the file comes from (`https://`, `file://`, or `package://<path>` for
-            files shipped inside this package).
+        url: where the file comes from: `hf://<owner>/<repo>/<file>` (the Hugging Face
+            Hub through `huggingface_hub`, at `revision`, so timm users' cached files are
+            reused), `https://`, `file://`, or `package://<path>` for files shipped inside
+            this package.
         file_format: `"safetensors"` (a timm state dict, converted on load) or
             `"weights.h5"` (Keras weights of this exact architecture).
         sha256: hex digest of the file, or None where the source publishes none.
@@ -42,6 +43,11 @@ class WeightsSpec:
         source: upstream name (e.g. `timm/seresnet50.a1_in1k`).
         architecture: the model function's keyword arguments the file was saved with,
             where they differ from its defaults (`zoo.load` builds the model with them).
+        preprocessing: the evaluation transform the weights were measured with (a
+            `zoo.preprocessing.ImagePreprocessing` at `input_size`; timm's `pretrained_cfg`
+            for timm checkpoints), or None for the zoo's default (squash to the input
+            size, the model's mean and std).
+        revision: the Hub revision (branch, tag or commit) of an `hf://` file.
     """
 
     tag: str
@@ -54,6 +60,14 @@ class WeightsSpec:
     metric: str
     source: str = ""
     architecture: dict = dataclasses.field(default_factory=dict)
+    preprocessing: Optional[ImagePreprocessing] = None
+    revision: str = "main"
+
+    def __post_init__(self):
+        if self.preprocessing is not None and self.preprocessing.size != tuple(self.input_size):
+            raise ValueError(f"weights {self.tag!r}: preprocessing size "
+                             f"{self.preprocessing.size} differs from input_size "
+                             f"{tuple(self.input_size)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +101,20 @@ class ModelSpec:
             if spec.tag == tag:
                 return spec
         return None
+
+    def preprocessing(self, tag=None, size=None):
+        """The evaluation transform of the weights `tag` (default: the first weights that
+        record one, so a model trained from scratch is evaluated as its pretrained sibling
+        is) at `size` (default: the weights' input size), else the zoo's default: the
+        whole image squashed to `size`, this model's mean and std."""
+        entries = [self.weights_for(tag)] if tag is not None else list(self.weights)
+        for entry in entries:
+            if entry is not None and entry.preprocessing is not None:
+                recorded = entry.preprocessing
+                return recorded if size is None else recorded.with_size(size)
+        from zoo.preprocessing import default_preprocessing
+
+        return default_preprocessing(size or self.default_input_shape[:2], self.mean, self.std)
 
 
 _REGISTRY = {}

@@ -1,10 +1,16 @@
 """Fetching, verifying, converting and caching weights for zoo models.
 
-`weights=` is a registry tag or a local path. Tags resolve to a `WeightsSpec` whose URL is
-fetched through `keras.utils.get_file` (http(s) and file:// alike) into a private temporary
-folder beside the cache, checked against its sha256, and only then moved into place: a
-failed or tampered download leaves nothing in the cache. Files shipped in the package use
-`package://<path inside zoo/>`.
+`weights=` is a registry tag or a local path. Tags resolve to a `WeightsSpec`:
+
+- `hf://<owner>/<repo>/<file>` (timm's checkpoints) goes through `huggingface_hub`'s
+  `hf_hub_download` at the spec's revision, into the Hugging Face cache, where timm keeps
+  the same files: a user who has created the timm model with `pretrained=True` downloads
+  nothing, and `HF_HUB_OFFLINE=1` loads from that cache alone. `HF_ENDPOINT` (read at each
+  download) points at a mirror. The file is checked against the recorded sha256.
+- other URLs are fetched through `keras.utils.get_file` (http(s) and file:// alike) into a
+  private temporary folder beside the zoo's cache, checked against their sha256, and only
+  then moved into place: a failed or tampered download leaves nothing in the cache.
+- files shipped in the package use `package://<path inside zoo/>`.
 
 timm checkpoints (`.safetensors`) convert with numpy alone; the converted Keras weights are
 cached beside the download so the next load skips the conversion.
@@ -51,8 +57,58 @@ def cached_file_name(model_name, spec):
     return f"{model_name}.{spec.tag}.{_file_name(spec.url)}"
 
 
+HF_SCHEME = "hf://"
+
+
+def hub_file(url):
+    """(repo id, file name) of an `hf://owner/repo/file` URL."""
+    parts = url[len(HF_SCHEME):].split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise WeightsError(f"{url!r} is not of the form hf://<owner>/<repo>/<file>")
+    return "/".join(parts[:2]), parts[2]
+
+
+def _fetch_from_hub(model_name, spec):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    repo_id, filename = hub_file(spec.url)
+    where = f"{filename} of {repo_id} at revision {spec.revision}"
+    try:
+        path = huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=spec.revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None)
+    except errors.LocalEntryNotFoundError:
+        reason = ("HF_HUB_OFFLINE is set" if huggingface_hub.constants.HF_HUB_OFFLINE
+                  else "the Hub could not be reached")
+        raise WeightsError(
+            f"{model_name} weights {spec.tag!r}: {where} is not in the Hugging Face cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}) and {reason}; fetch it where there is "
+            f"network (`hf download {repo_id} {filename} --revision {spec.revision}`, or "
+            f"timm.create_model('{repo_id.split('/', 1)[1]}', pretrained=True)) and copy "
+            f"the cache, or pass the file's path as weights="
+        ) from None
+    except (errors.HfHubHTTPError, OSError, ValueError) as error:
+        raise WeightsError(f"could not download {model_name} weights {spec.tag!r} ({where}): "
+                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                           ) from None
+    path = pathlib.Path(path)
+    actual = sha256_of(path) if spec.sha256 is not None else None
+    if actual != spec.sha256:
+        # a corrupt or substituted file must not be found again: drop it from the cache
+        blob = path.resolve()
+        path.unlink()
+        if blob != path:
+            blob.unlink(missing_ok=True)
+        raise WeightsError(f"sha256 mismatch for {where}: expected {spec.sha256}, got "
+                           f"{actual}; the file was removed from the Hugging Face cache")
+    return path
+
+
 def fetch(model_name, spec):
     """The local path of `spec`'s file, downloading and verifying it if needed."""
+    if spec.url.startswith(HF_SCHEME):
+        return _fetch_from_hub(model_name, spec)
     if spec.url.startswith("package://"):
         path = PACKAGE_ROOT / spec.url[len("package://"):]
         if not path.is_file():

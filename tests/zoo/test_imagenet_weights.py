@@ -1,17 +1,16 @@
-"""`weights="imagenet"` end to end: the registry's Hugging Face URL is swapped for a loopback
-server holding a timm checkpoint with random weights, and `zoo.load` (download, hash check,
-numpy conversion, cache, fresh process-free reload) must give timm's logits."""
+"""`weights="imagenet"` end to end: timm itself downloads a checkpoint with random weights
+from a fake Hugging Face Hub on loopback (tests/zoo/fake_hub.py) into the Hugging Face
+cache, as `pretrained=True` does for a timm user; `zoo.load` must find it there (no second
+download), convert it, and with its preprocessing give timm's own pipeline's top-5 on a
+photograph."""
 
-import dataclasses
-import functools
-import hashlib
-import http.server
-import threading
+import io
 
 import numpy as np
 import pytest
 
 import zoo
+from tests.zoo.fake_hub import FakeHub, use_fake_hub
 from zoo import registry
 
 
@@ -23,54 +22,49 @@ def test_every_timm_architecture_has_imagenet_weights_from_the_hub():
         entry = registry.get_spec(name).weights_for("imagenet")
         checkpoint = entry.source.removeprefix("timm/")
         assert checkpoint.split(".")[0] == registry.get_spec(name).timm_name
-        assert entry.url == f"https://huggingface.co/timm/{checkpoint}/resolve/main/model.safetensors"
+        assert entry.url == f"hf://timm/{checkpoint}/model.safetensors"
+        assert entry.revision == "main"
         assert entry.num_classes == 1000 and entry.file_format == "safetensors"
 
 
 @pytest.mark.oracle
-def test_seresnet50_imagenet_tag_gives_timm_logits(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_imagenet_tag_reuses_timms_download_and_gives_timms_top5(tmp_path, monkeypatch):
     timm = pytest.importorskip("timm", reason="needs the `oracle` extra")
+    skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image")
     import torch
-    from safetensors.torch import save_file
+    from PIL import Image
+    from safetensors.torch import save
+    from timm.data import create_transform, resolve_data_config
 
-    torch.manual_seed(0)
-    reference = timm.create_model("seresnet50", pretrained=False).eval()
+    checkpoint = registry.get_spec("seresnet50").weights_for("imagenet").source  # timm/...
+    random_model = timm.create_model(checkpoint.removeprefix("timm/"), pretrained=False)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for key, tensor in reference.state_dict().items():
+        for key, tensor in random_model.state_dict().items():
             if tensor.is_floating_point():
                 if key.endswith("running_var"):
                     tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
                 else:
                     tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-    root = tmp_path / "www"
-    root.mkdir()
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
-              str(root / "model.safetensors"))
-    digest = hashlib.sha256((root / "model.safetensors").read_bytes()).hexdigest()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0),
-        functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        spec = registry.get_spec("seresnet50")
-        entry = dataclasses.replace(
-            spec.weights_for("imagenet"), sha256=digest,
-            url=f"http://127.0.0.1:{server.server_address[1]}/model.safetensors")
-        monkeypatch.setitem(registry._REGISTRY, "seresnet50",
-                            dataclasses.replace(spec, weights=(entry,)))
-        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-        images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype("float32")
-        with torch.no_grad():
-            expected = reference(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
-        model = zoo.load("seresnet50", weights="imagenet", classifier_activation=None)
-        first = model.predict(images, verbose=0)
-        server.shutdown()  # the second load must come from the cache
-        cached = zoo.load("seresnet50", weights="imagenet", classifier_activation=None)
-        second = cached.predict(images, verbose=0)
-    finally:
-        server.shutdown()
-        server.server_close()
-    scale = np.abs(expected).max()
-    assert np.abs(first - expected).max() / scale < 1e-4
-    np.testing.assert_array_equal(first, second)
+    data = save({k: v.contiguous() for k, v in random_model.state_dict().items()})
+    buffer = io.BytesIO()
+    Image.fromarray(skimage_data.chelsea()).save(buffer, format="JPEG", quality=90)
+    photo = buffer.getvalue()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with FakeHub({(checkpoint, "model.safetensors"): data}) as hub:
+        use_fake_hub(monkeypatch, hub, tmp_path / "hf_cache")
+        # timm's own pipeline: pretrained weights from the hub, its eval transform
+        reference = timm.create_model(checkpoint.removeprefix("timm/"), pretrained=True).eval()
+        assert len(hub.downloads()) == 1
+        transform = create_transform(**resolve_data_config(model=reference))
+        with torch.no_grad(), Image.open(io.BytesIO(photo)) as image:
+            expected = torch.softmax(reference(transform(image.convert("RGB"))[None]), -1).numpy()
+        model = zoo.load("seresnet50", weights="imagenet")
+        assert len(hub.downloads()) == 1  # found in the Hugging Face cache timm filled
+    got = model.predict(model.preprocessing.load([io.BytesIO(photo)]), verbose=0)
+    top5 = np.argsort(-expected[0])[:5]
+    assert np.argsort(-got[0])[:5].tolist() == top5.tolist()
+    assert expected[0, top5[-1]] > 1e-3  # the ranking is not decided by rounding noise
+    np.testing.assert_allclose(got[0, top5], expected[0, top5], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
