@@ -11,10 +11,8 @@ import json
 import pathlib
 
 import matplotlib
-
-matplotlib.use("Agg")  # a script writing files: no display
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCHING_COLOURS = {"off": "#9e9e9e", "2 ms": "#1f77b4", "5 ms": "#ff7f0e"}
@@ -64,10 +62,12 @@ def attention_gpu(results, out):
             measured = [row for row in rows if path in row]
             sides = [row["side"] for row in measured]
             label = f"{layer}, {path}"
-            memory.plot(sides, [row[path]["temp_mib"] for row in measured], style, color=colour,
-                        label=label)
-            latency.plot(sides, [row[path]["ms"] for row in measured], style, color=colour,
-                         label=label)
+            memory.plot(
+                sides, [row[path]["temp_mib"] for row in measured], style, color=colour, label=label
+            )
+            latency.plot(
+                sides, [row[path]["ms"] for row in measured], style, color=colour, label=label
+            )
     memory.set(ylabel="XLA temporaries (MiB)", title="memory")
     latency.set(ylabel="median latency (ms)", title="latency")
     for ax in (memory, latency):
@@ -79,8 +79,10 @@ def attention_gpu(results, out):
         ax.grid(alpha=0.3)
     memory.legend(fontsize=8)
     meta = data["meta"]
-    fig.suptitle(f"{meta['device']}, JAX {meta['jax']}, mixed_bfloat16, batch 1, "
-                 f"{meta['channels']} channels (materialised not run at side 256)")
+    fig.suptitle(
+        f"{meta['device']}, JAX {meta['jax']}, mixed_bfloat16, batch 1, "
+        f"{meta['channels']} channels (materialised not run at side 256)"
+    )
     return _save(fig, out, "attention_gpu")
 
 
@@ -95,22 +97,31 @@ def serving_load(results, out):
         groups = list(dict.fromkeys((row["protocol"], row["client"]) for row in rows))
         width = 0.8 / len(settings)
         for i, setting in enumerate(settings):
-            values = [next(row["throughput_rps"] for row in rows
-                           if (row["protocol"], row["client"]) == group
-                           and row["batching"] == setting) for group in groups]
+            values = [
+                next(
+                    row["throughput_rps"]
+                    for row in rows
+                    if (row["protocol"], row["client"]) == group and row["batching"] == setting
+                )
+                for group in groups
+            ]
             positions = [g + (i - (len(settings) - 1) / 2) * width for g in range(len(groups))]
             label = "no batching" if setting == "off" else f"batching, {setting} timeout"
             ax.bar(positions, values, width, label=label, color=BATCHING_COLOURS[setting])
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{protocol.upper()}\n{client}" for protocol, client in groups],
-                           fontsize=8)
-        ax.set(title=f"{model} ({data['meta']['params'][model]:,} parameters)",
-               ylabel="requests / s")
+        ax.set_xticklabels(
+            [f"{protocol.upper()}\n{client}" for protocol, client in groups], fontsize=8
+        )
+        ax.set(
+            title=f"{model} ({data['meta']['params'][model]:,} parameters)", ylabel="requests / s"
+        )
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     meta = data["meta"]
-    fig.suptitle(f"{meta['clients']} concurrent clients, batch-1 predicts, server on 1 core, "
-                 f"clients on the other ({meta['cores']}-core CPU)")
+    fig.suptitle(
+        f"{meta['clients']} concurrent clients, batch-1 predicts, server on 1 core, "
+        f"clients on the other ({meta['cores']}-core CPU)"
+    )
     return _save(fig, out, "serving_load")
 
 
@@ -125,8 +136,12 @@ def zoo_cpu(results, out):
     for i, (label, suffix) in enumerate(series):
         owner = label.split()[0]
         values = [row[f"{owner} {row['model']} {suffix}"] for row in rows]
-        ax.bar([m + (i - 1) * width for m in range(len(models))], values, width,
-               label=f"{label} {suffix}" if owner == "timm" else label)
+        ax.bar(
+            [m + (i - 1) * width for m in range(len(models))],
+            values,
+            width,
+            label=f"{label} {suffix}" if owner == "timm" else label,
+        )
     reference = data["keras_applications_resnet50"]["keras.applications.ResNet50 XLA"]
     ax.axhline(reference, color="k", ls=":", label="keras.applications.ResNet50, XLA")
     ax.set_xticks(range(len(models)))
@@ -144,15 +159,26 @@ def layers_cpu(results, out):
     labels = [row["layer"] for row in rows]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     width = 0.4
-    ax.bar([i - width / 2 for i in range(len(rows))], [row["ratio_tf"] for row in rows], width,
-           label="tf.function")
-    ax.bar([i + width / 2 for i in range(len(rows))], [row["ratio_xla"] for row in rows], width,
-           label="XLA")
+    ax.bar(
+        [i - width / 2 for i in range(len(rows))],
+        [row["ratio_tf"] for row in rows],
+        width,
+        label="tf.function",
+    )
+    ax.bar(
+        [i + width / 2 for i in range(len(rows))],
+        [row["ratio_xla"] for row in rows],
+        width,
+        label="XLA",
+    )
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="latency / timm's latency", title=f"Layers on {tuple(data['meta']['input_shape'])}"
-           f", TF backend, {data['meta']['cpu_count']} CPU threads (below 1: faster than timm)")
+    ax.set(
+        ylabel="latency / timm's latency",
+        title=f"Layers on {tuple(data['meta']['input_shape'])}"
+        f", TF backend, {data['meta']['cpu_count']} CPU threads (below 1: faster than timm)",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out, "layers_cpu")
@@ -169,13 +195,29 @@ def mnist_seeds(results, out):
     p = cnn_mean / 100
     standard_error = 100 * (p * (1 - p) / 1000) ** 0.5
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.axvspan(cnn_mean - standard_error, cnn_mean + standard_error, color="#cccccc",
-               label="CNN mean ± one standard error of 1,000 test digits")
+    ax.axvspan(
+        cnn_mean - standard_error,
+        cnn_mean + standard_error,
+        color="#cccccc",
+        label="CNN mean ± one standard error of 1,000 test digits",
+    )
     seeds = ", ".join(str(seed) for seed in cnn["training_seeds"])
-    ax.plot(cnn_errors, [1] * len(cnn_errors), "o", color="#555555", alpha=0.7,
-            label=f"plain CNN, training seeds {seeds}")
-    ax.plot(ram_errors, [0] * len(ram_errors), "D", color="#d62728", alpha=0.7,
-            label="RAM (shipped weights), 3 sampler seeds")
+    ax.plot(
+        cnn_errors,
+        [1] * len(cnn_errors),
+        "o",
+        color="#555555",
+        alpha=0.7,
+        label=f"plain CNN, training seeds {seeds}",
+    )
+    ax.plot(
+        ram_errors,
+        [0] * len(ram_errors),
+        "D",
+        color="#d62728",
+        alpha=0.7,
+        label="RAM (shipped weights), 3 sampler seeds",
+    )
     ram_mean = sum(ram_errors) / len(ram_errors)
     ax.plot([cnn_mean, ram_mean], [1, 0], "|", color="k", markersize=22, label="means")
     ax.set_yticks([0, 1])
@@ -196,6 +238,7 @@ def main(argv=None):
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "results" / "img")
     args = parser.parse_args(argv)
+    matplotlib.use("Agg")  # files only, no display
     args.out.mkdir(parents=True, exist_ok=True)
     for plot in PLOTS:
         print(plot(args.results, args.out))
