@@ -242,7 +242,7 @@ from zoo.train import AttentionMapTensorBoard
 keras.utils.set_random_seed(0)
 TRAIN_IMAGES = 128 if SMALL else 2000
 VALIDATION_IMAGES = 64 if SMALL else 500
-EPOCHS = 1 if SMALL else 3
+EPOCHS = 1 if SMALL else 5
 SIZE = 60
 x_train, y_train, _ = translated_mnist('train', size=SIZE, seed=1)
 x_test, y_test, _ = translated_mnist('test', size=SIZE, seed=0)
@@ -277,7 +277,8 @@ upsampled and overlaid on the input digits. Read back from the event files:
     code("""
 images = {}
 for path in sorted(glob.glob(f'{log_dir}/**/events.out.tfevents.*', recursive=True)):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
         for value in event.summary.value:
             if value.metadata.plugin_data.plugin_name == 'images':
                 encoded = tf.make_ndarray(value.tensor)[2:]     # [width, height, png, ...]
