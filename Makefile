@@ -55,7 +55,7 @@ benchmark: $(VENV)/.installed-oracle
 ## strict build (a broken link or a docstring that does not render fails) into build/site.
 docs: $(VENV)/.installed-docs
 	$(BIN)/python docs/make_plots.py
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict  # not --quiet: it hides warnings from --strict
 
 clean:
 	rm -rf $(VENV) outputs build docs/results/img *.egg-info
