@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n 2
 DEMO_ARGS ?=
 
-.PHONY: demo test test-slow test-oracle benchmark clean
+.PHONY: demo test test-slow test-oracle benchmark docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
+	touch $@ $(VENV)/.installed-base
+
+$(VENV)/.installed-docs: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	touch $@ $(VENV)/.installed-base
 
 $(VENV)/.installed-oracle: setup.cfg pyproject.toml $(VENV)/.installed-test
@@ -47,5 +51,11 @@ test-oracle: $(VENV)/.installed-oracle
 benchmark: $(VENV)/.installed-oracle
 	$(BIN)/python benchmarks/layers_cpu.py
 
+## The documentation site (mkdocs.yml, docs/): figures from benchmarks/results/*.json, then a
+## strict build (a broken link or a docstring that does not render fails) into build/site.
+docs: $(VENV)/.installed-docs
+	$(BIN)/python docs/make_plots.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict  # not --quiet: it hides warnings from --strict
+
 clean:
-	rm -rf $(VENV) outputs build *.egg-info
+	rm -rf $(VENV) outputs build docs/results/img *.egg-info

@@ -205,7 +205,8 @@ def as_tf_dataset(images, labels, batch_size=64, shuffle=False, seed=0):
     """A `tf.data.Dataset` of `(image, label)` batches from a task's arrays.
 
     Args:
-        images, labels: the first two entries a task function returns.
+        images: the first entry a task function returns.
+        labels: the second entry a task function returns.
         batch_size: batch size (the last batch may be smaller).
         shuffle: shuffle the examples (with `seed`) every epoch.
         seed: shuffle seed.
