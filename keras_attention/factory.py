@@ -5,6 +5,7 @@ Names follow timm's `create_attn` where timm has the mechanism (`se`, `eca`, `ce
 """
 
 from keras_attention import layers as L
+from keras_attention.layers._utils import check_positive_int
 
 # timm `GlobalContext` defaults (rd_ratio=1/8, rd_divisor=1, LayerNorm2d eps=1e-6), so timm
 # gcresnet weights load into create_attention("gc" / "gca", C). timm zeroes the last conv's
@@ -110,7 +111,6 @@ def create_attention(name, channels=None, **kwargs):
     cls, defaults, _ = _ATTENTION[name.lower()]
     layer = cls(**{**defaults, **kwargs})
     if channels is not None:
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"`channels` must be a positive integer, got channels={channels!r}.")
+        check_positive_int("channels", channels)
         layer.build((None, None, None, channels))
     return layer

@@ -28,6 +28,7 @@ import numpy as np
 from keras import layers, ops
 
 from keras_attention.layers import GlimpseSensor
+from keras_attention.layers._utils import is_positive_int
 from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
@@ -97,7 +98,7 @@ class RecurrentAttentionModel(keras.Model):
         super().__init__(**kwargs)
         if core not in CORES:
             raise ValueError(f"`core` must be one of {CORES}, got core={core!r}.")
-        if not isinstance(num_glimpses, int) or num_glimpses < 1:
+        if not is_positive_int(num_glimpses):
             raise ValueError(f"`num_glimpses` must be a positive integer, got {num_glimpses!r}.")
         if not location_std > 0:
             raise ValueError(f"`location_std` must be > 0, got {location_std!r}.")

@@ -27,10 +27,30 @@ def reduced_channels(channels, reduction_ratio, divisor):
     return make_divisible(channels * reduction_ratio, divisor, round_limit=0.0)
 
 
+def is_positive_int(value):
+    """True for an `int` (not a `bool`) of at least 1: the one test behind every
+    positive-integer argument check."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def channel_bottleneck(layer, channels, fixed_width, reduction_ratio, divisor, use_bias):
+    """The `reduce` / `expand` pair of 1x1 convolutions of a channel gate (SE, CBAM's
+    channel gate), built for `(1, 1, channels)` inputs: `channels` -> the bottleneck width
+    (`fixed_width`, else `reduced_channels(channels, reduction_ratio, divisor)`) ->
+    `channels`. Created in this order and with these names, which weight files rely on."""
+    hidden = fixed_width or reduced_channels(channels, reduction_ratio, divisor)
+    kw = sublayer_kwargs(layer)
+    reduce = keras.layers.Conv2D(hidden, 1, use_bias=use_bias, name="reduce", **kw)
+    reduce.build((None, 1, 1, channels))
+    expand = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name="expand", **kw)
+    expand.build((None, 1, 1, hidden))
+    return reduce, expand
+
+
 def check_positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
 
 

@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import keras
 
 from keras_attention.factory import create_attention
+from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import batch_norm, conv2d, max_pool
 from zoo.registry import register_model
 
@@ -95,15 +96,6 @@ def interleave_blocks(types, d, every=1, first=False, **kwargs):
         every = list(range(0 if first else every, d, every + 1)) or [d - 1]
     return tuple(ByoBlockCfg(type=types[1] if i in every else types[0], d=1, **kwargs)
                  for i in range(d))
-
-
-def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
-    """timm's channel rounding (`timm.layers.make_divisible`)."""
-    min_value = min_value or divisor
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < round_limit * value:
-        new_value += divisor
-    return new_value
 
 
 SELF_ATTENTION = ("bottleneck", "halo", "lambda")

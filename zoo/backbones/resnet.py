@@ -17,6 +17,7 @@ import math
 import keras
 
 from keras_attention import create_attention
+from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import avg_pool_downsample, batch_norm, conv2d, max_pool
 from zoo.registry import register_model
 
@@ -35,20 +36,12 @@ def _relu(x, name):
     return keras.layers.ReLU(name=name)(x)
 
 
-def _make_divisible(value, divisor):
-    """timm's `make_divisible` (round to nearest multiple, never below 90 % of the value)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
 def aa_depths(filters, key_ratio=0.2, value_ratio=0.1, num_heads=8):
     """`(dk, dv)` of an attention-augmented convolution with `filters` outputs: the paper's
     `kappa * F_out` and `upsilon * F_out`, rounded to multiples of `num_heads` (timm's
     `make_divisible`) because each head takes an equal share of both."""
-    return (_make_divisible(filters * key_ratio, num_heads),
-            _make_divisible(filters * value_ratio, num_heads))
+    return (make_divisible(filters * key_ratio, num_heads),
+            make_divisible(filters * value_ratio, num_heads))
 
 
 def _stem(x, stem_type, stem_width):

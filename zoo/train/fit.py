@@ -8,6 +8,7 @@ import time
 import keras
 import numpy as np
 
+from keras_attention.layers._utils import is_positive_int
 from zoo import registry
 from zoo.train import callbacks as callbacks_lib
 from zoo.train import data as data_lib
@@ -139,8 +140,7 @@ def fit(name, dataset="mnist", *, epochs=None, batch_size=None, mixed_precision=
     if mixed_precision not in PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {mixed_precision!r}")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
+    if checkpoint_every is not None and not is_positive_int(checkpoint_every):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     if checkpoint_every is not None and run_dir is None:
         raise ValueError("checkpoint_every needs a run_dir to write the checkpoints to")
