@@ -115,13 +115,6 @@ def conv_norm_act(x, filters, kernel_size, *, strides=1, groups=1, apply_act=Tru
     return x
 
 
-def _attention(kind, name, **kwargs):
-    """`create_attention(kind, **kwargs)` under the layer name `name` (the factory's first
-    parameter is itself called `name`, so the layer name goes through the config)."""
-    layer = create_attention(kind, **kwargs)
-    return type(layer).from_config({**layer.get_config(), "name": name})
-
-
 def _shortcut(x, out_chs, stride, name):
     if x.shape[-1] == out_chs and stride == 1:
         return x
@@ -148,7 +141,7 @@ def bottleneck_block(x, out_chs, *, stride, bottle_ratio, group_size, attn, attn
     x = conv_norm_act(x, mid_chs, 1, name=f"{name}-conv1_1x1")
     x = conv_norm_act(x, mid_chs, 3, strides=stride, groups=groups, name=f"{name}-conv2_kxk")
     if attn:
-        x = _attention(attn, f"{name}-attn", **attn_kwargs)(x)
+        x = create_attention(attn, name=f"{name}-attn", **attn_kwargs)(x)
     x = conv_norm_act(x, out_chs, 1, apply_act=False, name=f"{name}-conv3_1x1")
     x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
     return keras.layers.ReLU(name=f"{name}-act")(x)
@@ -172,7 +165,7 @@ def self_attn_block(x, out_chs, *, stride, bottle_ratio, self_attn, self_attn_kw
                 f"{name}: BottleneckAttention needs a static feature size, got {feat_size}"
             )
         kwargs["feat_size"] = feat_size
-    x = _attention(self_attn, f"{name}-self_attn", **kwargs)(x)
+    x = create_attention(self_attn, name=f"{name}-self_attn", **kwargs)(x)
     x = batch_norm(x, name=f"{name}-post_attn")
     x = keras.layers.ReLU(name=f"{name}-post_attn-act")(x)
     x = conv_norm_act(x, out_chs, 1, apply_act=False, name=f"{name}-conv3_1x1")

@@ -78,13 +78,6 @@ def _downsample(x, filters, strides, avg_down, name):
     return batch_norm(x, name=f"{name}-1")
 
 
-def _attention(kind, kwargs, name):
-    """`create_attention(kind, **kwargs)` named `name` (the factory's first parameter is
-    itself called `name`, so the layer name goes through the config)."""
-    layer = create_attention(kind, **dict(kwargs or {}))
-    return type(layer).from_config({**layer.get_config(), "name": name})
-
-
 def _aa_conv(x, filters, strides, aa_kwargs, name):
     """The 3x3 convolution of a block as an attention-augmented convolution named `name`.
 
@@ -104,7 +97,7 @@ def _aa_conv(x, filters, strides, aa_kwargs, name):
     kwargs = dict(filters=filters, kernel_size=3, dk=dk, dv=dv,
                   num_heads=settings["num_heads"], relative=settings["relative"],
                   feat_size=None)
-    return _attention("aa_conv", kwargs, name)(x)
+    return create_attention("aa_conv", name=name, **kwargs)(x)
 
 
 def _block(x, kind, planes, strides, downsample, *, cardinality, base_width, avg_down,
@@ -142,7 +135,7 @@ def _block(x, kind, planes, strides, downsample, *, cardinality, base_width, avg
         x = batch_norm(x, name=f"{name}-bn3")
         last_act = f"{name}-act3"
     if in_block_attention:
-        x = _attention(attention, attention_kwargs, f"{name}-se")(x)
+        x = create_attention(attention, name=f"{name}-se", **(attention_kwargs or {}))(x)
     if downsample:
         shortcut = _downsample(shortcut, outplanes, strides, avg_down, f"{name}-downsample")
     x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
@@ -257,9 +250,9 @@ def resnet_body(inputs, block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 1
             inplanes = outplanes
             if (attention and attention_placement == "after_blocks"
                     and (stage, block_index) in positions):
-                x = _attention(attention, attention_kwargs, f"{name}-{suffix}")(x)
+                x = create_attention(attention, name=f"{name}-{suffix}", **(attention_kwargs or {}))(x)
         if attention and attention_placement == "between_stages" and stage in positions:
-            x = _attention(attention, attention_kwargs, f"{suffix}{stage}")(x)
+            x = create_attention(attention, name=f"{suffix}{stage}", **(attention_kwargs or {}))(x)
         features[f"stage{stage}"] = x
     return features
 
