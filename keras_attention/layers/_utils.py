@@ -66,9 +66,7 @@ def check_ratio(name, value):
 
 def check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(choices)}, got {name}={value!r}."
-        )
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {name}={value!r}.")
 
 
 def check_divisor(name, value):
@@ -90,8 +88,11 @@ def feature_map_channels(layer, input_shape, rank=4):
     """Validate a channels-last feature map shape and return its channel count."""
     input_shape = tuple(input_shape)
     if len(input_shape) != rank:
-        layout = {3: "(batch, length, channels)", 4: "(batch, height, width, channels)",
-                  5: "(batch, time, height, width, channels)"}.get(rank, f"rank {rank}")
+        layout = {
+            3: "(batch, length, channels)",
+            4: "(batch, height, width, channels)",
+            5: "(batch, time, height, width, channels)",
+        }.get(rank, f"rank {rank}")
         raise ValueError(
             f"{type(layer).__name__} expects a {rank}D channels-last input {layout}; "
             f"got input_shape={input_shape}."
@@ -139,7 +140,9 @@ def single_head_attention(query, key, value, scale):
         query, key = (ops.pad(t, ((0, 0), (0, 0), (0, width - depth))) for t in (query, key))
         value = ops.pad(value, ((0, 0), (0, 0), (0, width - value_depth)))
     out = ops.dot_product_attention(
-        ops.expand_dims(query, 2), ops.expand_dims(key, 2), ops.expand_dims(value, 2),
+        ops.expand_dims(query, 2),
+        ops.expand_dims(key, 2),
+        ops.expand_dims(value, 2),
         scale=scale,
     )
     out = ops.squeeze(out, 2)

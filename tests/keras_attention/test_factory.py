@@ -65,10 +65,13 @@ def test_overrides_replace_defaults():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name, timm_kwargs", [
-    ("gc", {}),
-    ("gca", {"fuse_add": True, "fuse_scale": False}),
-])
+@pytest.mark.parametrize(
+    "name, timm_kwargs",
+    [
+        ("gc", {}),
+        ("gca", {"fuse_add": True, "fuse_scale": False}),
+    ],
+)
 def test_global_context_names_load_timm_weights(name, timm_kwargs):
     pytest.importorskip("timm", reason="needs the `oracle` extra (timm, torch)")
     import torch
@@ -134,8 +137,11 @@ def test_timm_argument_names_are_accepted_where_the_layer_has_them():
     assert (se.reduction_ratio, se.divisor, se.reduce.filters) == (1 / 4, 4, 16)
     gate = create_attention("channel_gate", 40, rd_channels=5)
     assert gate.reduce.filters == 5
-    with pytest.raises(ValueError, match=r"`rd_ratio` \(timm's name for `reduction_ratio`\) "
-                                         r"does not apply to attention='eca'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`rd_ratio` \(timm's name for `reduction_ratio`\) "
+        r"does not apply to attention='eca'",
+    ):
         create_attention("eca", 64, rd_ratio=1 / 4)
     with pytest.raises(ValueError, match="Pass `rd_divisor` or `divisor`, not both"):
         create_attention("se", 64, rd_divisor=4, divisor=8)

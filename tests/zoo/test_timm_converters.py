@@ -23,8 +23,11 @@ def _built(case):
 
 
 def test_every_attention_converter_has_a_fixture_case():
-    covered = {timm_convert.converter_for(_built(case)).layer_class for case in FIXTURE_CASES
-               if timm_convert.converter_for(_built(case)) is not None}
+    covered = {
+        timm_convert.converter_for(_built(case)).layer_class
+        for case in FIXTURE_CASES
+        if timm_convert.converter_for(_built(case)) is not None
+    }
     assert set(timm_convert.ATTENTION_LAYERS) <= covered
 
 
@@ -54,10 +57,12 @@ class _RenamedSqueezeExcite(L.SqueezeExcite):
 
 def _se_state(channels=16, hidden=8, seed=0):
     rng = np.random.default_rng(seed)
-    return {"fc1.weight": rng.normal(size=(hidden, channels, 1, 1)).astype("float32"),
-            "fc1.bias": rng.normal(size=(hidden,)).astype("float32"),
-            "fc2.weight": rng.normal(size=(channels, hidden, 1, 1)).astype("float32"),
-            "fc2.bias": rng.normal(size=(channels,)).astype("float32")}
+    return {
+        "fc1.weight": rng.normal(size=(hidden, channels, 1, 1)).astype("float32"),
+        "fc1.bias": rng.normal(size=(hidden,)).astype("float32"),
+        "fc2.weight": rng.normal(size=(channels, hidden, 1, 1)).astype("float32"),
+        "fc2.bias": rng.normal(size=(channels,)).astype("float32"),
+    }
 
 
 def test_a_renamed_sublayer_fails_its_converter_naming_the_weight():
@@ -77,11 +82,13 @@ def test_subclasses_use_their_parents_converter():
         layer.build((None, 4, 4, 16))
         timm_convert.load_timm_module(layer, state)
     x = np.random.default_rng(1).normal(size=(2, 4, 4, 16)).astype("float32")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(x)),
-                                  keras.ops.convert_to_numpy(parent(x)))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(parent(x))
+    )
     # fc1 (out, in, 1, 1) became the (1, 1, in, out) kernel
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours.weights[0]),
-                                  state["fc1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(ours.weights[0]), state["fc1.weight"].transpose(2, 3, 1, 0)
+    )
 
 
 def test_layers_without_a_converter_are_refused_by_name():

@@ -94,8 +94,10 @@ def layer_norm_weights(keras_prefix, timm_prefix):
 
 def nested(keras_prefix, timm_prefix, mapping):
     """A sublayer's map moved under `keras_prefix` / `timm_prefix`."""
-    return {keras_prefix + path: dataclasses.replace(entry, key=timm_prefix + entry.key)
-            for path, entry in mapping.items()}
+    return {
+        keras_prefix + path: dataclasses.replace(entry, key=timm_prefix + entry.key)
+        for path, entry in mapping.items()
+    }
 
 
 def take(state, key):
@@ -118,9 +120,14 @@ def layer_weights(layer):
     """`{path inside the layer: variable}` for every weight of `layer` (Keras' variable
     paths without the layer's own path)."""
     own = layer.path + "/"
-    return {(variable.path[len(own):] if variable.path.startswith(own)
-             else variable.path.partition("/")[2]): variable
-            for variable in layer.weights}
+    return {
+        (
+            variable.path[len(own) :]
+            if variable.path.startswith(own)
+            else variable.path.partition("/")[2]
+        ): variable
+        for variable in layer.weights
+    }
 
 
 class TimmConverter:
@@ -183,6 +190,7 @@ def converter_for(layer):
 
 # -- Keras core layers (whole-network checkpoints) -------------------------------------
 
+
 @timm_converter(keras.layers.Conv2D, timm_module="nn.Conv2d")
 def _conv2d(config):
     return conv_weights("", "", config["use_bias"])
@@ -210,11 +218,14 @@ def _group_norm(config):
 
 # -- keras_attention layers ------------------------------------------------------------
 
+
 @timm_converter(L.SqueezeExcite, timm_module="SEModule")
 def squeeze_excite_weights(config):
     """fc1 / fc2 are 1x1 convolutions."""
-    return {**conv_weights("reduce/", "fc1.", config["use_bias"]),
-            **conv_weights("expand/", "fc2.", config["use_bias"])}
+    return {
+        **conv_weights("reduce/", "fc1.", config["use_bias"]),
+        **conv_weights("expand/", "fc2.", config["use_bias"]),
+    }
 
 
 @timm_converter(L.EfficientChannelAttention, timm_module="EcaModule / CecaModule")
@@ -256,8 +267,10 @@ def _check_channel_gate(config, state, prefix):
 @timm_converter(L.ChannelGate, check=_check_channel_gate, timm_module="ChannelAttn")
 def channel_gate_weights(config):
     """fc1 / fc2 are 1x1 convolutions, with biases when `mlp_bias`."""
-    return {**conv_weights("reduce/", "fc1.", config["use_bias"]),
-            **conv_weights("expand/", "fc2.", config["use_bias"])}
+    return {
+        **conv_weights("reduce/", "fc1.", config["use_bias"]),
+        **conv_weights("expand/", "fc2.", config["use_bias"]),
+    }
 
 
 @timm_converter(L.SpatialGate, timm_module="SpatialAttn")
@@ -268,8 +281,7 @@ def spatial_gate_weights(config):
     `pooling_order="mean_max"` reproduces the timm module; a `"max_mean"` layer needs the
     kernel's input-channel axis swapped (`weight[:, ::-1]`) first.
     """
-    return {**conv_weights("conv/", "conv.conv.", False),
-            **batch_norm_weights("norm/", "conv.bn.")}
+    return {**conv_weights("conv/", "conv.conv.", False), **batch_norm_weights("norm/", "conv.bn.")}
 
 
 def _check_cbam(config, state, prefix):
@@ -279,8 +291,10 @@ def _check_cbam(config, state, prefix):
 @timm_converter(L.CBAM, check=_check_cbam, timm_module="CbamModule")
 def cbam_weights(config):
     """`channel` (`ChannelAttn`) then `spatial` (`SpatialAttn`)."""
-    return {**nested("channel_gate/", "channel.", channel_gate_weights(config)),
-            **nested("spatial_gate/", "spatial.", spatial_gate_weights(config))}
+    return {
+        **nested("channel_gate/", "channel.", channel_gate_weights(config)),
+        **nested("spatial_gate/", "spatial.", spatial_gate_weights(config)),
+    }
 
 
 def _relative_table(array, variable):
@@ -289,8 +303,11 @@ def _relative_table(array, variable):
     1-D tables, only bicubic ones for 2-D bias tables)."""
     from keras_attention.layers.relative_attention import resize_relative_table
 
-    if (array.ndim == 2 and array.shape[1] == variable.shape[1]
-            and array.shape[0] != variable.shape[0]):
+    if (
+        array.ndim == 2
+        and array.shape[1] == variable.shape[1]
+        and array.shape[0] != variable.shape[0]
+    ):
         return resize_relative_table(array, variable.shape[0])
     return array
 
@@ -299,28 +316,34 @@ def _relative_table(array, variable):
 def bottleneck_attention_weights(config):
     """The 1x1 `qkv` convolution and `pos_embed.height_rel` / `pos_embed.width_rel`
     (stored like ours, `(2 * size - 1, dim_head)`; resized to the layer's feature map)."""
-    return {**conv_weights("qkv/", "qkv.", config["qkv_bias"]),
-            "height_rel": Timm("pos_embed.height_rel", _relative_table),
-            "width_rel": Timm("pos_embed.width_rel", _relative_table)}
+    return {
+        **conv_weights("qkv/", "qkv.", config["qkv_bias"]),
+        "height_rel": Timm("pos_embed.height_rel", _relative_table),
+        "width_rel": Timm("pos_embed.width_rel", _relative_table),
+    }
 
 
 @timm_converter(L.HaloAttention, timm_module="HaloAttn")
 def halo_attention_weights(config):
     """1x1 convolutions `q` and `kv` (channels interleaved per head, as ours) and
     `pos_embed.height_rel` / `pos_embed.width_rel`."""
-    return {**conv_weights("q/", "q.", config["qkv_bias"]),
-            **conv_weights("kv/", "kv.", config["qkv_bias"]),
-            "height_rel": Timm("pos_embed.height_rel"),
-            "width_rel": Timm("pos_embed.width_rel")}
+    return {
+        **conv_weights("q/", "q.", config["qkv_bias"]),
+        **conv_weights("kv/", "kv.", config["qkv_bias"]),
+        "height_rel": Timm("pos_embed.height_rel"),
+        "width_rel": Timm("pos_embed.width_rel"),
+    }
 
 
 @timm_converter(L.LambdaLayer, timm_module="LambdaLayer")
 def lambda_layer_weights(config):
     """`qkv`, `norm_q`, `norm_v`, and the local `conv_lambda` (a `(dim_head, 1, r, r, 1)`
     Conv3d) or the global `pos_emb` `(2H - 1, 2W - 1, dim_head)`."""
-    mapping = {**conv_weights("qkv/", "qkv.", config["qkv_bias"]),
-               **batch_norm_weights("norm_q/", "norm_q."),
-               **batch_norm_weights("norm_v/", "norm_v.")}
+    mapping = {
+        **conv_weights("qkv/", "qkv.", config["qkv_bias"]),
+        **batch_norm_weights("norm_q/", "norm_q."),
+        **batch_norm_weights("norm_v/", "norm_v."),
+    }
     if config["r"] is not None:
         mapping.update(conv_weights("conv_lambda/", "conv_lambda.", True, kernel=conv3d_kernel))
     else:
@@ -344,15 +367,23 @@ def non_local_weights(config):
     `None` for `use_scale=False`)."""
     mapping = {}
     for ours, theirs in (("theta", "t"), ("phi", "p"), ("g", "g"), ("out", "z")):
-        mapping.update(conv_weights(f"{ours}/", f"{theirs}.", True,
-                                    kernel=pointwise_dense_kernel))
+        mapping.update(conv_weights(f"{ours}/", f"{theirs}.", True, kernel=pointwise_dense_kernel))
     mapping.update(batch_norm_weights("out_norm/", "norm."))
     return mapping
 
 
-ATTENTION_LAYERS = (L.NonLocal, L.BottleneckAttention, L.HaloAttention, L.LambdaLayer,
-                    L.SqueezeExcite, L.EfficientChannelAttention, L.GlobalContext,
-                    L.ChannelGate, L.SpatialGate, L.CBAM)
+ATTENTION_LAYERS = (
+    L.NonLocal,
+    L.BottleneckAttention,
+    L.HaloAttention,
+    L.LambdaLayer,
+    L.SqueezeExcite,
+    L.EfficientChannelAttention,
+    L.GlobalContext,
+    L.ChannelGate,
+    L.SpatialGate,
+    L.CBAM,
+)
 
 
 def load_timm_module(layer, state, prefix=""):
@@ -395,8 +426,7 @@ def load_timm_state_dict(model, state, *, skip_prefixes=()):
         converter = converter_for(layer)
         if converter is None:
             raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no timm "
-                f"converter"
+                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no timm converter"
             )
         try:
             converter.load(layer, state, timm_path(layer.name) + ".")
@@ -405,9 +435,13 @@ def load_timm_state_dict(model, state, *, skip_prefixes=()):
                 f"checkpoint does not fit this architecture: layer {layer.name!r} "
                 f"({type(layer).__name__}) wants {error.args[0]}"
             ) from None
-    unused = [key for key in state if key not in state.used
-              and not key.startswith(tuple(skip_prefixes))
-              and not key.endswith("num_batches_tracked")]
+    unused = [
+        key
+        for key in state
+        if key not in state.used
+        and not key.startswith(tuple(skip_prefixes))
+        and not key.endswith("num_batches_tracked")
+    ]
     if unused:
         raise ValueError(
             f"checkpoint does not fit this architecture: weight {unused[0]!r} (shape "
