@@ -605,6 +605,7 @@ def test_fit_writes_train_and_validation_runs_and_step_loss(tmp_path):
     record = __import__("json").loads((tmp_path / "run.json").read_text())
     assert record["finished"] and record["num_classes"] == 10
     assert record["input_shape"] == [12, 12, 1] and record["steps"] == 6
+    assert record["metrics"]["val_loss"] == pytest.approx(history.history["val_loss"][-1])
     with pytest.raises(zoo.train.RunFolderError, match="holds a finished run"):
         zoo.train.fit(
             tiny_cnn,

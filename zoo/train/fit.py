@@ -634,7 +634,7 @@ def fit_config(config, callbacks=()):
                     "input_shape": list(run["input_shape"]),
                     "steps": start_step + steps_run,
                     "model_path": run["model_path"],
-                    "metrics": {k: v[-1] for k, v in history.history.items() if v},
+                    "metrics": {k: float(v[-1]) for k, v in history.history.items() if v},
                 }
             )
         history.run = run
