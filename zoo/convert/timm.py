@@ -8,7 +8,7 @@ Each supported layer class has one `TimmConverter`, registered with `@timm_conve
 and found along the layer's class hierarchy (a subclass of `SqueezeExcite` loads like
 `SqueezeExcite`). A converter declares its layer's weights: `weight_map(config)` maps each
 weight's path inside the layer (`"reduce/kernel"`, the Keras variable path without the
-layer's own) to a `Timm` entry: the timm state-dict key below the module's prefix and the
+layer's own) to a `TimmWeight` entry: the timm state-dict key below the module's prefix and the
 transform from the timm array to the Keras one. Loading requires the map and the layer's
 weights to agree exactly, so renaming or adding a sublayer or weight in `keras_attention`
 fails that converter (and its test in tests/zoo/test_timm_converters.py) with a message
@@ -51,7 +51,7 @@ def pointwise_dense_kernel(weight):
 
 
 @dataclasses.dataclass(frozen=True)
-class Timm:
+class TimmWeight:
     """Where a Keras weight comes from: `key` below the timm module's prefix, and
     `transform(array, variable) -> array` (None: copied as stored)."""
 
@@ -70,25 +70,25 @@ def _shape_only(fn):
 
 def conv_weights(keras_prefix, timm_prefix, use_bias, kernel=conv2d_kernel):
     """The map of a convolution (or 1x1-convolution-as-Dense) sublayer."""
-    mapping = {f"{keras_prefix}kernel": Timm(f"{timm_prefix}weight", _shape_only(kernel))}
+    mapping = {f"{keras_prefix}kernel": TimmWeight(f"{timm_prefix}weight", _shape_only(kernel))}
     if use_bias:
-        mapping[f"{keras_prefix}bias"] = Timm(f"{timm_prefix}bias")
+        mapping[f"{keras_prefix}bias"] = TimmWeight(f"{timm_prefix}bias")
     return mapping
 
 
 def batch_norm_weights(keras_prefix, timm_prefix):
     return {
-        f"{keras_prefix}gamma": Timm(f"{timm_prefix}weight"),
-        f"{keras_prefix}beta": Timm(f"{timm_prefix}bias"),
-        f"{keras_prefix}moving_mean": Timm(f"{timm_prefix}running_mean"),
-        f"{keras_prefix}moving_variance": Timm(f"{timm_prefix}running_var"),
+        f"{keras_prefix}gamma": TimmWeight(f"{timm_prefix}weight"),
+        f"{keras_prefix}beta": TimmWeight(f"{timm_prefix}bias"),
+        f"{keras_prefix}moving_mean": TimmWeight(f"{timm_prefix}running_mean"),
+        f"{keras_prefix}moving_variance": TimmWeight(f"{timm_prefix}running_var"),
     }
 
 
 def layer_norm_weights(keras_prefix, timm_prefix):
     return {
-        f"{keras_prefix}gamma": Timm(f"{timm_prefix}weight"),
-        f"{keras_prefix}beta": Timm(f"{timm_prefix}bias"),
+        f"{keras_prefix}gamma": TimmWeight(f"{timm_prefix}weight"),
+        f"{keras_prefix}beta": TimmWeight(f"{timm_prefix}bias"),
     }
 
 
@@ -135,7 +135,7 @@ class TimmConverter:
 
     Attributes:
         layer_class: the Keras layer class (subclasses are served too).
-        weight_map: `(config) -> {weight path: Timm}` from the layer's `get_config()`.
+        weight_map: `(config) -> {weight path: TimmWeight}` from the layer's `get_config()`.
         check: optional `(config, state, prefix)` that raises `ValueError` when the
             checkpoint holds weights for another configuration of the module.
         timm_module: the timm module this mirrors (documentation and error messages).
@@ -318,8 +318,8 @@ def bottleneck_attention_weights(config):
     (stored like ours, `(2 * size - 1, dim_head)`; resized to the layer's feature map)."""
     return {
         **conv_weights("qkv/", "qkv.", config["qkv_bias"]),
-        "height_rel": Timm("pos_embed.height_rel", _relative_table),
-        "width_rel": Timm("pos_embed.width_rel", _relative_table),
+        "height_rel": TimmWeight("pos_embed.height_rel", _relative_table),
+        "width_rel": TimmWeight("pos_embed.width_rel", _relative_table),
     }
 
 
@@ -330,8 +330,8 @@ def halo_attention_weights(config):
     return {
         **conv_weights("q/", "q.", config["qkv_bias"]),
         **conv_weights("kv/", "kv.", config["qkv_bias"]),
-        "height_rel": Timm("pos_embed.height_rel"),
-        "width_rel": Timm("pos_embed.width_rel"),
+        "height_rel": TimmWeight("pos_embed.height_rel"),
+        "width_rel": TimmWeight("pos_embed.width_rel"),
     }
 
 
@@ -347,7 +347,7 @@ def lambda_layer_weights(config):
     if config["r"] is not None:
         mapping.update(conv_weights("conv_lambda/", "conv_lambda.", True, kernel=conv3d_kernel))
     else:
-        mapping["pos_emb"] = Timm("pos_emb")
+        mapping["pos_emb"] = TimmWeight("pos_emb")
     return mapping
 
 
