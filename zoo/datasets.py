@@ -53,10 +53,18 @@ def mnist_subset(split="train", normalize=True):
     return images, labels.astype("int64")
 
 
-# Tasks derived from the subset (translated, cluttered, rotated-translated-scaled MNIST).
-from zoo.tasks import (  # noqa: E402,F401
-    as_tf_dataset,
-    cluttered_mnist,
-    rts_mnist,
-    translated_mnist,
-)
+# The tasks derived from the subset live in zoo.tasks (which imports this module); they are
+# reachable from here too, resolved on first use.
+TASKS = ("as_tf_dataset", "cluttered_mnist", "rts_mnist", "translated_mnist")
+
+
+def __getattr__(name):
+    if name in TASKS:
+        from zoo import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(TASKS))

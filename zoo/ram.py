@@ -21,6 +21,7 @@ Choices made here (the paper leaves them open or they vary between implementatio
   regulariser for training sets much smaller than its 60,000 digits).
 """
 
+import dataclasses
 import math
 
 import keras
@@ -28,6 +29,7 @@ import numpy as np
 from keras import layers, ops
 
 from keras_attention.layers import GlimpseSensor
+from keras_attention.layers._utils import is_positive_int
 from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
@@ -97,7 +99,7 @@ class RecurrentAttentionModel(keras.Model):
         super().__init__(**kwargs)
         if core not in CORES:
             raise ValueError(f"`core` must be one of {CORES}, got core={core!r}.")
-        if not isinstance(num_glimpses, int) or num_glimpses < 1:
+        if not is_positive_int(num_glimpses):
             raise ValueError(f"`num_glimpses` must be a positive integer, got {num_glimpses!r}.")
         if not location_std > 0:
             raise ValueError(f"`location_std` must be > 0, got {location_std!r}.")
@@ -327,7 +329,53 @@ def build_ram(input_shape=(60, 60, 1), num_classes=10, **kwargs):
 RAM_CONFIG = dict(num_glimpses=8, glimpse_size=12, num_scales=3, scale_factor=2,
                   glimpse_units=128, hidden_units=256, core="rnn", location_std=0.1)
 
-# Measured by tools/train_mnist_models.py (benchmarks/results/mnist_models.md).
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One number measured for a shipped checkpoint: `value` in `unit`, what was measured
+    (`quantity`) and where the number comes from (`source`)."""
+
+    value: float
+    unit: str
+    quantity: str
+    source: str
+
+
+_HERE = "tools/train_mnist_models.py (benchmarks/results/mnist_models.md)"
+_PAPER = "Mnih et al. 2014, trained on 60,000 digits"
+_HELD_OUT = "the 1,000 held-out digits of zoo.datasets.mnist_subset, task seed 0"
+# test errors of the shipped weights: `mc_samples` Monte-Carlo location sequences per digit
+# (sampler seed 0 unless named, batches of 100), and greedy (mean) locations
+RAM_MC_SAMPLES = 10
+RAM_RESULTS = {
+    "translated_mnist": {
+        "test_error": Measurement(2.40, "%", f"test error on {_HELD_OUT}", _HERE),
+        "test_error_greedy": Measurement(2.90, "%", "test error, greedy locations", _HERE),
+        "test_error_sampler_seed_1": Measurement(2.80, "%", "test error, sampler seed 1", _HERE),
+        "test_error_sampler_seed_2": Measurement(2.40, "%", "test error, sampler seed 2", _HERE),
+        "cnn_baseline_test_error": Measurement(
+            1.80, "%", "plain CNN trained on the same digits, 60 epochs", _HERE),
+        "paper_test_error": Measurement(1.84, "%", "8 glimpses (1.86% with 6)", _PAPER),
+    },
+    "cluttered_mnist": {
+        "test_error": Measurement(3.10, "%", f"test error on {_HELD_OUT}", _HERE),
+        "test_error_greedy": Measurement(4.50, "%", "test error, greedy locations", _HERE),
+        "test_error_sampler_seed_1": Measurement(3.10, "%", "test error, sampler seed 1", _HERE),
+        "test_error_sampler_seed_2": Measurement(3.50, "%", "test error, sampler seed 2", _HERE),
+        "cnn_baseline_test_error": Measurement(
+            3.40, "%", "plain CNN trained on the same digits, 150 epochs, mean of training "
+            "seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%)", _HERE),
+        "paper_test_error": Measurement(5.23, "%", "8 glimpses (Table 2)", _PAPER),
+    },
+}
+
+
+def _metric(tag):
+    results = RAM_RESULTS[tag]
+    return (f"test error {results['test_error'].value:.2f}% ({RAM_MC_SAMPLES} Monte-Carlo "
+            f"location sequences; greedy {results['test_error_greedy'].value:.2f}%) on "
+            f"{_HELD_OUT} (zoo.ram.RAM_RESULTS)")
+
+
 RAM_WEIGHTS = (
     WeightsSpec(
         tag="translated_mnist",
@@ -336,15 +384,10 @@ RAM_WEIGHTS = (
         sha256="1b4423386c1342b6defe726b238e148eabc805bd13048e58413cf15f05c4b57f",
         input_size=(60, 60),
         num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as translated MNIST 60x60 (fresh "
-                   "placements every epoch); with the convolutional glimpse network, from "
-                   "scratch: 1,700 epochs with 8 glimpses (Adam lr 1e-3, cosine to 5%), batch 64 "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv, TensorFlow, CPU)",
-        metric="test error 2.40% (10 Monte-Carlo location sequences, sampler seed 0, "
-               "batches of 100; greedy 2.90%) on the 1,000 held-out digits, task seed 0; "
-               "plain CNN baseline trained on the same digits: 1.80% after 60 epochs; paper: 1.84% "
-               "with 8 glimpses (1.86% with 6) trained on 60,000 digits (Mnih et al. 2014); "
-               "sampler seeds 1 and 2 give 2.80% and 2.40%",
+        trained_on="4,000 digits of zoo.datasets.mnist_subset as translated MNIST 60x60, "
+                   "1,700 epochs from scratch (tools/train_mnist_models.py "
+                   "--ram-glimpse-network conv)",
+        metric=_metric("translated_mnist"),
         source="trained here",
         architecture={"glimpse_network": "conv"},
     ),
@@ -355,19 +398,10 @@ RAM_WEIGHTS = (
         sha256="b7d797dac9b9fad89c4ce71a9bae6f9dabbd6f5d065bf0acab9177514a45d8ce",
         input_size=(60, 60),
         num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 60x60 (4 pieces "
-                   "of 8x8) (fresh placements every epoch); with the convolutional glimpse "
-                   "network, from scratch: 700 + 1,300 + 750 epochs with 8 glimpses (Adam lr "
-                   "1e-3, then 5e-4, then 2.5e-4, cosine to 5% each), batch 64 "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv --resume, "
-                   "TensorFlow, CPU)",
-        metric="test error 3.10% (10 Monte-Carlo location sequences, sampler seed 0, "
-               "batches of 100; greedy 4.50%) on the 1,000 held-out digits, task seed 0; "
-               "plain CNN baseline trained on the same digits for 150 epochs: 3.40% averaged "
-               "over training seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%; 4.50% after 60 epochs); "
-               "paper: 5.23% with 8 glimpses "
-               "(their 2-layer CNN: 7.83%) trained on 60,000 digits (Mnih et al. 2014, Table 2); "
-               "sampler seeds 1 and 2 give 3.10% and 3.50%",
+        trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 60x60 (4 "
+                   "pieces of 8x8), 700 + 1,300 + 750 epochs from scratch "
+                   "(tools/train_mnist_models.py --ram-glimpse-network conv --resume)",
+        metric=_metric("cluttered_mnist"),
         source="trained here",
         architecture={"glimpse_network": "conv"},
     ),

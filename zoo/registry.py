@@ -126,9 +126,7 @@ def register_model(name, **spec_kwargs):
     def decorate(body):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        from zoo.pretrained import imagenet_weights
-
-        weights = tuple(spec_kwargs.pop("weights", ())) + imagenet_weights(name)
+        weights = tuple(spec_kwargs.pop("weights", ()))
         _REGISTRY[name] = ModelSpec(name=name, body=body, weights=weights, **spec_kwargs)
         return body
 

@@ -27,10 +27,30 @@ def reduced_channels(channels, reduction_ratio, divisor):
     return make_divisible(channels * reduction_ratio, divisor, round_limit=0.0)
 
 
+def is_positive_int(value):
+    """True for an `int` (not a `bool`) of at least 1: the one test behind every
+    positive-integer argument check."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def channel_bottleneck(layer, channels, fixed_width, reduction_ratio, divisor, use_bias):
+    """The `reduce` / `expand` pair of 1x1 convolutions of a channel gate (SE, CBAM's
+    channel gate), built for `(1, 1, channels)` inputs: `channels` -> the bottleneck width
+    (`fixed_width`, else `reduced_channels(channels, reduction_ratio, divisor)`) ->
+    `channels`. Created in this order and with these names, which weight files rely on."""
+    hidden = fixed_width or reduced_channels(channels, reduction_ratio, divisor)
+    kw = sublayer_kwargs(layer)
+    reduce = keras.layers.Conv2D(hidden, 1, use_bias=use_bias, name="reduce", **kw)
+    reduce.build((None, 1, 1, channels))
+    expand = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name="expand", **kw)
+    expand.build((None, 1, 1, hidden))
+    return reduce, expand
+
+
 def check_positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
 
 
@@ -46,9 +66,7 @@ def check_ratio(name, value):
 
 def check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(choices)}, got {name}={value!r}."
-        )
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {name}={value!r}.")
 
 
 def check_divisor(name, value):
@@ -70,8 +88,11 @@ def feature_map_channels(layer, input_shape, rank=4):
     """Validate a channels-last feature map shape and return its channel count."""
     input_shape = tuple(input_shape)
     if len(input_shape) != rank:
-        layout = {3: "(batch, length, channels)", 4: "(batch, height, width, channels)",
-                  5: "(batch, time, height, width, channels)"}.get(rank, f"rank {rank}")
+        layout = {
+            3: "(batch, length, channels)",
+            4: "(batch, height, width, channels)",
+            5: "(batch, time, height, width, channels)",
+        }.get(rank, f"rank {rank}")
         raise ValueError(
             f"{type(layer).__name__} expects a {rank}D channels-last input {layout}; "
             f"got input_shape={input_shape}."
@@ -119,7 +140,9 @@ def single_head_attention(query, key, value, scale):
         query, key = (ops.pad(t, ((0, 0), (0, 0), (0, width - depth))) for t in (query, key))
         value = ops.pad(value, ((0, 0), (0, 0), (0, width - value_depth)))
     out = ops.dot_product_attention(
-        ops.expand_dims(query, 2), ops.expand_dims(key, 2), ops.expand_dims(value, 2),
+        ops.expand_dims(query, 2),
+        ops.expand_dims(key, 2),
+        ops.expand_dims(value, 2),
         scale=scale,
     )
     out = ops.squeeze(out, 2)

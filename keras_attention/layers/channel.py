@@ -53,14 +53,9 @@ class SqueezeExcite(AttentionLayer):
 
     def build(self, input_shape):
         channels = U.feature_map_channels(self, input_shape)
-        hidden = self.reduced_channels or U.reduced_channels(
-            channels, self.reduction_ratio, self.divisor
-        )
-        kw = U.sublayer_kwargs(self)
-        self.reduce = layers.Conv2D(hidden, 1, use_bias=self.use_bias, name="reduce", **kw)
-        self.reduce.build((None, 1, 1, channels))
-        self.expand = layers.Conv2D(channels, 1, use_bias=self.use_bias, name="expand", **kw)
-        self.expand.build((None, 1, 1, hidden))
+        self.reduce, self.expand = U.channel_bottleneck(
+            self, channels, self.reduced_channels, self.reduction_ratio, self.divisor,
+            self.use_bias)
 
     def call(self, inputs, training=None, return_attention=False):
         pooled = U.spatial_mean_float32(inputs)

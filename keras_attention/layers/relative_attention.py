@@ -66,7 +66,7 @@ def _pair(name, value, allow_none=False):
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+            or not all(U.is_positive_int(v) for v in value)):
         raise ValueError(
             f"`{name}` must be a positive integer or a pair of them, got {name}={value!r}."
         )

@@ -13,7 +13,7 @@ POOLING_ORDERS = ("max_mean", "mean_max")
 
 def check_odd_kernel_size(name, value):
     """A positive odd integer: 'same' padding is then symmetric, as in the PyTorch code."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+    if not U.is_positive_int(value) or value % 2 == 0:
         raise ValueError(f"`{name}` must be a positive odd integer, got {name}={value!r}.")
 
 

@@ -32,8 +32,8 @@ def check_size_pair(name, value, allow_none=False):
     """`(height, width)`: two positive integers (or None where allowed)."""
     if value is None and allow_none:
         return None
-    if (not isinstance(value, (list, tuple)) or len(value) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(U.is_positive_int(v) for v in value)):
         raise ValueError(
             f"`{name}` must be a pair (height, width) of positive integers, got {name}={value!r}."
         )

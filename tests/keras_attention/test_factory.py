@@ -65,10 +65,13 @@ def test_overrides_replace_defaults():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name, timm_kwargs", [
-    ("gc", {}),
-    ("gca", {"fuse_add": True, "fuse_scale": False}),
-])
+@pytest.mark.parametrize(
+    "name, timm_kwargs",
+    [
+        ("gc", {}),
+        ("gca", {"fuse_add": True, "fuse_scale": False}),
+    ],
+)
 def test_global_context_names_load_timm_weights(name, timm_kwargs):
     pytest.importorskip("timm", reason="needs the `oracle` extra (timm, torch)")
     import torch
@@ -112,3 +115,33 @@ def test_attention_map_reads_a_layer_inside_a_trained_model():
     _, expected = cbam(conv_out, return_attention=True)
     assert maps.shape == (5, 12, 12, 1)
     np.testing.assert_allclose(maps, keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_mechanism_first_and_the_layer_name_passes_through():
+    layer = create_attention("se", 64, name="layer1-0-se")
+    assert type(layer) is L.SqueezeExcite and layer.name == "layer1-0-se"
+    assert create_attention("cbam", name="attn").name == "attn"
+
+
+def test_old_keyword_spelling_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="pass the mechanism first"):
+        layer = create_attention(name="eca")
+    assert type(layer) is L.EfficientChannelAttention
+    with pytest.raises(TypeError, match="attention mechanism as its first argument"):
+        create_attention()
+
+
+def test_timm_argument_names_are_accepted_where_the_layer_has_them():
+    # timm SEModule(64, rd_ratio=1/4, rd_divisor=4) -> make_divisible(16, 4) = 16 channels
+    se = create_attention("se", 64, rd_ratio=1 / 4, rd_divisor=4)
+    assert (se.reduction_ratio, se.divisor, se.reduce.filters) == (1 / 4, 4, 16)
+    gate = create_attention("channel_gate", 40, rd_channels=5)
+    assert gate.reduce.filters == 5
+    with pytest.raises(
+        ValueError,
+        match=r"`rd_ratio` \(timm's name for `reduction_ratio`\) "
+        r"does not apply to attention='eca'",
+    ):
+        create_attention("eca", 64, rd_ratio=1 / 4)
+    with pytest.raises(ValueError, match="Pass `rd_divisor` or `divisor`, not both"):
+        create_attention("se", 64, rd_divisor=4, divisor=8)

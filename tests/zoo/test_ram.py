@@ -5,7 +5,6 @@ Runs on the configured Keras backend (run it with KERAS_BACKEND=jax / torch as w
 
 import math
 import pathlib
-import re
 
 import keras
 import numpy as np
@@ -313,9 +312,9 @@ def test_arguments_are_checked():
 
 def _recorded(tag):
     spec = next(s for s in ram_module.RAM_WEIGHTS if s.tag == tag)
-    match = re.search(r"test error (\d+\.\d+)% \((\d+) Monte-Carlo.*greedy (\d+\.\d+)%",
-                      spec.metric)
-    return spec, float(match.group(1)), int(match.group(2)), float(match.group(3))
+    results = ram_module.RAM_RESULTS[tag]
+    return (spec, results["test_error"].value, ram_module.RAM_MC_SAMPLES,
+            results["test_error_greedy"].value)
 
 
 @pytest.mark.slow
@@ -345,8 +344,9 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     if BACKEND != "tensorflow":
         return  # another stream: the seeds' spread (0.8 points) would swamp the comparison
     # The other sampler seeds the registry quotes.
-    quoted = re.search(r"sampler seeds 1 and 2 give (\d+\.\d+)% and (\d+\.\d+)%", spec.metric)
-    for seed, recorded in zip((1, 2), quoted.groups()):
+    quoted = [ram_module.RAM_RESULTS[tag][f"test_error_sampler_seed_{seed}"].value
+              for seed in (1, 2)]
+    for seed, recorded in zip((1, 2), quoted):
         probs, _ = predict_with_glimpses(model, x, batch_size=100, seed=seed)
         error = 100 * np.mean(probs.argmax(1) != y)
         assert abs(error - float(recorded)) <= 0.2, (seed, error, recorded)

@@ -75,8 +75,14 @@ def _run(script, run_dir, out, backend, kill_at=None):
     env.pop("ZOO_TEST_KILL_AT_STEP", None)
     if kill_at:
         env["ZOO_TEST_KILL_AT_STEP"] = str(kill_at)
-    return subprocess.run([sys.executable, str(script), str(run_dir), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(script), str(run_dir), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
 
 
 def _summary(done):
@@ -142,15 +148,15 @@ def test_torn_backup_falls_back_to_the_previous_consistent_pair(tmp_path):
     backup = StepBackupAndRestore(str(tmp_path / "backup"), save_freq=2)
     backup.set_model(model)
     backup.global_step = 5
-    backup._save_model()
+    backup.save()
     saved = [np.array(w) for w in model.weights]
     model.trainable_weights[0].assign(model.trainable_weights[0] + 1.0)
     backup.global_step = 7
-    backup._save_model()
+    backup.save()
     assert StepBackupAndRestore(str(tmp_path / "backup")).restore(model) == 7
     time.sleep(0.01)
     model.trainable_weights[0].assign(model.trainable_weights[0] + 1.0)
-    model.save_weights(backup._weights_path, overwrite=True)  # torn: metadata still says 7
+    model.save_weights(backup.weights_path, overwrite=True)  # torn: metadata still says 7
     assert StepBackupAndRestore(str(tmp_path / "backup")).restore(model) == 5
     for a, b in zip(saved, model.weights):
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))

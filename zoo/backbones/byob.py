@@ -19,12 +19,13 @@ activation `<path>.bn.act`). The zoo adds `head.fc` (timm's `ClassifierHead`).
 """
 
 import dataclasses
-from typing import Optional, Tuple
 
 import keras
 
 from keras_attention.factory import create_attention
+from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import batch_norm, conv2d, max_pool
+from zoo.pretrained import imagenet_weights
 from zoo.registry import register_model
 
 
@@ -49,12 +50,12 @@ class ByoBlockCfg:
     d: int
     c: int
     s: int = 2
-    gs: Optional[int] = None
+    gs: int | None = None
     br: float = 1.0
-    attn_layer: Optional[str] = None
-    attn_kwargs: Optional[dict] = None
-    self_attn_layer: Optional[str] = None
-    self_attn_kwargs: Optional[dict] = None
+    attn_layer: str | None = None
+    attn_kwargs: dict | None = None
+    self_attn_layer: str | None = None
+    self_attn_kwargs: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,15 +77,15 @@ class ByoModelCfg:
             arguments, as timm's.
     """
 
-    blocks: Tuple
+    blocks: tuple
     downsample: str = "conv1x1"
     stem_type: str = "tiered"
     stem_pool: str = "maxpool"
     stem_chs: int = 64
     width_factor: float = 1.0
-    attn_layer: Optional[str] = None
+    attn_layer: str | None = None
     attn_kwargs: dict = dataclasses.field(default_factory=dict)
-    self_attn_layer: Optional[str] = None
+    self_attn_layer: str | None = None
     self_attn_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
@@ -93,17 +94,9 @@ def interleave_blocks(types, d, every=1, first=False, **kwargs):
     picks (every `every + 1`-th block, or the listed indices), `types[0]` elsewhere."""
     if isinstance(every, int):
         every = list(range(0 if first else every, d, every + 1)) or [d - 1]
-    return tuple(ByoBlockCfg(type=types[1] if i in every else types[0], d=1, **kwargs)
-                 for i in range(d))
-
-
-def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
-    """timm's channel rounding (`timm.layers.make_divisible`)."""
-    min_value = min_value or divisor
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < round_limit * value:
-        new_value += divisor
-    return new_value
+    return tuple(
+        ByoBlockCfg(type=types[1] if i in every else types[0], d=1, **kwargs) for i in range(d)
+    )
 
 
 SELF_ATTENTION = ("bottleneck", "halo", "lambda")
@@ -123,13 +116,6 @@ def conv_norm_act(x, filters, kernel_size, *, strides=1, groups=1, apply_act=Tru
     return x
 
 
-def _attention(kind, name, **kwargs):
-    """`create_attention(kind, **kwargs)` under the layer name `name` (the factory's first
-    parameter is itself called `name`, so the layer name goes through the config)."""
-    layer = create_attention(kind, **kwargs)
-    return type(layer).from_config({**layer.get_config(), "name": name})
-
-
 def _shortcut(x, out_chs, stride, name):
     if x.shape[-1] == out_chs and stride == 1:
         return x
@@ -142,13 +128,13 @@ def _block_attention(block, cfg):
     attn = cfg.attn_layer if block.attn_layer is None else block.attn_layer
     attn_kwargs = block.attn_kwargs if block.attn_kwargs is not None else cfg.attn_kwargs
     self_attn = cfg.self_attn_layer if block.self_attn_layer is None else block.self_attn_layer
-    self_kwargs = (block.self_attn_kwargs if block.self_attn_kwargs is not None
-                   else cfg.self_attn_kwargs)
+    self_kwargs = (
+        block.self_attn_kwargs if block.self_attn_kwargs is not None else cfg.self_attn_kwargs
+    )
     return attn or None, dict(attn_kwargs or {}), self_attn or None, dict(self_kwargs or {})
 
 
-def bottleneck_block(x, out_chs, *, stride, bottle_ratio, group_size, attn, attn_kwargs,
-                     name):
+def bottleneck_block(x, out_chs, *, stride, bottle_ratio, group_size, attn, attn_kwargs, name):
     """timm `BottleneckBlock` (attention after the kxk convolution, `attn_last=False`)."""
     mid_chs = make_divisible(out_chs * bottle_ratio)
     groups = mid_chs // group_size if group_size else 1
@@ -156,7 +142,7 @@ def bottleneck_block(x, out_chs, *, stride, bottle_ratio, group_size, attn, attn
     x = conv_norm_act(x, mid_chs, 1, name=f"{name}-conv1_1x1")
     x = conv_norm_act(x, mid_chs, 3, strides=stride, groups=groups, name=f"{name}-conv2_kxk")
     if attn:
-        x = _attention(attn, f"{name}-attn", **attn_kwargs)(x)
+        x = create_attention(attn, name=f"{name}-attn", **attn_kwargs)(x)
     x = conv_norm_act(x, out_chs, 1, apply_act=False, name=f"{name}-conv3_1x1")
     x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
     return keras.layers.ReLU(name=f"{name}-act")(x)
@@ -180,7 +166,7 @@ def self_attn_block(x, out_chs, *, stride, bottle_ratio, self_attn, self_attn_kw
                 f"{name}: BottleneckAttention needs a static feature size, got {feat_size}"
             )
         kwargs["feat_size"] = feat_size
-    x = _attention(self_attn, f"{name}-self_attn", **kwargs)(x)
+    x = create_attention(self_attn, name=f"{name}-self_attn", **kwargs)(x)
     x = batch_norm(x, name=f"{name}-post_attn")
     x = keras.layers.ReLU(name=f"{name}-post_attn-act")(x)
     x = conv_norm_act(x, out_chs, 1, apply_act=False, name=f"{name}-conv3_1x1")
@@ -218,13 +204,26 @@ def byob_body(inputs, cfg):
             attn, attn_kwargs, self_attn, self_kwargs = _block_attention(block, cfg)
             name = f"stages-{stage_index}-{block_index}"
             if block.type == "bottle":
-                x = bottleneck_block(x, out_chs, stride=stride, bottle_ratio=block.br,
-                                     group_size=block.gs, attn=attn, attn_kwargs=attn_kwargs,
-                                     name=name)
+                x = bottleneck_block(
+                    x,
+                    out_chs,
+                    stride=stride,
+                    bottle_ratio=block.br,
+                    group_size=block.gs,
+                    attn=attn,
+                    attn_kwargs=attn_kwargs,
+                    name=name,
+                )
             elif block.type == "self_attn":
-                x = self_attn_block(x, out_chs, stride=stride, bottle_ratio=block.br,
-                                    self_attn=self_attn, self_attn_kwargs=self_kwargs,
-                                    name=name)
+                x = self_attn_block(
+                    x,
+                    out_chs,
+                    stride=stride,
+                    bottle_ratio=block.br,
+                    self_attn=self_attn,
+                    self_attn_kwargs=self_kwargs,
+                    name=name,
+                )
             else:
                 raise ValueError(
                     f"{name}: block type must be 'bottle' or 'self_attn', got {block.type!r}"
@@ -253,68 +252,101 @@ MODEL_CFGS = {
             ByoBlockCfg(type="bottle", d=6, c=1024, s=2, br=0.25),
             ByoBlockCfg(type="bottle", d=3, c=2048, s=2, br=0.25),
         ),
-        stem_chs=64, stem_type="tiered", stem_pool="", attn_layer="gca",
+        stem_chs=64,
+        stem_type="tiered",
+        stem_pool="",
+        attn_layer="gca",
     ),
     # timm byoanet.py `botnet26t` (built at img_size 256 as `botnet26t_256`)
     "botnet26t_256": ByoModelCfg(
         blocks=_resnet26t_stages(),
-        stem_chs=64, stem_type="tiered", stem_pool="maxpool", self_attn_layer="bottleneck",
+        stem_chs=64,
+        stem_type="tiered",
+        stem_pool="maxpool",
+        self_attn_layer="bottleneck",
     ),
     "halonet26t": ByoModelCfg(
         blocks=_resnet26t_stages(),
-        stem_chs=64, stem_type="tiered", stem_pool="maxpool", self_attn_layer="halo",
+        stem_chs=64,
+        stem_type="tiered",
+        stem_pool="maxpool",
+        self_attn_layer="halo",
         self_attn_kwargs=dict(block_size=8, halo_size=2),
     ),
     "lambda_resnet26t": ByoModelCfg(
         blocks=_resnet26t_stages(),
-        stem_chs=64, stem_type="tiered", stem_pool="maxpool", self_attn_layer="lambda",
+        stem_chs=64,
+        stem_type="tiered",
+        stem_pool="maxpool",
+        self_attn_layer="lambda",
         self_attn_kwargs=dict(r=9),
     ),
 }
 
 
-def _body_for(name):
-    def body(inputs, **overrides):
-        # like timm's ByobNet(cfg, **kwargs): keyword arguments replace config fields
-        return byob_body(inputs, dataclasses.replace(MODEL_CFGS[name], **overrides))
-
-    body.__name__ = name
-    body.__doc__ = (f"Feature maps of timm's `{name}` (keyword arguments replace "
-                    f"ByoModelCfg fields).")
-    return body
+def _byob(name, inputs, overrides):
+    # like timm's ByobNet(cfg, **kwargs): keyword arguments replace config fields
+    return byob_body(inputs, dataclasses.replace(MODEL_CFGS[name], **overrides))
 
 
 _COMMON = dict(family="byob", classifier_name="head-fc", default_input_shape=(256, 256, 3))
 
-register_model(
-    "gcresnet50t", timm_name="gcresnet50t", dynamic_size=True,
+
+@register_model(
+    "gcresnet50t",
+    timm_name="gcresnet50t",
+    weights=imagenet_weights("gcresnet50t"),
     description="ResNet-50-T (tiered 3-conv stem, no stem pool) with additive Global "
-                "Context attention in every bottleneck (timm byobnet)",
+    "Context attention in every bottleneck (timm byobnet)",
     **_COMMON,
-)(_body_for("gcresnet50t"))
+)
+def gcresnet50t(inputs, **overrides):
+    """Feature maps of timm's `gcresnet50t` (keyword arguments replace ByoModelCfg fields)."""
+    return _byob("gcresnet50t", inputs, overrides)
 
-register_model(
-    "botnet26t_256", timm_name="botnet26t_256",
+
+@register_model(
+    "botnet26t_256",
+    timm_name="botnet26t_256",
+    weights=imagenet_weights("botnet26t_256"),
     dynamic_size="BottleneckAttention's relative position tables are sized for the feature "
-                 "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
-                 "whose tables the converter interpolates",
+    "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
+    "whose tables the converter interpolates",
     description="Bottleneck Transformer, ResNet-26-T with BoT multi-head self-attention in "
-                "the last 3 blocks (timm byoanet)",
+    "the last 3 blocks (timm byoanet)",
     **_COMMON,
-)(_body_for("botnet26t_256"))
+)
+def botnet26t_256(inputs, **overrides):
+    """Feature maps of timm's `botnet26t_256` (keyword arguments replace ByoModelCfg
+    fields)."""
+    return _byob("botnet26t_256", inputs, overrides)
 
-register_model(
-    "halonet26t", timm_name="halonet26t", dynamic_size=True,
+
+@register_model(
+    "halonet26t",
+    timm_name="halonet26t",
+    weights=imagenet_weights("halonet26t"),
     description="HaloNet, ResNet-26-T with halo attention (8x8 blocks, halo 2) in the last 3 "
-                "blocks; height and width must be multiples of 256 (timm byoanet)",
+    "blocks; height and width must be multiples of 256 (timm byoanet)",
     **_COMMON,
-)(_body_for("halonet26t"))
+)
+def halonet26t(inputs, **overrides):
+    """Feature maps of timm's `halonet26t` (keyword arguments replace ByoModelCfg fields)."""
+    return _byob("halonet26t", inputs, overrides)
 
-register_model(
-    "lambda_resnet26t", timm_name="lambda_resnet26t", dynamic_size=True,
+
+@register_model(
+    "lambda_resnet26t",
+    timm_name="lambda_resnet26t",
+    weights=imagenet_weights("lambda_resnet26t"),
     description="Lambda-ResNet-26-T, lambda layers with 9x9 local position lambdas in the "
-                "last 3 blocks (timm byoanet)",
+    "last 3 blocks (timm byoanet)",
     **_COMMON,
-)(_body_for("lambda_resnet26t"))
+)
+def lambda_resnet26t(inputs, **overrides):
+    """Feature maps of timm's `lambda_resnet26t` (keyword arguments replace ByoModelCfg
+    fields)."""
+    return _byob("lambda_resnet26t", inputs, overrides)
+
 
 __all__ = ["ByoBlockCfg", "ByoModelCfg", "interleave_blocks", "byob_body", "MODEL_CFGS"]

@@ -28,8 +28,7 @@ def torch_padding(kernel_size, stride=1, dilation=1):
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
-def conv2d(x, filters, kernel_size, *, strides=1, groups=1, dilation_rate=1, use_bias=False,
-           name):
+def conv2d(x, filters, kernel_size, *, strides=1, groups=1, dilation_rate=1, use_bias=False, name):
     """A convolution padded like PyTorch's (symmetric), ``name`` = the timm module path."""
     padding = torch_padding(kernel_size, strides, dilation_rate)
     if strides == 1 and 2 * padding == dilation_rate * (kernel_size - 1):
@@ -39,14 +38,19 @@ def conv2d(x, filters, kernel_size, *, strides=1, groups=1, dilation_rate=1, use
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}-pad")(x)
         mode = "valid"
     return keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=mode, groups=groups,
-        dilation_rate=dilation_rate, use_bias=use_bias, name=name,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=mode,
+        groups=groups,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+        name=name,
     )(x)
 
 
 def batch_norm(x, *, name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                           name=name)(x)
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def max_pool(x, pool_size=3, strides=2, *, name):

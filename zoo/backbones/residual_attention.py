@@ -69,10 +69,20 @@ def preact_unit(x, filters, *, strides=1, projection=False, name):
     return keras.layers.Add(name=f"{name}-add")([shortcut, y])
 
 
-def residual_attention_body(inputs, *, modules_per_stage, stage_widths=STAGE_WIDTHS,
-                            mask_downsamples=MASK_DOWNSAMPLES, final_width=FINAL_WIDTH,
-                            final_units=FINAL_UNITS, stem_width=64, pre_units=1,
-                            trunk_units=2, units_per_level=1, mask_activation="sigmoid"):
+def residual_attention_body(
+    inputs,
+    *,
+    modules_per_stage,
+    stage_widths=STAGE_WIDTHS,
+    mask_downsamples=MASK_DOWNSAMPLES,
+    final_width=FINAL_WIDTH,
+    final_units=FINAL_UNITS,
+    stem_width=64,
+    pre_units=1,
+    trunk_units=2,
+    units_per_level=1,
+    mask_activation="sigmoid",
+):
     """Feature maps of a Residual Attention Network.
 
     Args:
@@ -103,19 +113,28 @@ def residual_attention_body(inputs, *, modules_per_stage, stage_widths=STAGE_WID
     features = {"stem": x}
     stages = zip(modules_per_stage, stage_widths, mask_downsamples)
     for stage, (modules, width, downsamples) in enumerate(stages, start=1):
-        x = preact_unit(x, width, strides=1 if stage == 1 else 2, projection=True,
-                        name=f"pre_res_{stage}")
+        x = preact_unit(
+            x, width, strides=1 if stage == 1 else 2, projection=True, name=f"pre_res_{stage}"
+        )
         for index in range(1, modules + 1):
             x = ResidualAttention(
-                pre_units=pre_units, trunk_units=trunk_units, units_per_level=units_per_level,
-                num_downsamples=downsamples, mask_activation=mask_activation,
+                pre_units=pre_units,
+                trunk_units=trunk_units,
+                units_per_level=units_per_level,
+                num_downsamples=downsamples,
+                mask_activation=mask_activation,
                 name=f"attention{stage}_{index}",
             )(x)
         features[f"stage{stage}"] = x
     last = len(stage_widths) + 1
     for index in range(1, final_units + 1):
-        x = preact_unit(x, final_width, strides=2 if index == 1 else 1,
-                        projection=index == 1, name=f"post_res_{last}_{index}")
+        x = preact_unit(
+            x,
+            final_width,
+            strides=2 if index == 1 else 1,
+            projection=index == 1,
+            name=f"post_res_{last}_{index}",
+        )
     x = common.batch_norm(x, name=f"post_res_{last}-bn")
     features[f"stage{last}"] = keras.layers.ReLU(name=f"post_res_{last}-act")(x)
     return features
@@ -133,12 +152,8 @@ _DESCRIPTION = (
 
 @register_model(
     "residual_attention_56",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
     family="residual_attention",
     description=_DESCRIPTION.format(name="Attention-56", modules="1, 1, 1", mask="sigmoid"),
-    weights=(),
 )
 def residual_attention_56(inputs, **kwargs):
     kwargs.setdefault("modules_per_stage", (1, 1, 1))
@@ -147,12 +162,8 @@ def residual_attention_56(inputs, **kwargs):
 
 @register_model(
     "residual_attention_92",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
     family="residual_attention",
     description=_DESCRIPTION.format(name="Attention-92", modules="1, 2, 3", mask="tanh"),
-    weights=(),
 )
 def residual_attention_92(inputs, **kwargs):
     kwargs.setdefault("modules_per_stage", (1, 2, 3))

@@ -17,13 +17,14 @@ import math
 import keras
 
 from keras_attention import create_attention
+from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import avg_pool_downsample, batch_norm, conv2d, max_pool
+from zoo.pretrained import imagenet_weights
 from zoo.registry import register_model
 
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 STEM_TYPES = ("", "deep", "deep_tiered")
-PLACEMENTS = ("every_block", "every_other_block", "between_stages", "after_blocks",
-              "replace_conv")
+PLACEMENTS = ("every_block", "every_other_block", "between_stages", "after_blocks", "replace_conv")
 
 # Attention-augmented convolution in AA-ResNet (Bello et al., ICCV 2019): key depth
 # dk = kappa * F_out, value depth dv = upsilon * F_out, kappa = 2 * upsilon = 0.2, Nh = 8 heads,
@@ -35,20 +36,14 @@ def _relu(x, name):
     return keras.layers.ReLU(name=name)(x)
 
 
-def _make_divisible(value, divisor):
-    """timm's `make_divisible` (round to nearest multiple, never below 90 % of the value)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
 def aa_depths(filters, key_ratio=0.2, value_ratio=0.1, num_heads=8):
     """`(dk, dv)` of an attention-augmented convolution with `filters` outputs: the paper's
     `kappa * F_out` and `upsilon * F_out`, rounded to multiples of `num_heads` (timm's
     `make_divisible`) because each head takes an equal share of both."""
-    return (_make_divisible(filters * key_ratio, num_heads),
-            _make_divisible(filters * value_ratio, num_heads))
+    return (
+        make_divisible(filters * key_ratio, num_heads),
+        make_divisible(filters * value_ratio, num_heads),
+    )
 
 
 def _stem(x, stem_type, stem_width):
@@ -85,13 +80,6 @@ def _downsample(x, filters, strides, avg_down, name):
     return batch_norm(x, name=f"{name}-1")
 
 
-def _attention(kind, kwargs, name):
-    """`create_attention(kind, **kwargs)` named `name` (the factory's first parameter is
-    itself called `name`, so the layer name goes through the config)."""
-    layer = create_attention(kind, **dict(kwargs or {}))
-    return type(layer).from_config({**layer.get_config(), "name": name})
-
-
 def _aa_conv(x, filters, strides, aa_kwargs, name):
     """The 3x3 convolution of a block as an attention-augmented convolution named `name`.
 
@@ -101,21 +89,44 @@ def _aa_conv(x, filters, strides, aa_kwargs, name):
     """
     unknown = sorted(set(aa_kwargs or {}) - set(AA_DEFAULTS))
     if unknown:
-        raise ValueError(f"attention_kwargs for attention-augmented convolutions take "
-                         f"{sorted(AA_DEFAULTS)}, got {unknown}")
+        raise ValueError(
+            f"attention_kwargs for attention-augmented convolutions take "
+            f"{sorted(AA_DEFAULTS)}, got {unknown}"
+        )
     settings = dict(AA_DEFAULTS, **(aa_kwargs or {}))
-    dk, dv = aa_depths(filters, settings["key_ratio"], settings["value_ratio"],
-                       settings["num_heads"])
+    dk, dv = aa_depths(
+        filters, settings["key_ratio"], settings["value_ratio"], settings["num_heads"]
+    )
     if strides != 1:
         x = avg_pool_downsample(x, name=f"{name}-pool")
-    kwargs = dict(filters=filters, kernel_size=3, dk=dk, dv=dv,
-                  num_heads=settings["num_heads"], relative=settings["relative"],
-                  feat_size=None)
-    return _attention("aa_conv", kwargs, name)(x)
+    kwargs = dict(
+        filters=filters,
+        kernel_size=3,
+        dk=dk,
+        dv=dv,
+        num_heads=settings["num_heads"],
+        relative=settings["relative"],
+        feat_size=None,
+    )
+    return create_attention("aa_conv", name=name, **kwargs)(x)
 
 
-def _block(x, kind, planes, strides, downsample, *, cardinality, base_width, avg_down,
-           attention, attention_kwargs, in_block_attention, aa_kwargs, name):
+def _block(
+    x,
+    kind,
+    planes,
+    strides,
+    downsample,
+    *,
+    cardinality,
+    base_width,
+    avg_down,
+    attention,
+    attention_kwargs,
+    in_block_attention,
+    aa_kwargs,
+    name,
+):
     """timm `BasicBlock` / `Bottleneck` (conv-BN-act ordering, stride in the 3x3 conv).
 
     The in-block attention (`<name>.se`, timm's attribute for every `attn_layer`) scales the
@@ -149,7 +160,7 @@ def _block(x, kind, planes, strides, downsample, *, cardinality, base_width, avg
         x = batch_norm(x, name=f"{name}-bn3")
         last_act = f"{name}-act3"
     if in_block_attention:
-        x = _attention(attention, attention_kwargs, f"{name}-se")(x)
+        x = create_attention(attention, name=f"{name}-se", **(attention_kwargs or {}))(x)
     if downsample:
         shortcut = _downsample(shortcut, outplanes, strides, avg_down, f"{name}-downsample")
     x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
@@ -162,15 +173,29 @@ def _default_positions(placement, num_stages):
     if placement == "replace_conv":
         return tuple(range(2, num_stages + 1))
     if placement == "after_blocks":
-        raise ValueError("attention_placement='after_blocks' needs attention_positions, a "
-                         "list of (stage, block) pairs")
+        raise ValueError(
+            "attention_placement='after_blocks' needs attention_positions, a "
+            "list of (stage, block) pairs"
+        )
     return tuple(range(1, num_stages + 1))
 
 
-def resnet_body(inputs, block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
-                cardinality=1, base_width=64, stem_width=64, stem_type="", avg_down=False,
-                attention=None, attention_kwargs=None, attention_placement="every_block",
-                attention_positions=None, attention_name=None):
+def resnet_body(
+    inputs,
+    block="bottleneck",
+    layers=(3, 4, 6, 3),
+    channels=(64, 128, 256, 512),
+    cardinality=1,
+    base_width=64,
+    stem_width=64,
+    stem_type="",
+    avg_down=False,
+    attention=None,
+    attention_kwargs=None,
+    attention_placement="every_block",
+    attention_positions=None,
+    attention_name=None,
+):
     """timm's ResNet / ResNeXt / SE-ResNet(X)t feature extractor with attention by name.
 
     Args:
@@ -220,11 +245,11 @@ def resnet_body(inputs, block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 1
     if block not in BLOCK_EXPANSION:
         raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
     if len(layers) != len(channels):
-        raise ValueError(f"layers {tuple(layers)} and channels {tuple(channels)} differ in "
-                         f"length")
+        raise ValueError(f"layers {tuple(layers)} and channels {tuple(channels)} differ in length")
     if attention_placement not in PLACEMENTS:
-        raise ValueError(f"attention_placement must be one of {PLACEMENTS}, got "
-                         f"{attention_placement!r}")
+        raise ValueError(
+            f"attention_placement must be one of {PLACEMENTS}, got {attention_placement!r}"
+        )
     if attention_placement == "replace_conv":
         if attention != "aa_conv":
             raise ValueError("attention_placement='replace_conv' needs attention='aa_conv'")
@@ -234,7 +259,7 @@ def resnet_body(inputs, block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 1
     positions = attention_positions
     if attention and positions is None:
         positions = _default_positions(attention_placement, num_stages)
-    positions = set(tuple(p) if isinstance(p, (list, tuple)) else p for p in positions or ())
+    positions = {tuple(p) if isinstance(p, (list, tuple)) else p for p in positions or ()}
     suffix = attention_name or attention
 
     features = {}
@@ -248,81 +273,137 @@ def resnet_body(inputs, block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 1
         outplanes = planes * expansion
         for block_index in range(num_blocks):
             name = f"layer{stage}-{block_index}"
-            in_block = bool(attention) and stage in positions and (
-                attention_placement == "every_block"
-                or (attention_placement == "every_other_block" and block_index % 2 == 0))
+            in_block = (
+                bool(attention)
+                and stage in positions
+                and (
+                    attention_placement == "every_block"
+                    or (attention_placement == "every_other_block" and block_index % 2 == 0)
+                )
+            )
             replace = attention_placement == "replace_conv" and stage in positions
             first = block_index == 0
             x = _block(
-                x, block, planes, strides if first else 1,
+                x,
+                block,
+                planes,
+                strides if first else 1,
                 first and (strides != 1 or inplanes != outplanes),
-                cardinality=cardinality, base_width=base_width, avg_down=avg_down,
-                attention=attention, attention_kwargs=attention_kwargs,
+                cardinality=cardinality,
+                base_width=base_width,
+                avg_down=avg_down,
+                attention=attention,
+                attention_kwargs=attention_kwargs,
                 in_block_attention=in_block,
-                aa_kwargs=(attention_kwargs or {}) if replace else None, name=name,
+                aa_kwargs=(attention_kwargs or {}) if replace else None,
+                name=name,
             )
             inplanes = outplanes
-            if (attention and attention_placement == "after_blocks"
-                    and (stage, block_index) in positions):
-                x = _attention(attention, attention_kwargs, f"{name}-{suffix}")(x)
+            if (
+                attention
+                and attention_placement == "after_blocks"
+                and (stage, block_index) in positions
+            ):
+                x = create_attention(
+                    attention, name=f"{name}-{suffix}", **(attention_kwargs or {})
+                )(x)
         if attention and attention_placement == "between_stages" and stage in positions:
-            x = _attention(attention, attention_kwargs, f"{suffix}{stage}")(x)
+            x = create_attention(attention, name=f"{suffix}{stage}", **(attention_kwargs or {}))(x)
         features[f"stage{stage}"] = x
     return features
-
-
-def _variant(**defaults):
-    """A body function with timm's arguments for one model; callers may override any."""
-
-    def body(inputs, **kwargs):
-        return resnet_body(inputs, **{**defaults, **kwargs})
-
-    return body
 
 
 RESNET50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
 _DESCRIPTION_SUFFIX = "; timm resnet.py layout and names"
 
-register_model(
-    "resnet50", timm_name="resnet50", family="resnet",
+
+@register_model(
+    "resnet50",
+    timm_name="resnet50",
+    family="resnet",
+    weights=imagenet_weights("resnet50"),
     description="ResNet-50 (He et al. 2016), 7x7 stem, torchvision/timm v1.5 (stride in 3x3)",
-)(_variant(**RESNET50))
+)
+def resnet50(inputs, **kwargs):
+    return resnet_body(inputs, **{**RESNET50, **kwargs})
 
-register_model(
-    "seresnet50", timm_name="seresnet50", family="resnet",
+
+@register_model(
+    "seresnet50",
+    timm_name="seresnet50",
+    family="resnet",
+    weights=imagenet_weights("seresnet50"),
     description="SE-ResNet-50 (Hu et al. 2018): SE after bn3 in every bottleneck"
-                + _DESCRIPTION_SUFFIX,
-)(_variant(**RESNET50, attention="se"))
+    + _DESCRIPTION_SUFFIX,
+)
+def seresnet50(inputs, **kwargs):
+    return resnet_body(inputs, **{**RESNET50, "attention": "se", **kwargs})
 
-register_model(
-    "seresnext50_32x4d", timm_name="seresnext50_32x4d", family="resnet",
+
+@register_model(
+    "seresnext50_32x4d",
+    timm_name="seresnext50_32x4d",
+    family="resnet",
+    weights=imagenet_weights("seresnext50_32x4d"),
     description="SE-ResNeXt-50 32x4d: 32 groups of width 4, SE in every bottleneck"
-                + _DESCRIPTION_SUFFIX,
-)(_variant(**RESNET50, cardinality=32, base_width=4, attention="se"))
+    + _DESCRIPTION_SUFFIX,
+)
+def seresnext50_32x4d(inputs, **kwargs):
+    return resnet_body(
+        inputs, **{**RESNET50, "cardinality": 32, "base_width": 4, "attention": "se", **kwargs}
+    )
 
-register_model(
-    "ecaresnet50d", timm_name="ecaresnet50d", family="resnet",
+
+@register_model(
+    "ecaresnet50d",
+    timm_name="ecaresnet50d",
+    family="resnet",
+    weights=imagenet_weights("ecaresnet50d"),
     description="ECA-ResNet-50-D (Wang et al. 2020): deep 32-wide stem, average-pool "
-                "shortcuts, ECA in every bottleneck" + _DESCRIPTION_SUFFIX,
-)(_variant(**RESNET50, stem_width=32, stem_type="deep", avg_down=True, attention="eca"))
+    "shortcuts, ECA in every bottleneck" + _DESCRIPTION_SUFFIX,
+)
+def ecaresnet50d(inputs, **kwargs):
+    return resnet_body(
+        inputs,
+        **{
+            **RESNET50,
+            "stem_width": 32,
+            "stem_type": "deep",
+            "avg_down": True,
+            "attention": "eca",
+            **kwargs,
+        },
+    )
+
 
 # timm registers no CBAM ResNet; this is timm's
 # ResNet(Bottleneck, [3, 4, 6, 3], block_args=dict(attn_layer="cbam")), i.e. CbamModule
 # (no MLP bias, [mean, max] spatial pooling) after bn3 in every bottleneck.
-register_model(
-    "cbam_resnet50", timm_name=None, family="resnet",
+@register_model(
+    "cbam_resnet50",
+    family="resnet",
     description="CBAM-ResNet-50 (Woo et al. 2018): CBAM after bn3 in every bottleneck, "
-                "timm CbamModule settings (timm ResNet with attn_layer='cbam')",
-)(_variant(**RESNET50, attention="cbam"))
+    "timm CbamModule settings (timm ResNet with attn_layer='cbam')",
+)
+def cbam_resnet50(inputs, **kwargs):
+    return resnet_body(inputs, **{**RESNET50, "attention": "cbam", **kwargs})
+
 
 # BAM (Park et al., BMVC 2018) sits at the network's "bottlenecks", where the feature map is
 # about to be downsampled: on the outputs of stages 1-3, as in the official code
 # (Jongchan/attention-module, `bam1` ... `bam3`).
-register_model(
-    "bam_resnet50", timm_name=None, family="resnet",
+@register_model(
+    "bam_resnet50",
+    family="resnet",
     description="BAM-ResNet-50 (Park et al. 2018): BAM on the outputs of stages 1-3 "
-                "(bam1..bam3), official-code BAM (product of branches)",
-)(_variant(**RESNET50, attention="bam", attention_placement="between_stages"))
+    "(bam1..bam3), official-code BAM (product of branches)",
+)
+def bam_resnet50(inputs, **kwargs):
+    return resnet_body(
+        inputs,
+        **{**RESNET50, "attention": "bam", "attention_placement": "between_stages", **kwargs},
+    )
+
 
 # Non-local ResNet-50 (Wang et al., CVPR 2018): the paper's 5-block configuration, non-local
 # blocks after every other residual block of res3 and res4 (2 + 3 blocks; timm's stages 2
@@ -330,29 +411,62 @@ register_model(
 # block is timm's NonLocalAttn (embedded Gaussian, inner width C / 8, scale C ** -0.5), so a
 # timm ResNet-50 with NonLocalAttn modules at the same places is the reference.
 NL_POSITIONS = ((2, 1), (2, 3), (3, 1), (3, 3), (3, 5))
-register_model(
-    "nl_resnet50", timm_name=None, family="resnet",
+
+
+@register_model(
+    "nl_resnet50",
+    family="resnet",
     description="Non-local ResNet-50 (Wang et al. 2018): 5 timm NonLocalAttn blocks after "
-                "blocks 1, 3 of stage 2 and 1, 3, 5 of stage 3 (layer{s}-{b}-nl)",
-)(_variant(**RESNET50, attention="nl", attention_placement="after_blocks",
-           attention_positions=NL_POSITIONS))
+    "blocks 1, 3 of stage 2 and 1, 3, 5 of stage 3 (layer{s}-{b}-nl)",
+)
+def nl_resnet50(inputs, **kwargs):
+    return resnet_body(
+        inputs,
+        **{
+            **RESNET50,
+            "attention": "nl",
+            "attention_placement": "after_blocks",
+            "attention_positions": NL_POSITIONS,
+            **kwargs,
+        },
+    )
+
 
 # AA-ResNet-50 (Bello et al., ICCV 2019): every 3x3 convolution of stages 2-4 augmented,
 # kappa = 2 * upsilon = 0.2, Nh = 8, relative position logits (so the input size is fixed).
-register_model(
-    "aa_resnet50", timm_name=None, family="resnet",
+@register_model(
+    "aa_resnet50",
+    family="resnet",
     dynamic_size="relative position tables of the attention-augmented convolutions are "
-                 "sized for the input resolution",
+    "sized for the input resolution",
     description="AA-ResNet-50 (Bello et al. 2019): attention-augmented 3x3 convolutions in "
-                "stages 2-4, dk = 0.2 F_out, dv = 0.1 F_out (multiples of 8), 8 heads",
-)(_variant(**RESNET50, attention="aa_conv", attention_placement="replace_conv"))
+    "stages 2-4, dk = 0.2 F_out, dv = 0.1 F_out (multiples of 8), 8 heads",
+)
+def aa_resnet50(inputs, **kwargs):
+    return resnet_body(
+        inputs,
+        **{**RESNET50, "attention": "aa_conv", "attention_placement": "replace_conv", **kwargs},
+    )
+
 
 # CGNL-ResNet-50 (Yue et al., NeurIPS 2018): one compact generalized non-local block (dot
 # product kernel, inner width C / 2, 8 groups, no scaling) right before the last residual
 # block of res4 (after layer3.4), as in the authors' code.
-register_model(
-    "cgnl_resnet50", timm_name=None, family="resnet",
+@register_model(
+    "cgnl_resnet50",
+    family="resnet",
     description="CGNL-ResNet-50 (Yue et al. 2018): one CGNL block (dot kernel, 8 groups) "
-                "before the last block of stage 3 (layer3-4-cgnl)",
-)(_variant(**RESNET50, attention="cgnl", attention_placement="after_blocks",
-           attention_positions=((3, 4),), attention_kwargs={"groups": 8}))
+    "before the last block of stage 3 (layer3-4-cgnl)",
+)
+def cgnl_resnet50(inputs, **kwargs):
+    return resnet_body(
+        inputs,
+        **{
+            **RESNET50,
+            "attention": "cgnl",
+            "attention_placement": "after_blocks",
+            "attention_positions": ((3, 4),),
+            "attention_kwargs": {"groups": 8},
+            **kwargs,
+        },
+    )

@@ -45,13 +45,16 @@ SHARE_PLANES = 8
 SA_TYPES = ("pairwise", "patchwise")
 
 
-def san_block(x, sa_type, kernel_size, *, share_planes=SHARE_PLANES, patchwise_softmax=False,
-              name):
+def san_block(x, sa_type, kernel_size, *, share_planes=SHARE_PLANES, patchwise_softmax=False, name):
     """The official `Bottleneck`: pre-activation block around a SAN attention layer."""
     channels = int(x.shape[-1])
-    attention_kwargs = dict(kernel_size=kernel_size, share_planes=share_planes,
-                            relation_channels=channels // 16, value_channels=channels // 4,
-                            name=f"{name}-sam")
+    attention_kwargs = dict(
+        kernel_size=kernel_size,
+        share_planes=share_planes,
+        relation_channels=channels // 16,
+        value_channels=channels // 4,
+        name=f"{name}-sam",
+    )
     if sa_type == "pairwise":
         sam = PairwiseSelfAttention(**attention_kwargs)
     else:
@@ -65,8 +68,16 @@ def san_block(x, sa_type, kernel_size, *, share_planes=SHARE_PLANES, patchwise_s
     return keras.layers.Add(name=f"{name}-add")([x, y])
 
 
-def san_body(inputs, *, sa_type, layers=SAN10_LAYERS, kernels=SAN10_KERNELS,
-             widths=STAGE_WIDTHS, share_planes=SHARE_PLANES, patchwise_softmax=False):
+def san_body(
+    inputs,
+    *,
+    sa_type,
+    layers=SAN10_LAYERS,
+    kernels=SAN10_KERNELS,
+    widths=STAGE_WIDTHS,
+    share_planes=SHARE_PLANES,
+    patchwise_softmax=False,
+):
     """Feature maps of a SAN.
 
     Args:
@@ -99,8 +110,14 @@ def san_body(inputs, *, sa_type, layers=SAN10_LAYERS, kernels=SAN10_KERNELS,
         x = keras.layers.MaxPooling2D(2, 2, name=f"pool{stage}")(x)
         x = common.conv2d(x, width, 1, name=f"conv{stage}")
         for index in range(blocks):
-            x = san_block(x, sa_type, kernel_size, share_planes=share_planes,
-                          patchwise_softmax=patchwise_softmax, name=f"layer{stage}-{index}")
+            x = san_block(
+                x,
+                sa_type,
+                kernel_size,
+                share_planes=share_planes,
+                patchwise_softmax=patchwise_softmax,
+                name=f"layer{stage}-{index}",
+            )
         x = common.batch_norm(x, name=f"bn{stage}")
         x = keras.layers.ReLU(name=f"act{stage}")(x)
         features[f"stage{stage + 1}"] = x
@@ -116,12 +133,8 @@ _DESCRIPTION = (
 
 @register_model(
     "san10_pairwise",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
     family="san",
     description=_DESCRIPTION.format(kind="pairwise"),
-    weights=(),
 )
 def san10_pairwise(inputs, **kwargs):
     return san_body(inputs, sa_type="pairwise", **kwargs)
@@ -129,12 +142,8 @@ def san10_pairwise(inputs, **kwargs):
 
 @register_model(
     "san10_patchwise",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
     family="san",
     description=_DESCRIPTION.format(kind="patchwise"),
-    weights=(),
 )
 def san10_patchwise(inputs, **kwargs):
     return san_body(inputs, sa_type="patchwise", **kwargs)

@@ -8,7 +8,6 @@ fault-tolerance / divergence callbacks `zoo.train.fit` uses.
     # tensorboard --logdir runs/exp1
 """
 
-import io
 import json
 import math
 import os
@@ -19,11 +18,14 @@ import keras
 import numpy as np
 
 import keras_attention
+from zoo.train import map_images
+from zoo.train.summaries import summary_writer
 
 
 def _is_attention_layer(layer):
-    return (type(layer).__module__.startswith("keras_attention.")
-            and hasattr(layer, "compute_attention_shape"))
+    return type(layer).__module__.startswith("keras_attention.") and hasattr(
+        layer, "compute_attention_shape"
+    )
 
 
 def attention_layers(model, limit=4):
@@ -35,179 +37,25 @@ def attention_layers(model, limit=4):
     return [found[i] for i in sorted(set(picks.tolist()))]
 
 
-def _spatial_size(layer):
-    shapes = []
-    for attr in ("input", "output"):
-        try:
-            tensor = getattr(layer, attr)
-        except (AttributeError, ValueError):
-            continue
-        tensor = tensor[0] if isinstance(tensor, (list, tuple)) else tensor
-        if len(tensor.shape) == 4 and None not in tensor.shape[1:3]:
-            shapes.append(tuple(tensor.shape[1:3]))
-    return shapes
-
-
-def spatial_map(attention, layer):
-    """Reduce a layer's attention map to `(B, h, w)` (where it has a spatial layout), or
-    return `(B, C)` for a channel-only map, or None if it has neither.
-
-    - `(B, H, W, ...)` with (H, W) a feature-map size of the layer: mean over the rest
-      (spatial gates, masks, local-window weights, per-position keys);
-    - `(B, heads, L, L')` self-attention over positions: the attention each position
-      receives, averaged over heads and queries, laid out on the map of size L';
-    - `(B, 1, 1, C)` channel gates: `(B, C)`.
-    """
-    attention = np.asarray(attention, "float32")
-    sizes = _spatial_size(layer)
-    if attention.ndim >= 3 and tuple(attention.shape[1:3]) in sizes and attention.shape[1] * attention.shape[2] > 1:
-        return attention.reshape(attention.shape[:3] + (-1,)).mean(-1)
-    if attention.ndim == 4 and attention.shape[1:3] == (1, 1):
-        return attention[:, 0, 0, :]
-    if attention.ndim == 4:
-        keys = attention.mean(axis=(1, 2))  # (B, L')
-        for h, w in sizes + [(s // 2, s2 // 2) for s, s2 in sizes]:
-            if h * w == keys.shape[-1]:
-                return keys.reshape(-1, h, w)
-        side = int(round(math.sqrt(keys.shape[-1])))
-        if side * side == keys.shape[-1]:
-            return keys.reshape(-1, side, side)
-    return None
-
-
-def _normalise(maps):
-    lo = maps.min(axis=tuple(range(1, maps.ndim)), keepdims=True)
-    hi = maps.max(axis=tuple(range(1, maps.ndim)), keepdims=True)
-    return (maps - lo) / np.maximum(hi - lo, 1e-12)
-
-
-def _heat(m):
-    """A blue-green-red colour ramp of values in [0, 1]: `(..., 3)` in [0, 1]."""
-    m = m[..., None]
-    return np.clip(1.5 - np.abs(4.0 * m - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-
-
-def overlay(display, maps, alpha=0.45):
-    """uint8 `(B, H, W, 3)`: each `(h, w)` map upsampled (bilinear) to the image size,
-    coloured, and blended over its image (`display`: `(B, H, W, 1 or 3)` in [0, 1])."""
-    from PIL import Image
-
-    height, width = display.shape[1:3]
-    maps = _normalise(maps)
-    up = np.stack([
-        np.asarray(Image.fromarray(m.astype("float32"), mode="F").resize((width, height),
-                                                                          Image.BILINEAR))
-        for m in maps
-    ])
-    base = display if display.shape[-1] == 3 else np.repeat(display, 3, axis=-1)
-    blended = (1 - alpha) * base + alpha * _heat(np.clip(up, 0, 1))
-    return (np.clip(blended, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def channel_strip(weights, row_height=8):
-    """uint8 `(B * row_height, C, 3)`: one coloured row of channel weights per image."""
-    rows = _heat(_normalise(weights))  # (B, C, 3)
-    strip = np.repeat(rows[:, None], row_height, axis=1).reshape(-1, weights.shape[1], 3)
-    return (strip * 255 + 0.5).astype(np.uint8)[None]
-
-
-def _png(image):
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-class _TFWriter:
-    def __init__(self, log_dir):
-        import tensorflow as tf
-
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(log_dir)
-
-    def scalar(self, tag, value, step):
-        with self._writer.as_default():
-            self._tf.summary.scalar(tag, value, step=step)
-
-    def images(self, tag, images, step):
-        with self._writer.as_default():
-            self._tf.summary.image(tag, images, step=step, max_outputs=len(images))
-
-    def close(self):
-        self._writer.flush()
-        self._writer.close()
-
-
-class _EventWriter:
-    """tensorboard's own event writer (no TensorFlow needed); the same summary layout as
-    `tf.summary.image` / `tf.summary.scalar` write."""
-
-    def __init__(self, log_dir):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        self._writer = EventFileWriter(log_dir)
-
-    def _add(self, value, step):
-        import time
-
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-
-        summary = summary_pb2.Summary(value=[value])
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                               summary=summary))
-
-    def scalar(self, tag, value, step):
-        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
-
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[float(value)])
-        self._add(summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor), step)
-
-    def images(self, tag, images, step):
-        from tensorboard.compat.proto import (summary_pb2, tensor_pb2, tensor_shape_pb2,
-                                              types_pb2)
-
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
-        strings = [str(images.shape[2]).encode(), str(images.shape[1]).encode()]
-        strings += [_png(image) for image in images]
-        shape = tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(strings))])
-        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape,
-                                        string_val=strings)
-        self._add(summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor), step)
-
-    def close(self):
-        self._writer.flush()
-        self._writer.close()
-
-
-def summary_writer(log_dir):
-    """tf.summary on the TensorFlow backend, else tensorboard's event writer, else None
-    (with a warning)."""
-    if keras.backend.backend() == "tensorflow":
-        return _TFWriter(log_dir)
-    try:
-        return _EventWriter(log_dir)
-    except ImportError as error:
-        warnings.warn(f"TensorBoard summaries are skipped: tensorboard is not importable "
-                      f"({error}); `pip install tensorboard` to get them", stacklevel=2)
-        return None
-
-
 class AttentionMapTensorBoard(keras.callbacks.Callback):
     """TensorBoard logging of scalars and, each epoch, attention maps over input images.
 
-    At the end of every `every_n_epochs`-th epoch it writes, under `log_dir`:
-    the epoch's logs (`epoch_loss`, `epoch_accuracy`, `epoch_val_...`) and the learning
-    rate as scalars, and for each chosen attention layer an image summary
-    `attention/<layer name>`: the layer's map (`keras_attention.attention_map`) reduced
-    to its spatial layout, upsampled, coloured and overlaid on `images` (`(n, H, W, 3)`
-    uint8); channel-only maps (SE, ECA, ...) become `attention/<layer name>/channels`, one
-    coloured row of channel weights per image. TensorFlow backend: `tf.summary`; other
-    backends: tensorboard's own writer, or nothing with a warning if it is missing.
+    Laid out like `keras.callbacks.TensorBoard`, so `tensorboard --logdir <log_dir>` shows
+    two runs, `train` and `validation`, on the same charts:
+
+    - `<log_dir>/train/`: the epoch's training logs (`epoch_loss`, `epoch_accuracy`, ...)
+      and `epoch_learning_rate` at step `epoch`; every `update_freq` batches the batch
+      logs (`batch_loss`, ...) at the global step; and the attention images;
+    - `<log_dir>/validation/`: the epoch's `val_` logs without the prefix (`epoch_loss`,
+      `epoch_accuracy`, ...) at step `epoch`.
+
+    Images, every `every_n_epochs`-th epoch, for each chosen layer: its map
+    (`keras_attention.attention_map`) reduced to its spatial layout, coloured and
+    overlaid on `images` as `attention/<layer name>`; channel-only maps (SE, ECA, ...) as
+    `attention/<layer name>/channels`, a strip of channel weights per image labelled with
+    the layer and channel range, with a colour bar of its value scale
+    (`zoo.train.map_images`). TensorFlow backend: `tf.summary`; other backends:
+    tensorboard's own writer, or nothing with a warning if it is missing.
 
     Args:
         log_dir: folder of the event files (e.g. the run folder; `tensorboard --logdir`).
@@ -217,32 +65,72 @@ class AttentionMapTensorBoard(keras.callbacks.Callback):
         display_images: what to draw the maps on, `(n, H, W, 1 or 3)` in [0, 1] or
             uint8; default: `images` rescaled to [0, 1] per image.
         every_n_epochs: log images every this many epochs (scalars every epoch).
-        scalars: also write the epoch logs as scalars (False if you use
+        scalars: also write the epoch and batch logs as scalars (False if you use
             `keras.callbacks.TensorBoard` for them).
+        update_freq: write the batch logs every this many batches (`None`: never).
+        initial_step: global step of the first batch (a resumed run continues its count);
+            default: the optimizer's `iterations` when training begins.
     """
 
-    def __init__(self, log_dir, images, layers=None, display_images=None, every_n_epochs=1,
-                 scalars=True):
+    def __init__(
+        self,
+        log_dir,
+        images,
+        layers=None,
+        display_images=None,
+        every_n_epochs=1,
+        scalars=True,
+        update_freq=1,
+        initial_step=None,
+    ):
         super().__init__()
         self.log_dir = str(log_dir)
         self.images = np.asarray(images)
         self.layer_names = list(layers) if layers is not None else None
         if display_images is None:
-            display = _normalise(self.images.astype("float32"))
+            display = map_images.normalise(self.images.astype("float32"))
         else:
             display = np.asarray(display_images, "float32")
             display = display / 255.0 if display.max() > 1.0 else display
         self.display_images = display
         self.every_n_epochs = int(every_n_epochs)
         self.scalars = scalars
-        self._writer = None
+        self.update_freq = update_freq
+        self.initial_step = initial_step
+        self.global_step = None
+        self._writers = None
         self._warned = set()
 
+    @property
+    def train_dir(self):
+        return os.path.join(self.log_dir, "train")
+
+    @property
+    def validation_dir(self):
+        return os.path.join(self.log_dir, "validation")
+
     def on_train_begin(self, logs=None):
-        if self._writer is None:
-            self._writer = summary_writer(self.log_dir)
+        if self._writers is None:
+            train = summary_writer(self.train_dir)
+            self._writers = None if train is None else {"train": train}
         if self.layer_names is None:
             self.layer_names = attention_layers(self.model)
+        if self.global_step is None:
+            if self.initial_step is not None:
+                self.global_step = int(self.initial_step)
+            else:
+                optimizer = getattr(self.model, "optimizer", None)
+                self.global_step = (
+                    0
+                    if optimizer is None
+                    else int(keras.ops.convert_to_numpy(optimizer.iterations))
+                )
+        self._last_batch = -1
+
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = summary_writer(self.validation_dir)
+        return self._writers[run]
 
     def _learning_rate(self):
         optimizer = getattr(self.model, "optimizer", None)
@@ -253,44 +141,73 @@ class AttentionMapTensorBoard(keras.callbacks.Callback):
         except Exception:  # a schedule object outside the optimizer's step, etc.
             return None
 
+    def on_train_batch_end(self, batch, logs=None):
+        # with steps_per_execution > 1 Keras reports the last batch of each execution
+        self.global_step += batch - self._last_batch if batch > self._last_batch else batch + 1
+        self._last_batch = batch
+        if (
+            self._writers is None
+            or not self.scalars
+            or not self.update_freq
+            or self.global_step % self.update_freq
+        ):
+            return
+        for key, value in (logs or {}).items():
+            try:
+                self._writers["train"].scalar(f"batch_{key}", float(value), self.global_step)
+            except (TypeError, ValueError):
+                pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_batch = -1
+
     def log_attention(self, step):
         """Write the attention images of every chosen layer at `step` now."""
+        writer = self._writers["train"]
         for name in self.layer_names:
             layer = self.model.get_layer(name)
             attention = keras_attention.attention_map(self.model, layer, self.images)
-            reduced = spatial_map(attention, layer)
+            reduced = map_images.spatial_map(attention, layer)
             if reduced is None:
                 if name not in self._warned:
                     self._warned.add(name)
-                    warnings.warn(f"AttentionMapTensorBoard: the map of {name!r} "
-                                  f"(shape {attention.shape}) has no spatial or channel layout; "
-                                  "not drawn", stacklevel=2)
+                    warnings.warn(
+                        f"AttentionMapTensorBoard: the map of {name!r} "
+                        f"(shape {attention.shape}) has no spatial or channel layout; "
+                        "not drawn",
+                        stacklevel=2,
+                    )
                 continue
             if reduced.ndim == 2:
-                self._writer.images(f"attention/{name}/channels", channel_strip(reduced), step)
+                writer.images(
+                    f"attention/{name}/channels", map_images.channel_image(reduced, name), step
+                )
             else:
-                self._writer.images(f"attention/{name}", overlay(self.display_images, reduced),
-                                    step)
+                writer.images(
+                    f"attention/{name}", map_images.overlay(self.display_images, reduced), step
+                )
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._writer is None:
+        if self._writers is None:
             return
         if self.scalars:
             for key, value in (logs or {}).items():
+                run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
                 try:
-                    self._writer.scalar(f"epoch_{key}", float(value), epoch)
+                    value = float(value)
                 except (TypeError, ValueError):
-                    pass
+                    continue
+                self._writer(run).scalar(f"epoch_{tag}", value, epoch)
             lr = self._learning_rate()
             if lr is not None:
-                self._writer.scalar("epoch_learning_rate", lr, epoch)
+                self._writers["train"].scalar("epoch_learning_rate", lr, epoch)
         if self.layer_names and (epoch + 1) % self.every_n_epochs == 0:
             self.log_attention(epoch)
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in (self._writers or {}).values():
+            writer.close()
+        self._writers = None
 
 
 FLOAT16_ADVICE = (
@@ -330,30 +247,53 @@ class TerminateOnNaNWithAdvice(keras.callbacks.TerminateOnNaN):
         text = f"training stopped: the loss became {loss} at batch {batch} of the epoch. "
         if self.float16:
             return text + FLOAT16_ADVICE
-        return text + ("Lower the learning rate, add gradient clipping, or check the data "
-                       "for NaNs / infs.")
+        return text + (
+            "Lower the learning rate, add gradient clipping, or check the data for NaNs / infs."
+        )
 
 
-class StepBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` that `zoo.train.fit` can resume mid-epoch.
+class StepBackupAndRestore(keras.callbacks.Callback):
+    """Fault-tolerance backups that `zoo.train.fit` can resume mid-epoch.
 
-    Keras' callback saves every `save_freq` batches, but on restart it only restores the
-    epoch number and replays that epoch from its first batch on top of mid-epoch weights.
-    This one (a) also saves at every epoch end, (b) records the global step (batches
-    consumed since the start of training: not the optimizer's `iterations`, which a
-    float16 loss-scaling optimizer does not advance on skipped steps) next to the weights,
-    with the weights file's size and modification time so a kill between the two writes is
-    detected, and (c) leaves the epoch to the caller: `zoo.train.fit` restarts the data
-    stream at exactly the saved step, finishing the interrupted epoch first. Checkpoints
-    are kept twice (`double_checkpoint`): a torn or inconsistent latest pair falls back to
-    the previous one.
+    Built on public Keras APIs only (`Callback` hooks, `Model.save_weights` /
+    `load_weights`, whose `.weights.h5` file holds the optimizer's variables too). Unlike
+    `keras.callbacks.BackupAndRestore`, which on restart replays the interrupted epoch from
+    its first batch on top of mid-epoch weights, this one:
+
+    - saves every `save_freq` global steps (an int; at each multiple passed) and at every
+      epoch end (`save_freq="epoch"`: at epoch ends only);
+    - records the global step (batches consumed since the start of training: not the
+      optimizer's `iterations`, which a float16 loss-scaling optimizer does not advance on
+      skipped steps) next to the weights, with the weights file's size and modification
+      time so a kill between the two writes is detected;
+    - keeps the previous pair (`*.bkp`): a torn or inconsistent latest pair falls back to
+      it;
+    - leaves the epoch to the caller: `restore(model)` returns the saved step and
+      `zoo.train.fit` restarts the data stream there, finishing the interrupted epoch
+      first (`begin_segment` tells the callback where each `model.fit` call starts).
+
+    Args:
+        backup_dir: folder of the backup files.
+        save_freq: `"epoch"` or a positive number of steps.
     """
 
+    WEIGHTS = "latest.weights.h5"
+    METADATA = "training_metadata.json"
+
     def __init__(self, backup_dir, save_freq="epoch"):
-        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True,
-                         delete_checkpoint=False)
+        super().__init__()
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq >= 1):
+            raise ValueError(f"save_freq must be 'epoch' or a positive integer, got {save_freq!r}")
+        self.backup_dir = str(backup_dir)
+        self.save_freq = save_freq
+        self.weights_path = os.path.join(self.backup_dir, self.WEIGHTS)
+        self.metadata_path = os.path.join(self.backup_dir, self.METADATA)
+        self.previous_weights_path = self.weights_path + ".bkp"
+        self.previous_metadata_path = self.metadata_path + ".bkp"
         self._segment = (0, 0)  # (global step, epoch) where the current fit call starts
+        self._epoch = 0
         self.global_step = 0
+        self._saved_step = None
 
     def begin_segment(self, start_step, first_epoch):
         """Called by `zoo.train.fit` before each `model.fit` call."""
@@ -361,41 +301,48 @@ class StepBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.global_step = int(start_step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._current_epoch = epoch
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         start, first = self._segment
-        steps = self.params.get("steps") or 0
-        self.global_step = start + (self._current_epoch - first) * steps + batch + 1
-        super().on_train_batch_end(batch, logs)
+        previous = self.global_step
+        self.global_step = (
+            start + (self._epoch - first) * (self.params.get("steps") or 0) + batch + 1
+        )
+        if self.save_freq != "epoch" and (
+            self.global_step // self.save_freq > previous // self.save_freq
+        ):
+            self.save()
 
     def on_epoch_end(self, epoch, logs=None):
         start, first = self._segment
         self.global_step = start + (epoch - first + 1) * (self.params.get("steps") or 0)
-        super().on_epoch_end(epoch, logs)
-        if self.save_freq != "epoch":
-            self._save_model()
+        if self._saved_step != self.global_step:
+            self.save()
 
-    def _save_model(self):
+    def save(self):
+        """Back up the model's weights and optimizer state with the global step now."""
         os.makedirs(self.backup_dir, exist_ok=True)
-        if os.path.exists(self._weights_path) and os.path.exists(self._training_metadata_path):
+        if os.path.exists(self.weights_path) and os.path.exists(self.metadata_path):
             # keep the previous pair, modification times included (the metadata names them)
-            shutil.copy2(self._weights_path, self._prev_weights_path)
-            shutil.copy2(self._training_metadata_path, self._prev_training_metadata_path)
-        self.model.save_weights(self._weights_path, overwrite=True)
-        info = os.stat(self._weights_path)
-        metadata = {"epoch": self._current_epoch, "global_step": self.global_step,
-                    "weights_size": info.st_size, "weights_mtime_ns": info.st_mtime_ns}
-        temporary = self._training_metadata_path + ".tmp"
+            shutil.copy2(self.weights_path, self.previous_weights_path)
+            shutil.copy2(self.metadata_path, self.previous_metadata_path)
+        self.model.save_weights(self.weights_path, overwrite=True)
+        info = os.stat(self.weights_path)
+        metadata = {
+            "epoch": self._epoch,
+            "global_step": self.global_step,
+            "weights_size": info.st_size,
+            "weights_mtime_ns": info.st_mtime_ns,
+        }
+        temporary = self.metadata_path + ".tmp"
         with open(temporary, "w") as f:
             json.dump(metadata, f)
-        os.replace(temporary, self._training_metadata_path)
+        os.replace(temporary, self.metadata_path)
+        self._saved_step = self.global_step
 
-    def _load_model(self):
-        super()._load_model()
-        self.model._initial_epoch = None
-
-    def _consistent_step(self, weights_path, metadata_path):
+    @staticmethod
+    def _consistent_step(weights_path, metadata_path):
         try:
             with open(metadata_path) as f:
                 metadata = json.load(f)
@@ -403,30 +350,33 @@ class StepBackupAndRestore(keras.callbacks.BackupAndRestore):
         except (OSError, ValueError):
             return None
         if (metadata.get("weights_size"), metadata.get("weights_mtime_ns")) != (
-                info.st_size, info.st_mtime_ns) or "global_step" not in metadata:
+            info.st_size,
+            info.st_mtime_ns,
+        ) or "global_step" not in metadata:
             return None
         return int(metadata["global_step"])
 
     def restore(self, model):
-        """Load the backup into `model` (built and compiled) if there is one; return the
-        global step it was taken at (0 without a backup)."""
+        """Load the backup into `model` (built and compiled, its optimizer built) if there
+        is one; return the global step it was taken at (0 without a backup)."""
         self.set_model(model)
         if not self.has_backup():
             return 0
-        step = self._consistent_step(self._weights_path, self._training_metadata_path)
-        if step is None and os.path.exists(self._prev_weights_path):
+        step = self._consistent_step(self.weights_path, self.metadata_path)
+        if step is None and os.path.exists(self.previous_weights_path):
             # killed between writing the weights and their metadata: the previous pair
-            step = self._consistent_step(self._prev_weights_path,
-                                         self._prev_training_metadata_path)
+            step = self._consistent_step(self.previous_weights_path, self.previous_metadata_path)
             if step is not None:
-                shutil.copy2(self._prev_weights_path, self._weights_path)
-                shutil.copy2(self._prev_training_metadata_path, self._training_metadata_path)
-                step = self._consistent_step(self._weights_path, self._training_metadata_path)
-        self.on_train_begin()
+                shutil.copy2(self.previous_weights_path, self.weights_path)
+                shutil.copy2(self.previous_metadata_path, self.metadata_path)
+                step = self._consistent_step(self.weights_path, self.metadata_path)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.weights_path)
         if step is None:  # no usable metadata: the optimizer's count is the best guess
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         self.global_step = step
         return step
 
     def has_backup(self):
-        return os.path.exists(self._weights_path)
+        return os.path.exists(self.weights_path)

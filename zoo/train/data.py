@@ -69,8 +69,9 @@ def _resize_array(images, image_size):
         return images
     out = []
     for start in range(0, len(images), 512):
-        chunk = keras.ops.image.resize(images[start:start + 512].astype("float32"),
-                                       image_size, interpolation="bilinear")
+        chunk = keras.ops.image.resize(
+            images[start : start + 512].astype("float32"), image_size, interpolation="bilinear"
+        )
         out.append(keras.ops.convert_to_numpy(chunk))
     return np.concatenate(out).astype("float32")
 
@@ -92,12 +93,20 @@ def _folder_files(directory, class_names=None):
     if not class_names:
         raise ValueError(
             f"{directory} has no class subfolders: expected the "
-            "keras.utils.image_dataset_from_directory layout (one folder per class)")
+            "keras.utils.image_dataset_from_directory layout (one folder per class)"
+        )
     files, labels = [], []
     for index, name in enumerate(class_names):
         folder = directory / name
-        found = sorted(str(p) for p in folder.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        found = (
+            sorted(
+                str(p)
+                for p in folder.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if folder.is_dir()
+            else []
+        )
         files += found
         labels += [index] * len(found)
     return files, np.asarray(labels, np.int64), class_names
@@ -109,12 +118,15 @@ def _folder(path, split, image_size, channels, validation_fraction=0.1):
     class (every 10th file, sorted) is held out as the test split."""
     path = pathlib.Path(path)
     subsets = {"train": ["train"], "test": ["test", "val", "validation"]}
-    named = {s: next((path / n for n in names if (path / n).is_dir()), None)
-             for s, names in subsets.items()}
+    named = {
+        s: next((path / n for n in names if (path / n).is_dir()), None)
+        for s, names in subsets.items()
+    }
     if named["train"] is not None and named["test"] is not None:
         _, _, class_names = _folder_files(named["train"])
-        files, labels, _ = _folder_files(named[split] if split != "all" else named["train"],
-                                         class_names)
+        files, labels, _ = _folder_files(
+            named[split] if split != "all" else named["train"], class_names
+        )
     else:
         files, labels, class_names = _folder_files(path)
         keep = np.ones(len(files), bool)
@@ -122,15 +134,25 @@ def _folder(path, split, image_size, channels, validation_fraction=0.1):
             held = np.zeros(len(files), bool)
             for c in range(len(class_names)):
                 members = np.flatnonzero(labels == c)
-                held[members[::max(int(round(1 / validation_fraction)), 2)]] = True
+                held[members[:: max(int(round(1 / validation_fraction)), 2)]] = True
             keep = held if split == "test" else ~held
         files = [f for f, k in zip(files, keep) if k]
         labels = labels[keep]
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path} for split {split!r}")
-    return ImageData(name=str(path), labels=labels, num_classes=len(class_names),
-                     image_size=tuple(image_size), channels=channels, files=files,
-                     value_range=255.0, flip=True, class_names=list(class_names))
+        raise ValueError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path} for split {split!r}"
+        )
+    return ImageData(
+        name=str(path),
+        labels=labels,
+        num_classes=len(class_names),
+        image_size=tuple(image_size),
+        channels=channels,
+        files=files,
+        value_range=255.0,
+        flip=True,
+        class_names=list(class_names),
+    )
 
 
 def load(source, split="train", image_size=None, channels=None, seed=0):
@@ -169,7 +191,8 @@ def load(source, split="train", image_size=None, channels=None, seed=0):
     else:
         raise ValueError(
             f"unknown data {source!r}: expected one of {', '.join(OFFLINE)}, a folder of "
-            "images (one subfolder per class), or an (images, labels) tuple")
+            "images (one subfolder per class), or an (images, labels) tuple"
+        )
     if images.ndim == 3:
         images = images[..., None]
     if image_size is not None:
@@ -179,9 +202,16 @@ def load(source, split="train", image_size=None, channels=None, seed=0):
             images = np.repeat(images, 3, axis=-1)
         else:
             raise ValueError(f"cannot turn {images.shape[-1]}-channel images into {channels}")
-    return ImageData(name=name, labels=labels, num_classes=num_classes,
-                     image_size=tuple(images.shape[1:3]), channels=images.shape[-1],
-                     images=images, value_range=value_range, flip=flip)
+    return ImageData(
+        name=name,
+        labels=labels,
+        num_classes=num_classes,
+        image_size=tuple(images.shape[1:3]),
+        channels=images.shape[-1],
+        images=images,
+        value_range=value_range,
+        flip=flip,
+    )
 
 
 def augment(xp, images, offsets, flips, pad, mean, std, value_range):
@@ -213,8 +243,17 @@ class Pipeline:
         augment: False for evaluation (no crops, no flips, file order, all examples).
     """
 
-    def __init__(self, data, batch_size, seed=0, crop_padding=0.0, flip=False,
-                 mean=(0.0,), std=(1.0,), training=True):
+    def __init__(
+        self,
+        data,
+        batch_size,
+        seed=0,
+        crop_padding=0.0,
+        flip=False,
+        mean=(0.0,),
+        std=(1.0,),
+        training=True,
+    ):
         self.data = data
         self.batch_size = int(min(batch_size, len(data)))
         self.seed = int(seed)
@@ -224,7 +263,10 @@ class Pipeline:
         channels = data.channels
         mean, std = np.asarray(mean, "float32"), np.asarray(std, "float32")
         if mean.size != channels:
-            mean, std = np.full(channels, mean.mean(), "float32"), np.full(channels, std.mean(), "float32")
+            mean, std = (
+                np.full(channels, mean.mean(), "float32"),
+                np.full(channels, std.mean(), "float32"),
+            )
         self.mean, self.std = mean, std
         self.process_shard = None
         if keras.backend.backend() == "jax":
@@ -237,7 +279,7 @@ class Pipeline:
         else:
             self.steps_per_epoch = -(-len(data) // self.batch_size)
 
-    @functools.lru_cache(maxsize=2)
+    @functools.lru_cache(maxsize=2)  # noqa: B019  (a pipeline lives as long as its run)
     def _order(self, epoch):
         if not self.training:
             return np.arange(len(self.data))
@@ -248,10 +290,13 @@ class Pipeline:
         step = int(step)
         epoch, within = divmod(step, self.steps_per_epoch)
         start = within * self.batch_size
-        index = self._order(epoch)[start:start + self.batch_size]
+        index = self._order(epoch)[start : start + self.batch_size]
         rng = np.random.default_rng([self.seed, 1, step])
-        offsets = rng.integers(0, 2 * self.pad + 1, size=(len(index), 2)) if self.pad else \
-            np.zeros((len(index), 2), np.int64)
+        offsets = (
+            rng.integers(0, 2 * self.pad + 1, size=(len(index), 2))
+            if self.pad
+            else np.zeros((len(index), 2), np.int64)
+        )
         flips = rng.random(len(index)) < 0.5 if self.flip else np.zeros(len(index), bool)
         if self.process_shard is not None:  # JAX multi-process: this process's rows
             rank, count = self.process_shard
@@ -266,8 +311,16 @@ class Pipeline:
         index, offsets, flips = self.plan(step)
         if self.data.images is None:
             raise ValueError("file data needs the tf.data pipeline (TensorFlow installed)")
-        x = augment(np, self.data.images[index], offsets, flips, self.pad, self.mean,
-                    self.std, self.data.value_range)
+        x = augment(
+            np,
+            self.data.images[index],
+            offsets,
+            flips,
+            self.pad,
+            self.mean,
+            self.std,
+            self.data.value_range,
+        )
         return x.astype("float32"), self._one_hot(self.data.labels[index])
 
     # -- tf.data -------------------------------------------------------------------
@@ -285,9 +338,13 @@ class Pipeline:
 
         def planned(step):
             index, offsets, flips = tf.numpy_function(
-                self.plan, [step], (tf.int64, tf.int32, tf.bool), stateful=False)
-            return (tf.ensure_shape(index, [None]), tf.ensure_shape(offsets, [None, 2]),
-                    tf.ensure_shape(flips, [None]))
+                self.plan, [step], (tf.int64, tf.int32, tf.bool), stateful=False
+            )
+            return (
+                tf.ensure_shape(index, [None]),
+                tf.ensure_shape(offsets, [None, 2]),
+                tf.ensure_shape(flips, [None]),
+            )
 
         def decode(path):
             raw = tf.io.read_file(path)
@@ -299,9 +356,11 @@ class Pipeline:
             if data.images is not None:
                 x = tf.gather(images, index)
             else:
-                x = tf.map_fn(decode, tf.gather(paths, index),
-                              fn_output_signature=tf.TensorSpec((height, width, data.channels),
-                                                                tf.float32))
+                x = tf.map_fn(
+                    decode,
+                    tf.gather(paths, index),
+                    fn_output_signature=tf.TensorSpec((height, width, data.channels), tf.float32),
+                )
             x = tf.cast(x, tf.float32)
             if pad:
                 x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
@@ -316,7 +375,9 @@ class Pipeline:
 
         options = tf.data.Options()
         options.deterministic = True
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
         ds = tf.data.Dataset.range(start_step, start_step + num_steps)
         ds = ds.map(planned).map(load, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -369,8 +430,7 @@ class Pipeline:
             batches = [self.numpy_batch(step) for step in range(self.steps_per_epoch)]
         else:
             batches = list(self.tf_dataset(0, self.steps_per_epoch).as_numpy_iterator())
-        return (np.concatenate([b[0] for b in batches]),
-                np.concatenate([b[1] for b in batches]))
+        return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
 
 
 class _Prefetcher:

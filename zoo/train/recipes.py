@@ -84,19 +84,28 @@ class Recipe:
         if warmup == 0:
             return keras.optimizers.schedules.CosineDecay(peak, decay, alpha=self.min_lr_ratio)
         return keras.optimizers.schedules.CosineDecay(
-            peak * self.warmup_start, decay, alpha=self.min_lr_ratio,
-            warmup_target=peak, warmup_steps=warmup)
+            peak * self.warmup_start,
+            decay,
+            alpha=self.min_lr_ratio,
+            warmup_target=peak,
+            warmup_steps=warmup,
+        )
 
     def make_optimizer(self, batch_size, steps_per_epoch, total_steps, loss_scaling=False):
         """The optimizer, wrapped in `keras.optimizers.LossScaleOptimizer` for float16."""
         lr = self.schedule(batch_size, steps_per_epoch, total_steps)
         if self.optimizer == "adamw":
             optimizer = keras.optimizers.AdamW(
-                learning_rate=lr, weight_decay=self.weight_decay, clipnorm=self.clipnorm)
+                learning_rate=lr, weight_decay=self.weight_decay, clipnorm=self.clipnorm
+            )
         else:
             optimizer = keras.optimizers.SGD(
-                learning_rate=lr, momentum=self.momentum, nesterov=True,
-                weight_decay=self.weight_decay or None, clipnorm=self.clipnorm)
+                learning_rate=lr,
+                momentum=self.momentum,
+                nesterov=True,
+                weight_decay=self.weight_decay or None,
+                clipnorm=self.clipnorm,
+            )
         if loss_scaling:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
@@ -122,19 +131,45 @@ FAMILY_RECIPES = {
     "san": Recipe(optimizer="adamw", learning_rate=1e-3, weight_decay=0.05, clipnorm=1.0),
     # MNIST-scale models: Adam-style, short, no flips (digits are not mirror symmetric);
     # the tasks already translate / clutter / rotate, so crops only jitter a little.
-    "hard_attention": Recipe(optimizer="adamw", learning_rate=4e-3, batch_size=64, epochs=10,
-                             warmup_epochs=0.5, weight_decay=1e-4, label_smoothing=0.0,
-                             crop_padding=0.0, flip=False, clipnorm=5.0),
-    "spatial_transformer": Recipe(optimizer="adamw", learning_rate=4e-3, batch_size=64,
-                                  epochs=10, warmup_epochs=0.5, weight_decay=1e-4,
-                                  label_smoothing=0.0, crop_padding=0.0, flip=False),
+    "hard_attention": Recipe(
+        optimizer="adamw",
+        learning_rate=4e-3,
+        batch_size=64,
+        epochs=10,
+        warmup_epochs=0.5,
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        crop_padding=0.0,
+        flip=False,
+        clipnorm=5.0,
+    ),
+    "spatial_transformer": Recipe(
+        optimizer="adamw",
+        learning_rate=4e-3,
+        batch_size=64,
+        epochs=10,
+        warmup_epochs=0.5,
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        crop_padding=0.0,
+        flip=False,
+    ),
 }
 
 # What any model gets on the small offline data (MNIST and the tasks derived from it):
 # a short AdamW run, light translation jitter, no flips.
-SMALL_DATA_RECIPE = Recipe(optimizer="adamw", learning_rate=4e-3, batch_size=64, epochs=5,
-                           warmup_epochs=0.5, weight_decay=0.01, label_smoothing=0.1,
-                           crop_padding=0.1, flip=False, clipnorm=1.0)
+SMALL_DATA_RECIPE = Recipe(
+    optimizer="adamw",
+    learning_rate=4e-3,
+    batch_size=64,
+    epochs=5,
+    warmup_epochs=0.5,
+    weight_decay=0.01,
+    label_smoothing=0.1,
+    crop_padding=0.1,
+    flip=False,
+    clipnorm=1.0,
+)
 
 MODEL_RECIPES = {}
 

@@ -1,0 +1,49 @@
+"""The registry's structure: ImageNet weights attached by each registration (every entry of
+zoo.pretrained's table reaches its model), and the RAM checkpoints' metrics as data."""
+
+import dataclasses
+
+import zoo
+from zoo import pretrained, ram, registry
+
+
+def test_every_timm_checkpoint_is_attached_to_its_model():
+    attached = {}
+    for name, spec in registry.all_specs().items():
+        imagenet = [w for w in spec.weights if w.tag == "imagenet"]
+        assert [w.url for w in imagenet] == [w.url for w in pretrained.imagenet_weights(name)]
+        if imagenet:
+            attached[name] = imagenet[0].source
+    # the timm-mirroring families all ship ImageNet weights
+    assert {
+        "resnet50",
+        "seresnet50",
+        "seresnext50_32x4d",
+        "ecaresnet50d",
+        "gcresnet50t",
+        "botnet26t_256",
+        "halonet26t",
+        "lambda_resnet26t",
+    } == set(attached)
+    assert attached["seresnet50"] == "timm/seresnet50.a1_in1k"
+
+
+def test_models_register_with_one_decorator_style():
+    for name, spec in registry.all_specs().items():
+        assert spec.body.__name__ == name, (name, spec.body)
+
+
+def test_ram_metrics_are_numbers_with_units_and_sources():
+    assert set(ram.RAM_RESULTS) == {w.tag for w in ram.RAM_WEIGHTS}
+    for tag, results in ram.RAM_RESULTS.items():
+        for key, measurement in results.items():
+            assert isinstance(measurement.value, float) and measurement.unit == "%", key
+            assert measurement.source and measurement.quantity, key
+            assert dataclasses.is_dataclass(measurement)
+        spec = zoo.registry.get_spec("ram").weights_for(tag)
+        # the registry's one-line metric is rendered from the data
+        assert spec.metric.startswith(
+            f"test error {results['test_error'].value:.2f}% ({ram.RAM_MC_SAMPLES} Monte-Carlo"
+        )
+        assert f"greedy {results['test_error_greedy'].value:.2f}%" in spec.metric
+        assert "\n" not in spec.metric and len(spec.metric) < 200
