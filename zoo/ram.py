@@ -28,7 +28,6 @@ import numpy as np
 from keras import layers, ops
 
 from keras_attention.layers import GlimpseSensor
-from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
 REWARDS = ("correct", "probability")
@@ -327,65 +326,5 @@ def build_ram(input_shape=(60, 60, 1), num_classes=10, **kwargs):
 RAM_CONFIG = dict(num_glimpses=8, glimpse_size=12, num_scales=3, scale_factor=2,
                   glimpse_units=128, hidden_units=256, core="rnn", location_std=0.1)
 
-# Measured by tools/train_mnist_models.py (benchmarks/results/mnist_models.md).
-RAM_WEIGHTS = (
-    WeightsSpec(
-        tag="translated_mnist",
-        url="package://data/weights/ram.translated_mnist.weights.h5",
-        file_format="weights.h5",
-        sha256="1b4423386c1342b6defe726b238e148eabc805bd13048e58413cf15f05c4b57f",
-        input_size=(60, 60),
-        num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as translated MNIST 60x60 (fresh "
-                   "placements every epoch); with the convolutional glimpse network, from "
-                   "scratch: 1,700 epochs with 8 glimpses (Adam lr 1e-3, cosine to 5%), batch 64 "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv, TensorFlow, CPU)",
-        metric="test error 2.40% (10 Monte-Carlo location sequences, sampler seed 0, "
-               "batches of 100; greedy 2.90%) on the 1,000 held-out digits, task seed 0; "
-               "plain CNN baseline trained on the same digits: 1.80% after 60 epochs; paper: 1.84% "
-               "with 8 glimpses (1.86% with 6) trained on 60,000 digits (Mnih et al. 2014); "
-               "sampler seeds 1 and 2 give 2.80% and 2.40%",
-        source="trained here",
-        architecture={"glimpse_network": "conv"},
-    ),
-    WeightsSpec(
-        tag="cluttered_mnist",
-        url="package://data/weights/ram.cluttered_mnist.weights.h5",
-        file_format="weights.h5",
-        sha256="b7d797dac9b9fad89c4ce71a9bae6f9dabbd6f5d065bf0acab9177514a45d8ce",
-        input_size=(60, 60),
-        num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 60x60 (4 pieces "
-                   "of 8x8) (fresh placements every epoch); with the convolutional glimpse "
-                   "network, from scratch: 700 + 1,300 + 750 epochs with 8 glimpses (Adam lr "
-                   "1e-3, then 5e-4, then 2.5e-4, cosine to 5% each), batch 64 "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv --resume, "
-                   "TensorFlow, CPU)",
-        metric="test error 3.10% (10 Monte-Carlo location sequences, sampler seed 0, "
-               "batches of 100; greedy 4.50%) on the 1,000 held-out digits, task seed 0; "
-               "plain CNN baseline trained on the same digits for 150 epochs: 3.40% averaged "
-               "over training seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%; 4.50% after 60 epochs); "
-               "paper: 5.23% with 8 glimpses "
-               "(their 2-layer CNN: 7.83%) trained on 60,000 digits (Mnih et al. 2014, Table 2); "
-               "sampler seeds 1 and 2 give 3.10% and 3.50%",
-        source="trained here",
-        architecture={"glimpse_network": "conv"},
-    ),
-)
-
-
-@register_model(
-    "ram",
-    kind="model",
-    default_input_shape=(60, 60, 1),
-    num_classes=10,
-    family="hard_attention",
-    mean=(0.0,),
-    std=(1.0,),
-    dynamic_size=True,
-    description="Recurrent attention model (Mnih et al. 2014): glimpse sensor, rectifier RNN "
-                "core, Gaussian location policy trained by REINFORCE with baseline.",
-    weights=RAM_WEIGHTS,
-)
 def ram(input_shape, num_classes, **kwargs):
     return build_ram(input_shape, num_classes, **{**RAM_CONFIG, **kwargs})

@@ -312,7 +312,7 @@ def test_arguments_are_checked():
 
 
 def _recorded(tag):
-    spec = next(s for s in ram_module.RAM_WEIGHTS if s.tag == tag)
+    spec = zoo.model_info("ram").weights_for(tag)
     match = re.search(r"test error (\d+\.\d+)% \((\d+) Monte-Carlo.*greedy (\d+\.\d+)%",
                       spec.metric)
     return spec, float(match.group(1)), int(match.group(2)), float(match.group(3))

@@ -25,7 +25,6 @@ import keras
 
 from keras_attention.factory import create_attention
 from zoo.backbones.common import batch_norm, conv2d, max_pool
-from zoo.registry import register_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,37 +283,10 @@ def _body_for(name):
     return body
 
 
-_COMMON = dict(family="byob", classifier_name="head-fc", default_input_shape=(256, 256, 3))
-
-register_model(
-    "gcresnet50t", timm_name="gcresnet50t", dynamic_size=True,
-    description="ResNet-50-T (tiered 3-conv stem, no stem pool) with additive Global "
-                "Context attention in every bottleneck (timm byobnet)",
-    **_COMMON,
-)(_body_for("gcresnet50t"))
-
-register_model(
-    "botnet26t_256", timm_name="botnet26t_256",
-    dynamic_size="BottleneckAttention's relative position tables are sized for the feature "
-                 "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
-                 "whose tables the converter interpolates",
-    description="Bottleneck Transformer, ResNet-26-T with BoT multi-head self-attention in "
-                "the last 3 blocks (timm byoanet)",
-    **_COMMON,
-)(_body_for("botnet26t_256"))
-
-register_model(
-    "halonet26t", timm_name="halonet26t", dynamic_size=True,
-    description="HaloNet, ResNet-26-T with halo attention (8x8 blocks, halo 2) in the last 3 "
-                "blocks; height and width must be multiples of 256 (timm byoanet)",
-    **_COMMON,
-)(_body_for("halonet26t"))
-
-register_model(
-    "lambda_resnet26t", timm_name="lambda_resnet26t", dynamic_size=True,
-    description="Lambda-ResNet-26-T, lambda layers with 9x9 local position lambdas in the "
-                "last 3 blocks (timm byoanet)",
-    **_COMMON,
-)(_body_for("lambda_resnet26t"))
+# The registered bodies (names, descriptions and weights are in zoo/catalog.py).
+gcresnet50t = _body_for("gcresnet50t")
+botnet26t_256 = _body_for("botnet26t_256")
+halonet26t = _body_for("halonet26t")
+lambda_resnet26t = _body_for("lambda_resnet26t")
 
 __all__ = ["ByoBlockCfg", "ByoModelCfg", "interleave_blocks", "byob_body", "MODEL_CFGS"]

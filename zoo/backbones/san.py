@@ -36,7 +36,6 @@ import keras
 
 from keras_attention.layers import PairwiseSelfAttention, PatchwiseSelfAttention
 from zoo.backbones import common
-from zoo.registry import register_model
 
 SAN10_LAYERS = (2, 1, 2, 4, 1)
 SAN10_KERNELS = (3, 7, 7, 7, 7)
@@ -107,34 +106,9 @@ def san_body(inputs, *, sa_type, layers=SAN10_LAYERS, kernels=SAN10_KERNELS,
     return features
 
 
-_DESCRIPTION = (
-    "SAN10 with {kind} self-attention (Zhao et al., CVPR 2020), structure from the official "
-    "code (hszhao/SAN). No pretrained weights in the zoo: the official PyTorch checkpoints "
-    "(Google Drive) have no converter here."
-)
-
-
-@register_model(
-    "san10_pairwise",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
-    family="san",
-    description=_DESCRIPTION.format(kind="pairwise"),
-    weights=(),
-)
 def san10_pairwise(inputs, **kwargs):
     return san_body(inputs, sa_type="pairwise", **kwargs)
 
 
-@register_model(
-    "san10_patchwise",
-    timm_name=None,
-    default_input_shape=(224, 224, 3),
-    classifier_name="fc",
-    family="san",
-    description=_DESCRIPTION.format(kind="patchwise"),
-    weights=(),
-)
 def san10_patchwise(inputs, **kwargs):
     return san_body(inputs, sa_type="patchwise", **kwargs)
