@@ -109,7 +109,8 @@ def build(name, *, include_top=True, input_shape=None, input_tensor=None, poolin
             )
         _check_head_args(None, True, num_classes)
         model = spec.body(input_shape=_check_input_shape(spec, input_shape),
-                          num_classes=num_classes, **body_kwargs)
+                          num_classes=num_classes, classifier_activation=classifier_activation,
+                          **body_kwargs)
         return _attach_preprocessing(model, spec)
     _check_head_args(pooling, include_top, num_classes)
     inputs = _inputs(spec, input_shape, input_tensor)

@@ -14,7 +14,8 @@ or as a decorator::
 
 A complete model that does not fit that mould (a recurrent glimpse model, a spatial
 transformer network) registers a *model* function instead, with `kind="model"`: it takes
-`input_shape`, `num_classes` and its own keyword arguments and returns a `keras.Model`.
+`input_shape`, `num_classes`, `classifier_activation` and its own keyword arguments and
+returns a `keras.Model`.
 
 The body maps the input tensor to its feature maps by stage (the last one feeds the head),
 with layer names equal to the timm module paths (`-` for `.`) where a timm counterpart exists. The zoo
