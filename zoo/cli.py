@@ -548,11 +548,13 @@ _TF_NOISE = (
 
 def _start_tensorflow_quietly():
     """Import TensorFlow and probe its devices with its start-up chatter filtered out of
-    stderr (other lines pass through). Only when the user has not set TF_CPP_MIN_LOG_LEVEL:
-    who sets it wants TensorFlow's own logging."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    stderr (other lines pass through). TF_CPP_MIN_LOG_LEVEL defaults to 2 (errors only);
+    who sets it to 0 wants all of TensorFlow's logging and gets it unfiltered."""
+    if "tensorflow" in sys.modules:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        return
     import tempfile
 
     sys.stderr.flush()

@@ -34,7 +34,10 @@ def _command():
 
 
 def _env(**extra):
+    """The test's environment as a user's shell has it: this checkout first on the path, no
+    TF_CPP_MIN_LOG_LEVEL (tests/conftest.py sets one)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env.update(extra)
     return env
 
