@@ -11,6 +11,8 @@ rest is imported on first use.
 
 import importlib
 
+# numpy only; imported first because zoo.tasks and zoo.datasets import each other
+from zoo import datasets
 from zoo.registry import list_models, model_info
 
 # public name -> module that defines it (imported on first access: it imports Keras)
@@ -20,7 +22,6 @@ _LAZY = {
     "preprocess_input": "zoo.models",
     "decode_predictions": "zoo.imagenet",
     "WeightsError": "zoo.weights",
-    "datasets": None,  # the submodule itself
 }
 
 __all__ = [
@@ -38,9 +39,7 @@ __all__ = [
 def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    module = _LAZY[name]
-    value = (importlib.import_module(f"zoo.{name}") if module is None
-             else getattr(importlib.import_module(module), name))
+    value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 

@@ -69,7 +69,7 @@ def digit_png(tmp_path):
 # ------------------------------------------------------------ registry commands, no TF
 
 def test_list_and_info_import_neither_keras_nor_tensorflow():
-    code = ("import sys\nfrom zoo.cli import main\n"
+    code = ("import sys\nimport zoo.tasks\nfrom zoo.cli import main\n"
             "assert main(['list']) == 0 and main(['info', 'seresnet50']) == 0\n"
             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
