@@ -351,9 +351,17 @@ def _query(args):
 
 
 def _attention(args):
-    from keras_attention.factory import describe_attention
+    # keras_attention/names.py is plain data, but importing it through the package runs
+    # keras_attention/__init__, which imports Keras (registering the layers); load the file
+    # on its own instead.
+    import importlib.util
 
-    for name, description in describe_attention().items():
+    package = importlib.util.find_spec("keras_attention")
+    path = pathlib.Path(package.submodule_search_locations[0]) / "names.py"
+    spec = importlib.util.spec_from_file_location("_keras_attention_names", path)
+    names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(names)
+    for name, description in names.describe_attention().items():
         print(f"{name:22s} {description}")
     return 0
 
@@ -578,7 +586,7 @@ def _start_tensorflow_quietly():
 
 # commands that answer from the registry alone (no TensorFlow, no Keras)
 # (predict and export start it themselves, after checking their arguments)
-_WITHOUT_TENSORFLOW = ("list", "info", "predict", "export", "query")
+_WITHOUT_TENSORFLOW = ("list", "info", "attention", "predict", "export", "query")
 
 
 def _one_line(error):
@@ -612,6 +620,9 @@ def main(argv=None):
             raise
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:
         if debug:
             raise

@@ -68,9 +68,10 @@ def digit_png(tmp_path):
 
 # ------------------------------------------------------------ registry commands, no TF
 
-def test_list_and_info_import_neither_keras_nor_tensorflow():
+def test_list_info_and_attention_import_neither_keras_nor_tensorflow():
     code = ("import sys\nimport zoo.tasks\nfrom zoo.cli import main\n"
             "assert main(['list']) == 0 and main(['info', 'seresnet50']) == 0\n"
+            "assert main(['attention']) == 0\n"
             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=_env(), timeout=120)
