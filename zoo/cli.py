@@ -159,7 +159,8 @@ def _info(args):
     if spec.dynamic_size is not True:
         print(f"  fixed input size: {spec.dynamic_size}")
     for entry in spec.weights:
-        print(f"  weights {entry.tag!r}: {entry.source or entry.url}")
+        default = " (default for predict / export)" if entry.tag == spec.default_weights else ""
+        print(f"  weights {entry.tag!r}{default}: {entry.source or entry.url}")
         print(f"    url {entry.url}; sha256 {entry.sha256 or 'not recorded'}; "
               f"input {entry.input_size}")
         if entry.architecture:
@@ -412,7 +413,8 @@ def _input_shape(text):
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}")
     return shape
 
 
