@@ -299,13 +299,20 @@ def _probabilities(scores):
 
 
 def _predict(args):
+    import numpy as np
+
     missing = [path for path in args.images if not pathlib.Path(path).is_file()]
     if missing:
         raise UsageError(f"no such image file: {missing[0]}")
     model, preprocess, _ = _load_model(args)
     _, height, width, channels = model.inputs[0].shape
     images = _read_images(args.images, height, width, channels)
-    scores = _probabilities(model.predict(preprocess(images), verbose=0))
+    # eager calls in batches: a handful of images does not pay for tracing a graph
+    import keras
+
+    scores = _probabilities(np.concatenate([
+        keras.ops.convert_to_numpy(model(preprocess(images[start:start + 32]), training=False))
+        for start in range(0, len(images), 32)]))
     _print_top(args.images, scores, scores.shape[-1], args.top)
     return 0
 

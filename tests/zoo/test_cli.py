@@ -250,14 +250,17 @@ def test_zoo_load_warns_once_about_random_weights(monkeypatch):
 
 # ------------------------------------------------------------ RAM
 
-def test_ram_predicts_and_exports_with_an_image_signature(digit_png, tmp_path, capsys):
-    import tensorflow as tf
-
+def test_ram_predicts(digit_png, capsys):
     assert cli.main(["predict", "ram", str(digit_png), "--top", "3"]) == 0
     line = capsys.readouterr().out.strip()
     scores = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split(", ")]
     assert line.startswith(f"{digit_png}: class ") and len(scores) == 3
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-3
+
+
+@pytest.mark.slow
+def test_ram_exports_with_an_image_signature(digit_png, tmp_path, capsys):
+    import tensorflow as tf
 
     assert cli.main(["export", "ram", "--base-path", str(tmp_path)]) == 0
     assert "exported ram (translated_mnist)" in capsys.readouterr().out
@@ -268,9 +271,14 @@ def test_ram_predicts_and_exports_with_an_image_signature(digit_png, tmp_path, c
     assert probabilities.shape == (1, 10)
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
 
-    assert cli.main(["export", "ram", "--base-path", str(tmp_path), "--no-image-signature"]) == 0
-    assert "(serving_default only)" in capsys.readouterr().out
-    assert set(tf.saved_model.load(str(tmp_path / "ram" / "2")).signatures) == {
+
+def test_export_without_the_image_signature(tmp_path, capsys):
+    import tensorflow as tf
+
+    assert cli.main(["export", "stn_cnn", "--base-path", str(tmp_path),
+                     "--no-image-signature"]) == 0
+    assert "exported stn_cnn (rts_mnist)" in capsys.readouterr().out
+    assert set(tf.saved_model.load(str(tmp_path / "stn_cnn" / "1")).signatures) == {
         "serving_default"}
 
 
