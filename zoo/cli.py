@@ -234,6 +234,7 @@ def _load_model(args):
 
     import zoo
     from zoo.models import RandomWeightsWarning
+
     if weights is not None and weights.endswith(".keras") and spec.weights_for(weights) is None:
         # a whole saved model (what `train` writes): its own architecture, classes and size
         import keras_attention  # noqa: F401  (registers the layers the file names)
@@ -267,21 +268,21 @@ def _with_inputs(model, spec, input_shape):
 
 
 def _preprocessing(spec):
-    """The registry's normalisation for uint8-range pixels; for a model trained on another
-    channel count (grayscale MNIST through an ImageNet architecture), the channel means of
-    the statistics, as `zoo.train` normalises."""
+    """`zoo.preprocess_input` for the model; for a model trained on another channel count
+    (grayscale MNIST through an ImageNet architecture), scaling by the channel means of the
+    statistics, as `zoo.train` normalises."""
     import numpy as np
 
     def preprocess(images):
         import keras
 
+        import zoo
+
         channels = images.shape[-1]
-        mean, std = np.asarray(spec.mean, "float32"), np.asarray(spec.std, "float32")
-        if mean.size != channels:
-            mean, std = np.full(channels, mean.mean(), "float32"), np.full(channels, std.mean(),
-                                                                             "float32")
-        images = keras.ops.cast(images, "float32") / 255.0
-        return (images - mean) / std
+        if channels == len(spec.mean):
+            return zoo.preprocess_input(images, spec.name)
+        mean, std = float(np.mean(spec.mean)), float(np.mean(spec.std))
+        return (keras.ops.cast(images, "float32") / 255.0 - mean) / std
 
     return preprocess
 

@@ -356,3 +356,22 @@ def test_train_output_loads_exports_and_serves_in_fresh_processes(trained_run, d
                     str(tmp_path / "models"), timeout=300)
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr
     assert (tmp_path / "models" / "stn_cnn" / "1" / "saved_model.pb").is_file()
+
+
+def test_predict_a_grayscale_run_of_a_colour_architecture(monkeypatch, tmp_path, capsys):
+    """`train --data mnist` on an ImageNet architecture normalises one channel with the
+    means of the registry's statistics; predict does the same for such weights."""
+    from tests.zoo.test_load import NAME, _register
+
+    _register(monkeypatch)  # mean (0.5, 0.25, 0.0), std (0.5, 0.25, 1.0)
+    model = zoo.build(NAME, input_shape=(9, 11, 1))
+    weights = tmp_path / "gray.weights.h5"
+    model.save_weights(weights)
+    pixels = np.random.default_rng(5).integers(0, 256, (9, 11), dtype=np.uint8)
+    path = tmp_path / "gray.png"
+    Image.fromarray(pixels).save(path)
+    x = (pixels.reshape(1, 9, 11, 1) / 255.0 - 0.25) / (1.75 / 3)
+    expected = np.asarray(model(x.astype("float32"), training=False))[0]
+    assert cli.main(["predict", NAME, str(path), "--weights", str(weights),
+                     "--input-shape", "9x11x1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [_top_line(path, expected)]
