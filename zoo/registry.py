@@ -170,6 +170,9 @@ def list_models(pattern=None, pretrained=None):
         pretrained: None for all; True for those with at least one set of weights; False
             for those without.
     """
+    if pattern is not None and not isinstance(pattern, str):
+        raise ValueError(f"pattern must be a string such as '*se*' (pretrained= is the "
+                         f"keyword for weights), got {pattern!r}")
     return [name for name, spec in all_specs().items()
             if (pattern is None or fnmatch.fnmatchcase(name, pattern))
             and (pretrained is None or bool(spec.weights) == bool(pretrained))]

@@ -84,6 +84,8 @@ def test_list_takes_a_wildcard_like_timm_list_models():
     expected = [name for name in every if fnmatch.fnmatchcase(name, "*se*")]
     assert zoo.list_models("*se*") == expected and "seresnet50" in expected
     assert "resnet50" not in expected
+    with pytest.raises(ValueError, match="pattern must be a string"):
+        zoo.list_models(True)
     assert zoo.list_models("*se*", pretrained=True) == [
         name for name in expected if registry.get_spec(name).weights]
     result = _run("list", "*se*")
