@@ -9,141 +9,7 @@ import warnings
 
 from keras_attention import layers as L
 from keras_attention.layers._utils import check_positive_int
-
-# timm `GlobalContext` defaults (rd_ratio=1/8, rd_divisor=1, LayerNorm2d eps=1e-6), so timm
-# gcresnet weights load into create_attention("gc" / "gca", C). timm zeroes the last conv's
-# weight whenever it fuses by addition (`reset_parameters`), hence zero_init_last for "gca".
-_TIMM_GC = {"reduction_ratio": 1 / 8, "divisor": 1, "norm_epsilon": 1e-6}
-
-# timm `CbamModule` / `ChannelAttn` / `SpatialAttn` defaults (mlp_bias=False, rd_divisor=1,
-# [mean, max] pooling order), so timm CBAM weights load into create_attention("cbam", C).
-_TIMM_CBAM_CHANNEL = {"use_bias": False, "divisor": 1}
-_TIMM_CBAM_SPATIAL = {"pooling_order": "mean_max"}
-
-# timm `NonLocalAttn` defaults (rd_ratio=1/8, rd_divisor=8, use_scale=True: in_channels ** -0.5),
-# so timm weights load into create_attention("nl", C).
-_TIMM_NL = {"reduction_ratio": 1 / 8, "divisor": 8, "scale": "input"}
-
-# name -> (layer class, default keyword arguments, one-line description)
-_ATTENTION = {
-    "nl": (
-        L.NonLocal,
-        dict(_TIMM_NL),
-        "Non-local block, embedded Gaussian, timm NonLocalAttn settings",
-    ),
-    "mhsa": (
-        L.MultiHeadSelfAttention2D,
-        {},
-        "Multi-head self-attention over feature-map positions",
-    ),
-    "generalized_attention": (
-        L.GeneralizedAttention,
-        {},
-        "Generalized attention (Zhu et al. 2019), all four terms",
-    ),
-    "san_pairwise": (
-        L.PairwiseSelfAttention,
-        {},
-        "SAN pairwise (subtraction) local self-attention, 7x7 footprint",
-    ),
-    "san_patchwise": (
-        L.PatchwiseSelfAttention,
-        {},
-        "SAN patchwise local self-attention, 7x7 footprint",
-    ),
-    "se": (L.SqueezeExcite, {}, "Squeeze-and-Excitation, timm channel rounding"),
-    "eca": (L.EfficientChannelAttention, {}, "Efficient Channel Attention, adaptive kernel"),
-    "ceca": (
-        L.EfficientChannelAttention,
-        {"circular": True},
-        "Efficient Channel Attention with circular padding (timm CecaModule)",
-    ),
-    "gc": (
-        L.GlobalContext,
-        dict(_TIMM_GC, fusion="multiply", zero_init_last=False),
-        "Global Context, sigmoid-gated fusion, timm GlobalContext defaults",
-    ),
-    "gca": (
-        L.GlobalContext,
-        dict(_TIMM_GC, fusion="add", zero_init_last=True),
-        "Global Context, additive fusion, timm GlobalContext(fuse_add=True) settings",
-    ),
-    "cam": (L.DualChannelAttention, {}, "DANet channel attention module"),
-    "cbam": (
-        L.CBAM,
-        dict(_TIMM_CBAM_CHANNEL, **_TIMM_CBAM_SPATIAL),
-        "CBAM channel then spatial gate, timm CbamModule settings",
-    ),
-    "channel_gate": (
-        L.ChannelGate,
-        dict(_TIMM_CBAM_CHANNEL),
-        "CBAM channel gate alone, timm ChannelAttn settings",
-    ),
-    "spatial_gate": (
-        L.SpatialGate,
-        dict(_TIMM_CBAM_SPATIAL),
-        "CBAM spatial gate alone, timm SpatialAttn settings",
-    ),
-    "bam": (L.BAM, {}, "Bottleneck Attention Module, official code (product of branches)"),
-    "residual_attention": (
-        L.ResidualAttention,
-        {},
-        "Residual Attention Network module, (1 + soft mask) * trunk",
-    ),
-    # Relative-position tables are sized for the feature map: (7, 7) (ResNet-50's last
-    # stage at 224x224) unless the caller passes feat_size, as timm's byobnet does.
-    "bottleneck": (
-        L.BottleneckAttention,
-        {"feat_size": (7, 7)},
-        "BoTNet relative-position self-attention, timm BottleneckAttn defaults, feat_size (7, 7)",
-    ),
-    "halo": (L.HaloAttention, {}, "HaloNet blocked local self-attention, timm HaloAttn defaults"),
-    "lambda": (L.LambdaLayer, {}, "Lambda layer, r=9 local position lambdas, timm LambdaLayer"),
-    "aa_conv": (
-        L.AttentionAugmentedConv2D,
-        {
-            "filters": None,
-            "kernel_size": 3,
-            "dk": 16,
-            "dv": 16,
-            "num_heads": 4,
-            "feat_size": (7, 7),
-        },
-        "Attention Augmented Convolution, relative logits, feat_size (7, 7), input width kept",
-    ),
-    # LocalCrossAttention2D takes two frames, so it has no factory name.
-    "local_attention": (
-        L.LocalSelfAttention2D,
-        {},
-        "Neighbourhood self-attention, 7 x 7 window, one head",
-    ),
-    "interaction_aware": (
-        L.InteractionAwareAttention,
-        {},
-        "Interaction-aware attention on one map, PCA-inspired projection",
-    ),
-    "pam": (L.PositionAttention, {}, "DANet position attention module"),
-    "cca": (L.CrissCrossAttention, {}, "CCNet recurrent criss-cross attention (recurrence 2)"),
-    "oc_base": (L.ObjectContext, {"mode": "base"}, "OCNet Base-OC object context"),
-    "oc_pyramid": (
-        L.ObjectContext,
-        {"mode": "pyramid"},
-        "OCNet Pyramid-OC, object context in 1, 2, 3, 6 region partitions",
-    ),
-    "oc_asp": (L.ObjectContext, {"mode": "asp"}, "OCNet ASP-OC, ASPP with an object context"),
-    "cgnl": (L.CompactGeneralizedNonLocal, {}, "Compact generalized non-local, dot kernel"),
-}
-
-
-def list_attention():
-    """Sorted names accepted by `create_attention`."""
-    return sorted(_ATTENTION)
-
-
-def describe_attention():
-    """`{name: description}` for every name accepted by `create_attention`."""
-    return {name: _ATTENTION[name][2] for name in list_attention()}
-
+from keras_attention.names import ATTENTION, describe_attention, list_attention  # noqa: F401
 
 # timm's argument names -> ours, for the layers that take the ours (timm `create_attn`
 # passes rd_ratio / rd_divisor / rd_channels to SE, ECA, GC, CBAM, NL, ...).
@@ -216,11 +82,12 @@ def create_attention(attention=_MISSING, channels=None, /, **kwargs):
         attention = kwargs.pop("name")
     if attention is None or attention == "":
         return None
-    if not isinstance(attention, str) or attention.lower() not in _ATTENTION:
+    if not isinstance(attention, str) or attention.lower() not in ATTENTION:
         raise ValueError(
             f"Unknown attention name={attention!r}. Valid names: {', '.join(list_attention())}."
         )
-    cls, defaults, _ = _ATTENTION[attention.lower()]
+    class_name, defaults, _ = ATTENTION[attention.lower()]
+    cls = getattr(L, class_name)
     kwargs = _translate_timm_arguments(attention, cls, dict(kwargs))
     layer = cls(**{**defaults, **kwargs})
     if channels is not None:

@@ -2,14 +2,27 @@
 data sets and tasks, converters from timm, training and demos.
 
     import zoo
-    zoo.list_models(pretrained=True)
+    zoo.list_models("*se*", pretrained=True)
     model = zoo.load("seresnet50", weights="imagenet")
+
+`import zoo` is cheap: the registry (`list_models`, `model_info`) needs no Keras, and the
+rest is imported on first use.
 """
 
+import importlib
+
+# numpy only; imported first because zoo.tasks and zoo.datasets import each other
 from zoo import datasets
-from zoo.imagenet import decode_predictions
-from zoo.models import build, list_models, load, model_info, preprocess_input
-from zoo.weights import WeightsError
+from zoo.registry import list_models, model_info
+
+# public name -> module that defines it (imported on first access: it imports Keras)
+_LAZY = {
+    "build": "zoo.models",
+    "load": "zoo.models",
+    "preprocess_input": "zoo.models",
+    "decode_predictions": "zoo.imagenet",
+    "WeightsError": "zoo.weights",
+}
 
 __all__ = [
     "build",
@@ -21,3 +34,15 @@ __all__ = [
     "preprocess_input",
     "WeightsError",
 ]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,10 +1,39 @@
-"""`keras-attention-zoo` command line: the one place that joins zoo and serving."""
+"""`keras-attention-zoo` command line: the one place that joins zoo and serving.
+
+Keras and TensorFlow are imported inside the commands that need them, so `--help`, `list`,
+`info` and `attention` answer without loading them.
+"""
 
 import argparse
 import json
 import os
 import pathlib
 import sys
+
+PROG = "keras-attention-zoo"
+
+
+class UsageError(Exception):
+    """A command line that cannot run as given; `main` prints the message on one line."""
+
+
+def _console_script():
+    """How to run this command line again from a fresh shell: the absolute path of the
+    console script (so the printed commands work without activating the virtual
+    environment), else `python -m zoo` with this interpreter."""
+    invoked = pathlib.Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if invoked is not None and invoked.name == PROG and invoked.is_file():
+        return str(invoked.absolute())
+    beside = pathlib.Path(sys.executable).absolute().parent / PROG
+    if beside.is_file():
+        return str(beside)
+    return f"{pathlib.Path(sys.executable).absolute()} -m zoo"
+
+
+def _tool(name):
+    """The absolute path of `name` installed beside this interpreter (tensorboard, ...)."""
+    beside = pathlib.Path(sys.executable).absolute().parent / name
+    return str(beside) if beside.is_file() else name
 
 
 def _demo(args):
@@ -96,8 +125,8 @@ def _export_serve_and_query(model, base_path, name, pixels, labels):
             return 1
     request = pathlib.Path(base_path, f"{name}_request.json")
     request.write_text(json.dumps({"instances": batch[:1].tolist()}))
-    print("serve it yourself:")
-    print(f"  keras-attention-zoo serve --model_name {name} --model_base_path {model_path}")
+    print("serve it yourself (from any shell):")
+    print(f"  {_console_script()} serve --model_name {name} --model_base_path {model_path}")
     print(f"  curl -d @{request.resolve()} localhost:8501/v1/models/{name}:predict")
     print("or with the real TF Serving (serving/deploy/ has docker-compose and Kubernetes files):")
     print(f"  docker run -p 8500:8500 -p 8501:8501 -v {model_path}:/models/{name} "
@@ -106,11 +135,12 @@ def _export_serve_and_query(model, base_path, name, pixels, labels):
 
 
 def _list(args):
-    import zoo
     from zoo import registry
 
     specs = registry.all_specs()
-    names = zoo.list_models(pretrained=True if args.pretrained else None)
+    names = registry.list_models(args.pattern, pretrained=True if args.pretrained else None)
+    if not names:
+        raise UsageError(f"no model matches {args.pattern!r}; `{PROG} list` shows them all")
     print(f"{'model':22s} {'family':20s} {'timm':18s} weights")
     for name in names:
         spec = specs[name]
@@ -120,16 +150,17 @@ def _list(args):
 
 
 def _info(args):
-    import zoo
+    from zoo import registry
 
-    spec = zoo.model_info(args.name)
+    spec = registry.get_spec(args.name)
     print(f"{spec.name}: {spec.description}")
     print(f"  family {spec.family}; input {spec.default_input_shape}; classes {spec.num_classes}; "
           f"timm counterpart: {spec.timm_name or 'none'}")
     if spec.dynamic_size is not True:
         print(f"  fixed input size: {spec.dynamic_size}")
     for entry in spec.weights:
-        print(f"  weights {entry.tag!r}: {entry.source or entry.url}")
+        default = " (default for predict / export)" if entry.tag == spec.default_weights else ""
+        print(f"  weights {entry.tag!r}{default}: {entry.source or entry.url}")
         print(f"    url {entry.url}; sha256 {entry.sha256 or 'not recorded'}; "
               f"input {entry.input_size}")
         if entry.architecture:
@@ -157,28 +188,133 @@ def _print_top(paths, scores, num_classes, top):
         print(f"{path}: " + ", ".join(f"class {i} {row[i]:.3f}" for i in best))
 
 
-def _predict(args):
-    import zoo
+def _weights_choice(spec, weights):
+    """What `--weights` means: a tag, a file, or None for random weights.
+    Without the flag, the model's default pretrained weights, as keras.applications does."""
+    if weights is None:
+        if spec.default_weights is None:
+            raise UsageError(
+                f"{spec.name} has no pretrained weights; pass --weights FILE (a "
+                f".keras, .weights.h5 or .safetensors file, e.g. what `train` wrote) or "
+                f"--weights none for random weights")
+        return spec.default_weights
+    if weights.lower() == "none":
+        return None
+    if spec.weights_for(weights) is None and not pathlib.Path(weights).is_file():
+        tags = ", ".join(entry.tag for entry in spec.weights)
+        raise UsageError(
+            f"--weights {weights!r} is neither a file nor a weights tag of "
+            f"{spec.name}" + (f" ({tags})" if tags else "") + "; or --weights none")
+    return weights
 
-    model = zoo.load(args.name, weights=args.weights)
-    # resize, crop and normalise as timm evaluates the weights
-    scores = model.predict(model.preprocessing.load(args.images), verbose=0)
+
+def _load_model(args):
+    """(model with known inputs, preprocessing function, what was loaded in words)."""
+    import warnings
+
+    from zoo import registry
+
+    spec = registry.get_spec(args.name)
+    weights = _weights_choice(spec, args.weights)
+    _start_tensorflow_quietly()  # after the checks that need no TensorFlow
+    import keras
+
+    import zoo
+    from zoo.models import RandomWeightsWarning
+
+    if weights is not None and weights.endswith(".keras") and spec.weights_for(weights) is None:
+        # a whole saved model (what `train` writes): its own architecture, classes and size
+        import keras_attention  # noqa: F401  (registers the layers the file names)
+        import zoo.ram  # noqa: F401  (registers RecurrentAttentionModel)
+
+        model = keras.saving.load_model(weights, compile=False)
+    else:
+        kwargs = {}
+        if args.num_classes is not None:
+            kwargs["num_classes"] = args.num_classes
+        if args.input_shape is not None:
+            kwargs["input_shape"] = args.input_shape
+        with warnings.catch_warnings():
+            # --weights none asks for random weights: no need to warn about them
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            model = zoo.load(args.name, weights=weights, **kwargs)
+    described = "random weights" if weights is None else weights
+    tag = weights if spec.weights_for(weights) is not None else None
+    functional = _with_inputs(model, spec, args.input_shape)
+    return functional, _preprocessing(model, functional, spec, tag), described
+
+
+def _with_inputs(model, spec, input_shape):
+    """A functional model around a subclassed one (RAM), so it has `inputs` for predict
+    and export."""
+    import keras
+
+    if getattr(model, "inputs", None):
+        return model
+    shape = tuple(input_shape) if input_shape else tuple(spec.default_input_shape)
+    inputs = keras.Input(shape, name="image")
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def _preprocessing(model, functional, spec, tag):
+    """The evaluation transform (`zoo.preprocessing.ImagePreprocessing`) of `model`: the one
+    a zoo model carries, else the registry's for the input size and channel count of its
+    functional form."""
+    own = getattr(model, "preprocessing", None)
+    if own is not None:
+        return own
+    _, height, width, channels = functional.inputs[0].shape
+    return spec.preprocessing(tag, size=(height, width), channels=channels)
+
+
+def _probabilities(scores):
+    """Rows of `scores` as probabilities: a model that outputs logits (as `train` saves
+    them) gets a softmax."""
+    import numpy as np
+
+    scores = np.asarray(scores, "float64")
+    if (scores >= 0).all() and np.allclose(scores.sum(-1), 1.0, atol=1e-3):
+        return scores
+    shifted = np.exp(scores - scores.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def _predict(args):
+    import numpy as np
+
+    missing = [path for path in args.images if not pathlib.Path(path).is_file()]
+    if missing:
+        raise UsageError(f"no such image file: {missing[0]}")
+    model, preprocessing, _ = _load_model(args)
+    # resize, crop and normalise as the weights were evaluated (timm's eval transform)
+    inputs = preprocessing.load(args.images)
+    # eager calls in batches: a handful of images does not pay for tracing a graph
+    import keras
+
+    scores = _probabilities(np.concatenate([
+        keras.ops.convert_to_numpy(model(inputs[start:start + 32], training=False))
+        for start in range(0, len(inputs), 32)]))
     _print_top(args.images, scores, scores.shape[-1], args.top)
     return 0
 
 
 def _export(args):
     import serving
-    import zoo
 
-    model = zoo.load(args.name, weights=args.weights)
-    # the image signature decodes with the model's own preprocessing (timm's eval transform)
-    version_dir = serving.export(
-        model, args.base_path, args.serving_name or args.name, version=args.version,
-        image_signature={"decode": model.preprocessing.decode_tf},
-    )
-    print(f"exported {args.name} ({args.weights or 'random weights'}) to "
-          f"{pathlib.Path(version_dir).resolve()}")
+    model, preprocessing, described = _load_model(args)
+    image_signature = None
+    if not args.no_image_signature:
+        import numpy as np
+
+        scores = np.asarray(model.predict(np.zeros((1, *model.inputs[0].shape[1:]), "float32"),
+                                          verbose=0))
+        # the image signature decodes with the model's preprocessing (timm's eval transform)
+        image_signature = {"decode": preprocessing.decode_tf,
+                           "softmax": not np.allclose(_probabilities(scores), scores, atol=1e-6)}
+    version_dir = serving.export(model, args.base_path, args.serving_name or args.name,
+                                 version=args.version, image_signature=image_signature)
+    print(f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
+          + ("" if image_signature else " (serving_default only)"))
     return 0
 
 
@@ -188,7 +324,9 @@ def _query(args):
     import serving
 
     if bool(args.rest) == bool(args.grpc):
-        raise SystemExit("query: give exactly one of --rest URL or --grpc HOST:PORT")
+        raise UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
+    if args.grpc:
+        _start_tensorflow_quietly()  # the gRPC stubs import TensorFlow
     payload = [pathlib.Path(path).read_bytes() for path in args.images]
     with serving.Client(rest=args.rest, grpc=args.grpc, timeout=args.timeout) as client:
         outputs = client.predict(args.model_name, np.array(payload, dtype=object),
@@ -203,9 +341,17 @@ def _query(args):
 
 
 def _attention(args):
-    from keras_attention.factory import describe_attention
+    # keras_attention/names.py is plain data, but importing it through the package runs
+    # keras_attention/__init__, which imports Keras (registering the layers); load the file
+    # on its own instead.
+    import importlib.util
 
-    for name, description in describe_attention().items():
+    package = importlib.util.find_spec("keras_attention")
+    path = pathlib.Path(package.submodule_search_locations[0]) / "names.py"
+    spec = importlib.util.spec_from_file_location("_keras_attention_names", path)
+    names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(names)
+    for name, description in names.describe_attention().items():
         print(f"{name:22s} {description}")
     return 0
 
@@ -246,15 +392,49 @@ def _train(args):
           f"{'steps' if args.checkpoint_every else ''}): {(run_dir / 'backup').resolve()} "
           "(removed after a finished run; rerun the same command to resume an interrupted one)")
     print(f"TensorBoard logs (scalars, attention maps): {pathlib.Path(run['log_dir']).resolve()}")
-    print(f"  tensorboard --logdir {run_dir.resolve()}")
+    print(f"  {_tool('tensorboard')} --logdir {run_dir.resolve()}")
     return 0
 
 
+def _input_shape(text):
+    try:
+        shape = tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}")
+    return shape
+
+
+def _add_weights_flags(parser):
+    parser.add_argument(
+        "--weights", default=None,
+        help="a weights tag (see `info NAME`), a file (.keras model or .weights.h5 written by "
+        "`train`, timm .safetensors), or 'none' for random weights (default: the model's "
+        "pretrained weights: 'imagenet', or its MNIST tag)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier width of a .weights.h5 / .safetensors file "
+                        "(a .keras file carries its own)")
+    parser.add_argument("--input-shape", type=_input_shape, default=None,
+                        help="HEIGHTxWIDTHxCHANNELS the weights were trained at, e.g. 28x28x1 "
+                        "for `train --data mnist` (a .keras file carries its own)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="keras-attention-zoo",
+    parser = _Parser(
+        prog=PROG,
         description="Visual attention layers for Keras 3, an attention model zoo, serving.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -274,6 +454,8 @@ def build_parser():
     demo.set_defaults(handler=_demo)
 
     listing = commands.add_parser("list", help="list the zoo's models and their weights")
+    listing.add_argument("pattern", nargs="?", default=None,
+                         help="shell-style wildcard on the name, e.g. '*se*' (quote it)")
     listing.add_argument("--pretrained", action="store_true", help="only models with weights")
     listing.set_defaults(handler=_list)
 
@@ -281,10 +463,12 @@ def build_parser():
     info.add_argument("name")
     info.set_defaults(handler=_info)
 
-    predict = commands.add_parser("predict", help="classify image files with a zoo model")
+    predict = commands.add_parser(
+        "predict", help="classify image files with a zoo model (its pretrained weights unless "
+        "--weights says otherwise)")
     predict.add_argument("name")
     predict.add_argument("images", nargs="+", help="JPEG / PNG files")
-    predict.add_argument("--weights", default=None, help="a weights tag or file")
+    _add_weights_flags(predict)
     predict.add_argument("--top", type=int, default=5)
     predict.set_defaults(handler=_predict)
 
@@ -292,7 +476,9 @@ def build_parser():
         "export", help="export a zoo model as a TF Serving SavedModel (serving_default and an "
         "encoded-image signature with the model's preprocessing)")
     export.add_argument("name")
-    export.add_argument("--weights", default=None, help="a weights tag or file")
+    _add_weights_flags(export)
+    export.add_argument("--no-image-signature", action="store_true",
+                        help="export serving_default only (no encoded-image signature)")
     export.add_argument("--base-path", default="models",
                         help="TF Serving's model base path minus the model name (default: models)")
     export.add_argument("--serving-name", default=None, help="the served name (default: NAME)")
@@ -346,14 +532,94 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+# TensorFlow's start-up lines on a machine without a GPU (and its CPU-feature note): they are
+# written by C++ before TF_CPP_MIN_LOG_LEVEL applies, so they are filtered from stderr.
+_TF_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "cudart_stub.cc", "Could not find cuda drivers", "failed call to cuInit",
+    "Unable to register cuDNN factory", "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory", "computation placer already registered",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions", "TF-TRT Warning: Could not find TensorRT",
+    "oneDNN custom operations are on",
+)
+
+
+def _start_tensorflow_quietly():
+    """Import TensorFlow and probe its devices with its start-up chatter filtered out of
+    stderr (other lines pass through). TF_CPP_MIN_LOG_LEVEL defaults to 2 (errors only);
+    who sets it to 0 wants all of TensorFlow's logging and gets it unfiltered."""
+    if "tensorflow" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _TF_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+# commands that answer from the registry alone (no TensorFlow, no Keras)
+# (predict and export start it themselves, after checking their arguments)
+_WITHOUT_TENSORFLOW = ("list", "info", "attention", "predict", "export", "query")
+
+
+def _one_line(error):
+    """The message of `error` on one line, with its kind where the message alone is unclear."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError):
+        message = f"missing {message}"
+    if not isinstance(error, (UsageError, ValueError, OSError, KeyError)) and \
+            type(error).__name__ != "ServingError":
+        message = f"{type(error).__name__}: {message}"
+    return message
+
+
+def main(argv=None):
+    """Run the command line; an error a user can cause prints one line on stderr and
+    returns a non-zero status (`--debug` shows the traceback instead)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args([arg for arg in argv if arg != "--debug"])
     if getattr(args, "epochs", 1) < 1:
-        build_parser().error("--epochs must be at least 1")
+        parser.error("--epochs must be at least 1")
     if getattr(args, "count", 1) < 1:
-        build_parser().error("--count must be at least 1")
-    return args.handler(args)
+        parser.error("--count must be at least 1")
+    try:
+        if args.command not in _WITHOUT_TENSORFLOW:
+            _start_tensorflow_quietly()
+        return args.handler(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as error:
+        if debug:
+            raise
+        print(f"{PROG} {args.command}: error: {_one_line(error)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

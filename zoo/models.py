@@ -3,11 +3,13 @@ conventions (`include_top`, `input_shape`, `input_tensor`, `pooling`, `num_class
 `classifier_activation`), plus `features_only` for multi-scale feature maps by stage."""
 
 import pathlib
+import warnings
 
 import keras
 
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.registry import list_models, model_info  # noqa: F401  (keras-free; re-exported)
 from zoo.preprocessing import ImagePreprocessing
 
 
@@ -46,23 +48,24 @@ class ZooModel(keras.Model):
         return config
 
 
-def list_models(pretrained=None):
-    """Names of the registered models.
-
-    Args:
-        pretrained: None for all; True for those with at least one set of weights; False
-            for those without.
-    """
-    names = []
-    for name, spec in registry.all_specs().items():
-        if pretrained is None or bool(spec.weights) == bool(pretrained):
-            names.append(name)
-    return names
+class RandomWeightsWarning(UserWarning):
+    """`zoo.load(name)` returned random weights of a model that has pretrained ones."""
 
 
-def model_info(name):
-    """The registry entry of `name` (a `zoo.registry.ModelSpec`)."""
-    return registry.get_spec(name)
+_WARNED_RANDOM = set()
+
+
+def _warn_random_weights(spec):
+    """Once per model and process, as keras.applications users would otherwise not notice."""
+    if not spec.weights or spec.name in _WARNED_RANDOM:
+        return
+    _WARNED_RANDOM.add(spec.name)
+    warnings.warn(
+        f"zoo.load({spec.name!r}) returns random weights; pretrained ones exist: "
+        f"weights={spec.default_weights!r} (tags: "
+        f"{', '.join(entry.tag for entry in spec.weights)}). zoo.build() gives random weights "
+        f"without this warning.",
+        RandomWeightsWarning, stacklevel=3)
 
 
 def _check_input_shape(spec, input_shape):
@@ -125,7 +128,8 @@ def _head(spec, features, include_top, pooling, num_classes, classifier_activati
 def _preprocessing(spec, tag, input_shape):
     """The weights' preprocessing at the input's size (the weights' own if it is dynamic)."""
     size = tuple(input_shape[:2])
-    return spec.preprocessing(tag, size=None if None in size else size)
+    return spec.preprocessing(tag, size=None if None in size else size,
+                              channels=input_shape[-1])
 
 
 def _zoo_model(spec, tag, inputs, outputs, name):
@@ -167,7 +171,8 @@ def _build(name, tag, *, include_top, input_shape, input_tensor, pooling, num_cl
             )
         _check_head_args(None, True, num_classes)
         input_shape = _check_input_shape(spec, input_shape)
-        model = spec.body(input_shape=input_shape, num_classes=num_classes, **body_kwargs)
+        model = spec.body(input_shape=input_shape, num_classes=num_classes,
+                          classifier_activation=classifier_activation, **body_kwargs)
         return _attach_preprocessing(model, spec, tag, input_shape)
     _check_head_args(pooling, include_top, num_classes)
     inputs = _inputs(spec, input_shape, input_tensor)
@@ -230,8 +235,9 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
 
     Args:
         name: a name from `list_models()`.
-        weights: None (random initialisation), a tag from the registry (`"imagenet"`, ...),
-            or a path to a timm `.safetensors` checkpoint, a Keras `.weights.h5` file or a
+        weights: None (random initialisation; a `RandomWeightsWarning`, once per model,
+            when pretrained weights exist), a tag from the registry (`"imagenet"`, ...), or
+            a path to a timm `.safetensors` checkpoint, a Keras `.weights.h5` file or a
             `.keras` model, detected by suffix.
         include_top: add global average pooling and the classifier.
         input_shape: (height, width, channels); default: the weights' training size, else
@@ -253,10 +259,12 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
     spec = registry.get_spec(name)
     tagged, path = _resolve_weights(spec, weights)
     if tagged is None and path is None:
-        return build(name, include_top=include_top, input_shape=input_shape,
-                     input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
-                     classifier_activation=classifier_activation, features_only=features_only,
-                     **body_kwargs)
+        model = build(name, include_top=include_top, input_shape=input_shape,
+                      input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
+                      classifier_activation=classifier_activation,
+                      features_only=features_only, **body_kwargs)
+        _warn_random_weights(spec)
+        return model
     if input_shape is None and input_tensor is None and tagged is not None:
         input_shape = (*tagged.input_size, spec.default_input_shape[-1])
     if tagged is not None:

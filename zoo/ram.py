@@ -30,7 +30,6 @@ from keras import layers, ops
 
 from keras_attention.layers import GlimpseSensor
 from keras_attention.layers._utils import is_positive_int
-from zoo.registry import WeightsSpec, register_model
 
 CORES = ("rnn", "lstm")
 REWARDS = ("correct", "probability")
@@ -329,97 +328,5 @@ def build_ram(input_shape=(60, 60, 1), num_classes=10, **kwargs):
 RAM_CONFIG = dict(num_glimpses=8, glimpse_size=12, num_scales=3, scale_factor=2,
                   glimpse_units=128, hidden_units=256, core="rnn", location_std=0.1)
 
-@dataclasses.dataclass(frozen=True)
-class Measurement:
-    """One number measured for a shipped checkpoint: `value` in `unit`, what was measured
-    (`quantity`) and where the number comes from (`source`)."""
-
-    value: float
-    unit: str
-    quantity: str
-    source: str
-
-
-_HERE = "tools/train_mnist_models.py (benchmarks/results/mnist_models.md)"
-_PAPER = "Mnih et al. 2014, trained on 60,000 digits"
-_HELD_OUT = "the 1,000 held-out digits of zoo.datasets.mnist_subset, task seed 0"
-# test errors of the shipped weights: `mc_samples` Monte-Carlo location sequences per digit
-# (sampler seed 0 unless named, batches of 100), and greedy (mean) locations
-RAM_MC_SAMPLES = 10
-RAM_RESULTS = {
-    "translated_mnist": {
-        "test_error": Measurement(2.40, "%", f"test error on {_HELD_OUT}", _HERE),
-        "test_error_greedy": Measurement(2.90, "%", "test error, greedy locations", _HERE),
-        "test_error_sampler_seed_1": Measurement(2.80, "%", "test error, sampler seed 1", _HERE),
-        "test_error_sampler_seed_2": Measurement(2.40, "%", "test error, sampler seed 2", _HERE),
-        "cnn_baseline_test_error": Measurement(
-            1.80, "%", "plain CNN trained on the same digits, 60 epochs", _HERE),
-        "paper_test_error": Measurement(1.84, "%", "8 glimpses (1.86% with 6)", _PAPER),
-    },
-    "cluttered_mnist": {
-        "test_error": Measurement(3.10, "%", f"test error on {_HELD_OUT}", _HERE),
-        "test_error_greedy": Measurement(4.50, "%", "test error, greedy locations", _HERE),
-        "test_error_sampler_seed_1": Measurement(3.10, "%", "test error, sampler seed 1", _HERE),
-        "test_error_sampler_seed_2": Measurement(3.50, "%", "test error, sampler seed 2", _HERE),
-        "cnn_baseline_test_error": Measurement(
-            3.40, "%", "plain CNN trained on the same digits, 150 epochs, mean of training "
-            "seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%)", _HERE),
-        "paper_test_error": Measurement(5.23, "%", "8 glimpses (Table 2)", _PAPER),
-    },
-}
-
-
-def _metric(tag):
-    results = RAM_RESULTS[tag]
-    return (f"test error {results['test_error'].value:.2f}% ({RAM_MC_SAMPLES} Monte-Carlo "
-            f"location sequences; greedy {results['test_error_greedy'].value:.2f}%) on "
-            f"{_HELD_OUT} (zoo.ram.RAM_RESULTS)")
-
-
-RAM_WEIGHTS = (
-    WeightsSpec(
-        tag="translated_mnist",
-        url="package://data/weights/ram.translated_mnist.weights.h5",
-        file_format="weights.h5",
-        sha256="1b4423386c1342b6defe726b238e148eabc805bd13048e58413cf15f05c4b57f",
-        input_size=(60, 60),
-        num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as translated MNIST 60x60, "
-                   "1,700 epochs from scratch (tools/train_mnist_models.py "
-                   "--ram-glimpse-network conv)",
-        metric=_metric("translated_mnist"),
-        source="trained here",
-        architecture={"glimpse_network": "conv"},
-    ),
-    WeightsSpec(
-        tag="cluttered_mnist",
-        url="package://data/weights/ram.cluttered_mnist.weights.h5",
-        file_format="weights.h5",
-        sha256="b7d797dac9b9fad89c4ce71a9bae6f9dabbd6f5d065bf0acab9177514a45d8ce",
-        input_size=(60, 60),
-        num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 60x60 (4 "
-                   "pieces of 8x8), 700 + 1,300 + 750 epochs from scratch "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv --resume)",
-        metric=_metric("cluttered_mnist"),
-        source="trained here",
-        architecture={"glimpse_network": "conv"},
-    ),
-)
-
-
-@register_model(
-    "ram",
-    kind="model",
-    default_input_shape=(60, 60, 1),
-    num_classes=10,
-    family="hard_attention",
-    mean=(0.0,),
-    std=(1.0,),
-    dynamic_size=True,
-    description="Recurrent attention model (Mnih et al. 2014): glimpse sensor, rectifier RNN "
-                "core, Gaussian location policy trained by REINFORCE with baseline.",
-    weights=RAM_WEIGHTS,
-)
 def ram(input_shape, num_classes, **kwargs):
     return build_ram(input_shape, num_classes, **{**RAM_CONFIG, **kwargs})

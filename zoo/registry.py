@@ -1,15 +1,21 @@
 """Models registered by name, with the weights each one can load.
 
-A backbone module registers a *body* function under a name::
+A *body* function is registered under a name, either by reference (how zoo/catalog.py
+registers the zoo's own models, so that listing them imports no Keras)::
 
-    @register_model("seresnet50", timm_name="seresnet50", weights=[...])
-    def seresnet50(inputs, **kwargs):
+    register_model("seresnet50", body="zoo.backbones.resnet:seresnet50", ...)
+
+or as a decorator::
+
+    @register_model("my_resnet", weights=[...])
+    def my_resnet(inputs, **kwargs):
         ...
         return {"stem": x0, "stage1": x1, ..., "stage4": x4}   # ordered feature maps
 
 A complete model that does not fit that mould (a recurrent glimpse model, a spatial
 transformer network) registers a *model* function instead, with `kind="model"`: it takes
-`input_shape`, `num_classes` and its own keyword arguments and returns a `keras.Model`.
+`input_shape`, `num_classes`, `classifier_activation` and its own keyword arguments and
+returns a `keras.Model`.
 
 The body maps the input tensor to its feature maps by stage (the last one feeds the head),
 with layer names equal to the timm module paths (`-` for `.`) where a timm counterpart exists. The zoo
@@ -18,9 +24,23 @@ adds the keras.applications head (`include_top`, `pooling`, `num_classes`,
 """
 
 import dataclasses
+import difflib
+import fnmatch
+import importlib
 from typing import Callable, Optional
 
 from zoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One number measured for a checkpoint: `value` in `unit`, what was measured
+    (`quantity`) and where the number comes from (`source`)."""
+
+    value: float
+    unit: str
+    quantity: str
+    source: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,52 +122,109 @@ class ModelSpec:
                 return spec
         return None
 
-    def preprocessing(self, tag=None, size=None):
+    def preprocessing(self, tag=None, size=None, channels=None):
         """The evaluation transform of the weights `tag` (default: the first weights that
         record one, so a model trained from scratch is evaluated as its pretrained sibling
         is) at `size` (default: the weights' input size), else the zoo's default: the
-        whole image squashed to `size`, this model's mean and std."""
-        entries = [self.weights_for(tag)] if tag is not None else list(self.weights)
-        for entry in entries:
-            if entry is not None and entry.preprocessing is not None:
-                recorded = entry.preprocessing
-                return recorded if size is None else recorded.with_size(size)
+        whole image squashed to `size`, this model's mean and std. For another channel
+        count than the statistics' (grayscale MNIST through an RGB architecture), every
+        channel is normalised with the mean of the statistics, as `zoo.train` does."""
         from zoo.preprocessing import default_preprocessing
 
-        return default_preprocessing(size or self.default_input_shape[:2], self.mean, self.std)
+        entries = [self.weights_for(tag)] if tag is not None else list(self.weights)
+        recorded = next((entry.preprocessing for entry in entries
+                         if entry is not None and entry.preprocessing is not None), None)
+        if recorded is None:
+            recorded = default_preprocessing(size or self.default_input_shape[:2], self.mean,
+                                             self.std)
+        elif size is not None:
+            recorded = recorded.with_size(size)
+        if channels is not None and channels != recorded.channels:
+            mean = sum(recorded.mean) / len(recorded.mean)
+            std = sum(recorded.std) / len(recorded.std)
+            recorded = dataclasses.replace(recorded, mean=(mean,) * channels,
+                                           std=(std,) * channels)
+        return recorded
+
+    @property
+    def default_weights(self):
+        """The tag the command line loads when no `--weights` is given: `"imagenet"` where
+        registered, else the first registered tag; None for a model without weights."""
+        if self.weights_for("imagenet") is not None:
+            return "imagenet"
+        return self.weights[0].tag if self.weights else None
 
 
 _REGISTRY = {}
 
 
-def register_model(name, **spec_kwargs):
-    """Decorator registering a body function under `name` (see the module docstring)."""
+class _BodyReference:
+    """A body function named `"module:attribute"`, imported on its first call."""
+
+    def __init__(self, reference):
+        self.reference = reference
+
+    def __call__(self, *args, **kwargs):
+        module, attribute = self.reference.split(":")
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    def __repr__(self):
+        return f"<body {self.reference}>"
+
+
+def register_model(name, body=None, **spec_kwargs):
+    """Register a body function under `name` (see the module docstring): with `body` (a
+    function or `"module:attribute"`) directly, else as a decorator."""
 
     def decorate(body):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         weights = tuple(spec_kwargs.pop("weights", ()))
-        _REGISTRY[name] = ModelSpec(name=name, body=body, weights=weights, **spec_kwargs)
+        function = _BodyReference(body) if isinstance(body, str) else body
+        _REGISTRY[name] = ModelSpec(name=name, body=function, weights=weights, **spec_kwargs)
         return body
 
-    return decorate
+    return decorate if body is None else decorate(body)
 
 
-def _import_backbones():
-    # Registration happens at import; import every backbone module once.
-    import zoo.backbones  # noqa: F401
+def _import_catalog():
+    import zoo.catalog  # noqa: F401  (registers the zoo's models on first import)
 
 
 def get_spec(name):
-    _import_backbones()
+    _import_catalog()
     try:
         return _REGISTRY[name]
     except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         raise ValueError(
-            f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}; "
+            + (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+               else f"registered models: {', '.join(sorted(_REGISTRY))}")
         ) from None
 
 
 def all_specs():
-    _import_backbones()
+    _import_catalog()
     return dict(sorted(_REGISTRY.items()))
+
+
+def list_models(pattern=None, pretrained=None):
+    """Names of the registered models, sorted.
+
+    Args:
+        pattern: a shell-style wildcard (`"*se*"`, like `timm.list_models`), or None for all.
+        pretrained: None for all; True for those with at least one set of weights; False
+            for those without.
+    """
+    if pattern is not None and not isinstance(pattern, str):
+        raise ValueError(f"pattern must be a string such as '*se*' (pretrained= is the "
+                         f"keyword for weights), got {pattern!r}")
+    return [name for name, spec in all_specs().items()
+            if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+            and (pretrained is None or bool(spec.weights) == bool(pretrained))]
+
+
+def model_info(name):
+    """The registry entry of `name` (a `ModelSpec`)."""
+    return get_spec(name)

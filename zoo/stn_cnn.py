@@ -13,7 +13,6 @@ import keras
 from keras import layers
 
 from keras_attention.layers import SpatialTransformer
-from zoo.registry import WeightsSpec, register_model
 
 
 def _classifier_cnn(x, num_classes, prefix=""):
@@ -77,39 +76,6 @@ def build_mnist_cnn(input_shape=(42, 42, 1), num_classes=10, classifier_activati
                        name="mnist_cnn")
 
 
-STN_WEIGHTS = (
-    WeightsSpec(
-        tag="rts_mnist",
-        url="package://data/weights/stn_cnn.rts_mnist.weights.h5",
-        file_format="weights.h5",
-        sha256="ade9f1b1d193ea924dfd48663f8abc1186a8d3efa7d84f4e3f4bb12c3d20bfd6",
-        input_size=(42, 42),
-        num_classes=10,
-        trained_on="4,000 digits of zoo.datasets.mnist_subset as rts_mnist (rotation ±90°, "
-                   "scale 0.7-1.2, 42x42; fresh transforms every epoch, task seeds 1-60); "
-                   "60 epochs, Adam lr 1e-3 cosine to 5%, batch 64 (tools/train_mnist_models.py, "
-                   "run with KERAS_BACKEND=torch on an H200)",
-        metric="test error 5.50% on the 1,000 held-out digits (rts_mnist seed 0, TensorFlow, "
-               "CPU); the same CNN without the transformer, trained the same way: 6.40%; "
-               "paper (Jaderberg et al. 2015, Table 1): RTS with ±45° on 60k digits",
-        source="trained here",
-    ),
-)
-
-
-@register_model(
-    "stn_cnn",
-    kind="model",
-    default_input_shape=(42, 42, 1),
-    num_classes=10,
-    family="spatial_transformer",
-    mean=(0.0,),
-    std=(1.0,),
-    dynamic_size="the localisation network flattens a feature map of fixed size",
-    description="Spatial transformer network (Jaderberg et al. 2015): affine transformer "
-                "with the paper's MNIST localisation network, then a small CNN.",
-    weights=STN_WEIGHTS,
-)
 def stn_cnn(input_shape, num_classes, **kwargs):
     return build_stn_cnn(input_shape, num_classes, **kwargs)
 

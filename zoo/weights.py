@@ -239,6 +239,8 @@ def load_keras_weights(model, path):
     except Exception as error:
         raise WeightsError(f"{path} is not a readable Keras weights file: {error}") from None
     expected = _model_layout(model)
+    # a trained model's file also holds its optimizer state, which inference does not need
+    stored = {key: shape for key, shape in stored.items() if not key.startswith("optimizer/")}
     for key in sorted(set(expected) | set(stored)):
         if expected.get(key) != stored.get(key):
             raise WeightsError(

@@ -12,6 +12,7 @@ import pytest
 from keras import ops
 
 import zoo
+from zoo import catalog
 from zoo import ram as ram_module
 from zoo import tasks
 from zoo.ram import RecurrentAttentionModel, build_ram, predict_with_glimpses
@@ -311,9 +312,9 @@ def test_arguments_are_checked():
 
 
 def _recorded(tag):
-    spec = next(s for s in ram_module.RAM_WEIGHTS if s.tag == tag)
-    results = ram_module.RAM_RESULTS[tag]
-    return (spec, results["test_error"].value, ram_module.RAM_MC_SAMPLES,
+    spec = zoo.model_info("ram").weights_for(tag)
+    results = catalog.RAM_RESULTS[tag]
+    return (spec, results["test_error"].value, catalog.RAM_MC_SAMPLES,
             results["test_error_greedy"].value)
 
 
@@ -344,7 +345,7 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     if BACKEND != "tensorflow":
         return  # another stream: the seeds' spread (0.8 points) would swamp the comparison
     # The other sampler seeds the registry quotes.
-    quoted = [ram_module.RAM_RESULTS[tag][f"test_error_sampler_seed_{seed}"].value
+    quoted = [catalog.RAM_RESULTS[tag][f"test_error_sampler_seed_{seed}"].value
               for seed in (1, 2)]
     for seed, recorded in zip((1, 2), quoted):
         probs, _ = predict_with_glimpses(model, x, batch_size=100, seed=seed)

@@ -1,10 +1,11 @@
 """The registry's structure: ImageNet weights attached by each registration (every entry of
-zoo.pretrained's table reaches its model), and the RAM checkpoints' metrics as data."""
+zoo.pretrained's table reaches its model), one registration style (zoo/catalog.py names each
+body as `module:attribute`), and the RAM checkpoints' metrics as data."""
 
 import dataclasses
 
 import zoo
-from zoo import pretrained, ram, registry
+from zoo import catalog, pretrained, registry
 
 
 def test_every_timm_checkpoint_is_attached_to_its_model():
@@ -28,14 +29,16 @@ def test_every_timm_checkpoint_is_attached_to_its_model():
     assert attached["seresnet50"] == "timm/seresnet50.a1_in1k"
 
 
-def test_models_register_with_one_decorator_style():
+def test_models_register_in_one_style():
     for name, spec in registry.all_specs().items():
-        assert spec.body.__name__ == name, (name, spec.body)
+        module, attribute = spec.body.reference.split(":")
+        assert attribute == name, (name, spec.body)
+        assert module.startswith("zoo."), (name, spec.body)
 
 
 def test_ram_metrics_are_numbers_with_units_and_sources():
-    assert set(ram.RAM_RESULTS) == {w.tag for w in ram.RAM_WEIGHTS}
-    for tag, results in ram.RAM_RESULTS.items():
+    assert set(catalog.RAM_RESULTS) == {w.tag for w in catalog.RAM_WEIGHTS}
+    for tag, results in catalog.RAM_RESULTS.items():
         for key, measurement in results.items():
             assert isinstance(measurement.value, float) and measurement.unit == "%", key
             assert measurement.source and measurement.quantity, key
@@ -43,7 +46,7 @@ def test_ram_metrics_are_numbers_with_units_and_sources():
         spec = zoo.registry.get_spec("ram").weights_for(tag)
         # the registry's one-line metric is rendered from the data
         assert spec.metric.startswith(
-            f"test error {results['test_error'].value:.2f}% ({ram.RAM_MC_SAMPLES} Monte-Carlo"
+            f"test error {results['test_error'].value:.2f}% ({catalog.RAM_MC_SAMPLES} Monte-Carlo"
         )
         assert f"greedy {results['test_error_greedy'].value:.2f}%" in spec.metric
         assert "\n" not in spec.metric and len(spec.metric) < 200

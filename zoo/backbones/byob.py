@@ -25,8 +25,6 @@ import keras
 from keras_attention.factory import create_attention
 from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import batch_norm, conv2d, max_pool
-from zoo.pretrained import imagenet_weights
-from zoo.registry import register_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,69 +282,22 @@ MODEL_CFGS = {
 }
 
 
-def _byob(name, inputs, overrides):
-    # like timm's ByobNet(cfg, **kwargs): keyword arguments replace config fields
-    return byob_body(inputs, dataclasses.replace(MODEL_CFGS[name], **overrides))
+def _body_for(name):
+    def body(inputs, **overrides):
+        # like timm's ByobNet(cfg, **kwargs): keyword arguments replace config fields
+        return byob_body(inputs, dataclasses.replace(MODEL_CFGS[name], **overrides))
+
+    body.__name__ = name
+    body.__doc__ = (
+        f"Feature maps of timm's `{name}` (keyword arguments replace ByoModelCfg fields)."
+    )
+    return body
 
 
-_COMMON = dict(family="byob", classifier_name="head-fc", default_input_shape=(256, 256, 3))
-
-
-@register_model(
-    "gcresnet50t",
-    timm_name="gcresnet50t",
-    weights=imagenet_weights("gcresnet50t"),
-    description="ResNet-50-T (tiered 3-conv stem, no stem pool) with additive Global "
-    "Context attention in every bottleneck (timm byobnet)",
-    **_COMMON,
-)
-def gcresnet50t(inputs, **overrides):
-    """Feature maps of timm's `gcresnet50t` (keyword arguments replace ByoModelCfg fields)."""
-    return _byob("gcresnet50t", inputs, overrides)
-
-
-@register_model(
-    "botnet26t_256",
-    timm_name="botnet26t_256",
-    weights=imagenet_weights("botnet26t_256"),
-    dynamic_size="BottleneckAttention's relative position tables are sized for the feature "
-    "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
-    "whose tables the converter interpolates",
-    description="Bottleneck Transformer, ResNet-26-T with BoT multi-head self-attention in "
-    "the last 3 blocks (timm byoanet)",
-    **_COMMON,
-)
-def botnet26t_256(inputs, **overrides):
-    """Feature maps of timm's `botnet26t_256` (keyword arguments replace ByoModelCfg
-    fields)."""
-    return _byob("botnet26t_256", inputs, overrides)
-
-
-@register_model(
-    "halonet26t",
-    timm_name="halonet26t",
-    weights=imagenet_weights("halonet26t"),
-    description="HaloNet, ResNet-26-T with halo attention (8x8 blocks, halo 2) in the last 3 "
-    "blocks; height and width must be multiples of 256 (timm byoanet)",
-    **_COMMON,
-)
-def halonet26t(inputs, **overrides):
-    """Feature maps of timm's `halonet26t` (keyword arguments replace ByoModelCfg fields)."""
-    return _byob("halonet26t", inputs, overrides)
-
-
-@register_model(
-    "lambda_resnet26t",
-    timm_name="lambda_resnet26t",
-    weights=imagenet_weights("lambda_resnet26t"),
-    description="Lambda-ResNet-26-T, lambda layers with 9x9 local position lambdas in the "
-    "last 3 blocks (timm byoanet)",
-    **_COMMON,
-)
-def lambda_resnet26t(inputs, **overrides):
-    """Feature maps of timm's `lambda_resnet26t` (keyword arguments replace ByoModelCfg
-    fields)."""
-    return _byob("lambda_resnet26t", inputs, overrides)
-
+# The registered bodies (names, descriptions and weights are in zoo/catalog.py).
+gcresnet50t = _body_for("gcresnet50t")
+botnet26t_256 = _body_for("botnet26t_256")
+halonet26t = _body_for("halonet26t")
+lambda_resnet26t = _body_for("lambda_resnet26t")
 
 __all__ = ["ByoBlockCfg", "ByoModelCfg", "interleave_blocks", "byob_body", "MODEL_CFGS"]

@@ -36,7 +36,6 @@ import keras
 
 from keras_attention.layers import ResidualAttention
 from zoo.backbones import common
-from zoo.registry import register_model
 
 STAGE_WIDTHS = (256, 512, 1024)
 FINAL_WIDTH = 2048
@@ -140,31 +139,11 @@ def residual_attention_body(
     return features
 
 
-_DESCRIPTION = (
-    "Residual Attention Network {name} (Wang et al., CVPR 2017), structure from the official "
-    "Caffe prototxt: pre-activation bottleneck units, {modules} attention modules (p=1, t=2, "
-    "r=1; mask branches pooling 3, 2, 1 times; {mask} masks as in the prototxt) in stages 1-3. "
-    "No pretrained weights: the "
-    "official Caffe models were never released, and no other checkpoint exists in a format "
-    "the zoo converts."
-)
-
-
-@register_model(
-    "residual_attention_56",
-    family="residual_attention",
-    description=_DESCRIPTION.format(name="Attention-56", modules="1, 1, 1", mask="sigmoid"),
-)
 def residual_attention_56(inputs, **kwargs):
     kwargs.setdefault("modules_per_stage", (1, 1, 1))
     return residual_attention_body(inputs, **kwargs)
 
 
-@register_model(
-    "residual_attention_92",
-    family="residual_attention",
-    description=_DESCRIPTION.format(name="Attention-92", modules="1, 2, 3", mask="tanh"),
-)
 def residual_attention_92(inputs, **kwargs):
     kwargs.setdefault("modules_per_stage", (1, 2, 3))
     kwargs.setdefault("mask_activation", "tanh")  # the official Attention-92 prototxt's TanH

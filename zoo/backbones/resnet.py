@@ -19,8 +19,6 @@ import keras
 from keras_attention import create_attention
 from keras_attention.layers._utils import make_divisible
 from zoo.backbones.common import avg_pool_downsample, batch_norm, conv2d, max_pool
-from zoo.pretrained import imagenet_weights
-from zoo.registry import register_model
 
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 STEM_TYPES = ("", "deep", "deep_tiered")
@@ -313,97 +311,33 @@ def resnet_body(
     return features
 
 
+def _variant(**defaults):
+    """A body function with timm's arguments for one model; callers may override any."""
+
+    def body(inputs, **kwargs):
+        return resnet_body(inputs, **{**defaults, **kwargs})
+
+    return body
+
+
 RESNET50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
-_DESCRIPTION_SUFFIX = "; timm resnet.py layout and names"
 
-
-@register_model(
-    "resnet50",
-    timm_name="resnet50",
-    family="resnet",
-    weights=imagenet_weights("resnet50"),
-    description="ResNet-50 (He et al. 2016), 7x7 stem, torchvision/timm v1.5 (stride in 3x3)",
-)
-def resnet50(inputs, **kwargs):
-    return resnet_body(inputs, **{**RESNET50, **kwargs})
-
-
-@register_model(
-    "seresnet50",
-    timm_name="seresnet50",
-    family="resnet",
-    weights=imagenet_weights("seresnet50"),
-    description="SE-ResNet-50 (Hu et al. 2018): SE after bn3 in every bottleneck"
-    + _DESCRIPTION_SUFFIX,
-)
-def seresnet50(inputs, **kwargs):
-    return resnet_body(inputs, **{**RESNET50, "attention": "se", **kwargs})
-
-
-@register_model(
-    "seresnext50_32x4d",
-    timm_name="seresnext50_32x4d",
-    family="resnet",
-    weights=imagenet_weights("seresnext50_32x4d"),
-    description="SE-ResNeXt-50 32x4d: 32 groups of width 4, SE in every bottleneck"
-    + _DESCRIPTION_SUFFIX,
-)
-def seresnext50_32x4d(inputs, **kwargs):
-    return resnet_body(
-        inputs, **{**RESNET50, "cardinality": 32, "base_width": 4, "attention": "se", **kwargs}
-    )
-
-
-@register_model(
-    "ecaresnet50d",
-    timm_name="ecaresnet50d",
-    family="resnet",
-    weights=imagenet_weights("ecaresnet50d"),
-    description="ECA-ResNet-50-D (Wang et al. 2020): deep 32-wide stem, average-pool "
-    "shortcuts, ECA in every bottleneck" + _DESCRIPTION_SUFFIX,
-)
-def ecaresnet50d(inputs, **kwargs):
-    return resnet_body(
-        inputs,
-        **{
-            **RESNET50,
-            "stem_width": 32,
-            "stem_type": "deep",
-            "avg_down": True,
-            "attention": "eca",
-            **kwargs,
-        },
-    )
-
+# The registered bodies (names, descriptions and weights are in zoo/catalog.py).
+resnet50 = _variant(**RESNET50)
+seresnet50 = _variant(**RESNET50, attention="se")
+seresnext50_32x4d = _variant(**RESNET50, cardinality=32, base_width=4, attention="se")
+ecaresnet50d = _variant(**RESNET50, stem_width=32, stem_type="deep", avg_down=True,
+                        attention="eca")
 
 # timm registers no CBAM ResNet; this is timm's
 # ResNet(Bottleneck, [3, 4, 6, 3], block_args=dict(attn_layer="cbam")), i.e. CbamModule
 # (no MLP bias, [mean, max] spatial pooling) after bn3 in every bottleneck.
-@register_model(
-    "cbam_resnet50",
-    family="resnet",
-    description="CBAM-ResNet-50 (Woo et al. 2018): CBAM after bn3 in every bottleneck, "
-    "timm CbamModule settings (timm ResNet with attn_layer='cbam')",
-)
-def cbam_resnet50(inputs, **kwargs):
-    return resnet_body(inputs, **{**RESNET50, "attention": "cbam", **kwargs})
-
+cbam_resnet50 = _variant(**RESNET50, attention="cbam")
 
 # BAM (Park et al., BMVC 2018) sits at the network's "bottlenecks", where the feature map is
 # about to be downsampled: on the outputs of stages 1-3, as in the official code
 # (Jongchan/attention-module, `bam1` ... `bam3`).
-@register_model(
-    "bam_resnet50",
-    family="resnet",
-    description="BAM-ResNet-50 (Park et al. 2018): BAM on the outputs of stages 1-3 "
-    "(bam1..bam3), official-code BAM (product of branches)",
-)
-def bam_resnet50(inputs, **kwargs):
-    return resnet_body(
-        inputs,
-        **{**RESNET50, "attention": "bam", "attention_placement": "between_stages", **kwargs},
-    )
-
+bam_resnet50 = _variant(**RESNET50, attention="bam", attention_placement="between_stages")
 
 # Non-local ResNet-50 (Wang et al., CVPR 2018): the paper's 5-block configuration, non-local
 # blocks after every other residual block of res3 and res4 (2 + 3 blocks; timm's stages 2
@@ -411,62 +345,15 @@ def bam_resnet50(inputs, **kwargs):
 # block is timm's NonLocalAttn (embedded Gaussian, inner width C / 8, scale C ** -0.5), so a
 # timm ResNet-50 with NonLocalAttn modules at the same places is the reference.
 NL_POSITIONS = ((2, 1), (2, 3), (3, 1), (3, 3), (3, 5))
-
-
-@register_model(
-    "nl_resnet50",
-    family="resnet",
-    description="Non-local ResNet-50 (Wang et al. 2018): 5 timm NonLocalAttn blocks after "
-    "blocks 1, 3 of stage 2 and 1, 3, 5 of stage 3 (layer{s}-{b}-nl)",
-)
-def nl_resnet50(inputs, **kwargs):
-    return resnet_body(
-        inputs,
-        **{
-            **RESNET50,
-            "attention": "nl",
-            "attention_placement": "after_blocks",
-            "attention_positions": NL_POSITIONS,
-            **kwargs,
-        },
-    )
-
+nl_resnet50 = _variant(**RESNET50, attention="nl", attention_placement="after_blocks",
+                       attention_positions=NL_POSITIONS)
 
 # AA-ResNet-50 (Bello et al., ICCV 2019): every 3x3 convolution of stages 2-4 augmented,
 # kappa = 2 * upsilon = 0.2, Nh = 8, relative position logits (so the input size is fixed).
-@register_model(
-    "aa_resnet50",
-    family="resnet",
-    dynamic_size="relative position tables of the attention-augmented convolutions are "
-    "sized for the input resolution",
-    description="AA-ResNet-50 (Bello et al. 2019): attention-augmented 3x3 convolutions in "
-    "stages 2-4, dk = 0.2 F_out, dv = 0.1 F_out (multiples of 8), 8 heads",
-)
-def aa_resnet50(inputs, **kwargs):
-    return resnet_body(
-        inputs,
-        **{**RESNET50, "attention": "aa_conv", "attention_placement": "replace_conv", **kwargs},
-    )
-
+aa_resnet50 = _variant(**RESNET50, attention="aa_conv", attention_placement="replace_conv")
 
 # CGNL-ResNet-50 (Yue et al., NeurIPS 2018): one compact generalized non-local block (dot
 # product kernel, inner width C / 2, 8 groups, no scaling) right before the last residual
 # block of res4 (after layer3.4), as in the authors' code.
-@register_model(
-    "cgnl_resnet50",
-    family="resnet",
-    description="CGNL-ResNet-50 (Yue et al. 2018): one CGNL block (dot kernel, 8 groups) "
-    "before the last block of stage 3 (layer3-4-cgnl)",
-)
-def cgnl_resnet50(inputs, **kwargs):
-    return resnet_body(
-        inputs,
-        **{
-            **RESNET50,
-            "attention": "cgnl",
-            "attention_placement": "after_blocks",
-            "attention_positions": ((3, 4),),
-            "attention_kwargs": {"groups": 8},
-            **kwargs,
-        },
-    )
+cgnl_resnet50 = _variant(**RESNET50, attention="cgnl", attention_placement="after_blocks",
+                         attention_positions=((3, 4),), attention_kwargs={"groups": 8})

@@ -36,7 +36,6 @@ import keras
 
 from keras_attention.layers import PairwiseSelfAttention, PatchwiseSelfAttention
 from zoo.backbones import common
-from zoo.registry import register_model
 
 SAN10_LAYERS = (2, 1, 2, 4, 1)
 SAN10_KERNELS = (3, 7, 7, 7, 7)
@@ -124,26 +123,9 @@ def san_body(
     return features
 
 
-_DESCRIPTION = (
-    "SAN10 with {kind} self-attention (Zhao et al., CVPR 2020), structure from the official "
-    "code (hszhao/SAN). No pretrained weights in the zoo: the official PyTorch checkpoints "
-    "(Google Drive) have no converter here."
-)
-
-
-@register_model(
-    "san10_pairwise",
-    family="san",
-    description=_DESCRIPTION.format(kind="pairwise"),
-)
 def san10_pairwise(inputs, **kwargs):
     return san_body(inputs, sa_type="pairwise", **kwargs)
 
 
-@register_model(
-    "san10_patchwise",
-    family="san",
-    description=_DESCRIPTION.format(kind="patchwise"),
-)
 def san10_patchwise(inputs, **kwargs):
     return san_body(inputs, sa_type="patchwise", **kwargs)
