@@ -200,7 +200,7 @@ def check_forward_and_gradients(case):
             assert grad is None or not np.any(grad), f"input {i} should get no gradient"
             continue
         assert np.all(np.isfinite(grad)) and np.any(grad != 0), f"gradient w.r.t. input {i}"
-    largest = max(float(np.max(np.abs(g))) for g in weight_grads if g is not None)
+    largest = max((float(np.max(np.abs(g))) for g in weight_grads if g is not None), default=0.0)
     for variable, grad in zip(layer.trainable_variables, weight_grads):
         assert grad is not None, f"no gradient reaches {variable.path}"
         assert np.all(np.isfinite(grad)), f"non-finite gradient for {variable.path}"
