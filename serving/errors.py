@@ -24,6 +24,7 @@ CODE_NAMES = {
     9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED",
     13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
 }
+CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
 
 
 class ServingError(Exception):

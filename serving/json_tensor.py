@@ -18,19 +18,8 @@ import re
 import numpy as np
 import orjson
 
+from serving import dtypes
 from serving.errors import ServingError, invalid
-
-_INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1), "int16": (-(2**31), 2**31 - 1), "int8": (-(2**31), 2**31 - 1),
-    "uint8": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
-    "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1),
-}
-_NUMPY = {
-    "float": np.float32, "double": np.float64, "int32": np.int32, "int16": np.int16,
-    "int8": np.int8, "uint8": np.uint8, "int64": np.int64, "uint32": np.uint32,
-    "uint64": np.uint64, "bool": np.bool_, "string": object,
-}
-
 
 # ----------------------------------------------------------------------------- writing
 def format_float(value, double=False):
@@ -49,9 +38,12 @@ def format_float(value, double=False):
     return text
 
 
-# numpy dtype -> TF DataTypeString, for the dtypes TF Serving cannot write as JSON
-_UNWRITABLE = {"float16": "half", "bfloat16": "bfloat16", "complex64": "complex64",
-               "complex128": "complex128", "uint16": "uint16"}
+def _unwritable_type_name(dtype):
+    """TensorFlow's name of a numpy dtype TF Serving cannot write as JSON, or None."""
+    row = dtypes.from_numpy(dtype)
+    if row is not None:
+        return None if row.json_writable else row.tf_name
+    return None if dtype.kind in "fbiu" else str(dtype)
 
 
 def _scalar_json(value, kind, as_bytes):
@@ -72,7 +64,7 @@ def tensor_json(array, name=""):
     tensor whose name ends in `_bytes` is written as `{"b64": ...}` objects, else as text."""
     array = np.asarray(array)
     kind = array.dtype.kind
-    type_name = _UNWRITABLE.get(str(array.dtype), None if kind in "fbiuOSU" else str(array.dtype))
+    type_name = _unwritable_type_name(array.dtype)
     if type_name is not None and array.size:  # TF Serving fails on the first value it writes
         raise invalid(f"Failed to write JSON value for tensor type: {type_name}")
     as_bytes = name.endswith("_bytes")
@@ -151,27 +143,24 @@ def predict_response_json(outputs, row_format):
     return '{"predictions": [%s]}' % ", ".join(rows)
 
 
-def regress_response_json(values):
-    """`{"results": [...]}` for a regression's values, one per example."""
-    if len(values) == 0:
+def regress_response_json(result):
+    """`{"results": [...]}` for a RegressionResult, one value per example."""
+    if not result.regressions:
         raise invalid("Cannot convert empty RegressionResults to JSON")
-    return '{"results": [%s]}' % ", ".join(format_float(v) for v in values)
+    return '{"results": [%s]}' % ", ".join(format_float(r.value) for r in result.regressions)
 
 
-def classify_response_json(classes, scores):
-    """`{"results": [[[label, score], ...], ...]}` for a classification's [examples, classes]
-    labels and / or scores (a missing label is "", a missing score 0.0)."""
-    rows = scores if scores is not None else classes
-    if rows is None or len(rows) == 0:
+def classify_response_json(result):
+    """`{"results": [[[label, score], ...], ...]}` for a ClassificationResult (a missing label
+    is "", a missing score 0.0)."""
+    if not result.classifications:
         raise invalid("Cannot convert empty ClassificationResults to JSON")
     results = []
-    for i in range(len(rows)):
-        pairs = []
-        for j in range(len(rows[i])):
-            label = classes[i][j] if classes is not None else b""
-            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
-            score = format_float(scores[i][j]) if scores is not None else "0.0"
-            pairs.append(f"[{json.dumps(label, ensure_ascii=False)}, {score}]")
+    for classification in result.classifications:
+        pairs = [
+            f"[{json.dumps(c.label, ensure_ascii=False)}, {format_float(c.score)}]"
+            for c in classification.classes
+        ]
         results.append("[" + ", ".join(pairs) + "]")
     return '{"results": [%s]}' % ", ".join(results)
 
@@ -542,27 +531,35 @@ def _type_error(value, dtype):
 
 def _convert(value, dtype):
     """One JSON scalar as a Python value of `dtype` (a TF DataTypeString like "float")."""
+    row = dtypes.by_tf_name(dtype)
+    json_kind = row.json if row is not None else None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if dtype in ("float", "double"):
+    if json_kind == "float":
         # any number, rounded to the nearest float (beyond float32's range: infinity), as
         # RapidJSON's GetFloat() does
         if not is_number:
             raise _type_error(value, dtype)
         return float(value)
-    if dtype in _INT_RANGES:
-        low, high = _INT_RANGES[dtype]
+    if json_kind == "integer":
+        low, high = row.json_range
         if not is_number or not isinstance(value, int) or not low <= value <= high:
             raise _type_error(value, dtype)
         return value
-    if dtype == "string":
+    if json_kind == "string":
         if not isinstance(value, str):
             raise _type_error(value, dtype)
         return value.encode("utf-8", "surrogatepass")
-    if dtype == "bool":
+    if json_kind == "bool":
         if not isinstance(value, bool):
             raise _type_error(value, dtype)
         return value
-    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {value_to_string(value)} to type: {dtype}")
+    raise _unimplemented(value, dtype)
+
+
+def _unimplemented(value, dtype):
+    return ServingError(
+        "UNIMPLEMENTED", f"Conversion of JSON Value: {value_to_string(value)} to type: {dtype}"
+    )
 
 
 def _dense_shape(value):
@@ -582,7 +579,7 @@ def _fill(value, level, shape, dtype, out):
             raise invalid(f"JSON Value: {value_to_string(value)} found at incorrect level: {level + 1} "
                           f"in the JSON DOM. Expected at level: {rank}")
         if isinstance(value, dict):
-            if dtype != "string":
+            if dtype != dtypes.STRING.tf_name:
                 raise _type_error(value, dtype)
             out.append(_decode_b64(value))
         else:
@@ -607,17 +604,27 @@ def json_to_array(value, dtype, name=""):
         raise invalid(f"tensor parsing error: {name}: {len(shape)} dimensions, at most {MAX_RANK} are supported")
     values = []
     _fill(value, 0, shape, dtype, values)
-    if dtype == "string":
+    row = dtypes.by_tf_name(dtype)
+    if row is None:
+        raise _unimplemented(value, dtype)
+    if row is dtypes.STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
-    elif dtype in ("float", "double"):
+    elif row.json == "float":
         with np.errstate(over="ignore"):  # beyond float32's range: +-inf, like a C cast
-            array = np.array(values, dtype=np.float64).astype(_NUMPY[dtype])
-    elif dtype in ("int16", "int8", "uint8"):  # RapidJSON reads an int32, the tensor keeps its low bits
-        array = np.array(values, dtype=np.int64).astype(_NUMPY[dtype])
+            array = np.array(values, dtype=np.float64).astype(row.numpy)
+    elif row.json == "integer" and _wraps(row):
+        # RapidJSON reads an int32, the narrower tensor keeps its low bits
+        array = np.array(values, dtype=np.int64).astype(row.numpy)
     else:
-        array = np.array(values, dtype=_NUMPY[dtype])
+        array = np.array(values, dtype=row.numpy)
     return array.reshape(shape)
+
+
+def _wraps(row):
+    """Whether the JSON integers `row` accepts go beyond what its numpy dtype holds."""
+    info = np.iinfo(row.numpy)
+    return row.json_range[0] < info.min or row.json_range[1] > info.max
 
 
 def _shape_str(shape):

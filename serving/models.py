@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from serving import warmup
+from serving import dtypes, warmup
 from serving.errors import ServingError, from_tf_error, invalid
 
 log = logging.getLogger("serving")
@@ -26,11 +26,6 @@ log = logging.getLogger("serving")
 call_deadline = threading.local()
 
 METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
-
-DTYPE_NAMES = {
-    1: "float", 2: "double", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
-    9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "half", 22: "uint32", 23: "uint64",
-}
 
 
 def read_model_config(path):
@@ -149,7 +144,7 @@ class Servable:
         return key, self.signatures[key]
 
     def input_dtypes(self, signature):
-        return {name: DTYPE_NAMES.get(info.dtype, str(info.dtype)) for name, info in signature.inputs.items()}
+        return {name: dtypes.tf_name_of(info.dtype) for name, info in signature.inputs.items()}
 
     def run(self, signature, feeds, output_names=None, key=None):
         """Run `signature` on {input name: array}; returns {output name: array}. With batching
@@ -207,7 +202,7 @@ class Servable:
 
             raise invalid('Expected classification signature outputs to contain at least one of "classes" or '
                           f'"scores". Signature was: {text_format.MessageToString(signature)}')
-        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
+        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != dtypes.STRING.enum:
             raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
         if not serialized:
             raise invalid("Input is empty")

@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from aiohttp import web
 
-from serving import json_tensor
-from serving.errors import CODE_NAMES, ServingError, invalid
+from serving import dtypes, json_tensor
+from serving.errors import ServingError, invalid
+from serving.handlers import Handlers, example_response
 from serving.metrics import Metrics, status_of
 from serving.models import call_deadline
 
@@ -33,7 +34,6 @@ STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE | re.ASCII)
 API_KEY = web.AppKey("api", object)
-CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 JSON_HEADERS = {"Content-Type": "application/json"}  # exactly, as TF Serving sends it
 # A gzip body (Content-Encoding: gzip) inflates to at most this many bytes, TF Serving's limit
@@ -48,6 +48,15 @@ def _json_response(text, status=200):
 
 def _error(error):
     return _json_response(json.dumps({"error": error.message}), error.http_status)
+
+
+def _message_dict(message):
+    """A response proto as TF Serving's REST API writes it (every field, proto names)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
 
 
 def _parse_version(text):
@@ -113,24 +122,23 @@ async def read_body(request, limit=None):
     return bytes(body)
 
 
-# signature dtype name -> (numpy dtype, accepted JSON leaf types, limit of an exact int / range)
-_DENSE_DTYPES = {
-    "float": (np.float32, {float, int}, None), "double": (np.float64, {float, int}, None),
-    "int32": (np.int32, {int}, (-(2**31), 2**31 - 1)), "int64": (np.int64, {int}, (-(2**63), 2**63 - 1)),
-}
+# the input types the fast path reads (what nearly every model takes); their numpy dtype and
+# the JSON values they accept are in serving.dtypes
+_FAST_DTYPES = ("float", "double", "int32", "int64")
+_JSON_LEAF_TYPES = {"float": {float, int}, "integer": {int}}
 
 
-def _dense_numeric_request(doc, dtypes):
+def _dense_numeric_request(doc, input_dtypes):
     """(tensors, row_format) for the common predict body: one float/double/int32/int64 input
     given (row or columnar, bare or by name) as a dense nested list of plain JSON numbers;
     numpy converts it in C instead of a Python call per value. Returns None for anything else,
     or for any value the conversion would reject, so that `json_tensor.predict_request`
     handles (and words) it exactly as TF Serving does; on the values accepted here both paths
     give the same array."""
-    if len(dtypes) != 1:
+    if len(input_dtypes) != 1:
         return None
-    (name, dtype), = dtypes.items()
-    if dtype not in _DENSE_DTYPES or ("instances" in doc) == ("inputs" in doc):
+    ((name, dtype),) = input_dtypes.items()
+    if dtype not in _FAST_DTYPES or ("instances" in doc) == ("inputs" in doc):
         return None
     row = "instances" in doc
     value = doc["instances"] if row else doc["inputs"]
@@ -140,7 +148,8 @@ def _dense_numeric_request(doc, dtypes):
         value = value[name]
     if not isinstance(value, list) or not value:
         return None
-    numpy_dtype, leaf_types, limit = _DENSE_DTYPES[dtype]
+    typed = dtypes.by_tf_name(dtype)
+    leaf_types, limit = _JSON_LEAF_TYPES[typed.json], typed.json_range
     try:
         cells = np.array(value, dtype=object)  # ragged lists stay list cells, caught below
     except ValueError:
@@ -152,14 +161,14 @@ def _dense_numeric_request(doc, dtypes):
     if not types <= leaf_types:
         return None
     try:
-        if numpy_dtype in (np.float32, np.float64):
+        if typed.json == "float":
             with np.errstate(over="ignore"):  # rounded, beyond float32's range +-inf, like RapidJSON
-                array = flat.astype(np.float64).astype(numpy_dtype)
+                array = flat.astype(np.float64).astype(typed.numpy)
         else:
             wide = flat.astype(np.int64)  # OverflowError beyond int64
             if wide.min() < limit[0] or wide.max() > limit[1]:
                 return None
-            array = wide.astype(numpy_dtype)
+            array = wide.astype(typed.numpy)
     except (OverflowError, TypeError, ValueError):
         return None
     return {name: array.reshape(cells.shape)}, row
@@ -279,6 +288,7 @@ class RestApi:
         self.manager = manager
         self.timeout_s = timeout_s
         self.metrics = metrics if metrics is not None else Metrics()
+        self.handlers = Handlers(manager, self.metrics)
         self.metrics_path = metrics_path
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-rest")
 
@@ -345,9 +355,11 @@ class RestApi:
         signature_name = json_tensor.signature_name(doc)
         with self.manager.use(name, version, label) as servable:
             key, signature = servable.signature(signature_name)
-            dtypes = servable.input_dtypes(signature)
-            fast = _dense_numeric_request(doc, dtypes)
-            tensors, row = fast if fast is not None else json_tensor.predict_request(doc, dtypes)
+            input_dtypes = servable.input_dtypes(signature)
+            fast = _dense_numeric_request(doc, input_dtypes)
+            if fast is None:
+                fast = json_tensor.predict_request(doc, input_dtypes)
+            tensors, row = fast
             outputs = clock.run(servable.run, signature, tensors, key=key)
         return json_tensor.predict_response_json(outputs, row)
 
@@ -360,37 +372,25 @@ class RestApi:
             key, signature = servable.signature(signature_name)
             serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
             outputs = clock.run(servable.run_examples, key, signature, verb, serialized)
+        response = example_response(verb, servable, key, outputs)
         if verb == "regress":
-            return json_tensor.regress_response_json(outputs["outputs"].reshape(-1))
-        return json_tensor.classify_response_json(outputs.get("classes"), outputs.get("scores"))
+            return json_tensor.regress_response_json(response.result)
+        return json_tensor.classify_response_json(response.result)
 
     def _status(self, name, version, label):
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for v, state, code, message in self.manager.status(name, version, label):
-            entry = response.model_version_status.add()
-            entry.version = v
-            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
-            entry.status.error_code = CODE_NUMBERS.get(code, 2)
-            entry.status.error_message = message
-        return json.dumps(json_format.MessageToDict(
-            response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True), indent=1)
+        response = self.handlers.model_status(name, version, label)
+        return json.dumps(_message_dict(response), indent=1)
 
     def _metadata(self, name, version, label):
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2
 
-        servable = self.manager.resolve(name, version, label)
-        spec = model_pb2.ModelSpec(name=name, signature_name="")
-        spec.version.value = servable.version
+        response = self.handlers.model_metadata(name, version, label)
         sigmap = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in servable.signatures.items():
-            sigmap.signature_def[key].CopyFrom(sig)
-        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
-        doc = {"model_spec": json_format.MessageToDict(spec, **options),
-               "metadata": {"signature_def": json_format.MessageToDict(sigmap, **options)}}
+        response.metadata["signature_def"].Unpack(sigmap)
+        doc = {
+            "model_spec": _message_dict(response.model_spec),
+            "metadata": {"signature_def": _message_dict(sigmap)},
+        }
         return json.dumps(doc, indent=1)
 
     def close(self):

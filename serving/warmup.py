@@ -153,21 +153,21 @@ def _records(path):
 
 def replay(servable, record):
     """Run one `PredictionLog` through `servable`, as the matching API call would."""
-    from serving import grpc_api
+    from serving.handlers import Handlers, examples
 
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
-        grpc_api._Handlers(None)._predict(record.predict_log.request, servable)
+        Handlers(None).predict_on(servable, record.predict_log.request)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request
         key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
         servable.run_examples(key, signature, kind[:-len("_log")],
-                              grpc_api._examples(request.input))
+                              examples(request.input))
     elif kind == "multi_inference_log":
         request = record.multi_inference_log.request
         if not request.tasks:
             raise ServingError("INVALID_ARGUMENT", "Tasks is empty")
-        grpc_api._Handlers(None)._multi_inference(request, servable)
+        Handlers(None).multi_inference_on(servable, request)
     elif kind is not None:  # session_run_log and log types this server does not run
         number = record.DESCRIPTOR.fields_by_name[kind].number
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {number}")

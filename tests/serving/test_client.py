@@ -114,13 +114,13 @@ def test_deadline_and_no_retry_on_other_codes(tf_server):
     assert info.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and time.monotonic() - started < 3
     calls = []
     client = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", retries=5, backoff=1.0)
-    original = client._rest
+    original = client._transport._request
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    client._rest = counting
+    client._transport._request = counting
     started = time.monotonic()
     with pytest.raises(ServingError):
         client.status("foo")
@@ -131,7 +131,7 @@ def test_fake_unavailable_is_retried_with_backoff(monkeypatch, tf_server):
     import grpc
 
     client = Client(grpc=f"127.0.0.1:{tf_server.port}", retries=3, backoff=0.05)
-    real = client._predict_stub.GetModelMetadata
+    real = client._transport._predict_stub.GetModelMetadata
     attempts = []
 
     class Unavailable(grpc.RpcError):
@@ -147,7 +147,7 @@ def test_fake_unavailable_is_retried_with_backoff(monkeypatch, tf_server):
             raise Unavailable()
         return real(request, timeout=timeout)
 
-    client._predict_stub.GetModelMetadata = flaky
+    client._transport._predict_stub.GetModelMetadata = flaky
     assert client.metadata("default")["model_spec"]["name"] == "default"
     assert len(attempts) == 3 and attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.04
     attempts.clear()

@@ -191,7 +191,7 @@ def test_large_message_over_4mb(stubs):
 
 
 def test_tensor_proto_round_trip():
-    from serving.grpc_api import make_ndarray, make_tensor_proto
+    from serving.tensor_proto import make_ndarray, make_tensor_proto
 
     for array in (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, -2], np.int8),
                   np.array([[True, False]]), np.array([1.5, -2], np.float16), np.array([2**40], np.int64),

@@ -235,12 +235,13 @@ class _AbortContext:
 def test_unknown_model_names_add_no_state(tf_server):
     """8000 distinct unknown names through the gRPC servicer and 100 over REST: no metric cell,
     no line on the metrics page, memory flat (it grew ~0.8 KB per name: 6 MB here)."""
-    from serving.grpc_api import _Handlers, _servicers
+    from serving.grpc_api import _servicers
+    from serving.handlers import Handlers
     from tensorflow_serving.apis import predict_pb2
 
     metrics = tf_server.metrics
     before = (dict(metrics._counts), {k: list(v) for k, v in metrics._latency.items()})
-    prediction = _servicers()[0](_Handlers(tf_server.manager, metrics))
+    prediction = _servicers()[0](Handlers(tf_server.manager, metrics))
     request = predict_pb2.PredictRequest()
 
     def burst(start, count):

@@ -348,35 +348,51 @@ def test_json_errors(method):
 
 
 # ------------------------------------------------------------------ results and status
+def _result(kind, text):
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    message = {"classification": classification_pb2.ClassificationResult,
+               "regression": regression_pb2.RegressionResult}[kind]()
+    return text_format.Parse(text, message)
+
+
 def test_json_from_classification_result():
-    classes = np.array([[b"car", b"bike", b"bus"], [b"car", b"bike", b"bus"]], dtype=object)
-    scores = np.array([[0.2, 0.7, 0.1], [0.7, 0.1, 0.2]], dtype=np.float32)
-    assert json.loads(json_tensor.classify_response_json(classes, scores)) == {"results": [
+    result = _result("classification", """
+        classifications {
+          classes { label: "car" score: 0.2 } classes { label: "bike" score: 0.7 }
+          classes { label: "bus" score: 0.1 } }
+        classifications {
+          classes { label: "car" score: 0.7 } classes { label: "bike" score: 0.1 }
+          classes { label: "bus" score: 0.2 } }""")
+    assert json.loads(json_tensor.classify_response_json(result)) == {"results": [
         [["car", 0.2], ["bike", 0.7], ["bus", 0.1]], [["car", 0.7], ["bike", 0.1], ["bus", 0.2]]]}
 
 
 def test_json_from_regression_result():
-    text = json_tensor.regress_response_json(np.array([0.2, 0.9, 1.0], dtype=np.float32))
-    assert json.loads(text) == {"results": [0.2, 0.9, 1.0]}
+    result = _result("regression", "regressions { value: 0.2 } regressions { value: 0.9 } regressions { value: 1.0 }")
+    assert json.loads(json_tensor.regress_response_json(result)) == {"results": [0.2, 0.9, 1.0]}
 
 
 def test_json_from_regression_result_with_non_finite():
-    text = json_tensor.regress_response_json(np.array([0.2, np.inf, 1.0, -np.inf, np.nan], dtype=np.float32))
+    result = _result("regression", " ".join(f"regressions {{ value: {v} }}"
+                                            for v in ["0.2", "Infinity", "1.0", "-Infinity", "NaN"]))
+    text = json_tensor.regress_response_json(result)
     assert as_tokens(text) == as_tokens('{ "results": [ 0.2, Infinity, 1.0, -Infinity, NaN ] }')
 
 
 def test_json_from_result_errors():
     with pytest.raises(ServingError, match="empty ClassificationResults"):
-        json_tensor.classify_response_json(None, np.zeros((0, 2), dtype=np.float32))
+        json_tensor.classify_response_json(_result("classification", ""))
     with pytest.raises(ServingError, match="empty RegressionResults"):
-        json_tensor.regress_response_json(np.zeros(0, dtype=np.float32))
+        json_tensor.regress_response_json(_result("regression", ""))
 
 
 def test_status_ok():
     """MakeJsonFromStatus(OK) writes nothing: a successful reply carries no "error" key."""
     from serving.rest import _json_response
 
-    response = _json_response(json_tensor.regress_response_json(np.array([1.0], dtype=np.float32)))
+    response = _json_response(json_tensor.regress_response_json(_result("regression", "regressions { value: 1 }")))
     assert "error" not in json.loads(response.body)
 
 
