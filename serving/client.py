@@ -36,6 +36,7 @@ _CODE_FOR_HTTP = {400: "INVALID_ARGUMENT", 409: "ABORTED", 500: "INTERNAL"}
 for _code, _status in HTTP_STATUS.items():
     _CODE_FOR_HTTP.setdefault(_status, _code)
 
+
 def _leaf(value):
     while isinstance(value, (list, tuple)) and value:
         value = value[0]
@@ -73,6 +74,7 @@ def _json_value(array):
             return orjson.Fragment(json.dumps(array.astype(np.float64).tolist()))
         return np.ascontiguousarray(array)
     if array.dtype == object:
+
         def walk(a):
             if not isinstance(a, np.ndarray):
                 return {"b64": base64.b64encode(a).decode("ascii")}
@@ -93,6 +95,7 @@ def _dumps(body):
 
 def _from_json(value, dtype=None):
     """A numpy array from a JSON value; {"b64": ...} leaves become bytes."""
+
     def decode(v):
         if isinstance(v, dict) and set(v) == {"b64"}:
             return base64.b64decode(v["b64"])
@@ -115,7 +118,9 @@ def _from_json(value, dtype=None):
 def _feature_json(value):
     values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
     out = []
-    for v in np.asarray(values, dtype=object).reshape(-1) if isinstance(values, np.ndarray) else values:
+    for v in (
+        np.asarray(values, dtype=object).reshape(-1) if isinstance(values, np.ndarray) else values
+    ):
         if isinstance(v, bytes):
             out.append({"b64": base64.b64encode(v).decode("ascii")})
         elif isinstance(v, (np.floating, float)):
@@ -426,7 +431,9 @@ class _RestTransport:
         path = self._model_path(call) + ":predict"
         outputs = self._request("POST", path, _dumps(body), call.timeout)["outputs"]
         if isinstance(outputs, dict) and len(output_dtypes) != 1:
-            return {name: _from_json(value, output_dtypes.get(name)) for name, value in outputs.items()}
+            return {
+                name: _from_json(value, output_dtypes.get(name)) for name, value in outputs.items()
+            }
         name = next(iter(output_dtypes))
         return {name: _from_json(outputs, output_dtypes[name])}
 
@@ -578,7 +585,7 @@ def _fill_example(example, features):
                 feature.bytes_list.value.append(base64.b64decode(v["b64"]))
             elif isinstance(v, str):
                 feature.bytes_list.value.append(v.encode("utf-8"))
-            elif isinstance(v, bool) or isinstance(v, int):
+            elif isinstance(v, (bool, int)):
                 feature.int64_list.value.append(int(v))
             else:
                 feature.float_list.value.append(float(v))

@@ -48,10 +48,16 @@ def _wrap(handler, api=None):
             _abort(context, failure)
         finally:
             if api is not None:
-                first = request.tasks[0].model_spec if api == "MultiInference" and request.tasks else None
+                first = (
+                    request.tasks[0].model_spec
+                    if api == "MultiInference" and request.tasks
+                    else None
+                )
                 name = first.name if first is not None else getattr(request, "model_spec", None)
                 name = name if isinstance(name, str) else getattr(name, "name", "")
-                self._handlers.metrics.record(name, api, "GRPC", status_of(failure), time.perf_counter() - started)
+                self._handlers.metrics.record(
+                    name, api, "GRPC", status_of(failure), time.perf_counter() - started
+                )
 
     return method
 
@@ -118,21 +124,42 @@ def _health_handler(serving):
     for "ModelService" / "PredictionService" (the names TF Serving registers) while `serving()`."""
     from serving.config_protos import HealthCheckRequest, HealthCheckResponse
 
-    services = {"", "ModelService", "PredictionService",
-                "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService"}
+    services = {
+        "",
+        "ModelService",
+        "PredictionService",
+        "tensorflow.serving.ModelService",
+        "tensorflow.serving.PredictionService",
+    }
 
     def check(request, context):
         if request.service not in services:
             context.abort(grpc.StatusCode.NOT_FOUND, "service name not registered")
         return HealthCheckResponse(status=1 if serving() else 2)
 
-    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
-        "Check": grpc.unary_unary_rpc_method_handler(check, request_deserializer=HealthCheckRequest.FromString,
-                                                     response_serializer=HealthCheckResponse.SerializeToString)})
+    return grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health",
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check,
+                request_deserializer=HealthCheckRequest.FromString,
+                response_serializer=HealthCheckResponse.SerializeToString,
+            )
+        },
+    )
 
 
-def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8, metrics=None, socket_path=None,
-                     channel_arguments=(), health_check=None, tensor_content=False):
+def make_grpc_server(
+    manager,
+    host="0.0.0.0",
+    port=8500,
+    workers=8,
+    metrics=None,
+    socket_path=None,
+    channel_arguments=(),
+    health_check=None,
+    tensor_content=False,
+):
     """A started `grpc.Server` serving `manager`; returns (server, bound TCP port or None).
 
     `port=None` opens no TCP port; `socket_path` also serves on that Unix socket (as
@@ -141,8 +168,10 @@ def make_grpc_server(manager, host="0.0.0.0", port=8500, workers=8, metrics=None
     standard health service; `tensor_content`: Predict outputs in `tensor_content` bytes."""
     prediction, model, prediction_grpc, model_grpc = _servicers()
     handlers = Handlers(manager, metrics, tensor_content=tensor_content)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-grpc"),
-                         options=MAX_MESSAGE_OPTIONS + list(channel_arguments))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-grpc"),
+        options=MAX_MESSAGE_OPTIONS + list(channel_arguments),
+    )
     prediction_grpc.add_PredictionServiceServicer_to_server(prediction(handlers), server)
     model_grpc.add_ModelServiceServicer_to_server(model(handlers), server)
     if health_check is not None:

@@ -21,6 +21,7 @@ import orjson
 from serving import dtypes
 from serving.errors import ServingError, invalid
 
+
 # ----------------------------------------------------------------------------- writing
 def format_float(value, double=False):
     """A float the way TF Serving's `WriteDecimal` writes it."""
@@ -29,7 +30,7 @@ def format_float(value, double=False):
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     roundtrip = float(text) if double else np.float32(float(text))
     if roundtrip != (value if double else np.float32(value)):
         text = ("%.17g" if double else "%.9g") % value
@@ -55,7 +56,7 @@ def _scalar_json(value, kind, as_bytes):
         return str(int(value))
     raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
     if as_bytes:
-        return '{"b64": "%s"}' % base64.b64encode(raw).decode("ascii")
+        return f'{{"b64": "{base64.b64encode(raw).decode("ascii")}"}}'
     return json.dumps(raw.decode("utf-8", errors="replace"), ensure_ascii=False)
 
 
@@ -101,9 +102,11 @@ def _number_texts(array):
         return array.astype(str).astype(object)
     flat = array.reshape(-1)
     values = flat.astype(np.float64).tolist()
-    texts = ["%g" % v for v in values]
+    texts = [f"{v:g}" for v in values]
     with np.errstate(invalid="ignore", over="ignore"):
-        inexact = (np.array([float(t) for t in texts]).astype(array.dtype) != flat) & np.isfinite(flat)
+        inexact = (np.array([float(t) for t in texts]).astype(array.dtype) != flat) & np.isfinite(
+            flat
+        )
     digits = "%.17g" if array.dtype == np.float64 else "%.9g"
     for i in np.flatnonzero(inexact).tolist():
         texts[i] = digits % values[i]
@@ -121,9 +124,9 @@ def predict_response_json(outputs, row_format):
         raise invalid("Cannot convert empty tensor map to JSON")
     if not row_format:
         if len(names) == 1:
-            return '{"outputs": %s}' % tensor_json(outputs[names[0]], names[0])
+            return f'{{"outputs": {tensor_json(outputs[names[0]], names[0])}}}'
         body = ", ".join(f"{json.dumps(n)}: {tensor_json(outputs[n], n)}" for n in names)
-        return '{"outputs": {%s}}' % body
+        return f'{{"outputs": {{{body}}}}}'
     batch = None
     for name in names:
         array = np.asarray(outputs[name])
@@ -132,22 +135,30 @@ def predict_response_json(outputs, row_format):
         if batch is None:
             batch = array.shape[0]
         elif array.shape[0] != batch:
-            raise invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                          f"expecting: {batch}")
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
     if len(names) == 1:
-        return '{"predictions": %s}' % tensor_json(outputs[names[0]], names[0])
+        return f'{{"predictions": {tensor_json(outputs[names[0]], names[0])}}}'
     rows = []
     for i in range(batch):
-        rows.append("{" + ", ".join(f"{json.dumps(n)}: {tensor_json(np.asarray(outputs[n])[i, ...], n)}"
-                                    for n in names) + "}")
-    return '{"predictions": [%s]}' % ", ".join(rows)
+        rows.append(
+            "{"
+            + ", ".join(
+                f"{json.dumps(n)}: {tensor_json(np.asarray(outputs[n])[i, ...], n)}" for n in names
+            )
+            + "}"
+        )
+    return f'{{"predictions": [{", ".join(rows)}]}}'
 
 
 def regress_response_json(result):
     """`{"results": [...]}` for a RegressionResult, one value per example."""
     if not result.regressions:
         raise invalid("Cannot convert empty RegressionResults to JSON")
-    return '{"results": [%s]}' % ", ".join(format_float(r.value) for r in result.regressions)
+    values = ", ".join(format_float(r.value) for r in result.regressions)
+    return f'{{"results": [{values}]}}'
 
 
 def classify_response_json(result):
@@ -162,7 +173,7 @@ def classify_response_json(result):
             for c in classification.classes
         ]
         results.append("[" + ", ".join(pairs) + "]")
-    return '{"results": [%s]}' % ", ".join(results)
+    return f'{{"results": [{", ".join(results)}]}}'
 
 
 # ----------------------------------------------------------------------------- reading
@@ -179,10 +190,12 @@ def rapidjson_double(value):
     if value == 0:
         return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
     sign = "-" if value < 0 else ""
-    mantissa, _, exponent = ("%r" % abs(value)).partition("e")
+    mantissa, _, exponent = repr(abs(value)).partition("e")
     whole, _, fraction = mantissa.partition(".")
     digits = (whole + fraction).lstrip("0")
-    point = len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    point = (
+        len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    )
     if fraction == "0":
         digits = whole.lstrip("0")
     point += int(exponent or 0)  # value = 0.digits * 10**point
@@ -327,17 +340,23 @@ def _parse_like_rapidjson(data):
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
     except UnicodeDecodeError as error:
-        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}")
+        raise invalid(
+            f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
+        ) from None
     if not _LONE_SURROGATE_ESCAPE.search(text):
         try:  # C speed for the common case (NaN / Infinity tokens)
-            return json.loads(text, parse_constant=_CONSTANTS.__getitem__, parse_int=_json_int,
-                              parse_float=_json_float)
+            return json.loads(
+                text,
+                parse_constant=_CONSTANTS.__getitem__,
+                parse_int=_json_int,
+                parse_float=_json_float,
+            )
         except (ValueError, RecursionError):
             pass  # RapidJSON's reading below finds (and words) the error, or reads it after all
     try:
         return _RapidJsonReader(text).parse()
     except _ParseError as error:
-        offset = len(text[:error.offset].encode("utf-8", "surrogatepass"))
+        offset = len(text[: error.offset].encode("utf-8", "surrogatepass"))
         raise invalid(f"JSON Parse error: {error.message} at offset: {offset}") from None
 
 
@@ -359,7 +378,7 @@ class _RapidJsonReader:
         self.text = text
 
     def skip(self, pos):
-        if self.text[pos:pos + 1] not in _SPACES:
+        if self.text[pos : pos + 1] not in _SPACES:
             return pos
         return _WHITESPACE.match(self.text, pos).end()
 
@@ -373,7 +392,9 @@ class _RapidJsonReader:
             value, pos = self.value(pos)
             if isinstance(value, _Open):
                 container = value.container
-                if type(container) is list and text.startswith("[", pos):  # a run of "[[[[": at once
+                if type(container) is list and text.startswith(
+                    "[", pos
+                ):  # a run of "[[[[": at once
                     end = _OPEN_RUN.match(text, pos).end()
                     stack.append([container, None])
                     stack.extend([[], None] for _ in range(end - pos - 1))
@@ -396,7 +417,9 @@ class _RapidJsonReader:
                         break
                     if not text.startswith("]", pos):
                         raise _ParseError("Missing a comma or ']' after an array element.", pos)
-                    end = _CLOSE_RUN.match(text, pos).end()  # a run of "]]]]" closing lists: at once
+                    end = _CLOSE_RUN.match(
+                        text, pos
+                    ).end()  # a run of "]]]]" closing lists: at once
                     value, pos = stack.pop()[0], pos + 1
                     while pos < end and stack and type(stack[-1][0]) is list:
                         stack[-1][0].append(value)
@@ -426,7 +449,7 @@ class _RapidJsonReader:
     def value(self, pos):
         text = self.text
         pos = self.skip(pos)
-        char = text[pos:pos + 1]
+        char = text[pos : pos + 1]
         if char == "[":
             return _Open([]), pos + 1
         if char == "{":
@@ -446,11 +469,15 @@ class _RapidJsonReader:
         except json.JSONDecodeError as error:
             message = error.msg
             if message.startswith("Unterminated string"):
-                raise _ParseError("Missing a closing quotation mark in string.", len(self.text)) from None
+                raise _ParseError(
+                    "Missing a closing quotation mark in string.", len(self.text)
+                ) from None
             if message.startswith("Invalid control character"):
                 raise _ParseError("Invalid encoding in string.", error.pos) from None
             if message.startswith("Invalid \\uXXXX"):
-                raise _ParseError("Incorrect hex digit after \\u escape in string.", error.pos) from None
+                raise _ParseError(
+                    "Incorrect hex digit after \\u escape in string.", error.pos
+                ) from None
             raise _ParseError("Invalid escape character in string.", error.pos) from None
         if _SURROGATE.search(value):
             raise _ParseError("The surrogate pair in string is invalid.", pos)
@@ -479,7 +506,7 @@ class _RapidJsonReader:
             if not fraction:
                 raise _ParseError("Miss fraction part in number.", end + 1)
             end, is_double = fraction.end(), True
-        if text[end:end + 1] in ("e", "E"):
+        if text[end : end + 1] in ("e", "E"):
             exponent = _EXPONENT.match(text, end)
             if not exponent:
                 raise _ParseError("Miss exponent in number.", end + 1)
@@ -503,8 +530,10 @@ class _Open:
 def signature_name(doc):
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid(f"JSON Value: {value_to_string(doc)} not formatted correctly. "
-                      "'signature_name' key must be a string value.")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
     return name
 
 
@@ -514,19 +543,23 @@ def _is_b64(value):
 
 def _decode_b64(value):
     if not _is_b64(value):
-        raise invalid(f"JSON Value: {value_to_string(value)} not formatted correctly for base64 data")
+        raise invalid(
+            f"JSON Value: {value_to_string(value)} not formatted correctly for base64 data"
+        )
     try:
         return base64.b64decode(value["b64"], validate=True)
     except (binascii.Error, ValueError):
         try:
             return base64.urlsafe_b64decode(value["b64"])
         except (binascii.Error, ValueError):
-            raise invalid("Unable to base64 decode")
+            raise invalid("Unable to base64 decode") from None
 
 
 def _type_error(value, dtype):
-    return invalid(f"JSON Value: {value_to_string(value)} Type: {json_type(value)} "
-                   f"is not of expected type: {dtype}")
+    return invalid(
+        f"JSON Value: {value_to_string(value)} Type: {json_type(value)} "
+        f"is not of expected type: {dtype}"
+    )
 
 
 def _convert(value, dtype):
@@ -576,8 +609,10 @@ def _fill(value, level, shape, dtype, out):
     rank = len(shape)
     if not isinstance(value, list):
         if level != rank:
-            raise invalid(f"JSON Value: {value_to_string(value)} found at incorrect level: {level + 1} "
-                          f"in the JSON DOM. Expected at level: {rank}")
+            raise invalid(
+                f"JSON Value: {value_to_string(value)} found at incorrect level: {level + 1} "
+                f"in the JSON DOM. Expected at level: {rank}"
+            )
         if isinstance(value, dict):
             if dtype != dtypes.STRING.tf_name:
                 raise _type_error(value, dtype)
@@ -588,8 +623,10 @@ def _fill(value, level, shape, dtype, out):
     if level >= rank:
         raise invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
     if len(value) != shape[level]:
-        raise invalid(f"Encountered list at unexpected size: {len(value)} at level: {level} "
-                      f"expected size: {shape[level]}")
+        raise invalid(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
     for item in value:
         _fill(item, level + 1, shape, dtype, out)
 
@@ -601,7 +638,10 @@ def json_to_array(value, dtype, name=""):
     """A numpy array (and its shape) from a JSON value, checked like `FillTensorProto`."""
     shape = _dense_shape(value)
     if len(shape) > MAX_RANK:
-        raise invalid(f"tensor parsing error: {name}: {len(shape)} dimensions, at most {MAX_RANK} are supported")
+        raise invalid(
+            f"tensor parsing error: {name}: {len(shape)} dimensions, "
+            f"at most {MAX_RANK} are supported"
+        )
     values = []
     _fill(value, 0, shape, dtype, values)
     row = dtypes.by_tf_name(dtype)
@@ -635,8 +675,10 @@ def _instances(items, inputs):
     """Row format: one tensor per input, stacked along a new first dimension."""
     first = items[0]
     if not isinstance(first, dict) and len(inputs) > 1:
-        raise invalid("instances is a plain list, but expecting list of objects as multiple input "
-                      "tensors required as per tensorinfo_map")
+        raise invalid(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
+        )
 
     def is_object(v):
         return isinstance(v, dict) and not _is_b64(v)
@@ -661,11 +703,16 @@ def _instances(items, inputs):
                 if size_a != size_b:
                     error = invalid(f"Expecting tensor size: {size_a} but got: {size_b}")
                 else:
-                    error = invalid(f"Expecting shape {_shape_str(shapes[name])} but got: "
-                                    f"{_shape_str(array.shape)}")
+                    error = invalid(
+                        f"Expecting shape {_shape_str(shapes[name])} but got: "
+                        f"{_shape_str(array.shape)}"
+                    )
         if error is not None:
-            raise ServingError(error.code, f"Failed to process element: {index}{key_text} of 'instances' "
-                               f"list. Error: {error.code}: {error.message}")
+            raise ServingError(
+                error.code,
+                f"Failed to process element: {index}{key_text} of 'instances' "
+                f"list. Error: {error.code}: {error.message}",
+            )
         shapes[name] = array.shape
         columns.setdefault(name, []).append(array)
 
@@ -676,8 +723,10 @@ def _instances(items, inputs):
             for key, value in item.items():
                 add(value, key, index, f" key: {key}")
             if set(item) != set(names):
-                raise invalid(f"Failed to process element: {index} of 'instances' list. JSON object: "
-                              f"{value_to_string(item)} keys must be equal to: {','.join(names)}")
+                raise invalid(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{value_to_string(item)} keys must be equal to: {','.join(names)}"
+                )
         else:
             if is_object(item):
                 raise invalid(f"Expecting value/list but got object at item {index} of input list")
@@ -691,12 +740,16 @@ def predict_request(doc, inputs):
         raise invalid(f"Failed to get input map for signature: {signature_name(doc) or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
-        raise invalid(f"JSON Value: {value_to_string(doc)} Not formatted correctly expecting only "
-                      "one of 'inputs' or 'instances' keys to exist ")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} Not formatted correctly expecting only "
+            "one of 'inputs' or 'instances' keys to exist "
+        )
     if has_instances:
         items = doc["instances"]
         if not isinstance(items, list):
-            raise invalid(f"JSON Value: {value_to_string(doc)} Excepting 'instances' to be an list/array")
+            raise invalid(
+                f"JSON Value: {value_to_string(doc)} Excepting 'instances' to be an list/array"
+            )
         if not items:
             raise invalid(f"JSON Value: {value_to_string(doc)} No values in 'instances' array")
         return _instances(items, inputs), True
@@ -704,8 +757,10 @@ def predict_request(doc, inputs):
         value = doc["inputs"]
         if not isinstance(value, dict) or _is_b64(value):
             if len(inputs) > 1:
-                raise invalid("inputs is a plain value/list, but expecting an object as multiple input "
-                              "tensors required as per tensorinfo_map")
+                raise invalid(
+                    "inputs is a plain value/list, but expecting an object as multiple input "
+                    "tensors required as per tensorinfo_map"
+                )
             name = next(iter(inputs))
             return {name: json_to_array(value, inputs[name], name)}, False
         tensors = {}
@@ -722,8 +777,14 @@ def _feature(name, content, feature):
     values = content if isinstance(content, list) else [content]
     kind = None
     for value in values:
-        if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
-            raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
+        if (
+            value is None
+            or isinstance(value, list)
+            or (isinstance(value, dict) and not _is_b64(value))
+        ):
+            raise invalid(
+                f"Feature: {name} has element with unexpected JSON type: {json_type(value)}"
+            )
         if isinstance(value, bool) or (isinstance(value, int) and not isinstance(value, bool)):
             this = "int64"
         elif isinstance(value, float):
@@ -741,8 +802,11 @@ def _feature(name, content, feature):
             with np.errstate(over="ignore"):  # RapidJSON's GetFloat(): beyond float32, +-inf
                 feature.float_list.value.append(float(np.float32(value)))
         else:
-            feature.bytes_list.value.append(_decode_b64(value) if isinstance(value, dict)
-                                            else value.encode("utf-8", "surrogatepass"))
+            feature.bytes_list.value.append(
+                _decode_b64(value)
+                if isinstance(value, dict)
+                else value.encode("utf-8", "surrogatepass")
+            )
 
 
 def _example(value, example_cls):
@@ -759,11 +823,15 @@ def examples_request(doc, method, example_cls):
     context = _example(doc["context"], example_cls) if "context" in doc else None
     if "examples" not in doc:
         # TF Serving names classify here for regress requests too
-        raise invalid(f"JSON Value: {value_to_string(doc)} When method is classify, key 'examples' "
-                      "is expected and was not found")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} When method is classify, key 'examples' "
+            "is expected and was not found"
+        )
     items = doc["examples"]
     if not isinstance(items, list):
-        raise invalid(f"JSON Value: {value_to_string(doc)} Expecting 'examples' value to be an list/array")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} Expecting 'examples' value to be an list/array"
+        )
     if not items:
         raise invalid(f"JSON Value: {value_to_string(doc)} 'examples' value is an empty array")
     serialized = []

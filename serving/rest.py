@@ -29,10 +29,12 @@ log = logging.getLogger("serving")
 # RE2's \d is ASCII only: re.ASCII keeps "٣" (Arabic-Indic three) from being read as a version
 PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
-    re.IGNORECASE | re.ASCII)
+    re.IGNORECASE | re.ASCII,
+)
 STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
-    re.IGNORECASE | re.ASCII)
+    re.IGNORECASE | re.ASCII,
+)
 API_KEY = web.AppKey("api", object)
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 JSON_HEADERS = {"Content-Type": "application/json"}  # exactly, as TF Serving sends it
@@ -43,7 +45,9 @@ _INFLATE_STEP = 1 << 20  # inflate at most this much between two turns of the ev
 
 
 def _json_response(text, status=200):
-    return web.Response(body=text.encode("utf-8", "surrogatepass"), status=status, headers=JSON_HEADERS)
+    return web.Response(
+        body=text.encode("utf-8", "surrogatepass"), status=status, headers=JSON_HEADERS
+    )
 
 
 def _error(error):
@@ -82,8 +86,13 @@ def parse_model_info(method, path):
         return False, "", None, None, None
     name, version, label, action = match.groups()
     unquote = urllib.parse.unquote
-    return (True, unquote(name) if name else "", _parse_version(version),
-            unquote(label) if label else None, action.lower() if action else None)
+    return (
+        True,
+        unquote(name) if name else "",
+        _parse_version(version),
+        unquote(label) if label else None,
+        action.lower() if action else None,
+    )
 
 
 async def read_body(request, limit=None):
@@ -97,8 +106,10 @@ async def read_body(request, limit=None):
     body = bytearray()
 
     def too_big():
-        return invalid(f"The gzip request body inflates to more than {limit} bytes, the most "
-                       "this server accepts")
+        return invalid(
+            f"The gzip request body inflates to more than {limit} bytes, the most "
+            "this server accepts"
+        )
 
     try:
         async for chunk in request.content.iter_chunked(1 << 16):
@@ -118,7 +129,9 @@ async def read_body(request, limit=None):
     if len(body) > limit:
         raise too_big()
     if not inflater.eof:
-        raise invalid("Failed to decompress the gzip request body: it ends before the gzip stream does")
+        raise invalid(
+            "Failed to decompress the gzip request body: it ends before the gzip stream does"
+        )
     return bytes(body)
 
 
@@ -142,7 +155,9 @@ def _dense_numeric_request(doc, input_dtypes):
         return None
     row = "instances" in doc
     value = doc["instances"] if row else doc["inputs"]
-    if not row and isinstance(value, dict):  # columnar {"inputs": {name: ...}}; other keys are ignored
+    if not row and isinstance(
+        value, dict
+    ):  # columnar {"inputs": {name: ...}}; other keys are ignored
         if name not in value or "b64" in value:
             return None
         value = value[name]
@@ -162,7 +177,9 @@ def _dense_numeric_request(doc, input_dtypes):
         return None
     try:
         if typed.json == "float":
-            with np.errstate(over="ignore"):  # rounded, beyond float32's range +-inf, like RapidJSON
+            with np.errstate(
+                over="ignore"
+            ):  # rounded, beyond float32's range +-inf, like RapidJSON
                 array = flat.astype(np.float64).astype(typed.numpy)
         else:
             wide = flat.astype(np.int64)  # OverflowError beyond int64
@@ -271,8 +288,9 @@ class ModelClock:
         remaining = self.timeout_s - (time.monotonic() - self._start)
         finished = asyncio.ensure_future(self._finished.wait())
         try:
-            done, _ = await asyncio.wait({future, finished}, timeout=max(remaining, 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {future, finished}, timeout=max(remaining, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             finished.cancel()
         if not done:
@@ -295,15 +313,20 @@ class RestApi:
     async def dispatch(self, request):
         path = request.rel_url.raw_path
         if self.metrics_path is not None and path == self.metrics_path and request.method == "GET":
-            return web.Response(text=self.metrics.render(), content_type="text/plain",
-                                headers={"X-Prometheus-Format": "0.0.4"})
+            return web.Response(
+                text=self.metrics.render(),
+                content_type="text/plain",
+                headers={"X-Prometheus-Format": "0.0.4"},
+            )
         if not V1_RE.fullmatch(path):
             return web.Response(status=404, text="404 Not Found")
         try:
             if request.method == "OPTIONS":  # a CORS preflight, answered as TF Serving does
                 if re.search(r"https?://", request.headers.get("Origin", "")):
                     return _json_response("")
-                raise ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
+                raise ServingError(
+                    "FAILED_PRECONDITION", "Origin header is missing in CORS preflight"
+                )
             body = await read_body(request)
             return await self._route(request.method, path, body)
         except ServingError as error:
@@ -317,8 +340,14 @@ class RestApi:
         if parsed and method == "POST":
             started, error = time.perf_counter(), None
             try:
-                return await self._run(self._predict_sync if action == "predict" else self._examples_sync,
-                                       name, version, label, action, body)
+                return await self._run(
+                    self._predict_sync if action == "predict" else self._examples_sync,
+                    name,
+                    version,
+                    label,
+                    action,
+                    body,
+                )
             except asyncio.CancelledError:
                 error = ServingError("CANCELLED", "Request cancelled")
                 raise
@@ -327,8 +356,13 @@ class RestApi:
                 raise
             finally:
                 if name in self.manager.servables:  # per-name state only for models that exist
-                    self.metrics.record(name, action.capitalize(), "REST", status_of(error),
-                                        time.perf_counter() - started)
+                    self.metrics.record(
+                        name,
+                        action.capitalize(),
+                        "REST",
+                        status_of(error),
+                        time.perf_counter() - started,
+                    )
         if parsed and method == "GET":
             if not name:
                 raise invalid("Missing model name in request.")
@@ -400,7 +434,9 @@ class RestApi:
 def make_app(manager, timeout_s=30.0, workers=4, metrics=None, metrics_path=None):
     """The aiohttp application serving `manager` (a `serving.models.ModelManager`); with
     `metrics_path`, `metrics` (a `serving.metrics.Metrics`) in Prometheus format at that path."""
-    api = RestApi(manager, timeout_s=timeout_s, workers=workers, metrics=metrics, metrics_path=metrics_path)
+    api = RestApi(
+        manager, timeout_s=timeout_s, workers=workers, metrics=metrics, metrics_path=metrics_path
+    )
     # bodies are inflated here (read_body), with TF Serving's cap, never by aiohttp
     app = web.Application(client_max_size=2**31 - 1, handler_args={"auto_decompress": False})
     app.router.add_route("*", "/{tail:.*}", api.dispatch)

@@ -40,9 +40,7 @@ def make_tensor_proto(array, proto=None, tensor_content=False):
         proto.tensor_shape.dim.add().size = dim
     flat = array.reshape(-1)
     if row is dtypes.STRING:
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat
-        )
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat)
     elif tensor_content:
         proto.tensor_content = flat.astype(flat.dtype.newbyteorder("<"), copy=False).tobytes()
     elif row.field == "half_val":

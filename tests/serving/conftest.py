@@ -16,7 +16,8 @@ def tfs_testdata(name):
     if not path.exists():
         pytest.fail(
             f"TF Serving test models not found at {path}: the checkout needs ../shared beside it "
-            "(or set TFSERVING_TESTDATA)", pytrace=False,
+            "(or set TFSERVING_TESTDATA)",
+            pytrace=False,
         )
     return path
 
@@ -30,15 +31,18 @@ def tf_server():
 
     from serving.server import Server
 
-    config = text_format.Parse(f"""
+    config = text_format.Parse(
+        f"""
 model_config_list {{
-  config {{ name: "default" base_path: "{tfs_testdata('saved_model_half_plus_two_cpu')}" model_platform: "tensorflow" }}
+  config {{ name: "default" base_path: "{tfs_testdata("saved_model_half_plus_two_cpu")}" model_platform: "tensorflow" }}
   config {{ name: "saved_model_half_plus_two_2_versions"
-            base_path: "{tfs_testdata('saved_model_half_plus_two_2_versions')}" model_platform: "tensorflow"
+            base_path: "{tfs_testdata("saved_model_half_plus_two_2_versions")}" model_platform: "tensorflow"
             model_version_policy {{ all {{}} }}
             version_labels {{ key: "stable" value: 123 }}
             version_labels {{ key: "canary" value: 124 }} }}
-}}""", model_server_config_pb2.ModelServerConfig())
+}}""",
+        model_server_config_pb2.ModelServerConfig(),
+    )
     server = Server(config, rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0)
     server.start(timeout=60)
     yield server

@@ -28,7 +28,9 @@ def test_field_is_the_one_tensorflow_writes(name):
     row = dtypes.TABLE[name]
     value = b"x" if row is dtypes.STRING else np.ones((), dtype=row.numpy)
     proto = tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(row.enum))
-    assert [field.name for field, _ in proto.ListFields() if field.name.endswith("_val")] == [row.field]
+    assert [field.name for field, _ in proto.ListFields() if field.name.endswith("_val")] == [
+        row.field
+    ]
 
 
 @pytest.mark.parametrize("name", ROWS)
