@@ -6,6 +6,7 @@ errors are `ServingError`s. The gRPC servicers pass the protos through, the REST
 write them as TF Serving's JSON.
 """
 
+from serving.dtypes import tf_name_of
 from serving.errors import CODE_NUMBERS, invalid
 from serving.metrics import Metrics
 from serving.tensor_proto import make_ndarray, make_tensor_proto
@@ -112,8 +113,6 @@ class Handlers:
     def predict_on(self, servable, request):
         """Predict on a resolved servable."""
         from tensorflow_serving.apis import predict_pb2
-
-        from serving.dtypes import tf_name_of
 
         key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
         sent, expected = set(request.inputs), set(signature.inputs)

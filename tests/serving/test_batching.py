@@ -46,8 +46,9 @@ def test_batching_parameters_defaults_and_all_fields():
     opts = options("")
     assert (opts.max_batch_size, opts.batch_timeout_s, opts.max_enqueued_batches) == (1000, 0.0, 10)
     opts = options(
-        'max_batch_size { value: 8 } batch_timeout_micros { value: 2500 } thread_pool_name { value: "p" } '
-        "allowed_batch_sizes: [2, 4, 8] pad_variable_length_inputs: true num_batch_threads { value: 3 }"
+        "max_batch_size { value: 8 } batch_timeout_micros { value: 2500 } "
+        'thread_pool_name { value: "p" } allowed_batch_sizes: [2, 4, 8] '
+        "pad_variable_length_inputs: true num_batch_threads { value: 3 }"
     )
     assert (
         opts.max_batch_size,
@@ -68,7 +69,8 @@ def test_batching_parameters_defaults_and_all_fields():
     [
         (
             "max_batch_size { value: 8 } allowed_batch_sizes: [2, 4]",
-            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8",
+            "Last entry in allowed_batch_sizes must match max_batch_size; "
+            "last entry was 4; expected 8",
         ),
         (
             "max_batch_size { value: 8 } allowed_batch_sizes: [4, 2, 8]",
@@ -182,7 +184,10 @@ def test_scheduler_merges_pads_and_splits_back(batcher_factory):
 
 
 def test_scheduler_other_trailing_shapes_run_apart_or_padded(batcher_factory):
-    text = "max_batch_size { value: 8 } batch_timeout_micros { value: 200000 } num_batch_threads { value: 2 }"
+    text = (
+        "max_batch_size { value: 8 } batch_timeout_micros { value: 200000 } "
+        "num_batch_threads { value: 2 }"
+    )
     batcher, model = batcher_factory(text), FakeModel()
     inputs = [np.ones((1, 2), np.float32), np.ones((1, 3), np.float32), np.ones((1, 2), np.float32)]
     results = concurrently(

@@ -57,7 +57,8 @@ def test_compose_and_kubernetes_agree(compose, k8s):
 
     names = [m.name for m in read_model_config(DEPLOY / "models.config").model_config_list.config]
     metrics_path = read_monitoring_path(DEPLOY / "monitoring.config")
-    # docker compose: official image, both ports, the base path and each config file mounted where the flags say
+    # docker compose: official image, both ports, the base path and each config file mounted
+    # where the flags say
     assert compose["image"].split(":")[0].endswith("tensorflow/serving")
     assert sorted(compose["ports"]) == ["8500:8500", "8501:8501"]
     mounts = {v["target"]: v["source"] for v in compose["volumes"]}
@@ -109,7 +110,8 @@ def test_compose_and_kubernetes_agree(compose, k8s):
 
 def test_deploy_flags_serve_an_export(tmp_path, compose):
     """The compose flags, with /models and /config mapped to local folders, run this project's
-    server on a `serving.export` base path: ready by the probe's URL, batching on, metrics served."""
+    server on a `serving.export` base path: ready by the probe's URL, batching on, metrics
+    served."""
     import keras
     import numpy as np
 

@@ -324,7 +324,8 @@ def test_reload_config_replaces_model_set(tmp_path):
         bad = model_management_pb2.ReloadConfigRequest()
         bad.config.CopyFrom(model_server_config_pb2.ModelServerConfig())
         text_format.Parse(
-            'model_config_list { config { name: "a" base_path: "/x" } config { name: "a" base_path: "/y" } }',
+            'model_config_list { config { name: "a" base_path: "/x" } '
+            'config { name: "a" base_path: "/y" } }',
             bad.config,
         )
         code, details = code_of(lambda: model.HandleReloadConfigRequest(bad, timeout=20))

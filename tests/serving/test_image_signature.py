@@ -1,4 +1,5 @@
-"""The encoded-image signature: PNG/JPEG bytes in, probabilities and top-k out, over REST and gRPC."""
+"""The encoded-image signature: PNG/JPEG bytes in, probabilities and top-k out, over REST and
+gRPC."""
 
 import base64
 import io

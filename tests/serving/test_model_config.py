@@ -80,7 +80,8 @@ def test_bad_model_config_file_is_a_clear_error(tmp_path, capsys):
         config_from_args(serve_args("--model_config_file", str(tmp_path / "missing.config")))
     duplicate = tmp_path / "dup.config"
     duplicate.write_text(
-        'model_config_list { config { name: "a" base_path: "/x" } config { name: "a" base_path: "/y" } }'
+        'model_config_list { config { name: "a" base_path: "/x" } '
+        'config { name: "a" base_path: "/y" } }'
     )
     with pytest.raises(ValueError, match="Illegal to list model a 2 times"):
         read_model_config(duplicate)
@@ -93,7 +94,8 @@ def test_config_file_poll_reloads_and_survives_a_bad_file(tmp_path, caplog):
     path = tmp_path / "models.config"
     two = tfs_testdata("saved_model_half_plus_two_cpu")
     path.write_text(
-        f'model_config_list {{ config {{ name: "a" base_path: "{two}" model_platform: "tensorflow" }} }}'
+        f'model_config_list {{ config {{ name: "a" base_path: "{two}" '
+        'model_platform: "tensorflow" } }'
     )
     server = Server(
         read_model_config(path),

@@ -252,7 +252,8 @@ ERRORS = [
         "/v1/models/default:classify",
         {"examples": [{"x": 2.0}]},
         400,
-        'Expected classification signature outputs to contain at least one of "classes" or "scores"',
+        "Expected classification signature outputs to contain at least one of "
+        '"classes" or "scores"',
     ),
     (
         "POST",

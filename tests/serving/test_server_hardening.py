@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.serving.conftest import REPO, tfs_testdata
+from tests.serving.conftest import REPO, serve_command, tfs_testdata
 
 # every flag of tensorflow_model_server (model_servers/main.cc at 9d981c5, in its order)
 MAIN_CC_FLAGS = [
@@ -174,8 +174,9 @@ def test_version_flag(capsys):
 
 
 def test_grpc_flags_are_honoured(tmp_path):
-    """--grpc_socket_path, --enable_grpc_healthcheck_service, --enable_serialization_as_tensor_content,
-    --enable_signature_method_name_check=true, --saved_model_tags."""
+    """--grpc_socket_path, --enable_grpc_healthcheck_service,
+    --enable_serialization_as_tensor_content, --enable_signature_method_name_check=true,
+    --saved_model_tags."""
     from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
 
     from serving.config_protos import HealthCheckRequest, HealthCheckResponse
@@ -449,7 +450,8 @@ def test_odd_version_folders_are_ignored_at_start_and_at_run_time(tmp_path):
     ):  # would be the latest if read as versions
         shutil.copytree(source, tmp_path / "a" / odd)
     config = text_format.Parse(
-        f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path / "a"}" model_platform: "tensorflow" }} '
+        f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path / "a"}" '
+        'model_platform: "tensorflow" } '
         f'config {{ name: "b" base_path: "{tmp_path / "b"}" model_platform: "tensorflow" }} }}',
         model_server_config_pb2.ModelServerConfig(),
     )
@@ -611,8 +613,8 @@ def test_serve_command_reports_a_failed_start(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     assert main(parse(f"--model_base_path={tmp_path / 'nope'}", "--rest_api_port=0")) == 255
     assert (
-        f"Failed to start server. Error: INVALID_ARGUMENT: Could not find base path {tmp_path / 'nope'}"
-        in capsys.readouterr().err
+        "Failed to start server. Error: INVALID_ARGUMENT: Could not find base path "
+        f"{tmp_path / 'nope'}" in capsys.readouterr().err
     )
     (tmp_path / "not-a-socket").write_text("a regular file")
     assert (
@@ -627,7 +629,8 @@ def test_serve_command_reports_a_failed_start(tmp_path, monkeypatch, capsys):
         == 255
     )
     assert (
-        f"Failed to start server. Error: gRPC server failed to start: could not listen on the gRPC socket "
+        "Failed to start server. Error: gRPC server failed to start: "
+        "could not listen on the gRPC socket "
         f"{tmp_path / 'not-a-socket'}" in capsys.readouterr().err
     )
 
@@ -665,50 +668,14 @@ def test_sigterm_stops_accepting_at_once_and_exits_within_the_grace_period(tmp_p
     )
     assert built.returncode == 0, built.stderr[-2000:]
     grace = 2.0
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "zoo.cli",
-            "serve",
-            "--port",
-            "0",
-            "--rest_api_port",
-            "0",
-            "--rest_api_host",
-            "127.0.0.1",
-            "--grpc_host",
-            "127.0.0.1",
-            "--model_base_path",
-            str(tmp_path / "slow"),
-            "--file_system_poll_wait_seconds",
-            "0",
-            "--shutdown_grace_seconds",
-            str(grace),
-            "--prefer_tflite_model=true",
-            "--enable_profiler=false",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Exporting HTTP/REST API at:"):
-                break
+    flags = ["--shutdown_grace_seconds", str(grace)]
+    flags += ["--prefer_tflite_model=true", "--enable_profiler=false"]
+    with serve_command(tmp_path / "slow", *flags, wait_s=120) as (process, lines, port):
         assert (
             "Accepted but without effect in this server: --prefer_tflite_model, --enable_profiler\n"
             in lines
         )
-        url = f"http://127.0.0.1:{int(lines[-1].rsplit(':', 1)[1].split()[0])}/v1/models/default:predict"
+        url = f"http://127.0.0.1:{port}/v1/models/default:predict"
 
         def predict(x, timeout=60):
             request = urllib.request.Request(url, f'{{"instances": [{x}]}}'.encode())
@@ -737,10 +704,6 @@ def test_sigterm_stops_accepting_at_once_and_exits_within_the_grace_period(tmp_p
         assert process.returncode == 0, out
         assert elapsed < grace + 1.0, (elapsed, out)
         assert "Server stopped" in out
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # ---------------------------------------------------------------- export

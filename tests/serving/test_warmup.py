@@ -323,10 +323,12 @@ def failing_cases(path):
             "FAILED_PRECONDITION",
             'Serving signature key "nope" not found.',
         ),
-        "classify on a regress signature": (  # TF Serving's message without --enable_signature_method_name_check
+        # TF Serving's message without --enable_signature_method_name_check
+        "classify on a regress signature": (
             [x_log(), examples_log("classify_log", "regress_x_to_y")],
             "INVALID_ARGUMENT",
-            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+            "Expected classification signature outputs to contain at least one of "
+            '"classes" or "scores". '
             f"Signature was: {regress_x_to_y_text()}"[:1024],
         ),
         "session_run_log": ([session_run], "UNIMPLEMENTED", "Unsupported log_type for warmup: 5"),

@@ -187,7 +187,8 @@ PREDICT = f"/v1/models/{HANDLER_MODEL}:predict"
 
 
 def test_float_inputs_are_rounded_and_overflow_to_infinity(handler_server):
-    """GetFloat(): 1435774380 rounds to the nearest float, 1e39 and DBL_MAX become inf (y = 0.5x + 2)."""
+    """GetFloat(): 1435774380 rounds to the nearest float, 1e39 and DBL_MAX become inf
+    (y = 0.5x + 2)."""
     got = ok_json(
         handler_server,
         "POST",
@@ -219,7 +220,7 @@ def test_float_inputs_are_rounded_and_overflow_to_infinity(handler_server):
         ('{"instances": ["\\udc00"]}', "JSON Parse error: The surrogate pair in string is invalid"),
         ('{"instances": ["x]}', "JSON Parse error: Missing a closing quotation mark in string"),
         ("   ", "JSON Parse error: The document is empty"),
-        ('{"instances": [%s1%s]}' % ("[" * 70, "]" * 70), "tensor parsing error: x"),
+        ('{"instances": [' + "[" * 70 + "1" + "]" * 70 + "]}", "tensor parsing error: x"),
     ],
 )
 def test_bad_bodies_are_400_with_tf_serving_messages(handler_server, body, message):

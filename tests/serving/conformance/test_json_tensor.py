@@ -83,13 +83,13 @@ def test_float_tensor_with_precision_loss():
 def test_float_tensor_that_exceeds_max_returns_inf():
     # absl::Substitute writes std::numeric_limits<double>::max() with six digits
     for text, expected in (("1.79769e+308", np.inf), ("-1.79769e+308", -np.inf)):
-        tensors, _, _ = fill('{ "instances": [%s] }' % text, {"default": "float"})
+        tensors, _, _ = fill(f'{{ "instances": [{text}] }}', {"default": "float"})
         same(tensors["default"], np.float32, [1], [expected])
 
 
 def test_float_tensor_that_exceeds_min_returns_zero():
     for text in ("2.22507e-308", "-2.22507e-308"):
-        tensors, _, _ = fill('{ "instances": [%s] }' % text, {"default": "float"})
+        tensors, _, _ = fill(f'{{ "instances": [{text}] }}', {"default": "float"})
         value = tensors["default"][0]
         assert value == 0 and math.copysign(1, value) == math.copysign(1, float(text))
 
@@ -146,8 +146,10 @@ def test_multiple_named_tensor():
     }
     tensors, row, _ = fill(
         """{"instances": [
-        {"int_tensor": [[1,2],[3,4],[5,6]], "str_tensor": ["foo", "bar"], "float_tensor": [1.0, NaN], "dbl_tensor": [NaN]},
-        {"int_tensor": [[7,8],[9,0],[1,2]], "str_tensor": ["baz", "bat"], "float_tensor": [2.0, Infinity], "dbl_tensor": [2.0]}
+        {"int_tensor": [[1,2],[3,4],[5,6]], "str_tensor": ["foo", "bar"],
+         "float_tensor": [1.0, NaN], "dbl_tensor": [NaN]},
+        {"int_tensor": [[7,8],[9,0],[1,2]], "str_tensor": ["baz", "bat"],
+         "float_tensor": [2.0, Infinity], "dbl_tensor": [2.0]}
     ]}""",
         infomap,
     )
@@ -404,7 +406,8 @@ def test_request_with_context_and_signature(method):
         "context": {"query": "pizza", "location": [ "sfo" ]},
         "examples": [
           {"names": [ "foo", "bar" ], "ratings": [ 8.0, 9.0, NaN, Infinity ], "age": 20},
-          {"names": [ "baz", { "b64": "aGVsbG8=" } ], "ratings": 6.0, "intboolmix": [ 1, true, false ]},
+          {"names": [ "baz", { "b64": "aGVsbG8=" } ], "ratings": 6.0,
+           "intboolmix": [ 1, true, false ]},
           {"names": "bar", "ratings": -Infinity}]}""",
         method,
     )

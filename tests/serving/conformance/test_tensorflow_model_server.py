@@ -237,22 +237,28 @@ def testGetModelMetadata(work_dir):
     assert "signature_def" in result.metadata
 
 
-def _classify(work_dir, model_path):
-    from tensorflow_serving.apis import classification_pb2
+def _classify_or_regress(work_dir, model_path, verb):
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
 
     address = run_server(work_dir, "default", model_path)[1]
-    request = classification_pb2.ClassificationRequest()
+    if verb == "classify":
+        request = classification_pb2.ClassificationRequest()
+    else:
+        request = regression_pb2.RegressionRequest()
     request.model_spec.name = "default"
-    request.model_spec.signature_name = "classify_x_to_y"
+    request.model_spec.signature_name = f"{verb}_x_to_y"
     request.input.example_list.examples.add().features.feature["x"].float_list.value.extend([2.0])
     channel, prediction = stub(address)
     with channel:
-        result = prediction.Classify(request, RPC_TIMEOUT)
-    assert len(result.result.classifications) == 1
-    assert len(result.result.classifications[0].classes) == 1
-    assert result.result.classifications[0].classes[0].score == 3.0
+        call = prediction.Classify if verb == "classify" else prediction.Regress
+        response = call(request, RPC_TIMEOUT)
+    if verb == "classify":  # one example, one class
+        scores = [[c.score for c in row.classes] for row in response.result.classifications]
+        assert scores == [[3.0]]
+    else:
+        assert [r.value for r in response.result.regressions] == [3.0]
     verify_model_spec(
-        result.model_spec,
+        response.model_spec,
         request.model_spec.name,
         request.model_spec.signature_name,
         model_version(model_path),
@@ -260,40 +266,19 @@ def _classify(work_dir, model_path):
 
 
 def testClassify(work_dir):
-    _classify(work_dir, half_plus_two())
+    _classify_or_regress(work_dir, half_plus_two(), "classify")
 
 
 def testClassifyTf2(work_dir):
-    _classify(work_dir, half_plus_two_tf2())
-
-
-def _regress(work_dir, model_path):
-    from tensorflow_serving.apis import regression_pb2
-
-    address = run_server(work_dir, "default", model_path)[1]
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "default"
-    request.model_spec.signature_name = "regress_x_to_y"
-    request.input.example_list.examples.add().features.feature["x"].float_list.value.extend([2.0])
-    channel, prediction = stub(address)
-    with channel:
-        result = prediction.Regress(request, RPC_TIMEOUT)
-    assert len(result.result.regressions) == 1
-    assert result.result.regressions[0].value == 3.0
-    verify_model_spec(
-        result.model_spec,
-        request.model_spec.name,
-        request.model_spec.signature_name,
-        model_version(model_path),
-    )
+    _classify_or_regress(work_dir, half_plus_two_tf2(), "classify")
 
 
 def testRegress(work_dir):
-    _regress(work_dir, half_plus_two())
+    _classify_or_regress(work_dir, half_plus_two(), "regress")
 
 
 def testRegressTf2(work_dir):
-    _regress(work_dir, half_plus_two_tf2())
+    _classify_or_regress(work_dir, half_plus_two_tf2(), "regress")
 
 
 def _multi_inference(work_dir, model_path):
@@ -402,14 +387,14 @@ BASE_CONFIG_PROTO = """
     """
 
 
-def testModelConfigReload(work_dir):
-    config_path = work_dir / "model_config_reload.txt"
+def _serve_half_plus_two_then_swap(config_path, poll_period):
+    """Serve half_plus_two from a model config file polled every `poll_period` seconds, check
+    it answers, then rewrite the file to serve half_plus_three instead; returns the address."""
     config_path.write_text(
         BASE_CONFIG_PROTO.format(name="half_plus_two", model_path=half_plus_two())
     )
-    poll_period = 1
     address = run_server(
-        work_dir,
+        config_path.parent,
         None,
         None,
         model_config_file=config_path,
@@ -425,6 +410,12 @@ def testModelConfigReload(work_dir):
     config_path.write_text(
         BASE_CONFIG_PROTO.format(name="half_plus_three", model_path=half_plus_three())
     )
+    return address
+
+
+def testModelConfigReload(work_dir):
+    poll_period = 1
+    address = _serve_half_plus_two_then_swap(work_dir / "model_config_reload.txt", poll_period)
     # the original sleeps 10 s; this waits at most that long for the new config to be served
     deadline = time.monotonic() + 10
     while True:
@@ -444,28 +435,8 @@ def testModelConfigReload(work_dir):
 
 
 def testModelConfigReloadWithZeroPollPeriod(work_dir):
-    config_path = work_dir / "model_config_zero_poll.txt"
-    config_path.write_text(
-        BASE_CONFIG_PROTO.format(name="half_plus_two", model_path=half_plus_two())
-    )
     poll_period = 0
-    address = run_server(
-        work_dir,
-        None,
-        None,
-        model_config_file=config_path,
-        model_config_file_poll_period=poll_period,
-    )[1]
-    verify_predict_request(
-        address,
-        model_name="half_plus_two",
-        expected_output=3.0,
-        specify_output=False,
-        expected_version=model_version(half_plus_two()),
-    )
-    config_path.write_text(
-        BASE_CONFIG_PROTO.format(name="half_plus_three", model_path=half_plus_three())
-    )
+    address = _serve_half_plus_two_then_swap(work_dir / "model_config_zero_poll.txt", poll_period)
     time.sleep(poll_period + 1)
     verify_predict_request(
         address,
@@ -611,7 +582,8 @@ import tensorflow as tf
 
 if sys.argv[2] == "distributed":
     cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     scope = tf.distribute.MirroredStrategy(devices=("/cpu:0", "/cpu:1")).scope()
 else:
     import contextlib
@@ -622,7 +594,8 @@ with scope:
     if sys.argv[2] == "distributed":
         model.add(tf.keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros"))
     model.add(tf.keras.layers.Lambda(lambda x: x, name="y"))
-serve = tf.function(lambda x: {"y": model(x)}, input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
+serve = tf.function(
+    lambda x: {"y": model(x)}, input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
 tf.saved_model.save(model, sys.argv[1], signatures={"serving_default": serve})
 """
 
@@ -650,7 +623,8 @@ def _keras_sequential(work_dir, kind):
 
 @pytest.mark.slow
 def test_sequential_keras_saved_model_save(work_dir):
-    """Built in a subprocess, as the distributed case must be (virtual CPUs are set before TF starts)."""
+    """Built in a subprocess, as the distributed case must be (virtual CPUs are set before TF
+    starts)."""
     _keras_sequential(work_dir, "plain")
 
 
