@@ -327,35 +327,20 @@ def testPredictSavedModel(work_dir):
 
 
 def testGoodModelConfig(work_dir):
-    address = run_server(work_dir, None, None, model_config_file=good_model_config_file(work_dir))[
-        1
-    ]
-    verify_predict_request(
-        address,
-        model_name="half_plus_two",
-        expected_output=3.0,
-        expected_version=model_version(half_plus_two()),
-    )
-    verify_predict_request(
-        address,
-        model_name="half_plus_two",
-        expected_output=3.0,
-        specify_output=False,
-        expected_version=model_version(half_plus_two()),
-    )
-    verify_predict_request(
-        address,
-        model_name="half_plus_three",
-        expected_output=4.0,
-        expected_version=model_version(half_plus_three()),
-    )
-    verify_predict_request(
-        address,
-        model_name="half_plus_three",
-        expected_output=4.0,
-        specify_output=False,
-        expected_version=model_version(half_plus_three()),
-    )
+    config_file = good_model_config_file(work_dir)
+    address = run_server(work_dir, None, None, model_config_file=config_file)[1]
+    for name, path, expected in (
+        ("half_plus_two", half_plus_two(), 3.0),
+        ("half_plus_three", half_plus_three(), 4.0),
+    ):
+        for specify_output in (True, False):
+            verify_predict_request(
+                address,
+                model_name=name,
+                expected_output=expected,
+                specify_output=specify_output,
+                expected_version=model_version(path),
+            )
 
 
 @pytest.mark.slow
