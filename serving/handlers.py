@@ -2,16 +2,18 @@
 
 Each handler takes the API's request proto (or, for the REST routes, the model name, version
 and label read from the URL) and returns its response proto, built once for both protocols;
-errors are `ServingError`s. The gRPC servicers pass the protos through, the REST handlers
-write them as TF Serving's JSON.
+errors are `ServingError`s. The gRPC servicers pass the protos through; the REST API writes
+the status, metadata, classification and regression protos as TF Serving's JSON (its predict
+reads and writes JSON tensors directly, without a proto in between).
 """
 
 from serving.dtypes import tf_name_of
 from serving.errors import CODE_NUMBERS, invalid
 from serving.metrics import Metrics
+from serving.models import METHOD_NAMES
 from serving.tensor_proto import make_ndarray, make_tensor_proto
 
-_VERBS = {"tensorflow/serving/classify": "classify", "tensorflow/serving/regress": "regress"}
+_VERBS = {method_name: verb for verb, method_name in METHOD_NAMES.items()}
 
 
 def model_spec(spec):
