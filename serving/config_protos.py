@@ -61,13 +61,14 @@ def _classes():
         pool.FindFileByName(_FILE)
     except KeyError:
         pool.Add(_file_proto())
-    return (
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-        ),
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-        ),
+    return _message_classes(
+        pool, "tensorflow.serving.BatchingParameters", "tensorflow.serving.MonitoringConfig"
+    )
+
+
+def _message_classes(pool, *full_names):
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(name)) for name in full_names
     )
 
 
@@ -92,13 +93,8 @@ def _health_classes():
     _field(response, "status", 1, _T.TYPE_ENUM, ".grpc.health.v1.ServingStatus")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return (
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")
-        ),
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")
-        ),
+    return _message_classes(
+        pool, "grpc.health.v1.HealthCheckRequest", "grpc.health.v1.HealthCheckResponse"
     )
 
 
