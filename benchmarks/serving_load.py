@@ -90,7 +90,7 @@ def _encoded_request(protocol, model, input_name, image):
         return _dumps({"inputs": {input_name: _json_value(image)}})
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.grpc_api import make_tensor_proto
+    from serving.tensor_proto import make_tensor_proto
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model

@@ -1,4 +1,5 @@
-"""serving: SavedModel export and a TF-Serving-compatible gRPC and REST server, a client, for any Keras model or SavedModel."""
+"""serving: SavedModel export, a TF-Serving-compatible gRPC and REST server and a client,
+for any Keras model or SavedModel."""
 
 
 def __getattr__(name):

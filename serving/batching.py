@@ -24,8 +24,13 @@ import numpy as np
 from serving.errors import ServingError, invalid
 
 # BasicBatchScheduler::Options defaults in TF Serving.
-DEFAULTS = {"max_batch_size": 1000, "batch_timeout_micros": 0, "max_enqueued_batches": 10,
-            "num_batch_threads": os.cpu_count() or 1, "thread_pool_name": "batch_threads"}
+DEFAULTS = {
+    "max_batch_size": 1000,
+    "batch_timeout_micros": 0,
+    "max_enqueued_batches": 10,
+    "num_batch_threads": os.cpu_count() or 1,
+    "thread_pool_name": "batch_threads",
+}
 
 
 class BatchingOptions:
@@ -46,11 +51,22 @@ class BatchingOptions:
         self.thread_pool_name = value("thread_pool_name")
         self.allowed_batch_sizes = [int(s) for s in params.allowed_batch_sizes]
         self.pad_variable_length_inputs = bool(params.pad_variable_length_inputs)
-        self.enable_large_batch_splitting = (params.enable_large_batch_splitting.value
-                                             if params.HasField("enable_large_batch_splitting") else False)
-        self.max_execution_batch_size = (int(params.max_execution_batch_size.value)
-                                         if params.HasField("max_execution_batch_size") else self.max_batch_size)
-        for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads", "max_execution_batch_size"):
+        self.enable_large_batch_splitting = (
+            params.enable_large_batch_splitting.value
+            if params.HasField("enable_large_batch_splitting")
+            else False
+        )
+        self.max_execution_batch_size = (
+            int(params.max_execution_batch_size.value)
+            if params.HasField("max_execution_batch_size")
+            else self.max_batch_size
+        )
+        for name in (
+            "max_batch_size",
+            "max_enqueued_batches",
+            "num_batch_threads",
+            "max_execution_batch_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; was {getattr(self, name)}")
         if self.batch_timeout_s < 0:
@@ -60,10 +76,16 @@ class BatchingOptions:
             if i > 0 and size <= last:
                 raise ValueError("allowed_batch_sizes entries must be monotonically increasing")
             last = size
-        limit = self.max_execution_batch_size if self.enable_large_batch_splitting else self.max_batch_size
+        limit = (
+            self.max_execution_batch_size
+            if self.enable_large_batch_splitting
+            else self.max_batch_size
+        )
         if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != limit:
-            raise ValueError(f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
-                             f"{self.allowed_batch_sizes[-1]}; expected {limit}")
+            raise ValueError(
+                f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+                f"{self.allowed_batch_sizes[-1]}; expected {limit}"
+            )
         # the rows one model call may take
         self.execution_size = limit
 
@@ -76,7 +98,9 @@ def read_batching_options(path):
         return BatchingOptions(read_batching_parameters(path))
     except ValueError as error:
         message = str(error)
-        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+        raise ValueError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
 
 
 class _Task:
@@ -108,8 +132,10 @@ class Batcher:
         self._queues = {}
         self._stopped = False
         self.batches_run = 0  # model calls made by the workers
-        self._threads = [threading.Thread(target=self._work, name=f"{options.thread_pool_name}-{i}", daemon=True)
-                         for i in range(options.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{options.thread_pool_name}-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -129,12 +155,20 @@ class Batcher:
             return direct(feeds)
         opts = self.options
         if size > opts.max_batch_size and not opts.enable_large_batch_splitting:
-            raise invalid(f"Task size {size} is larger than maximum input batch size {opts.max_batch_size}")
-        layout = tuple((n, feeds[n].dtype.str, np.ndim(feeds[n]) if opts.pad_variable_length_inputs
-                        else np.shape(feeds[n])[1:]) for n in names)
+            raise invalid(
+                f"Task size {size} is larger than maximum input batch size {opts.max_batch_size}"
+            )
+        layout = tuple(
+            (
+                n,
+                feeds[n].dtype.str,
+                np.ndim(feeds[n]) if opts.pad_variable_length_inputs else np.shape(feeds[n])[1:],
+            )
+            for n in names
+        )
         queue_key = (id(servable), key, tuple(sorted(output_names or ())), layout)
         chunk = opts.execution_size
-        pieces = [{n: feeds[n][i:i + chunk] for n in names} for i in range(0, size, chunk)]
+        pieces = [{n: feeds[n][i : i + chunk] for n in names} for i in range(0, size, chunk)]
         tasks = [_Task(piece, min(chunk, size - i * chunk)) for i, piece in enumerate(pieces)]
         with self._cond:
             if self._stopped:
@@ -164,8 +198,10 @@ class Batcher:
                 open_size = 0
             open_size += task.size
         if len(queue.batches) + new_batches > self.options.max_enqueued_batches:
-            raise ServingError("RESOURCE_EXHAUSTED",
-                               "The batch scheduling queue to which this task was submitted is full")
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                "The batch scheduling queue to which this task was submitted is full",
+            )
         changed = False
         for task in tasks:
             if not queue.batches or queue.batches[-1].size + task.size > limit:
@@ -188,7 +224,9 @@ class Batcher:
                 del self._queues[queue_key]
                 continue
             first = queue.batches[0]
-            ready_at = now if (len(queue.batches) > 1 or first.size >= limit) else first.opened + timeout
+            ready_at = (
+                now if (len(queue.batches) > 1 or first.size >= limit) else first.opened + timeout
+            )
             if ready_at <= now:
                 if best is None or first.opened < best[1].opened:
                     best = (queue, first)
@@ -221,15 +259,20 @@ class Batcher:
             outputs = queue.run(self._merge(tasks))
             self.batches_run += 1
             total = sum(t.size for t in tasks)
-            for name, value in outputs.items():
+            for _name, value in outputs.items():
                 if np.ndim(value) == 0:
                     raise ServingError("INTERNAL", "Batched output tensor has 0 dimensions")
                 if np.shape(value)[0] < total:
-                    raise ServingError("INTERNAL", "Batched output tensor's 0th dimension does not equal the "
-                                                   "sum of the 0th dimension sizes of the input tensors")
+                    raise ServingError(
+                        "INTERNAL",
+                        "Batched output tensor's 0th dimension does not equal the "
+                        "sum of the 0th dimension sizes of the input tensors",
+                    )
             start = 0
             for task in tasks:
-                task.future.set_result({n: v[start:start + task.size] for n, v in outputs.items()})
+                task.future.set_result(
+                    {n: v[start : start + task.size] for n, v in outputs.items()}
+                )
                 start += task.size
         except BaseException as error:  # every request of the batch gets the error
             for task in tasks:
@@ -245,10 +288,17 @@ class Batcher:
             parts = [t.feeds[name] for t in tasks]
             if self.options.pad_variable_length_inputs and len({p.shape[1:] for p in parts}) > 1:
                 target = np.max([p.shape[1:] for p in parts], axis=0)
-                parts = [p if p.shape[1:] == tuple(target) else
-                         np.pad(p, [(0, 0)] + [(0, int(t) - d) for t, d in zip(target, p.shape[1:])],
-                                mode="constant", constant_values=p.reshape(-1)[0] if p.size else 0)
-                         for p in parts]
+                parts = [
+                    p
+                    if p.shape[1:] == tuple(target)
+                    else np.pad(
+                        p,
+                        [(0, 0)] + [(0, int(t) - d) for t, d in zip(target, p.shape[1:])],
+                        mode="constant",
+                        constant_values=p.reshape(-1)[0] if p.size else 0,
+                    )
+                    for p in parts
+                ]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if padded > total:
                 value = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])

@@ -8,7 +8,13 @@ and `--monitoring_config_file` exactly as the real server does (unknown fields a
 are parse errors).
 """
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
 
 _FILE = "keras_attention_zoo/serving/tfs_batching_monitoring.proto"
 _T = descriptor_pb2.FieldDescriptorProto
@@ -18,13 +24,17 @@ def _field(message, name, number, kind, type_name=None, repeated=False):
     field = message.field.add()
     field.name, field.number, field.type = name, number, kind
     field.label = _T.LABEL_REPEATED if repeated else _T.LABEL_OPTIONAL
-    field.json_name = "".join(w if i == 0 else w.capitalize() for i, w in enumerate(name.split("_")))
+    field.json_name = "".join(
+        w if i == 0 else w.capitalize() for i, w in enumerate(name.split("_"))
+    )
     if type_name:
         field.type_name = type_name
 
 
 def _file_proto():
-    proto = descriptor_pb2.FileDescriptorProto(name=_FILE, package="tensorflow.serving", syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name=_FILE, package="tensorflow.serving", syntax="proto3"
+    )
     proto.dependency.append(wrappers_pb2.DESCRIPTOR.name)
     msg = _T.TYPE_MESSAGE
     batching = proto.message_type.add(name="BatchingParameters")
@@ -51,8 +61,15 @@ def _classes():
         pool.FindFileByName(_FILE)
     except KeyError:
         pool.Add(_file_proto())
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")))
+    return _message_classes(
+        pool, "tensorflow.serving.BatchingParameters", "tensorflow.serving.MonitoringConfig"
+    )
+
+
+def _message_classes(pool, *full_names):
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(name)) for name in full_names
+    )
 
 
 BatchingParameters, MonitoringConfig = _classes()
@@ -62,8 +79,11 @@ def _health_classes():
     """`grpc.health.v1.HealthCheckRequest` / `HealthCheckResponse` (the standard gRPC health
     service, `--enable_grpc_healthcheck_service`), in a private pool so that they never clash
     with the `grpcio-health-checking` package's."""
-    proto = descriptor_pb2.FileDescriptorProto(name="keras_attention_zoo/serving/grpc_health.proto",
-                                               package="grpc.health.v1", syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="keras_attention_zoo/serving/grpc_health.proto",
+        package="grpc.health.v1",
+        syntax="proto3",
+    )
     request = proto.message_type.add(name="HealthCheckRequest")
     _field(request, "service", 1, _T.TYPE_STRING)
     status = proto.enum_type.add(name="ServingStatus")
@@ -73,8 +93,9 @@ def _health_classes():
     _field(response, "status", 1, _T.TYPE_ENUM, ".grpc.health.v1.ServingStatus")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")))
+    return _message_classes(
+        pool, "grpc.health.v1.HealthCheckRequest", "grpc.health.v1.HealthCheckResponse"
+    )
 
 
 HealthCheckRequest, HealthCheckResponse = _health_classes()

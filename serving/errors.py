@@ -19,11 +19,25 @@ HTTP_STATUS = {
 
 # tensorflow.errors error_code integers -> canonical names.
 CODE_NAMES = {
-    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED",
-    13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
 }
+CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
 
 
 class ServingError(Exception):
@@ -50,5 +64,7 @@ def invalid(message):
 
 def from_tf_error(error):
     """A ServingError from a `tf.errors.OpError` raised by the runtime."""
-    return ServingError(CODE_NAMES.get(getattr(error, "error_code", 2), "UNKNOWN"),
-                        getattr(error, "message", str(error)))
+    return ServingError(
+        CODE_NAMES.get(getattr(error, "error_code", 2), "UNKNOWN"),
+        getattr(error, "message", str(error)),
+    )

@@ -18,18 +18,8 @@ import re
 import numpy as np
 import orjson
 
+from serving import dtypes
 from serving.errors import ServingError, invalid
-
-_INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1), "int16": (-(2**31), 2**31 - 1), "int8": (-(2**31), 2**31 - 1),
-    "uint8": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
-    "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1),
-}
-_NUMPY = {
-    "float": np.float32, "double": np.float64, "int32": np.int32, "int16": np.int16,
-    "int8": np.int8, "uint8": np.uint8, "int64": np.int64, "uint32": np.uint32,
-    "uint64": np.uint64, "bool": np.bool_, "string": object,
-}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -40,7 +30,7 @@ def format_float(value, double=False):
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     roundtrip = float(text) if double else np.float32(float(text))
     if roundtrip != (value if double else np.float32(value)):
         text = ("%.17g" if double else "%.9g") % value
@@ -49,9 +39,12 @@ def format_float(value, double=False):
     return text
 
 
-# numpy dtype -> TF DataTypeString, for the dtypes TF Serving cannot write as JSON
-_UNWRITABLE = {"float16": "half", "bfloat16": "bfloat16", "complex64": "complex64",
-               "complex128": "complex128", "uint16": "uint16"}
+def _unwritable_type_name(dtype):
+    """TensorFlow's name of a numpy dtype TF Serving cannot write as JSON, or None."""
+    row = dtypes.from_numpy(dtype)
+    if row is not None:
+        return None if row.json_writable else row.tf_name
+    return None if dtype.kind in "fbiu" else str(dtype)
 
 
 def _scalar_json(value, kind, as_bytes):
@@ -63,7 +56,7 @@ def _scalar_json(value, kind, as_bytes):
         return str(int(value))
     raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
     if as_bytes:
-        return '{"b64": "%s"}' % base64.b64encode(raw).decode("ascii")
+        return f'{{"b64": "{base64.b64encode(raw).decode("ascii")}"}}'
     return json.dumps(raw.decode("utf-8", errors="replace"), ensure_ascii=False)
 
 
@@ -72,7 +65,7 @@ def tensor_json(array, name=""):
     tensor whose name ends in `_bytes` is written as `{"b64": ...}` objects, else as text."""
     array = np.asarray(array)
     kind = array.dtype.kind
-    type_name = _UNWRITABLE.get(str(array.dtype), None if kind in "fbiuOSU" else str(array.dtype))
+    type_name = _unwritable_type_name(array.dtype)
     if type_name is not None and array.size:  # TF Serving fails on the first value it writes
         raise invalid(f"Failed to write JSON value for tensor type: {type_name}")
     as_bytes = name.endswith("_bytes")
@@ -109,9 +102,11 @@ def _number_texts(array):
         return array.astype(str).astype(object)
     flat = array.reshape(-1)
     values = flat.astype(np.float64).tolist()
-    texts = ["%g" % v for v in values]
+    texts = [f"{v:g}" for v in values]
     with np.errstate(invalid="ignore", over="ignore"):
-        inexact = (np.array([float(t) for t in texts]).astype(array.dtype) != flat) & np.isfinite(flat)
+        inexact = (np.array([float(t) for t in texts]).astype(array.dtype) != flat) & np.isfinite(
+            flat
+        )
     digits = "%.17g" if array.dtype == np.float64 else "%.9g"
     for i in np.flatnonzero(inexact).tolist():
         texts[i] = digits % values[i]
@@ -129,9 +124,9 @@ def predict_response_json(outputs, row_format):
         raise invalid("Cannot convert empty tensor map to JSON")
     if not row_format:
         if len(names) == 1:
-            return '{"outputs": %s}' % tensor_json(outputs[names[0]], names[0])
+            return f'{{"outputs": {tensor_json(outputs[names[0]], names[0])}}}'
         body = ", ".join(f"{json.dumps(n)}: {tensor_json(outputs[n], n)}" for n in names)
-        return '{"outputs": {%s}}' % body
+        return f'{{"outputs": {{{body}}}}}'
     batch = None
     for name in names:
         array = np.asarray(outputs[name])
@@ -140,40 +135,45 @@ def predict_response_json(outputs, row_format):
         if batch is None:
             batch = array.shape[0]
         elif array.shape[0] != batch:
-            raise invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                          f"expecting: {batch}")
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
     if len(names) == 1:
-        return '{"predictions": %s}' % tensor_json(outputs[names[0]], names[0])
+        return f'{{"predictions": {tensor_json(outputs[names[0]], names[0])}}}'
     rows = []
     for i in range(batch):
-        rows.append("{" + ", ".join(f"{json.dumps(n)}: {tensor_json(np.asarray(outputs[n])[i, ...], n)}"
-                                    for n in names) + "}")
-    return '{"predictions": [%s]}' % ", ".join(rows)
+        rows.append(
+            "{"
+            + ", ".join(
+                f"{json.dumps(n)}: {tensor_json(np.asarray(outputs[n])[i, ...], n)}" for n in names
+            )
+            + "}"
+        )
+    return f'{{"predictions": [{", ".join(rows)}]}}'
 
 
-def regress_response_json(values):
-    """`{"results": [...]}` for a regression's values, one per example."""
-    if len(values) == 0:
+def regress_response_json(result):
+    """`{"results": [...]}` for a RegressionResult, one value per example."""
+    if not result.regressions:
         raise invalid("Cannot convert empty RegressionResults to JSON")
-    return '{"results": [%s]}' % ", ".join(format_float(v) for v in values)
+    values = ", ".join(format_float(r.value) for r in result.regressions)
+    return f'{{"results": [{values}]}}'
 
 
-def classify_response_json(classes, scores):
-    """`{"results": [[[label, score], ...], ...]}` for a classification's [examples, classes]
-    labels and / or scores (a missing label is "", a missing score 0.0)."""
-    rows = scores if scores is not None else classes
-    if rows is None or len(rows) == 0:
+def classify_response_json(result):
+    """`{"results": [[[label, score], ...], ...]}` for a ClassificationResult (a missing label
+    is "", a missing score 0.0)."""
+    if not result.classifications:
         raise invalid("Cannot convert empty ClassificationResults to JSON")
     results = []
-    for i in range(len(rows)):
-        pairs = []
-        for j in range(len(rows[i])):
-            label = classes[i][j] if classes is not None else b""
-            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
-            score = format_float(scores[i][j]) if scores is not None else "0.0"
-            pairs.append(f"[{json.dumps(label, ensure_ascii=False)}, {score}]")
+    for classification in result.classifications:
+        pairs = [
+            f"[{json.dumps(c.label, ensure_ascii=False)}, {format_float(c.score)}]"
+            for c in classification.classes
+        ]
         results.append("[" + ", ".join(pairs) + "]")
-    return '{"results": [%s]}' % ", ".join(results)
+    return f'{{"results": [{", ".join(results)}]}}'
 
 
 # ----------------------------------------------------------------------------- reading
@@ -190,10 +190,12 @@ def rapidjson_double(value):
     if value == 0:
         return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
     sign = "-" if value < 0 else ""
-    mantissa, _, exponent = ("%r" % abs(value)).partition("e")
+    mantissa, _, exponent = repr(abs(value)).partition("e")
     whole, _, fraction = mantissa.partition(".")
     digits = (whole + fraction).lstrip("0")
-    point = len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    point = (
+        len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    )
     if fraction == "0":
         digits = whole.lstrip("0")
     point += int(exponent or 0)  # value = 0.digits * 10**point
@@ -338,17 +340,23 @@ def _parse_like_rapidjson(data):
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
     except UnicodeDecodeError as error:
-        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}")
+        raise invalid(
+            f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
+        ) from None
     if not _LONE_SURROGATE_ESCAPE.search(text):
         try:  # C speed for the common case (NaN / Infinity tokens)
-            return json.loads(text, parse_constant=_CONSTANTS.__getitem__, parse_int=_json_int,
-                              parse_float=_json_float)
+            return json.loads(
+                text,
+                parse_constant=_CONSTANTS.__getitem__,
+                parse_int=_json_int,
+                parse_float=_json_float,
+            )
         except (ValueError, RecursionError):
             pass  # RapidJSON's reading below finds (and words) the error, or reads it after all
     try:
         return _RapidJsonReader(text).parse()
     except _ParseError as error:
-        offset = len(text[:error.offset].encode("utf-8", "surrogatepass"))
+        offset = len(text[: error.offset].encode("utf-8", "surrogatepass"))
         raise invalid(f"JSON Parse error: {error.message} at offset: {offset}") from None
 
 
@@ -370,7 +378,7 @@ class _RapidJsonReader:
         self.text = text
 
     def skip(self, pos):
-        if self.text[pos:pos + 1] not in _SPACES:
+        if self.text[pos : pos + 1] not in _SPACES:
             return pos
         return _WHITESPACE.match(self.text, pos).end()
 
@@ -384,7 +392,9 @@ class _RapidJsonReader:
             value, pos = self.value(pos)
             if isinstance(value, _Open):
                 container = value.container
-                if type(container) is list and text.startswith("[", pos):  # a run of "[[[[": at once
+                if type(container) is list and text.startswith(
+                    "[", pos
+                ):  # a run of "[[[[": at once
                     end = _OPEN_RUN.match(text, pos).end()
                     stack.append([container, None])
                     stack.extend([[], None] for _ in range(end - pos - 1))
@@ -407,7 +417,9 @@ class _RapidJsonReader:
                         break
                     if not text.startswith("]", pos):
                         raise _ParseError("Missing a comma or ']' after an array element.", pos)
-                    end = _CLOSE_RUN.match(text, pos).end()  # a run of "]]]]" closing lists: at once
+                    end = _CLOSE_RUN.match(
+                        text, pos
+                    ).end()  # a run of "]]]]" closing lists: at once
                     value, pos = stack.pop()[0], pos + 1
                     while pos < end and stack and type(stack[-1][0]) is list:
                         stack[-1][0].append(value)
@@ -437,7 +449,7 @@ class _RapidJsonReader:
     def value(self, pos):
         text = self.text
         pos = self.skip(pos)
-        char = text[pos:pos + 1]
+        char = text[pos : pos + 1]
         if char == "[":
             return _Open([]), pos + 1
         if char == "{":
@@ -457,11 +469,15 @@ class _RapidJsonReader:
         except json.JSONDecodeError as error:
             message = error.msg
             if message.startswith("Unterminated string"):
-                raise _ParseError("Missing a closing quotation mark in string.", len(self.text)) from None
+                raise _ParseError(
+                    "Missing a closing quotation mark in string.", len(self.text)
+                ) from None
             if message.startswith("Invalid control character"):
                 raise _ParseError("Invalid encoding in string.", error.pos) from None
             if message.startswith("Invalid \\uXXXX"):
-                raise _ParseError("Incorrect hex digit after \\u escape in string.", error.pos) from None
+                raise _ParseError(
+                    "Incorrect hex digit after \\u escape in string.", error.pos
+                ) from None
             raise _ParseError("Invalid escape character in string.", error.pos) from None
         if _SURROGATE.search(value):
             raise _ParseError("The surrogate pair in string is invalid.", pos)
@@ -490,7 +506,7 @@ class _RapidJsonReader:
             if not fraction:
                 raise _ParseError("Miss fraction part in number.", end + 1)
             end, is_double = fraction.end(), True
-        if text[end:end + 1] in ("e", "E"):
+        if text[end : end + 1] in ("e", "E"):
             exponent = _EXPONENT.match(text, end)
             if not exponent:
                 raise _ParseError("Miss exponent in number.", end + 1)
@@ -514,8 +530,10 @@ class _Open:
 def signature_name(doc):
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid(f"JSON Value: {value_to_string(doc)} not formatted correctly. "
-                      "'signature_name' key must be a string value.")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
     return name
 
 
@@ -525,44 +543,56 @@ def _is_b64(value):
 
 def _decode_b64(value):
     if not _is_b64(value):
-        raise invalid(f"JSON Value: {value_to_string(value)} not formatted correctly for base64 data")
+        raise invalid(
+            f"JSON Value: {value_to_string(value)} not formatted correctly for base64 data"
+        )
     try:
         return base64.b64decode(value["b64"], validate=True)
     except (binascii.Error, ValueError):
         try:
             return base64.urlsafe_b64decode(value["b64"])
         except (binascii.Error, ValueError):
-            raise invalid("Unable to base64 decode")
+            raise invalid("Unable to base64 decode") from None
 
 
 def _type_error(value, dtype):
-    return invalid(f"JSON Value: {value_to_string(value)} Type: {json_type(value)} "
-                   f"is not of expected type: {dtype}")
+    return invalid(
+        f"JSON Value: {value_to_string(value)} Type: {json_type(value)} "
+        f"is not of expected type: {dtype}"
+    )
 
 
 def _convert(value, dtype):
     """One JSON scalar as a Python value of `dtype` (a TF DataTypeString like "float")."""
+    row = dtypes.by_tf_name(dtype)
+    json_kind = row.json if row is not None else None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if dtype in ("float", "double"):
+    if json_kind == "float":
         # any number, rounded to the nearest float (beyond float32's range: infinity), as
         # RapidJSON's GetFloat() does
         if not is_number:
             raise _type_error(value, dtype)
         return float(value)
-    if dtype in _INT_RANGES:
-        low, high = _INT_RANGES[dtype]
+    if json_kind == "integer":
+        low, high = row.json_range
         if not is_number or not isinstance(value, int) or not low <= value <= high:
             raise _type_error(value, dtype)
         return value
-    if dtype == "string":
+    if json_kind == "string":
         if not isinstance(value, str):
             raise _type_error(value, dtype)
         return value.encode("utf-8", "surrogatepass")
-    if dtype == "bool":
+    if json_kind == "bool":
         if not isinstance(value, bool):
             raise _type_error(value, dtype)
         return value
-    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {value_to_string(value)} to type: {dtype}")
+    raise _unimplemented(value, dtype)
+
+
+def _unimplemented(value, dtype):
+    return ServingError(
+        "UNIMPLEMENTED", f"Conversion of JSON Value: {value_to_string(value)} to type: {dtype}"
+    )
 
 
 def _dense_shape(value):
@@ -579,10 +609,12 @@ def _fill(value, level, shape, dtype, out):
     rank = len(shape)
     if not isinstance(value, list):
         if level != rank:
-            raise invalid(f"JSON Value: {value_to_string(value)} found at incorrect level: {level + 1} "
-                          f"in the JSON DOM. Expected at level: {rank}")
+            raise invalid(
+                f"JSON Value: {value_to_string(value)} found at incorrect level: {level + 1} "
+                f"in the JSON DOM. Expected at level: {rank}"
+            )
         if isinstance(value, dict):
-            if dtype != "string":
+            if dtype != dtypes.STRING.tf_name:
                 raise _type_error(value, dtype)
             out.append(_decode_b64(value))
         else:
@@ -591,8 +623,10 @@ def _fill(value, level, shape, dtype, out):
     if level >= rank:
         raise invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
     if len(value) != shape[level]:
-        raise invalid(f"Encountered list at unexpected size: {len(value)} at level: {level} "
-                      f"expected size: {shape[level]}")
+        raise invalid(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
     for item in value:
         _fill(item, level + 1, shape, dtype, out)
 
@@ -604,20 +638,33 @@ def json_to_array(value, dtype, name=""):
     """A numpy array (and its shape) from a JSON value, checked like `FillTensorProto`."""
     shape = _dense_shape(value)
     if len(shape) > MAX_RANK:
-        raise invalid(f"tensor parsing error: {name}: {len(shape)} dimensions, at most {MAX_RANK} are supported")
+        raise invalid(
+            f"tensor parsing error: {name}: {len(shape)} dimensions, "
+            f"at most {MAX_RANK} are supported"
+        )
     values = []
     _fill(value, 0, shape, dtype, values)
-    if dtype == "string":
+    row = dtypes.by_tf_name(dtype)
+    if row is None:
+        raise _unimplemented(value, dtype)
+    if row is dtypes.STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
-    elif dtype in ("float", "double"):
+    elif row.json == "float":
         with np.errstate(over="ignore"):  # beyond float32's range: +-inf, like a C cast
-            array = np.array(values, dtype=np.float64).astype(_NUMPY[dtype])
-    elif dtype in ("int16", "int8", "uint8"):  # RapidJSON reads an int32, the tensor keeps its low bits
-        array = np.array(values, dtype=np.int64).astype(_NUMPY[dtype])
+            array = np.array(values, dtype=np.float64).astype(row.numpy)
+    elif row.json == "integer" and _wraps(row):
+        # RapidJSON reads an int32, the narrower tensor keeps its low bits
+        array = np.array(values, dtype=np.int64).astype(row.numpy)
     else:
-        array = np.array(values, dtype=_NUMPY[dtype])
+        array = np.array(values, dtype=row.numpy)
     return array.reshape(shape)
+
+
+def _wraps(row):
+    """Whether the JSON integers `row` accepts go beyond what its numpy dtype holds."""
+    info = np.iinfo(row.numpy)
+    return row.json_range[0] < info.min or row.json_range[1] > info.max
 
 
 def _shape_str(shape):
@@ -628,8 +675,10 @@ def _instances(items, inputs):
     """Row format: one tensor per input, stacked along a new first dimension."""
     first = items[0]
     if not isinstance(first, dict) and len(inputs) > 1:
-        raise invalid("instances is a plain list, but expecting list of objects as multiple input "
-                      "tensors required as per tensorinfo_map")
+        raise invalid(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
+        )
 
     def is_object(v):
         return isinstance(v, dict) and not _is_b64(v)
@@ -654,11 +703,16 @@ def _instances(items, inputs):
                 if size_a != size_b:
                     error = invalid(f"Expecting tensor size: {size_a} but got: {size_b}")
                 else:
-                    error = invalid(f"Expecting shape {_shape_str(shapes[name])} but got: "
-                                    f"{_shape_str(array.shape)}")
+                    error = invalid(
+                        f"Expecting shape {_shape_str(shapes[name])} but got: "
+                        f"{_shape_str(array.shape)}"
+                    )
         if error is not None:
-            raise ServingError(error.code, f"Failed to process element: {index}{key_text} of 'instances' "
-                               f"list. Error: {error.code}: {error.message}")
+            raise ServingError(
+                error.code,
+                f"Failed to process element: {index}{key_text} of 'instances' "
+                f"list. Error: {error.code}: {error.message}",
+            )
         shapes[name] = array.shape
         columns.setdefault(name, []).append(array)
 
@@ -669,8 +723,10 @@ def _instances(items, inputs):
             for key, value in item.items():
                 add(value, key, index, f" key: {key}")
             if set(item) != set(names):
-                raise invalid(f"Failed to process element: {index} of 'instances' list. JSON object: "
-                              f"{value_to_string(item)} keys must be equal to: {','.join(names)}")
+                raise invalid(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{value_to_string(item)} keys must be equal to: {','.join(names)}"
+                )
         else:
             if is_object(item):
                 raise invalid(f"Expecting value/list but got object at item {index} of input list")
@@ -684,12 +740,16 @@ def predict_request(doc, inputs):
         raise invalid(f"Failed to get input map for signature: {signature_name(doc) or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
-        raise invalid(f"JSON Value: {value_to_string(doc)} Not formatted correctly expecting only "
-                      "one of 'inputs' or 'instances' keys to exist ")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} Not formatted correctly expecting only "
+            "one of 'inputs' or 'instances' keys to exist "
+        )
     if has_instances:
         items = doc["instances"]
         if not isinstance(items, list):
-            raise invalid(f"JSON Value: {value_to_string(doc)} Excepting 'instances' to be an list/array")
+            raise invalid(
+                f"JSON Value: {value_to_string(doc)} Excepting 'instances' to be an list/array"
+            )
         if not items:
             raise invalid(f"JSON Value: {value_to_string(doc)} No values in 'instances' array")
         return _instances(items, inputs), True
@@ -697,8 +757,10 @@ def predict_request(doc, inputs):
         value = doc["inputs"]
         if not isinstance(value, dict) or _is_b64(value):
             if len(inputs) > 1:
-                raise invalid("inputs is a plain value/list, but expecting an object as multiple input "
-                              "tensors required as per tensorinfo_map")
+                raise invalid(
+                    "inputs is a plain value/list, but expecting an object as multiple input "
+                    "tensors required as per tensorinfo_map"
+                )
             name = next(iter(inputs))
             return {name: json_to_array(value, inputs[name], name)}, False
         tensors = {}
@@ -715,8 +777,14 @@ def _feature(name, content, feature):
     values = content if isinstance(content, list) else [content]
     kind = None
     for value in values:
-        if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
-            raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
+        if (
+            value is None
+            or isinstance(value, list)
+            or (isinstance(value, dict) and not _is_b64(value))
+        ):
+            raise invalid(
+                f"Feature: {name} has element with unexpected JSON type: {json_type(value)}"
+            )
         if isinstance(value, bool) or (isinstance(value, int) and not isinstance(value, bool)):
             this = "int64"
         elif isinstance(value, float):
@@ -734,8 +802,11 @@ def _feature(name, content, feature):
             with np.errstate(over="ignore"):  # RapidJSON's GetFloat(): beyond float32, +-inf
                 feature.float_list.value.append(float(np.float32(value)))
         else:
-            feature.bytes_list.value.append(_decode_b64(value) if isinstance(value, dict)
-                                            else value.encode("utf-8", "surrogatepass"))
+            feature.bytes_list.value.append(
+                _decode_b64(value)
+                if isinstance(value, dict)
+                else value.encode("utf-8", "surrogatepass")
+            )
 
 
 def _example(value, example_cls):
@@ -752,11 +823,15 @@ def examples_request(doc, method, example_cls):
     context = _example(doc["context"], example_cls) if "context" in doc else None
     if "examples" not in doc:
         # TF Serving names classify here for regress requests too
-        raise invalid(f"JSON Value: {value_to_string(doc)} When method is classify, key 'examples' "
-                      "is expected and was not found")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} When method is classify, key 'examples' "
+            "is expected and was not found"
+        )
     items = doc["examples"]
     if not isinstance(items, list):
-        raise invalid(f"JSON Value: {value_to_string(doc)} Expecting 'examples' value to be an list/array")
+        raise invalid(
+            f"JSON Value: {value_to_string(doc)} Expecting 'examples' value to be an list/array"
+        )
     if not items:
         raise invalid(f"JSON Value: {value_to_string(doc)} 'examples' value is an empty array")
     serialized = []

@@ -36,7 +36,9 @@ def _observe(cell, micros):
 def record_warmup(model_path, status, seconds):
     """One warmup of the version at `model_path`, ended with `status` ("OK" or "CODE: message")."""
     with _warmup_lock:
-        cell = _warmup_latency.setdefault((str(model_path), status), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0])
+        cell = _warmup_latency.setdefault(
+            (str(model_path), status), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0]
+        )
         _observe(cell, seconds * 1e6)
 
 
@@ -69,7 +71,7 @@ def read_monitoring_path(path):
 def _number(value):
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return "%.6g" % value
+    return f"{value:.6g}"
 
 
 def _labels(pairs):
@@ -98,7 +100,9 @@ class Metrics:
         with self._lock:
             key = (model_name, status)
             self._counts[key] = self._counts.get(key, 0) + 1
-            cell = self._latency.setdefault((model_name, api, entrypoint), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0])
+            cell = self._latency.setdefault(
+                (model_name, api, entrypoint), [0] * len(LATENCY_BUCKETS_US) + [0.0, 0]
+            )
             _observe(cell, micros)
 
     def request_count(self, model_name, status):
@@ -114,7 +118,9 @@ class Metrics:
         latency_name = REQUEST_LATENCY.replace("/", ":")
         lines = [f"# TYPE {count_name} counter"]
         for (model, status), value in counts:
-            lines.append(f"{count_name}{_labels([('model_name', model), ('status', status)])} {value}")
+            lines.append(
+                f"{count_name}{_labels([('model_name', model), ('status', status)])} {value}"
+            )
         lines.append(f"# TYPE {latency_name} histogram")
         for (model, api, entrypoint), cell in latency:
             base = [("model_name", model), ("API", api), ("entrypoint", entrypoint)]
@@ -124,7 +130,11 @@ class Metrics:
         warmup_name = WARMUP_LATENCY.replace("/", ":")
         lines.append(f"# TYPE {warmup_name} histogram")
         for (model_path, status), cell in warmup:
-            lines.extend(_histogram_lines(warmup_name, [("model_path", model_path), ("status", status)], cell))
+            lines.extend(
+                _histogram_lines(
+                    warmup_name, [("model_path", model_path), ("status", status)], cell
+                )
+            )
         return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from serving import warmup
+from serving import dtypes, warmup
 from serving.errors import ServingError, from_tf_error, invalid
 
 log = logging.getLogger("serving")
@@ -27,14 +27,10 @@ call_deadline = threading.local()
 
 METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
-DTYPE_NAMES = {
-    1: "float", 2: "double", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
-    9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "half", 22: "uint32", 23: "uint64",
-}
-
 
 def read_model_config(path):
-    """A `ModelServerConfig` parsed from a protobuf text-format file; ValueError if it is not one."""
+    """A `ModelServerConfig` parsed from a protobuf text-format file; ValueError if it is not
+    one."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -45,14 +41,18 @@ def read_model_config(path):
         text_format.Parse(text, config)
     except text_format.ParseError as error:
         # the first words are the real server's (protobuf's C++ text parser logs them)
-        raise ValueError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error} "
-                         f"({path}: not a valid ModelServerConfig text proto)") from None
+        raise ValueError(
+            f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error} "
+            f"({path}: not a valid ModelServerConfig text proto)"
+        ) from None
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError(f"{path}: only model_config_list is supported")
     names = [m.name for m in config.model_config_list.config]
     for name in names:
         if names.count(name) > 1:
-            raise ValueError(f"{path}: Illegal to list model {name} {names.count(name)} times in config list")
+            raise ValueError(
+                f"{path}: Illegal to list model {name} {names.count(name)} times in config list"
+            )
     return config
 
 
@@ -124,9 +124,13 @@ class Servable:
         saved = loader_impl.parse_saved_model(path)
         meta = [m for m in saved.meta_graphs if set(m.meta_info_def.tags) == set(tags)]
         if not meta:
-            raise ServingError("NOT_FOUND", "Could not find meta graph def matching supplied tags: { "
-                               + " ".join(tags) + " }. To inspect available tag-sets in the SavedModel, "
-                               "please use the SavedModel CLI: `saved_model_cli`")
+            raise ServingError(
+                "NOT_FOUND",
+                "Could not find meta graph def matching supplied tags: { "
+                + " ".join(tags)
+                + " }. To inspect available tag-sets in the SavedModel, "
+                "please use the SavedModel CLI: `saved_model_cli`",
+            )
         self._session = self._tf2 = None
         if meta[0].object_graph_def.nodes:  # a TF2 SavedModel: run its restored signature functions
             self.meta_graph = meta[0]
@@ -144,12 +148,14 @@ class Servable:
         key = name or "serving_default"
         if key not in self.signatures:
             if grpc_message:
-                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+                raise ServingError(
+                    "FAILED_PRECONDITION", f'Serving signature key "{key}" not found.'
+                )
             raise invalid(f'Serving signature name: "{key}" not found in signature def')
         return key, self.signatures[key]
 
     def input_dtypes(self, signature):
-        return {name: DTYPE_NAMES.get(info.dtype, str(info.dtype)) for name, info in signature.inputs.items()}
+        return {name: dtypes.tf_name_of(info.dtype) for name, info in signature.inputs.items()}
 
     def run(self, signature, feeds, output_names=None, key=None):
         """Run `signature` on {input name: array}; returns {output name: array}. With batching
@@ -159,29 +165,39 @@ class Servable:
         if missing or extra:
             raise invalid(f"Expected inputs {sorted(signature.inputs)} but got {sorted(feeds)}")
         if self.batcher is not None:
-            return self.batcher.run(self, key or "serving_default", signature, feeds, output_names,
-                                    lambda batch: self.run_direct(signature, batch, output_names, key))
+            return self.batcher.run(
+                self,
+                key or "serving_default",
+                signature,
+                feeds,
+                output_names,
+                lambda batch: self.run_direct(signature, batch, output_names, key),
+            )
         return self.run_direct(signature, feeds, output_names, key)
 
     def run_direct(self, signature, feeds, output_names=None, key=None):
         """One model call on {input name: array}, never batched."""
-        from tensorflow.core.protobuf import config_pb2
         import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
 
         outputs = sorted(output_names or signature.outputs)
         in_names = sorted(feeds)
         if self._tf2 is not None:
             try:
                 values = self._tf2.signatures[key or "serving_default"](
-                    **{n: tf.constant(feeds[n]) for n in in_names})
+                    **{n: tf.constant(feeds[n]) for n in in_names}
+                )
             except tf.errors.OpError as error:
-                raise from_tf_error(error)
+                raise from_tf_error(error) from error
             except (TypeError, ValueError) as error:
-                raise invalid(str(error).split("\n")[0][:1024])
+                raise invalid(str(error).split("\n")[0][:1024]) from None
             return {n: np.asarray(values[n]) for n in outputs}
         timeout_ms = getattr(call_deadline, "timeout_ms", None)
-        key = (tuple(signature.inputs[n].name for n in in_names), tuple(signature.outputs[n].name for n in outputs),
-               timeout_ms)
+        key = (
+            tuple(signature.inputs[n].name for n in in_names),
+            tuple(signature.outputs[n].name for n in outputs),
+            timeout_ms,
+        )
         with self._lock:
             fn = self._callables.get(key)
             if fn is None:
@@ -193,22 +209,36 @@ class Servable:
         try:
             values = fn(*[feeds[n] for n in in_names])
         except tf.errors.OpError as error:
-            raise from_tf_error(error)
+            raise from_tf_error(error) from error
         return dict(zip(outputs, (np.asarray(v) for v in values)))
 
     def run_examples(self, key, signature, verb, serialized):
-        """Run a classify/regress signature on serialized `tf.train.Example`s; returns its outputs."""
+        """Run a classify/regress signature on serialized `tf.train.Example`s; returns its
+        outputs."""
         kind = "classification" if verb == "classify" else "regression"
         if self.check_method_name and signature.method_name != METHOD_NAMES[verb]:
-            raise invalid(f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
-                          f"Was: {signature.method_name}")
-        if verb == "classify" and "classes" not in signature.outputs and "scores" not in signature.outputs:
+            raise invalid(
+                f"Expected {kind} signature method_name to be {METHOD_NAMES[verb]}. "
+                f"Was: {signature.method_name}"
+            )
+        if (
+            verb == "classify"
+            and "classes" not in signature.outputs
+            and "scores" not in signature.outputs
+        ):
             from google.protobuf import text_format
 
-            raise invalid('Expected classification signature outputs to contain at least one of "classes" or '
-                          f'"scores". Signature was: {text_format.MessageToString(signature)}')
-        if list(signature.inputs) != ["inputs"] or signature.inputs["inputs"].dtype != 7:
-            raise invalid(f"{verb.capitalize()} signature {key} must have one string input named 'inputs'")
+            raise invalid(
+                'Expected classification signature outputs to contain at least one of "classes" or '
+                f'"scores". Signature was: {text_format.MessageToString(signature)}'
+            )
+        if (
+            list(signature.inputs) != ["inputs"]
+            or signature.inputs["inputs"].dtype != dtypes.STRING.enum
+        ):
+            raise invalid(
+                f"{verb.capitalize()} signature {key} must have one string input named 'inputs'"
+            )
         if not serialized:
             raise invalid("Input is empty")
         examples = np.empty(len(serialized), dtype=object)
@@ -222,7 +252,10 @@ class Servable:
             return {"outputs": values.reshape(count)}
         scores, classes = outputs.get("scores"), outputs.get("classes")
         if scores is None and classes is None:
-            raise invalid("Expected classification signature outputs to contain at least one of classes, scores")
+            raise invalid(
+                "Expected classification signature outputs to contain at least one of "
+                "classes, scores"
+            )
         result = {}
         if scores is not None:
             result["scores"] = scores.reshape(count, -1)
@@ -256,9 +289,19 @@ class Servable:
 class ModelManager:
     """The served models: which versions exist, their states, and request resolution."""
 
-    def __init__(self, config, batcher=None, drain_timeout=30.0, freeze_gc=False, max_num_load_retries=0,
-                 load_retry_interval_s=60.0, check_method_name=False, enable_model_warmup=True,
-                 saved_model_tags=("serve",), allow_version_labels_for_unavailable_models=False):
+    def __init__(
+        self,
+        config,
+        batcher=None,
+        drain_timeout=30.0,
+        freeze_gc=False,
+        max_num_load_retries=0,
+        load_retry_interval_s=60.0,
+        check_method_name=False,
+        enable_model_warmup=True,
+        saved_model_tags=("serve",),
+        allow_version_labels_for_unavailable_models=False,
+    ):
         """`freeze_gc`: after every load or unload, collect garbage once and move the surviving
         objects (TensorFlow's and the models', hundreds of thousands) out of the garbage
         collector's view with `gc.freeze()`. Without it every full collection walks them all,
@@ -278,7 +321,9 @@ class ModelManager:
         self.check_method_name = check_method_name
         self.enable_model_warmup = enable_model_warmup
         self.saved_model_tags = tuple(saved_model_tags)
-        self.allow_version_labels_for_unavailable_models = allow_version_labels_for_unavailable_models
+        self.allow_version_labels_for_unavailable_models = (
+            allow_version_labels_for_unavailable_models
+        )
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
         self.config = config
@@ -308,14 +353,18 @@ class ModelManager:
         models no longer listed are unloaded. Raises INVALID_ARGUMENT for a bad config and the
         load error of a model that has no version loaded afterwards."""
         if config.WhichOneof("config") != "model_config_list":
-            raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. "
-                          "Only ModelConfigList is currently supported")
+            raise invalid(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
         names = [m.name for m in config.model_config_list.config]
         for name in names:
             if not name:
                 raise invalid("ModelConfig has an empty name")
             if names.count(name) > 1:
-                raise invalid(f"Illegal to list model {name} {names.count(name)} times in config list")
+                raise invalid(
+                    f"Illegal to list model {name} {names.count(name)} times in config list"
+                )
         self.check_config(config, base_paths=False)
         with self._poll_lock:
             with self._lock:
@@ -355,8 +404,12 @@ class ModelManager:
         on_disk = versions_on_disk(model.base_path)
         if not on_disk and model.name not in self._warned_empty:
             self._warned_empty.add(model.name)
-            log.warning("No versions of servable %s found under base path %s. Did you forget to name your leaf "
-                        "directory as a number (eg. '/1/')?", model.name, model.base_path)
+            log.warning(
+                "No versions of servable %s found under base path %s. Did you forget to name "
+                "your leaf directory as a number (eg. '/1/')?",
+                model.name,
+                model.base_path,
+            )
         elif on_disk:
             self._warned_empty.discard(model.name)
         wanted = wanted_versions(model, on_disk)
@@ -369,8 +422,14 @@ class ModelManager:
             states[version] = ("LOADING", "OK", "")
             servable = None
             try:
-                servable = Servable(model.name, version, on_disk[version], batcher=self.batcher,
-                                    tags=self.saved_model_tags, check_method_name=self.check_method_name)
+                servable = Servable(
+                    model.name,
+                    version,
+                    on_disk[version],
+                    batcher=self.batcher,
+                    tags=self.saved_model_tags,
+                    check_method_name=self.check_method_name,
+                )
                 # warmup records run before the version is AVAILABLE; a failing one fails the load
                 if self.enable_model_warmup:
                     servable.warmup_records = warmup.run_saved_model_warmup(servable)
@@ -416,9 +475,20 @@ class ModelManager:
         else:
             code, message = "UNKNOWN", str(error)[:1024]
         if attempts <= self.max_num_load_retries:
-            log.warning("loading %s version %d failed (attempt %d of %d), retrying in %g s: %s", name, version,
-                        attempts, self.max_num_load_retries + 1, self.load_retry_interval_s, message)
-            states[version] = ("LOADING", "OK", "")  # as TF Serving reports a load that is being retried
+            log.warning(
+                "loading %s version %d failed (attempt %d of %d), retrying in %g s: %s",
+                name,
+                version,
+                attempts,
+                self.max_num_load_retries + 1,
+                self.load_retry_interval_s,
+                message,
+            )
+            states[version] = (
+                "LOADING",
+                "OK",
+                "",
+            )  # as TF Serving reports a load that is being retried
         else:
             log.error("failed to load %s version %d: %s", name, version, message)
             states[version] = ("END", code, message)
@@ -426,8 +496,11 @@ class ModelManager:
     def pending_retries(self):
         """Seconds until the earliest pending load retry, or None when no retry is pending."""
         names = {m.name for m in self.model_configs()}
-        pending = [t for (name, _), (attempts, t) in list(self._retries.items())
-                   if name in names and attempts <= self.max_num_load_retries]
+        pending = [
+            t
+            for (name, _), (attempts, t) in list(self._retries.items())
+            if name in names and attempts <= self.max_num_load_retries
+        ]
         return max(min(pending) - time.monotonic(), 0.0) if pending else None
 
     def poll_until_settled(self, stopping=None):
@@ -449,13 +522,19 @@ class ModelManager:
         models = config.model_config_list.config if config is not None else self.model_configs()
         for model in models:
             if not model.model_platform:
-                raise invalid("Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-                              f"ModelServerConfig::model_platform, model name is {model.name}")
+                raise invalid(
+                    "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                    f"ModelServerConfig::model_platform, model name is {model.name}"
+                )
             if model.model_platform != "tensorflow":
-                raise invalid(f"Model {model.name} requests unsupported platform {model.model_platform}")
+                raise invalid(
+                    f"Model {model.name} requests unsupported platform {model.model_platform}"
+                )
             if base_paths and not os.path.exists(model.base_path):
-                raise invalid(f"Could not find base path {model.base_path} for servable {model.name} with error "
-                              f"NOT_FOUND: {model.base_path} not found")
+                raise invalid(
+                    f"Could not find base path {model.base_path} for servable {model.name} "
+                    f"with error NOT_FOUND: {model.base_path} not found"
+                )
 
     def check_version_labels(self):
         """FAILED_PRECONDITION, as TF Serving's ServerCore, for a version label that points at a
@@ -463,10 +542,13 @@ class ModelManager:
         if self.allow_version_labels_for_unavailable_models:
             return
         for model in self.model_configs():
-            for label, version in sorted(model.version_labels.items()):
+            for _label, version in sorted(model.version_labels.items()):
                 if version not in self.servables.get(model.name, {}):
-                    raise ServingError("FAILED_PRECONDITION", f"Request to assign label to version {version} of "
-                                       f"model {model.name}, which is not currently available for inference")
+                    raise ServingError(
+                        "FAILED_PRECONDITION",
+                        f"Request to assign label to version {version} of "
+                        f"model {model.name}, which is not currently available for inference",
+                    )
 
     def unavailable_models(self):
         """TF Serving's start-up error for the models with no version available, or None:
@@ -475,9 +557,12 @@ class ModelManager:
         for model in self.model_configs():
             if self.servables.get(model.name):
                 continue
-            for version, (state, code, message) in sorted(self.states.get(model.name, {}).items()):
+            for version, (_state, code, message) in sorted(self.states.get(model.name, {}).items()):
                 if code != "OK":
-                    failed.append(f"{{{{name: {model.name} version: {version}}} due to error: {code}: {message}}}, ")
+                    failed.append(
+                        f"{{{{name: {model.name} version: {version}}} "
+                        f"due to error: {code}: {message}}}, "
+                    )
         if not failed:
             return None
         return f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}"
@@ -493,15 +578,21 @@ class ModelManager:
                 model = next((m for m in self.model_configs() if m.name == name), None)
                 if model is None or label not in model.version_labels:
                     if not loaded:
-                        raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                        raise ServingError(
+                            "NOT_FOUND", f"Servable not found for request: Latest({name})"
+                        )
                     raise invalid(f"Unrecognized servable version label: {label}")
                 version = model.version_labels[label]
             if version is None:
                 if not loaded:
-                    raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                    raise ServingError(
+                        "NOT_FOUND", f"Servable not found for request: Latest({name})"
+                    )
                 return loaded[max(loaded)]
             if version not in loaded:
-                raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
+                raise ServingError(
+                    "NOT_FOUND", f"Servable not found for request: Specific({name}, {version})"
+                )
             return loaded[version]
 
     @contextlib.contextmanager
@@ -528,7 +619,9 @@ class ModelManager:
                 version = model.version_labels[label]
             if version is not None:
                 if version not in states:
-                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+                    raise ServingError(
+                        "NOT_FOUND", f"Could not find version {version} of model {name}"
+                    )
                 return [(version,) + states[version]]
             return [(v,) + states[v] for v in sorted(states, reverse=True)]
 

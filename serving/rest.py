@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from aiohttp import web
 
-from serving import json_tensor
-from serving.errors import CODE_NAMES, ServingError, invalid
+from serving import dtypes, json_tensor
+from serving.errors import ServingError, invalid
+from serving.handlers import Handlers, example_response
 from serving.metrics import Metrics, status_of
 from serving.models import call_deadline
 
@@ -28,12 +29,13 @@ log = logging.getLogger("serving")
 # RE2's \d is ASCII only: re.ASCII keeps "٣" (Arabic-Indic three) from being read as a version
 PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
-    re.IGNORECASE | re.ASCII)
+    re.IGNORECASE | re.ASCII,
+)
 STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
-    re.IGNORECASE | re.ASCII)
+    re.IGNORECASE | re.ASCII,
+)
 API_KEY = web.AppKey("api", object)
-CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 JSON_HEADERS = {"Content-Type": "application/json"}  # exactly, as TF Serving sends it
 # A gzip body (Content-Encoding: gzip) inflates to at most this many bytes, TF Serving's limit
@@ -43,11 +45,22 @@ _INFLATE_STEP = 1 << 20  # inflate at most this much between two turns of the ev
 
 
 def _json_response(text, status=200):
-    return web.Response(body=text.encode("utf-8", "surrogatepass"), status=status, headers=JSON_HEADERS)
+    return web.Response(
+        body=text.encode("utf-8", "surrogatepass"), status=status, headers=JSON_HEADERS
+    )
 
 
 def _error(error):
     return _json_response(json.dumps({"error": error.message}), error.http_status)
+
+
+def _message_dict(message):
+    """A response proto as TF Serving's REST API writes it (every field, proto names)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
 
 
 def _parse_version(text):
@@ -73,8 +86,13 @@ def parse_model_info(method, path):
         return False, "", None, None, None
     name, version, label, action = match.groups()
     unquote = urllib.parse.unquote
-    return (True, unquote(name) if name else "", _parse_version(version),
-            unquote(label) if label else None, action.lower() if action else None)
+    return (
+        True,
+        unquote(name) if name else "",
+        _parse_version(version),
+        unquote(label) if label else None,
+        action.lower() if action else None,
+    )
 
 
 async def read_body(request, limit=None):
@@ -88,8 +106,10 @@ async def read_body(request, limit=None):
     body = bytearray()
 
     def too_big():
-        return invalid(f"The gzip request body inflates to more than {limit} bytes, the most "
-                       "this server accepts")
+        return invalid(
+            f"The gzip request body inflates to more than {limit} bytes, the most "
+            "this server accepts"
+        )
 
     try:
         async for chunk in request.content.iter_chunked(1 << 16):
@@ -109,38 +129,42 @@ async def read_body(request, limit=None):
     if len(body) > limit:
         raise too_big()
     if not inflater.eof:
-        raise invalid("Failed to decompress the gzip request body: it ends before the gzip stream does")
+        raise invalid(
+            "Failed to decompress the gzip request body: it ends before the gzip stream does"
+        )
     return bytes(body)
 
 
-# signature dtype name -> (numpy dtype, accepted JSON leaf types, limit of an exact int / range)
-_DENSE_DTYPES = {
-    "float": (np.float32, {float, int}, None), "double": (np.float64, {float, int}, None),
-    "int32": (np.int32, {int}, (-(2**31), 2**31 - 1)), "int64": (np.int64, {int}, (-(2**63), 2**63 - 1)),
-}
+# the input types the fast path reads (what nearly every model takes); their numpy dtype and
+# the JSON values they accept are in serving.dtypes
+_FAST_DTYPES = ("float", "double", "int32", "int64")
+_JSON_LEAF_TYPES = {"float": {float, int}, "integer": {int}}
 
 
-def _dense_numeric_request(doc, dtypes):
+def _dense_numeric_request(doc, input_dtypes):
     """(tensors, row_format) for the common predict body: one float/double/int32/int64 input
     given (row or columnar, bare or by name) as a dense nested list of plain JSON numbers;
     numpy converts it in C instead of a Python call per value. Returns None for anything else,
     or for any value the conversion would reject, so that `json_tensor.predict_request`
     handles (and words) it exactly as TF Serving does; on the values accepted here both paths
     give the same array."""
-    if len(dtypes) != 1:
+    if len(input_dtypes) != 1:
         return None
-    (name, dtype), = dtypes.items()
-    if dtype not in _DENSE_DTYPES or ("instances" in doc) == ("inputs" in doc):
+    ((name, dtype),) = input_dtypes.items()
+    if dtype not in _FAST_DTYPES or ("instances" in doc) == ("inputs" in doc):
         return None
     row = "instances" in doc
     value = doc["instances"] if row else doc["inputs"]
-    if not row and isinstance(value, dict):  # columnar {"inputs": {name: ...}}; other keys are ignored
+    if not row and isinstance(
+        value, dict
+    ):  # columnar {"inputs": {name: ...}}; other keys are ignored
         if name not in value or "b64" in value:
             return None
         value = value[name]
     if not isinstance(value, list) or not value:
         return None
-    numpy_dtype, leaf_types, limit = _DENSE_DTYPES[dtype]
+    typed = dtypes.by_tf_name(dtype)
+    leaf_types, limit = _JSON_LEAF_TYPES[typed.json], typed.json_range
     try:
         cells = np.array(value, dtype=object)  # ragged lists stay list cells, caught below
     except ValueError:
@@ -152,14 +176,16 @@ def _dense_numeric_request(doc, dtypes):
     if not types <= leaf_types:
         return None
     try:
-        if numpy_dtype in (np.float32, np.float64):
-            with np.errstate(over="ignore"):  # rounded, beyond float32's range +-inf, like RapidJSON
-                array = flat.astype(np.float64).astype(numpy_dtype)
+        if typed.json == "float":
+            with np.errstate(
+                over="ignore"
+            ):  # rounded, beyond float32's range +-inf, like RapidJSON
+                array = flat.astype(np.float64).astype(typed.numpy)
         else:
             wide = flat.astype(np.int64)  # OverflowError beyond int64
             if wide.min() < limit[0] or wide.max() > limit[1]:
                 return None
-            array = wide.astype(numpy_dtype)
+            array = wide.astype(typed.numpy)
     except (OverflowError, TypeError, ValueError):
         return None
     return {name: array.reshape(cells.shape)}, row
@@ -262,8 +288,9 @@ class ModelClock:
         remaining = self.timeout_s - (time.monotonic() - self._start)
         finished = asyncio.ensure_future(self._finished.wait())
         try:
-            done, _ = await asyncio.wait({future, finished}, timeout=max(remaining, 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {future, finished}, timeout=max(remaining, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             finished.cancel()
         if not done:
@@ -279,21 +306,27 @@ class RestApi:
         self.manager = manager
         self.timeout_s = timeout_s
         self.metrics = metrics if metrics is not None else Metrics()
+        self.handlers = Handlers(manager, self.metrics)
         self.metrics_path = metrics_path
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serving-rest")
 
     async def dispatch(self, request):
         path = request.rel_url.raw_path
         if self.metrics_path is not None and path == self.metrics_path and request.method == "GET":
-            return web.Response(text=self.metrics.render(), content_type="text/plain",
-                                headers={"X-Prometheus-Format": "0.0.4"})
+            return web.Response(
+                text=self.metrics.render(),
+                content_type="text/plain",
+                headers={"X-Prometheus-Format": "0.0.4"},
+            )
         if not V1_RE.fullmatch(path):
             return web.Response(status=404, text="404 Not Found")
         try:
             if request.method == "OPTIONS":  # a CORS preflight, answered as TF Serving does
                 if re.search(r"https?://", request.headers.get("Origin", "")):
                     return _json_response("")
-                raise ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
+                raise ServingError(
+                    "FAILED_PRECONDITION", "Origin header is missing in CORS preflight"
+                )
             body = await read_body(request)
             return await self._route(request.method, path, body)
         except ServingError as error:
@@ -307,8 +340,14 @@ class RestApi:
         if parsed and method == "POST":
             started, error = time.perf_counter(), None
             try:
-                return await self._run(self._predict_sync if action == "predict" else self._examples_sync,
-                                       name, version, label, action, body)
+                return await self._run(
+                    self._predict_sync if action == "predict" else self._examples_sync,
+                    name,
+                    version,
+                    label,
+                    action,
+                    body,
+                )
             except asyncio.CancelledError:
                 error = ServingError("CANCELLED", "Request cancelled")
                 raise
@@ -317,8 +356,13 @@ class RestApi:
                 raise
             finally:
                 if name in self.manager.servables:  # per-name state only for models that exist
-                    self.metrics.record(name, action.capitalize(), "REST", status_of(error),
-                                        time.perf_counter() - started)
+                    self.metrics.record(
+                        name,
+                        action.capitalize(),
+                        "REST",
+                        status_of(error),
+                        time.perf_counter() - started,
+                    )
         if parsed and method == "GET":
             if not name:
                 raise invalid("Missing model name in request.")
@@ -345,9 +389,11 @@ class RestApi:
         signature_name = json_tensor.signature_name(doc)
         with self.manager.use(name, version, label) as servable:
             key, signature = servable.signature(signature_name)
-            dtypes = servable.input_dtypes(signature)
-            fast = _dense_numeric_request(doc, dtypes)
-            tensors, row = fast if fast is not None else json_tensor.predict_request(doc, dtypes)
+            input_dtypes = servable.input_dtypes(signature)
+            fast = _dense_numeric_request(doc, input_dtypes)
+            if fast is None:
+                fast = json_tensor.predict_request(doc, input_dtypes)
+            tensors, row = fast
             outputs = clock.run(servable.run, signature, tensors, key=key)
         return json_tensor.predict_response_json(outputs, row)
 
@@ -360,37 +406,25 @@ class RestApi:
             key, signature = servable.signature(signature_name)
             serialized = json_tensor.examples_request(doc, verb, tf.train.Example)
             outputs = clock.run(servable.run_examples, key, signature, verb, serialized)
+        response = example_response(verb, servable, key, outputs)
         if verb == "regress":
-            return json_tensor.regress_response_json(outputs["outputs"].reshape(-1))
-        return json_tensor.classify_response_json(outputs.get("classes"), outputs.get("scores"))
+            return json_tensor.regress_response_json(response.result)
+        return json_tensor.classify_response_json(response.result)
 
     def _status(self, name, version, label):
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for v, state, code, message in self.manager.status(name, version, label):
-            entry = response.model_version_status.add()
-            entry.version = v
-            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
-            entry.status.error_code = CODE_NUMBERS.get(code, 2)
-            entry.status.error_message = message
-        return json.dumps(json_format.MessageToDict(
-            response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True), indent=1)
+        response = self.handlers.model_status(name, version, label)
+        return json.dumps(_message_dict(response), indent=1)
 
     def _metadata(self, name, version, label):
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2
 
-        servable = self.manager.resolve(name, version, label)
-        spec = model_pb2.ModelSpec(name=name, signature_name="")
-        spec.version.value = servable.version
+        response = self.handlers.model_metadata(name, version, label)
         sigmap = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in servable.signatures.items():
-            sigmap.signature_def[key].CopyFrom(sig)
-        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
-        doc = {"model_spec": json_format.MessageToDict(spec, **options),
-               "metadata": {"signature_def": json_format.MessageToDict(sigmap, **options)}}
+        response.metadata["signature_def"].Unpack(sigmap)
+        doc = {
+            "model_spec": _message_dict(response.model_spec),
+            "metadata": {"signature_def": _message_dict(sigmap)},
+        }
         return json.dumps(doc, indent=1)
 
     def close(self):
@@ -400,7 +434,9 @@ class RestApi:
 def make_app(manager, timeout_s=30.0, workers=4, metrics=None, metrics_path=None):
     """The aiohttp application serving `manager` (a `serving.models.ModelManager`); with
     `metrics_path`, `metrics` (a `serving.metrics.Metrics`) in Prometheus format at that path."""
-    api = RestApi(manager, timeout_s=timeout_s, workers=workers, metrics=metrics, metrics_path=metrics_path)
+    api = RestApi(
+        manager, timeout_s=timeout_s, workers=workers, metrics=metrics, metrics_path=metrics_path
+    )
     # bodies are inflated here (read_body), with TF Serving's cap, never by aiohttp
     app = web.Application(client_max_size=2**31 - 1, handler_args={"auto_decompress": False})
     app.router.add_route("*", "/{tail:.*}", api.dispatch)

@@ -121,7 +121,9 @@ def _input_specs(model, tf):
     for index, tensor in enumerate(model.inputs):
         name = _input_name(tensor, index)
         if name in names:
-            raise ValueError(f"two model inputs are both named {name!r}; name each keras.Input uniquely")
+            raise ValueError(
+                f"two model inputs are both named {name!r}; name each keras.Input uniquely"
+            )
         names.append(name)
         shape = (None,) + tuple(tensor.shape[1:])
         specs.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=name))
@@ -150,8 +152,9 @@ def _serving_function(model, tf):
         value = tf.convert_to_tensor(value)
         return tf.cast(value, tf.float32) if value.dtype.is_floating else value
 
-    return tf.function(_serve_fn(model, to_float32), input_signature=_input_specs(model, tf),
-                       autograph=False)
+    return tf.function(
+        _serve_fn(model, to_float32), input_signature=_input_specs(model, tf), autograph=False
+    )
 
 
 def _write_with_export_archive(model, path, tf):
@@ -166,13 +169,22 @@ def _write_with_export_archive(model, path, tf):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", _serve_fn(model, to_float32),
-                         input_signature=_input_specs(model, tf))
+    archive.add_endpoint(
+        "serving_default", _serve_fn(model, to_float32), input_signature=_input_specs(model, tf)
+    )
     archive.write_out(path, verbose=False)
 
 
-IMAGE_SIGNATURE_DEFAULTS = dict(signature_name="serving_images", height=None, width=None, channels=None,
-                                preprocessing="unit", top_k=5, softmax=False, decode=None)
+IMAGE_SIGNATURE_DEFAULTS = dict(
+    signature_name="serving_images",
+    height=None,
+    width=None,
+    channels=None,
+    preprocessing="unit",
+    top_k=5,
+    softmax=False,
+    decode=None,
+)
 PREPROCESSING = {
     "unit": lambda x: x / 255.0,  # [0, 1]
     "symmetric": lambda x: x / 127.5 - 1.0,  # [-1, 1]
@@ -185,32 +197,49 @@ def _image_options(model, options):
         options = {}
     unknown = set(options) - set(IMAGE_SIGNATURE_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown image_signature options {sorted(unknown)}; "
-                         f"valid: {sorted(IMAGE_SIGNATURE_DEFAULTS)}")
+        raise ValueError(
+            f"unknown image_signature options {sorted(unknown)}; "
+            f"valid: {sorted(IMAGE_SIGNATURE_DEFAULTS)}"
+        )
     explicit = set(options)
     options = {**IMAGE_SIGNATURE_DEFAULTS, **options}
     own_decode = getattr(getattr(model, "preprocessing", None), "decode_tf", None)
-    if options["decode"] is None and callable(own_decode) and not explicit & {"preprocessing", "height", "width"}:
+    if (
+        options["decode"] is None
+        and callable(own_decode)
+        and not explicit & {"preprocessing", "height", "width"}
+    ):
         options["decode"] = own_decode
     if options["decode"] is not None and not callable(options["decode"]):
-        raise ValueError(f"decode must be a callable from one encoded image to the model input, got {options['decode']!r}")
+        raise ValueError(
+            "decode must be a callable from one encoded image to the model input, "
+            f"got {options['decode']!r}"
+        )
     if len(getattr(model, "inputs", None) or []) != 1:
         raise ValueError("image_signature needs a model with exactly one image input")
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
-        raise ValueError(f"image_signature needs an image input (batch, height, width, channels), got {shape}")
+        raise ValueError(
+            f"image_signature needs an image input (batch, height, width, channels), got {shape}"
+        )
     for key, index in (("height", 1), ("width", 2), ("channels", 3)):
         if options[key] is None:
             options[key] = shape[index]
         if options[key] is None:
-            raise ValueError(f"the model input has no static {key}: pass image_signature=dict({key}=...)")
+            raise ValueError(
+                f"the model input has no static {key}: pass image_signature=dict({key}=...)"
+            )
         if shape[index] is not None and shape[index] != options[key]:
-            raise ValueError(f"image_signature {key}={options[key]} but the model input has {shape[index]}")
+            raise ValueError(
+                f"image_signature {key}={options[key]} but the model input has {shape[index]}"
+            )
     if options["channels"] not in (1, 3, 4):
         raise ValueError("image_signature channels must be 1, 3 or 4")
     pre = options["preprocessing"]
     if not callable(pre) and pre not in PREPROCESSING:
-        raise ValueError(f"preprocessing must be a callable or one of {sorted(PREPROCESSING)}, got {pre!r}")
+        raise ValueError(
+            f"preprocessing must be a callable or one of {sorted(PREPROCESSING)}, got {pre!r}"
+        )
     if not isinstance(options["top_k"], int) or options["top_k"] < 1:
         raise ValueError("top_k must be a positive integer")
     if options["signature_name"] == "serving_default":
@@ -231,31 +260,52 @@ def _image_function(model, options, tf):
         return tf.ensure_shape(image, (height, width, channels))
 
     def decode_to_input(data):
-        return tf.ensure_shape(tf.cast(options["decode"](data), tf.float32), (height, width, channels))
+        return tf.ensure_shape(
+            tf.cast(options["decode"](data), tf.float32), (height, width, channels)
+        )
 
     def serve(images):
         element = tf.TensorSpec((height, width, channels), tf.float32)
         if options["decode"] is not None:
-            inputs = tf.cast(tf.map_fn(decode_to_input, images, fn_output_signature=element), input_dtype)
+            inputs = tf.cast(
+                tf.map_fn(decode_to_input, images, fn_output_signature=element), input_dtype
+            )
         else:
-            inputs = tf.cast(pre(tf.map_fn(decode, images, fn_output_signature=element)), input_dtype)
+            inputs = tf.cast(
+                pre(tf.map_fn(decode, images, fn_output_signature=element)), input_dtype
+            )
         outputs = model(inputs, training=False)
-        if isinstance(outputs, dict) or isinstance(outputs, (list, tuple)):
+        if isinstance(outputs, (dict, list, tuple)):
             raise ValueError("image_signature needs a model with a single output (class scores)")
         probabilities = tf.cast(outputs, tf.float32)
         if probabilities.shape.rank != 2:
-            raise ValueError(f"image_signature needs a (batch, classes) output, got {probabilities.shape}")
+            raise ValueError(
+                f"image_signature needs a (batch, classes) output, got {probabilities.shape}"
+            )
         if options["softmax"]:
             probabilities = tf.nn.softmax(probabilities, axis=-1)
         k = min(options["top_k"], int(probabilities.shape[-1]))
         scores, classes = tf.math.top_k(probabilities, k=k)
-        return {"probabilities": probabilities, "classes": tf.cast(classes, tf.int32), "scores": scores}
+        return {
+            "probabilities": probabilities,
+            "classes": tf.cast(classes, tf.int32),
+            "scores": scores,
+        }
 
-    return tf.function(serve, input_signature=[tf.TensorSpec((None,), tf.string, name="images")],
-                       autograph=False)
+    return tf.function(
+        serve, input_signature=[tf.TensorSpec((None,), tf.string, name="images")], autograph=False
+    )
 
 
-def export(model, base_path, name, version=None, overwrite=False, image_signature=None, warmup_requests=None):
+def export(
+    model,
+    base_path,
+    name,
+    version=None,
+    overwrite=False,
+    image_signature=None,
+    warmup_requests=None,
+):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
     Args:
@@ -306,7 +356,9 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
     if backend not in ("tensorflow", "jax"):
         raise ValueError(f"export runs on the TensorFlow or JAX backend, not {backend!r}")
     if image_signature and backend != "tensorflow":
-        raise ValueError("image_signature needs the TensorFlow backend (it decodes images with TF ops)")
+        raise ValueError(
+            "image_signature needs the TensorFlow backend (it decodes images with TF ops)"
+        )
     if image_signature:
         image_signature = _image_options(model, image_signature)
     target = os.path.join(model_dir, str(version))
@@ -319,10 +371,14 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
     if warmup_requests is not None:
         from serving.warmup import build_warmup_logs
 
-        signature_inputs = {"serving_default": {spec.name: spec for spec in _input_specs(model, tf)}}
+        signature_inputs = {
+            "serving_default": {spec.name: spec for spec in _input_specs(model, tf)}
+        }
         image_name = image_signature["signature_name"] if image_signature else None
         if image_name:
-            signature_inputs[image_name] = {"images": tf.TensorSpec((None,), tf.string, name="images")}
+            signature_inputs[image_name] = {
+                "images": tf.TensorSpec((None,), tf.string, name="images")
+            }
         warmup_logs = build_warmup_logs(warmup_requests, name, signature_inputs, image_name)
     os.makedirs(model_dir, exist_ok=True)
     _remove_abandoned_exports(model_dir)
@@ -341,7 +397,9 @@ def export(model, base_path, name, version=None, overwrite=False, image_signatur
             signatures = {"serving_default": fn.get_concrete_function()}
             if image_signature:
                 module.serve_images = _image_function(model, image_signature, tf)
-                signatures[image_signature["signature_name"]] = module.serve_images.get_concrete_function()
+                signatures[image_signature["signature_name"]] = (
+                    module.serve_images.get_concrete_function()
+                )
             tf.saved_model.save(module, tmp, signatures=signatures)
         if warmup_logs is not None:  # inside the temporary folder: part of the atomic rename
             from serving.warmup import write_warmup_file

@@ -22,18 +22,39 @@ from serving.models import ModelManager, read_model_config, single_model_config
 log = logging.getLogger("serving")
 V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 # http_rest_api_util.cc's AddCORSHeaders
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-                "Access-Control-Allow-Headers": "Content-Type"}
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
 
 
 class Server:
-    def __init__(self, config, rest_api_port=8501, host="0.0.0.0", poll_wait_seconds=1.0,
-                 rest_api_timeout_in_ms=30000, port=8500, grpc_host=None, model_config_file=None,
-                 model_config_file_poll_wait_seconds=0, shutdown_grace_seconds=10.0, batching=None,
-                 monitoring_path=None, freeze_gc=False, grpc_socket_path=None, grpc_channel_arguments=(),
-                 grpc_max_threads=None, rest_api_num_threads=None, enable_grpc_healthcheck_service=False,
-                 enable_serialization_as_tensor_content=False, strict_start=False, manager_options=None,
-                 rest_api_enable_cors_support=False):
+    def __init__(
+        self,
+        config,
+        rest_api_port=8501,
+        host="0.0.0.0",
+        poll_wait_seconds=1.0,
+        rest_api_timeout_in_ms=30000,
+        port=8500,
+        grpc_host=None,
+        model_config_file=None,
+        model_config_file_poll_wait_seconds=0,
+        shutdown_grace_seconds=10.0,
+        batching=None,
+        monitoring_path=None,
+        freeze_gc=False,
+        grpc_socket_path=None,
+        grpc_channel_arguments=(),
+        grpc_max_threads=None,
+        rest_api_num_threads=None,
+        enable_grpc_healthcheck_service=False,
+        enable_serialization_as_tensor_content=False,
+        strict_start=False,
+        manager_options=None,
+        rest_api_enable_cors_support=False,
+    ):
         """`batching`: a `serving.batching.BatchingOptions` (dynamic batching) or None;
         `monitoring_path`: serve Prometheus metrics on the REST port at this path, or None;
         `freeze_gc`: take the loaded models out of the garbage collector's view after each
@@ -54,7 +75,9 @@ class Server:
         from serving.metrics import Metrics
 
         if monitoring_path is not None and rest_api_port is None:
-            raise ValueError("Prometheus monitoring is served on the REST port: give a rest_api_port")
+            raise ValueError(
+                "Prometheus monitoring is served on the REST port: give a rest_api_port"
+            )
         if port is None and rest_api_port is None and not grpc_socket_path:
             raise ValueError("give a gRPC port, a gRPC socket path or a REST port")
         self.batcher = None
@@ -62,7 +85,9 @@ class Server:
             from serving.batching import Batcher
 
             self.batcher = Batcher(batching)
-        self.manager = ModelManager(config, batcher=self.batcher, freeze_gc=freeze_gc, **(manager_options or {}))
+        self.manager = ModelManager(
+            config, batcher=self.batcher, freeze_gc=freeze_gc, **(manager_options or {})
+        )
         # per-name state only for configured models: unknown names add nothing (issue 20)
         self.metrics = Metrics(model_filter=self.manager.states.__contains__)
         self.monitoring_path = monitoring_path
@@ -113,15 +138,26 @@ class Server:
             self.stop()
             raise
         if self.port is not None or self.grpc_socket_path:
-            health = (lambda: not self._stopping.is_set()) if self.enable_grpc_healthcheck_service else None
+            health = (
+                (lambda: not self._stopping.is_set())
+                if self.enable_grpc_healthcheck_service
+                else None
+            )
             try:
                 self._grpc, self.port = make_grpc_server(
-                    self.manager, self.grpc_host, self.port, workers=self.grpc_max_threads, metrics=self.metrics,
-                    socket_path=self.grpc_socket_path, channel_arguments=self.grpc_channel_arguments,
-                    health_check=health, tensor_content=self.tensor_content)
+                    self.manager,
+                    self.grpc_host,
+                    self.port,
+                    workers=self.grpc_max_threads,
+                    metrics=self.metrics,
+                    socket_path=self.grpc_socket_path,
+                    channel_arguments=self.grpc_channel_arguments,
+                    health_check=health,
+                    tensor_content=self.tensor_content,
+                )
             except (OSError, RuntimeError) as error:
                 self.stop()
-                raise RuntimeError(f"gRPC server failed to start: {error}")
+                raise RuntimeError(f"gRPC server failed to start: {error}") from error
         if self.rest_api_port is None:
             self._ready.set()
             self._start_polling()
@@ -137,8 +173,14 @@ class Server:
     def _start_polling(self):
         if self.poll_wait_seconds and self.poll_wait_seconds > 0:
             threading.Thread(target=self._poll_loop, name="serving-poll", daemon=True).start()
-        if self.model_config_file and self.config_poll_wait_seconds and self.config_poll_wait_seconds > 0:
-            threading.Thread(target=self._config_poll_loop, name="serving-config-poll", daemon=True).start()
+        if (
+            self.model_config_file
+            and self.config_poll_wait_seconds
+            and self.config_poll_wait_seconds > 0
+        ):
+            threading.Thread(
+                target=self._config_poll_loop, name="serving-config-poll", daemon=True
+            ).start()
 
     def _config_poll_loop(self):
         """Re-read `model_config_file`; a changed, valid config replaces the model set, a bad one
@@ -153,7 +195,11 @@ class Server:
                     current = serialized
                     log.info("reloaded the model config from %s", self.model_config_file)
             except Exception as error:  # keep serving what is loaded
-                log.error("reading %s failed, keeping the current models: %s", self.model_config_file, error)
+                log.error(
+                    "reading %s failed, keeping the current models: %s",
+                    self.model_config_file,
+                    error,
+                )
 
     def _poll_loop(self):
         while not self._stopping.wait(self.poll_wait_seconds):
@@ -173,10 +219,14 @@ class Server:
 
         @web.middleware
         async def refuse_when_stopping(request, handler):
-            # a request on a kept-alive connection after stop(): the listening socket is closed already
+            # a request on a kept-alive connection after stop(): the listening socket is
+            # closed already
             if stopping.is_set():
-                return web.json_response({"error": "Server is shutting down"}, status=503,
-                                         headers={"Connection": "close"})
+                return web.json_response(
+                    {"error": "Server is shutting down"},
+                    status=503,
+                    headers={"Connection": "close"},
+                )
             return await handler(request)
 
         @web.middleware
@@ -192,15 +242,23 @@ class Server:
             return response
 
         try:
-            app = make_app(self.manager, self.timeout_s or 1e9, workers=self.rest_api_num_threads,
-                           metrics=self.metrics, metrics_path=self.monitoring_path)
+            app = make_app(
+                self.manager,
+                self.timeout_s or 1e9,
+                workers=self.rest_api_num_threads,
+                metrics=self.metrics,
+                metrics_path=self.monitoring_path,
+            )
             app.middlewares.append(refuse_when_stopping)
             if self.cors:
                 app.middlewares.append(cors)
-            self._runner = web.AppRunner(app, access_log=None,
-                                         shutdown_timeout=self.shutdown_grace_seconds)
+            self._runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=self.shutdown_grace_seconds
+            )
             self._loop.run_until_complete(self._runner.setup())
-            self._site = web.TCPSite(self._runner, self.host, self.rest_api_port, reuse_address=True)
+            self._site = web.TCPSite(
+                self._runner, self.host, self.rest_api_port, reuse_address=True
+            )
             self._loop.run_until_complete(self._site.start())
             self.rest_api_port = self._site._server.sockets[0].getsockname()[1]
         except Exception as error:
@@ -254,8 +312,15 @@ def _flag_bool(text):
 
 
 def _bool_flag(parser, name, default, help_text):
-    parser.add_argument(f"--{name}", nargs="?", const=True, default=default, type=_flag_bool,
-                        metavar="true|false", help=help_text)
+    parser.add_argument(
+        f"--{name}",
+        nargs="?",
+        const=True,
+        default=default,
+        type=_flag_bool,
+        metavar="true|false",
+        help=help_text,
+    )
 
 
 # tensorflow_model_server's flags (model_servers/main.cc, tensorflow/serving 9d981c5) that have
@@ -271,7 +336,10 @@ NO_EFFECT_FLAGS = {
     "per_process_gpu_memory_fraction": (float, "the GPU memory fraction of the session"),
     "num_request_iterations_for_warmup": (int, "replaying each warmup record several times"),
     "remove_unused_fields_from_bundle_metagraph": (bool, "trimming the loaded MetaGraphDef"),
-    "prefer_tflite_model": (bool, "loading model.tflite instead of saved_model.pb (the SavedModel is served)"),
+    "prefer_tflite_model": (
+        bool,
+        "loading model.tflite instead of saved_model.pb (the SavedModel is served)",
+    ),
     "num_tflite_pools": (int, "TF Lite interpreter pools"),
     "num_tflite_interpreters_per_pool": (int, "TF Lite interpreters per pool"),
     "xla_cpu_compilation_enabled": (bool, "XLA:CPU JIT"),
@@ -286,70 +354,192 @@ NO_EFFECT_FLAGS = {
 def add_flags(parser):
     """tensorflow_model_server's whole flag list (main.cc): the ones with meaning here are
     honoured, the others (`NO_EFFECT_FLAGS`) accepted and reported at start-up."""
-    parser.add_argument("--version", nargs="?", const=True, default=False, type=_flag_bool, metavar="true|false",
-                        help="print the server and TensorFlow versions and exit")
-    parser.add_argument("--port", type=int, default=8500,
-                        help="gRPC port (default 8500; 0 picks a free port here, where the real server "
-                             "disables TCP gRPC)")
-    parser.add_argument("--grpc_socket_path", default="",
-                        help="also serve gRPC on this Unix socket (relative or absolute path)")
-    parser.add_argument("--grpc_host", default="0.0.0.0",
-                        help="gRPC bind address (default 0.0.0.0; not a tensorflow_model_server flag)")
-    parser.add_argument("--grpc_channel_arguments", default="",
-                        help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000")
-    parser.add_argument("--grpc_max_threads", type=int, default=0,
-                        help="gRPC request threads (default: 8, 64 with batching)")
-    _bool_flag(parser, "enable_grpc_healthcheck_service", False, "serve the standard grpc.health.v1.Health service")
-    _bool_flag(parser, "enable_serialization_as_tensor_content", False,
-               "write gRPC Predict outputs as tensor_content bytes")
-    parser.add_argument("--rest_api_port", type=int, default=8501,
-                        help="REST port (default 8501; 0 picks a free port)")
-    parser.add_argument("--rest_api_host", default="0.0.0.0",
-                        help="REST bind address (default 0.0.0.0; not a tensorflow_model_server flag)")
-    parser.add_argument("--rest_api_num_threads", type=int, default=0,
-                        help="REST request threads (default: 4, 64 with batching)")
-    _bool_flag(parser, "rest_api_enable_cors_support", False, "CORS headers on REST answers, preflights answered")
-    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                        help="REST request timeout in ms (default 30000; <=0 disables it)")
-    parser.add_argument("--model_name", default="default", help="name of the model (default: default)")
-    parser.add_argument("--model_base_path", default="", help="folder of the model's integer version folders")
-    parser.add_argument("--model_config_file", default="",
-                        help="text-format ModelServerConfig (overrides --model_name/--model_base_path)")
-    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
-                        help="seconds between re-reads of --model_config_file (default 0: read once)")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
-                        help="seconds between scans of the base paths for new versions (default 1; 0: load once)")
-    parser.add_argument("--max_num_load_retries", type=int, default=5,
-                        help="retries of a failed version load (default 5; 0: one attempt)")
-    parser.add_argument("--load_retry_interval_micros", type=int, default=60 * 1000 * 1000,
-                        help="microseconds between load retries (default 60 s; negative: no wait)")
-    _bool_flag(parser, "allow_version_labels_for_unavailable_models", False,
-               "allow version labels on versions that are not loaded (yet)")
-    parser.add_argument("--saved_model_tags", default="serve",
-                        help="comma-separated tag set of the MetaGraph to load (default: serve)")
-    _bool_flag(parser, "enable_model_warmup", True, "replay assets.extra/tf_serving_warmup_requests at load")
-    _bool_flag(parser, "enable_signature_method_name_check", False,
-               "Classify/Regress/MultiInference require the signature's method_name (default false, "
-               "as in tensorflow_model_server: TF2 and Keras SavedModels have none)")
-    parser.add_argument("--tensorflow_session_parallelism", type=int, default=0,
-                        help="threads of TensorFlow's inter- and intra-op pools (default: auto)")
-    parser.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
-                        help="threads of TensorFlow's intra-op pool (default: auto)")
-    parser.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
-                        help="threads of TensorFlow's inter-op pool (default: auto)")
-    parser.add_argument("--shutdown_grace_seconds", type=float, default=10,
-                        help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 10; "
-                             "not a tensorflow_model_server flag)")
-    _bool_flag(parser, "enable_batching", False,
-               "batch concurrent requests per model and signature (see --batching_parameters_file)")
-    parser.add_argument("--batching_parameters_file", default="",
-                        help="text-format BatchingParameters for --enable_batching (default: TF Serving's defaults)")
-    parser.add_argument("--monitoring_config_file", default="",
-                        help="text-format MonitoringConfig; prometheus_config { enable: true path: ... } serves "
-                             "Prometheus metrics on the REST port")
+    parser.add_argument(
+        "--version",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag_bool,
+        metavar="true|false",
+        help="print the server and TensorFlow versions and exit",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8500,
+        help="gRPC port (default 8500; 0 picks a free port here, where the real server "
+        "disables TCP gRPC)",
+    )
+    parser.add_argument(
+        "--grpc_socket_path",
+        default="",
+        help="also serve gRPC on this Unix socket (relative or absolute path)",
+    )
+    parser.add_argument(
+        "--grpc_host",
+        default="0.0.0.0",
+        help="gRPC bind address (default 0.0.0.0; not a tensorflow_model_server flag)",
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000",
+    )
+    parser.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=0,
+        help="gRPC request threads (default: 8, 64 with batching)",
+    )
+    _bool_flag(
+        parser,
+        "enable_grpc_healthcheck_service",
+        False,
+        "serve the standard grpc.health.v1.Health service",
+    )
+    _bool_flag(
+        parser,
+        "enable_serialization_as_tensor_content",
+        False,
+        "write gRPC Predict outputs as tensor_content bytes",
+    )
+    parser.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=8501,
+        help="REST port (default 8501; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--rest_api_host",
+        default="0.0.0.0",
+        help="REST bind address (default 0.0.0.0; not a tensorflow_model_server flag)",
+    )
+    parser.add_argument(
+        "--rest_api_num_threads",
+        type=int,
+        default=0,
+        help="REST request threads (default: 4, 64 with batching)",
+    )
+    _bool_flag(
+        parser,
+        "rest_api_enable_cors_support",
+        False,
+        "CORS headers on REST answers, preflights answered",
+    )
+    parser.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="REST request timeout in ms (default 30000; <=0 disables it)",
+    )
+    parser.add_argument(
+        "--model_name", default="default", help="name of the model (default: default)"
+    )
+    parser.add_argument(
+        "--model_base_path", default="", help="folder of the model's integer version folders"
+    )
+    parser.add_argument(
+        "--model_config_file",
+        default="",
+        help="text-format ModelServerConfig (overrides --model_name/--model_base_path)",
+    )
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="seconds between re-reads of --model_config_file (default 0: read once)",
+    )
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1,
+        help="seconds between scans of the base paths for new versions (default 1; 0: load once)",
+    )
+    parser.add_argument(
+        "--max_num_load_retries",
+        type=int,
+        default=5,
+        help="retries of a failed version load (default 5; 0: one attempt)",
+    )
+    parser.add_argument(
+        "--load_retry_interval_micros",
+        type=int,
+        default=60 * 1000 * 1000,
+        help="microseconds between load retries (default 60 s; negative: no wait)",
+    )
+    _bool_flag(
+        parser,
+        "allow_version_labels_for_unavailable_models",
+        False,
+        "allow version labels on versions that are not loaded (yet)",
+    )
+    parser.add_argument(
+        "--saved_model_tags",
+        default="serve",
+        help="comma-separated tag set of the MetaGraph to load (default: serve)",
+    )
+    _bool_flag(
+        parser,
+        "enable_model_warmup",
+        True,
+        "replay assets.extra/tf_serving_warmup_requests at load",
+    )
+    _bool_flag(
+        parser,
+        "enable_signature_method_name_check",
+        False,
+        "Classify/Regress/MultiInference require the signature's method_name (default false, "
+        "as in tensorflow_model_server: TF2 and Keras SavedModels have none)",
+    )
+    parser.add_argument(
+        "--tensorflow_session_parallelism",
+        type=int,
+        default=0,
+        help="threads of TensorFlow's inter- and intra-op pools (default: auto)",
+    )
+    parser.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        type=int,
+        default=0,
+        help="threads of TensorFlow's intra-op pool (default: auto)",
+    )
+    parser.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        type=int,
+        default=0,
+        help="threads of TensorFlow's inter-op pool (default: auto)",
+    )
+    parser.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=10,
+        help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 10; "
+        "not a tensorflow_model_server flag)",
+    )
+    _bool_flag(
+        parser,
+        "enable_batching",
+        False,
+        "batch concurrent requests per model and signature (see --batching_parameters_file)",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        default="",
+        help="text-format BatchingParameters for --enable_batching "
+        "(default: TF Serving's defaults)",
+    )
+    parser.add_argument(
+        "--monitoring_config_file",
+        default="",
+        help="text-format MonitoringConfig; prometheus_config { enable: true path: ... } serves "
+        "Prometheus metrics on the REST port",
+    )
     _bool_flag(parser, "use_alts_credentials", False, "refused if true: ALTS is not available here")
-    parser.add_argument("--ssl_config_file", default="",
-                        help="refused if given: TLS is not available here (put a TLS proxy in front)")
+    parser.add_argument(
+        "--ssl_config_file",
+        default="",
+        help="refused if given: TLS is not available here (put a TLS proxy in front)",
+    )
     for name, (kind, meaning) in NO_EFFECT_FLAGS.items():
         help_text = f"accepted, no effect here ({meaning})"
         if kind is bool:
@@ -369,7 +559,7 @@ def config_from_args(args):
         try:
             return read_model_config(args.model_config_file)
         except (OSError, ValueError) as error:
-            raise SystemExit(f"serve: --model_config_file: {error}")
+            raise SystemExit(f"serve: --model_config_file: {error}") from None
     if not args.model_base_path:
         raise SystemExit("serve: give --model_base_path (with --model_name) or --model_config_file")
     return single_model_config(args.model_name, os.path.abspath(args.model_base_path))
@@ -381,46 +571,67 @@ def server_from_args(args, **overrides):
     from serving.grpc_api import parse_channel_arguments
 
     if getattr(args, "use_alts_credentials", False):
-        raise SystemExit("serve: --use_alts_credentials: ALTS credentials are not available in this server")
+        raise SystemExit(
+            "serve: --use_alts_credentials: ALTS credentials are not available in this server"
+        )
     if getattr(args, "ssl_config_file", ""):
-        raise SystemExit("serve: --ssl_config_file: TLS is not available in this server; "
-                         "serve on loopback and put a TLS-terminating proxy in front")
+        raise SystemExit(
+            "serve: --ssl_config_file: TLS is not available in this server; "
+            "serve on loopback and put a TLS-terminating proxy in front"
+        )
     try:
         channel_arguments = parse_channel_arguments(args.grpc_channel_arguments)
     except ValueError as error:
-        raise SystemExit(f"serve: {error}")
+        raise SystemExit(f"serve: {error}") from None
     tags = [t for t in args.saved_model_tags.split(",") if t] or ["serve"]
     manager_options = dict(
         max_num_load_retries=max(args.max_num_load_retries, 0),
         load_retry_interval_s=max(args.load_retry_interval_micros, 0) / 1e6,
-        check_method_name=args.enable_signature_method_name_check, enable_model_warmup=args.enable_model_warmup,
+        check_method_name=args.enable_signature_method_name_check,
+        enable_model_warmup=args.enable_model_warmup,
         saved_model_tags=tags,
-        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+    )
     options = dict(
-        rest_api_port=args.rest_api_port, host=args.rest_api_host, poll_wait_seconds=args.file_system_poll_wait_seconds,
-        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms, port=args.port, grpc_host=args.grpc_host,
+        rest_api_port=args.rest_api_port,
+        host=args.rest_api_host,
+        poll_wait_seconds=args.file_system_poll_wait_seconds,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        port=args.port,
+        grpc_host=args.grpc_host,
         model_config_file=args.model_config_file or None,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-        shutdown_grace_seconds=args.shutdown_grace_seconds, batching=batching_from_args(args),
-        monitoring_path=monitoring_from_args(args), freeze_gc=True,
-        grpc_socket_path=args.grpc_socket_path or None, grpc_channel_arguments=channel_arguments,
-        grpc_max_threads=args.grpc_max_threads or None, rest_api_num_threads=args.rest_api_num_threads or None,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        batching=batching_from_args(args),
+        monitoring_path=monitoring_from_args(args),
+        freeze_gc=True,
+        grpc_socket_path=args.grpc_socket_path or None,
+        grpc_channel_arguments=channel_arguments,
+        grpc_max_threads=args.grpc_max_threads or None,
+        rest_api_num_threads=args.rest_api_num_threads or None,
         enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
         enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
-        strict_start=True, manager_options=manager_options)
+        strict_start=True,
+        manager_options=manager_options,
+    )
     options.update(overrides)
     return Server(config_from_args(args), **options)
 
 
 def _set_tensorflow_threads(args):
     """--tensorflow_session_parallelism / _intra_op_ / _inter_op_ (process-wide here)."""
-    session, intra, inter = (args.tensorflow_session_parallelism, args.tensorflow_intra_op_parallelism,
-                             args.tensorflow_inter_op_parallelism)
+    session, intra, inter = (
+        args.tensorflow_session_parallelism,
+        args.tensorflow_intra_op_parallelism,
+        args.tensorflow_inter_op_parallelism,
+    )
     if session > 0 and intra > 0 and inter > 0:
-        raise SystemExit("serve: Either configure server_options.tensorflow_session_parallelism or "
-                         "(server_options.tensorflow_intra_op_parallelism, "
-                         "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.")
+        raise SystemExit(
+            "serve: Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
+        )
     if intra > 0 or inter > 0:
         session = 0
     intra, inter = intra or session, inter or session
@@ -439,15 +650,17 @@ def batching_from_args(args):
 
     if not getattr(args, "enable_batching", False):
         if getattr(args, "batching_parameters_file", ""):
-            raise SystemExit("serve: server_options.batching_parameters_file is set without setting "
-                             "server_options.enable_batching to true.")
+            raise SystemExit(
+                "serve: server_options.batching_parameters_file is set without setting "
+                "server_options.enable_batching to true."
+            )
         return None
     if not args.batching_parameters_file:
         return BatchingOptions()
     try:
         return read_batching_options(args.batching_parameters_file)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"serve: --batching_parameters_file: {error}")
+        raise SystemExit(f"serve: --batching_parameters_file: {error}") from None
 
 
 def monitoring_from_args(args):
@@ -459,7 +672,7 @@ def monitoring_from_args(args):
     try:
         path = read_monitoring_path(args.monitoring_config_file)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"serve: --monitoring_config_file: {error}")
+        raise SystemExit(f"serve: --monitoring_config_file: {error}") from None
     return path
 
 
@@ -472,7 +685,9 @@ def _version_text():
         ours = "unknown"
     import tensorflow as tf
 
-    return f"TensorFlow ModelServer: keras-attention-zoo {ours}\nTensorFlow Library: {tf.__version__}"
+    return (
+        f"TensorFlow ModelServer: keras-attention-zoo {ours}\nTensorFlow Library: {tf.__version__}"
+    )
 
 
 def main(args):
@@ -493,7 +708,10 @@ def main(args):
         signal.signal(signum, lambda *_: stop.set())
     try:
         server.start()
-    except (ServingError, RuntimeError) as error:  # RuntimeError: a port or socket that cannot be bound
+    except (
+        ServingError,
+        RuntimeError,
+    ) as error:  # RuntimeError: a port or socket that cannot be bound
         print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
         return 255
     if server.port is not None:
@@ -501,14 +719,21 @@ def main(args):
     if server.grpc_socket_path:
         print(f"Running gRPC ModelServer at UNIX socket {server.grpc_socket_path} ...", flush=True)
     if server.rest_api_port is not None:
-        print(f"Exporting HTTP/REST API at:{args.rest_api_host}:{server.rest_api_port} ...", flush=True)
+        print(
+            f"Exporting HTTP/REST API at:{args.rest_api_host}:{server.rest_api_port} ...",
+            flush=True,
+        )
     stop.wait()
     print("Shutting down: draining in-flight requests ...", flush=True)
     stopper = threading.Thread(target=server.stop, name="serving-stop", daemon=True)
     stopper.start()
     stopper.join(server.shutdown_grace_seconds + 0.5)
-    print("Server stopped." if not stopper.is_alive() else
-          "Server stopped (requests still computing after the grace period were abandoned).", flush=True)
+    print(
+        "Server stopped."
+        if not stopper.is_alive()
+        else "Server stopped (requests still computing after the grace period were abandoned).",
+        flush=True,
+    )
     logging.shutdown()
     sys.stderr.flush()
     os._exit(0)  # request threads still computing must not hold the exit

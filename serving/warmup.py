@@ -31,31 +31,41 @@ def warmup_path(version_dir):
 
 # -- export -----------------------------------------------------------------------------------
 
+
 def _is_prediction_log(value):
     return type(value).__name__ == "PredictionLog" and hasattr(value, "SerializeToString")
 
 
 def _is_encoded_images(value):
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(v, (bytes, bytearray)) for v in value)
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, (bytes, bytearray)) for v in value)
+    )
 
 
 def _tensor_proto(value, spec, where, tf):
     """`value` as a TensorProto of the signature input `spec` (dtype converted, shape checked)."""
     if spec.dtype == tf.string:
         items = [value] if isinstance(value, (bytes, bytearray, str)) else value
-        array = np.empty(np.shape(items) if not isinstance(items, np.ndarray) else items.shape, dtype=object)
+        array = np.empty(
+            np.shape(items) if not isinstance(items, np.ndarray) else items.shape, dtype=object
+        )
         # an object array keeps trailing NUL bytes that numpy's fixed-width 'S' dtype would drop
-        array.reshape(-1)[:] = [bytes(v) if isinstance(v, bytearray) else v
-                                for v in np.asarray(items, dtype=object).reshape(-1)]
+        array.reshape(-1)[:] = [
+            bytes(v) if isinstance(v, bytearray) else v
+            for v in np.asarray(items, dtype=object).reshape(-1)
+        ]
     else:
         try:
             array = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: cannot convert to {spec.dtype.name}: {error}") from None
     if not spec.shape.is_compatible_with(array.shape):
-        raise ValueError(f"{where}: shape {array.shape} does not fit the signature input shape "
-                         f"{tuple(spec.shape.as_list())}")
+        raise ValueError(
+            f"{where}: shape {array.shape} does not fit the signature input shape "
+            f"{tuple(spec.shape.as_list())}"
+        )
     return tf.make_tensor_proto(array, dtype=spec.dtype)
 
 
@@ -78,11 +88,15 @@ def build_warmup_logs(requests, model_name, signatures, image_signature_name=Non
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     if isinstance(requests, (dict, np.ndarray)) or not isinstance(requests, (list, tuple)):
-        raise ValueError("warmup_requests must be a list of requests (one model call each), "
-                         f"got {type(requests).__name__}")
+        raise ValueError(
+            "warmup_requests must be a list of requests (one model call each), "
+            f"got {type(requests).__name__}"
+        )
     if len(requests) > MAX_RECORDS:
-        raise ValueError(f"warmup_requests has {len(requests)} requests; TF Serving reads at most "
-                         f"{MAX_RECORDS} warmup records")
+        raise ValueError(
+            f"warmup_requests has {len(requests)} requests; TF Serving reads at most "
+            f"{MAX_RECORDS} warmup records"
+        )
     logs = []
     for index, request in enumerate(requests):
         where = f"warmup_requests[{index}]"
@@ -92,32 +106,47 @@ def build_warmup_logs(requests, model_name, signatures, image_signature_name=Non
         if isinstance(request, dict) and "signature_name" in request:
             unknown = set(request) - {"signature_name", "inputs"}
             if unknown or "inputs" not in request:
-                raise ValueError(f"{where}: a request with 'signature_name' takes exactly the keys "
-                                 f"'signature_name' and 'inputs', got {sorted(request)}")
+                raise ValueError(
+                    f"{where}: a request with 'signature_name' takes exactly the keys "
+                    f"'signature_name' and 'inputs', got {sorted(request)}"
+                )
             signature_name, inputs = request["signature_name"], request["inputs"]
         elif _is_encoded_images(request):
             if image_signature_name is None:
-                raise ValueError(f"{where}: encoded images need the image signature (image_signature=True)")
+                raise ValueError(
+                    f"{where}: encoded images need the image signature (image_signature=True)"
+                )
             signature_name, inputs = image_signature_name, {"images": list(request)}
         else:
             signature_name, inputs = "serving_default", request
         if signature_name not in signatures:
-            raise ValueError(f"{where}: no signature {signature_name!r} in the export; "
-                             f"exported: {sorted(signatures)}")
+            raise ValueError(
+                f"{where}: no signature {signature_name!r} in the export; "
+                f"exported: {sorted(signatures)}"
+            )
         specs = signatures[signature_name]
         if not isinstance(inputs, dict):
             if len(specs) != 1:
-                raise ValueError(f"{where}: signature {signature_name!r} has inputs {sorted(specs)}: "
-                                 "give a dict {input name: array}")
+                raise ValueError(
+                    f"{where}: signature {signature_name!r} has inputs {sorted(specs)}: "
+                    "give a dict {input name: array}"
+                )
             inputs = {next(iter(specs)): inputs}
         if set(inputs) != set(specs):
-            raise ValueError(f"{where}: signature {signature_name!r} takes inputs {sorted(specs)}, "
-                             f"got {sorted(inputs)}")
+            raise ValueError(
+                f"{where}: signature {signature_name!r} takes inputs {sorted(specs)}, "
+                f"got {sorted(inputs)}"
+            )
         predict = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
+            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+        )
         for name in sorted(inputs):
-            predict.inputs[name].CopyFrom(_tensor_proto(inputs[name], specs[name], f"{where}[{name!r}]", tf))
-        record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=predict))
+            predict.inputs[name].CopyFrom(
+                _tensor_proto(inputs[name], specs[name], f"{where}[{name!r}]", tf)
+            )
+        record = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=predict)
+        )
         logs.append(record.SerializeToString())
     return logs
 
@@ -136,6 +165,7 @@ def write_warmup_file(version_dir, logs):
 
 # -- load -------------------------------------------------------------------------------------
 
+
 def _records(path):
     """Yield the raw records of a TFRecord file; a corrupt file raises DATA_LOSS."""
     import tensorflow as tf
@@ -146,28 +176,29 @@ def _records(path):
     except tf.errors.OpError as error:
         error = from_tf_error(error)
         if error.code == "DATA_LOSS":
-            raise ServingError("DATA_LOSS", f"{error.message}. Please verify your warmup data is in TFRecord "
-                                            "format.") from None
+            raise ServingError(
+                "DATA_LOSS",
+                f"{error.message}. Please verify your warmup data is in TFRecord format.",
+            ) from None
         raise error from None
 
 
 def replay(servable, record):
     """Run one `PredictionLog` through `servable`, as the matching API call would."""
-    from serving import grpc_api
+    from serving.handlers import Handlers, examples
 
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
-        grpc_api._Handlers(None)._predict(record.predict_log.request, servable)
+        Handlers(None).predict_on(servable, record.predict_log.request)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request
         key, signature = servable.signature(request.model_spec.signature_name, grpc_message=True)
-        servable.run_examples(key, signature, kind[:-len("_log")],
-                              grpc_api._examples(request.input))
+        servable.run_examples(key, signature, kind[: -len("_log")], examples(request.input))
     elif kind == "multi_inference_log":
         request = record.multi_inference_log.request
         if not request.tasks:
             raise ServingError("INVALID_ARGUMENT", "Tasks is empty")
-        grpc_api._Handlers(None)._multi_inference(request, servable)
+        Handlers(None).multi_inference_on(servable, request)
     elif kind is not None:  # session_run_log and log types this server does not run
         number = record.DESCRIPTOR.fields_by_name[kind].number
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {number}")
@@ -195,13 +226,17 @@ def run_saved_model_warmup(servable):
             try:
                 record.ParseFromString(raw)
             except Exception:  # protobuf's DecodeError
-                raise ServingError("INVALID_ARGUMENT", "Failed to parse warmup record: "
-                                   f"{raw.decode('utf-8', 'replace')} from {path}") from None
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Failed to parse warmup record: {raw.decode('utf-8', 'replace')} from {path}",
+                ) from None
             replay(servable, record)
             count += 1
             if count > MAX_RECORDS:
-                raise ServingError("INVALID_ARGUMENT", f"Number of warmup records exceeds the maximum "
-                                                       f"({MAX_RECORDS}) at {path}")
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}",
+                )
     except ServingError as error:
         failure = error
         raise
@@ -212,6 +247,10 @@ def run_saved_model_warmup(servable):
         elapsed = time.monotonic() - started
         status = "OK" if failure is None else f"{failure.code}: {failure.message}"
         metrics.record_warmup(servable.path, status, elapsed)
-    log.info("Finished warmup of the model at %s: %d warmup records in %d microseconds", path, count,
-             int(elapsed * 1e6))
+    log.info(
+        "Finished warmup of the model at %s: %d warmup records in %d microseconds",
+        path,
+        count,
+        int(elapsed * 1e6),
+    )
     return count

@@ -34,22 +34,30 @@ def test_predict_known_answer(client):
 def test_versions_labels_classify_regress(client):
     assert client.predict(TWO, [1.0], version=123)["y"].tolist() == [2.5]
     assert client.predict(TWO, [1.0], label="canary")["y"].tolist() == [2.5]
-    assert client.classify("default", [{"x": 2.0}], signature_name="classify_x_to_y") == [[("", 3.0)]]
+    assert client.classify("default", [{"x": 2.0}], signature_name="classify_x_to_y") == [
+        [("", 3.0)]
+    ]
     np.testing.assert_array_equal(
-        client.regress("default", [{"x": 2.0}, {"x": 4.0}], signature_name="regress_x_to_y"), [3.0, 4.0])
+        client.regress("default", [{"x": 2.0}, {"x": 4.0}], signature_name="regress_x_to_y"),
+        [3.0, 4.0],
+    )
     np.testing.assert_array_equal(
-        client.regress("default", [{}], context={"x": 2.0}, signature_name="regress_x_to_y"), [3.0])
+        client.regress("default", [{}], context={"x": 2.0}, signature_name="regress_x_to_y"), [3.0]
+    )
 
 
 def test_metadata_and_status(client):
     import json
 
     meta = client.metadata(TWO, version=123)
-    expected = json.loads(tfs_testdata("saved_model_half_plus_two_2_versions_metadata.json").read_text())
+    expected = json.loads(
+        tfs_testdata("saved_model_half_plus_two_2_versions_metadata.json").read_text()
+    )
     assert meta == expected  # the same document over both protocols
     assert client.status(TWO) == [
         {"version": 124, "state": "AVAILABLE", "error_code": "OK", "error_message": ""},
-        {"version": 123, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}]
+        {"version": 123, "state": "AVAILABLE", "error_code": "OK", "error_message": ""},
+    ]
     assert [s["version"] for s in client.status(TWO, label="stable")] == [123]
 
 
@@ -60,14 +68,19 @@ def test_errors(client):
     assert info.value.message == "Servable not found for request: Latest(foo)"
     with pytest.raises(ServingError) as info:
         client.predict(TWO, [1.0], version=99)
-    assert info.value.code == "NOT_FOUND" and "Specific(saved_model_half_plus_two_2_versions, 99)" in info.value.message
+    assert (
+        info.value.code == "NOT_FOUND"
+        and "Specific(saved_model_half_plus_two_2_versions, 99)" in info.value.message
+    )
     with pytest.raises(ServingError) as info:
         client.status("foo")
     assert info.value.message == "Could not find any versions of model foo"
     with pytest.raises(ServingError) as info:
         client.classify("default", [{"x": 2.0}], signature_name="regress_x_to_y")
     assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
-    assert "Expected classification signature outputs to contain at least one of" in info.value.message
+    assert (
+        "Expected classification signature outputs to contain at least one of" in info.value.message
+    )
     with pytest.raises(ServingError) as info:
         client.predict("default", [1.0], signature_name="nope")
     assert info.value.code == "FAILED_PRECONDITION"
@@ -84,13 +97,28 @@ def test_retries_until_the_server_is_up():
     from serving.server import Server
 
     rest_port, grpc_port = free_port(), free_port()
-    server = Server(single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
-                    rest_api_port=rest_port, port=grpc_port, host="127.0.0.1", poll_wait_seconds=0)
+    server = Server(
+        single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
+        rest_api_port=rest_port,
+        port=grpc_port,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+    )
     timer = threading.Timer(0.6, server.start)
-    rest = Client(rest=f"http://127.0.0.1:{rest_port}", retries=10, backoff=0.05, max_backoff=0.5, timeout=30)
-    grpc_client = Client(grpc=f"127.0.0.1:{grpc_port}", retries=10, backoff=0.05, max_backoff=0.5, timeout=30,
-                         channel_options=[("grpc.initial_reconnect_backoff_ms", 100),
-                                          ("grpc.max_reconnect_backoff_ms", 200)])
+    rest = Client(
+        rest=f"http://127.0.0.1:{rest_port}", retries=10, backoff=0.05, max_backoff=0.5, timeout=30
+    )
+    grpc_client = Client(
+        grpc=f"127.0.0.1:{grpc_port}",
+        retries=10,
+        backoff=0.05,
+        max_backoff=0.5,
+        timeout=30,
+        channel_options=[
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 200),
+        ],
+    )
     try:
         with pytest.raises(ServingError) as info:  # no retries left: UNAVAILABLE surfaces
             Client(rest=f"http://127.0.0.1:{rest_port}", retries=0).status("default")
@@ -110,17 +138,21 @@ def test_deadline_and_no_retry_on_other_codes(tf_server):
     closed = free_port()
     started = time.monotonic()
     with pytest.raises(ServingError) as info:
-        Client(rest=f"http://127.0.0.1:{closed}", retries=100, backoff=0.05, timeout=0.5).status("default")
-    assert info.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and time.monotonic() - started < 3
+        Client(rest=f"http://127.0.0.1:{closed}", retries=100, backoff=0.05, timeout=0.5).status(
+            "default"
+        )
+    assert (
+        info.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and time.monotonic() - started < 3
+    )
     calls = []
     client = Client(rest=f"http://127.0.0.1:{tf_server.rest_api_port}", retries=5, backoff=1.0)
-    original = client._rest
+    original = client._transport._request
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    client._rest = counting
+    client._transport._request = counting
     started = time.monotonic()
     with pytest.raises(ServingError):
         client.status("foo")
@@ -131,7 +163,7 @@ def test_fake_unavailable_is_retried_with_backoff(monkeypatch, tf_server):
     import grpc
 
     client = Client(grpc=f"127.0.0.1:{tf_server.port}", retries=3, backoff=0.05)
-    real = client._predict_stub.GetModelMetadata
+    real = client._transport._predict_stub.GetModelMetadata
     attempts = []
 
     class Unavailable(grpc.RpcError):
@@ -147,7 +179,7 @@ def test_fake_unavailable_is_retried_with_backoff(monkeypatch, tf_server):
             raise Unavailable()
         return real(request, timeout=timeout)
 
-    client._predict_stub.GetModelMetadata = flaky
+    client._transport._predict_stub.GetModelMetadata = flaky
     assert client.metadata("default")["model_spec"]["name"] == "default"
     assert len(attempts) == 3 and attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.04
     attempts.clear()
@@ -179,8 +211,11 @@ def test_rest_predict_body_is_exact():
     assert body(np.array([[0.1, 1 / 3]], np.float32)) == b'{"inputs":{"x":[[0.1,0.33333334]]}}'
     assert body(np.array([0.1 + 0.2])) == b'{"inputs":{"x":[0.30000000000000004]}}'
     assert body(np.array([np.nan, np.inf, -np.inf, 1.5], np.float32)) == (
-        b'{"inputs":{"x":[NaN, Infinity, -Infinity, 1.5]}}')
-    assert body(np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2]) == b'{"inputs":{"x":[[0,2],[3,5]]}}'
+        b'{"inputs":{"x":[NaN, Infinity, -Infinity, 1.5]}}'
+    )
+    assert (
+        body(np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2]) == b'{"inputs":{"x":[[0,2],[3,5]]}}'
+    )
     assert body(np.array(2.5, np.float32)) == b'{"inputs":{"x":2.5}}'
     assert body(np.array([[True, False]])) == b'{"inputs":{"x":[[true,false]]}}'
     assert body(np.zeros((0, 3), np.float32)) == b'{"inputs":{"x":[]}}'
@@ -288,7 +323,10 @@ def test_rest_does_not_resend_on_a_new_connection():
         client = Client(rest=f"http://127.0.0.1:{server.server_address[1]}", retries=0, timeout=5)
         with pytest.raises(ServingError) as info:
             client.status("m")
-        assert info.value.code == "UNAVAILABLE" and "Remote end closed connection" in info.value.message
+        assert (
+            info.value.code == "UNAVAILABLE"
+            and "Remote end closed connection" in info.value.message
+        )
         assert seen == {"connections": 1, "requests": 1}
     finally:
         server.shutdown()

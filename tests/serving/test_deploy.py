@@ -2,7 +2,6 @@
 docker-compose file and Kubernetes manifests agree with them, with each other and with the
 export layout; the same flags run this project's server on a real export."""
 
-import pathlib
 import shlex
 
 import pytest
@@ -44,7 +43,9 @@ def test_shipped_configs_parse_with_tf_serving_protos():
 
     config = read_model_config(DEPLOY / "models.config")
     models = list(config.model_config_list.config)
-    assert models and all(m.base_path == f"/models/{m.name}" and m.model_platform == "tensorflow" for m in models)
+    assert models and all(
+        m.base_path == f"/models/{m.name}" and m.model_platform == "tensorflow" for m in models
+    )
     batching = read_batching_options(DEPLOY / "batching.config")
     assert batching.allowed_batch_sizes[-1] == batching.max_batch_size
     assert read_monitoring_path(DEPLOY / "monitoring.config") == "/monitoring/prometheus/metrics"
@@ -56,7 +57,8 @@ def test_compose_and_kubernetes_agree(compose, k8s):
 
     names = [m.name for m in read_model_config(DEPLOY / "models.config").model_config_list.config]
     metrics_path = read_monitoring_path(DEPLOY / "monitoring.config")
-    # docker compose: official image, both ports, the base path and each config file mounted where the flags say
+    # docker compose: official image, both ports, the base path and each config file mounted
+    # where the flags say
     assert compose["image"].split(":")[0].endswith("tensorflow/serving")
     assert sorted(compose["ports"]) == ["8500:8500", "8501:8501"]
     mounts = {v["target"]: v["source"] for v in compose["volumes"]}
@@ -82,11 +84,16 @@ def test_compose_and_kubernetes_agree(compose, k8s):
     probe = container["readinessProbe"]["httpGet"]
     assert probe["port"] == 8501 and probe["path"] in [f"/v1/models/{n}" for n in names]
     resources = container["resources"]
-    assert set(resources["requests"]) == {"cpu", "memory"} and set(resources["limits"]) == {"cpu", "memory"}
+    assert set(resources["requests"]) == {"cpu", "memory"} and set(resources["limits"]) == {
+        "cpu",
+        "memory",
+    }
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["models"] == "/models"
-    assert all(compose_flags[f].startswith(mounts["config"] + "/") for f in
-               ("--model_config_file", "--batching_parameters_file", "--monitoring_config_file"))
+    assert all(
+        compose_flags[f].startswith(mounts["config"] + "/")
+        for f in ("--model_config_file", "--batching_parameters_file", "--monitoring_config_file")
+    )
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
     assert "persistentVolumeClaim" in volumes["models"]
@@ -95,12 +102,16 @@ def test_compose_and_kubernetes_agree(compose, k8s):
     labels = pod["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
-    assert {(p["port"], ports[p["targetPort"]]) for p in service["spec"]["ports"]} == {(8500, 8500), (8501, 8501)}
+    assert {(p["port"], ports[p["targetPort"]]) for p in service["spec"]["ports"]} == {
+        (8500, 8500),
+        (8501, 8501),
+    }
 
 
 def test_deploy_flags_serve_an_export(tmp_path, compose):
     """The compose flags, with /models and /config mapped to local folders, run this project's
-    server on a `serving.export` base path: ready by the probe's URL, batching on, metrics served."""
+    server on a `serving.export` base path: ready by the probe's URL, batching on, metrics
+    served."""
     import keras
     import numpy as np
 
@@ -124,17 +135,31 @@ def test_deploy_flags_serve_an_export(tmp_path, compose):
 
     for m in read_model_config(config_dir / "models.config").model_config_list.config:
         export(model, str(base), m.name)
-    args = [a.replace("=/config/", f"={config_dir}/") for a in compose["command"]
-            if not a.startswith(("--port=", "--rest_api_port="))]
+    args = [
+        a.replace("=/config/", f"={config_dir}/")
+        for a in compose["command"]
+        if not a.startswith(("--port=", "--rest_api_port="))
+    ]
     args = serve_args(*shlex.split(" ".join(args)))
     assert args.enable_batching is True
-    server = Server(config_from_args(args), rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0,
-                    batching=batching_from_args(args), monitoring_path=monitoring_from_args(args))
+    server = Server(
+        config_from_args(args),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+        batching=batching_from_args(args),
+        monitoring_path=monitoring_from_args(args),
+    )
     with server:
         status, body = call_json(server, "/v1/models/cbam_cnn")
         assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
         assert server.batcher is not None and server.batcher.options.max_batch_size == 32
         x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
-        got = Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20).predict("cbam_cnn", x)["output_0"]
+        got = Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20).predict("cbam_cnn", x)[
+            "output_0"
+        ]
         np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
-        assert ':tensorflow:serving:request_count{model_name="cbam_cnn",status="OK"} 1' in scrape(server)
+        assert ':tensorflow:serving:request_count{model_name="cbam_cnn",status="OK"} 1' in scrape(
+            server
+        )

@@ -29,7 +29,9 @@ def test_export_reload_and_versions(tmp_path):
     x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
     got = signature(features=tf.constant(x))["output_0"]
     assert got.dtype == tf.float32
-    np.testing.assert_allclose(got.numpy(), model.predict(x, verbose=0).astype("float32"), atol=1e-6)
+    np.testing.assert_allclose(
+        got.numpy(), model.predict(x, verbose=0).astype("float32"), atol=1e-6
+    )
     assert export(model, tmp_path, "m").endswith(os.path.join("m", "2"))
     assert export(model, tmp_path, "m", version=10).endswith("10")
     assert export(model, tmp_path, "m").endswith("11")
@@ -66,13 +68,20 @@ def test_exported_model_is_served(tmp_path):
     export(model, tmp_path, "m", version=3)
     (tmp_path / "m" / "notaversion").mkdir()
     export(model, tmp_path, "m", version=2)
-    with Server(single_model_config("m", str(tmp_path / "m")), rest_api_port=0, port=None, host="127.0.0.1",
-                poll_wait_seconds=0.2) as server:
+    with Server(
+        single_model_config("m", str(tmp_path / "m")),
+        rest_api_port=0,
+        port=None,
+        host="127.0.0.1",
+        poll_wait_seconds=0.2,
+    ) as server:
         base = f"http://127.0.0.1:{server.rest_api_port}/v1/models/m"
         status = json.loads(urllib.request.urlopen(base, timeout=10).read())
         assert [s["version"] for s in status["model_version_status"]] == ["3"]  # latest policy
         x = [[0.1, 0.2, 0.3, 0.4]]
-        request = urllib.request.Request(base + ":predict", json.dumps({"instances": [{"features": x[0]}]}).encode())
+        request = urllib.request.Request(
+            base + ":predict", json.dumps({"instances": [{"features": x[0]}]}).encode()
+        )
         got = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"]
         np.testing.assert_allclose(got, model.predict(np.array(x, "float32"), verbose=0), rtol=1e-5)
         export(model, tmp_path, "m")  # version 4 appears: loaded, then 3 unloaded
@@ -91,9 +100,24 @@ def test_exported_model_is_served(tmp_path):
 def test_cli_serve_flags():
     from zoo.cli import build_parser
 
-    args = build_parser().parse_args(["serve", "--rest_api_port", "0", "--model_name", "x",
-                                      "--model_base_path", "/tmp/x", "--file_system_poll_wait_seconds", "2"])
-    assert (args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (0, "x", 2.0)
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--rest_api_port",
+            "0",
+            "--model_name",
+            "x",
+            "--model_base_path",
+            "/tmp/x",
+            "--file_system_poll_wait_seconds",
+            "2",
+        ]
+    )
+    assert (args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (
+        0,
+        "x",
+        2.0,
+    )
 
 
 JAX_EXPORT = r"""
@@ -127,7 +151,9 @@ def test_jax_backend_export_serves_the_same_answers(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-c", JAX_EXPORT, str(tmp_path / "models"), str(tmp_path / "ref.npz")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-2000:]

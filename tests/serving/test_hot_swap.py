@@ -22,19 +22,33 @@ def scaled_model(factor):
 
 @pytest.mark.parametrize("batching", [False, True], ids=["direct", "batching"])
 def test_hot_swap_under_concurrent_load(tmp_path, batching):
-    from serving.saved_model import export
     from serving.models import single_model_config
+    from serving.saved_model import export
     from serving.server import Server
     from tests.serving.test_batching import options
 
     base = tmp_path / "m"
     old_dir = export(scaled_model(1.0), str(tmp_path), "m", version=1)
-    batching_options = options("max_batch_size { value: 8 } batch_timeout_micros { value: 1000 }") if batching else None
-    server = Server(single_model_config("m", str(base)), rest_api_port=0, port=0, host="127.0.0.1",
-                    poll_wait_seconds=0.1, batching=batching_options)
+    batching_options = (
+        options("max_batch_size { value: 8 } batch_timeout_micros { value: 1000 }")
+        if batching
+        else None
+    )
+    server = Server(
+        single_model_config("m", str(base)),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0.1,
+        batching=batching_options,
+    )
     with server:
-        clients = [Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20, retries=0) if i % 2 else
-                   Client(grpc=f"127.0.0.1:{server.port}", timeout=20, retries=0) for i in range(8)]
+        clients = [
+            Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20, retries=0)
+            if i % 2
+            else Client(grpc=f"127.0.0.1:{server.port}", timeout=20, retries=0)
+            for i in range(8)
+        ]
         stop = threading.Event()
         answers = [[] for _ in clients]
         failures = []
@@ -59,7 +73,9 @@ def test_hot_swap_under_concurrent_load(tmp_path, batching):
             return condition()
 
         try:
-            assert wait_for(lambda: all(len(a) >= 3 for a in answers))  # all serving the old version
+            assert wait_for(
+                lambda: all(len(a) >= 3 for a in answers)
+            )  # all serving the old version
             export(scaled_model(2.0), str(tmp_path), "m", version=2)
             assert wait_for(lambda: all(a and a[-1] == 2.0 for a in answers))
             shutil.rmtree(old_dir)
@@ -76,4 +92,6 @@ def test_hot_swap_under_concurrent_load(tmp_path, batching):
     for per_thread in answers:
         assert set(per_thread) == {1.0, 2.0}
         switch = per_thread.index(2.0)
-        assert per_thread[:switch] == [1.0] * switch and per_thread[switch:] == [2.0] * (len(per_thread) - switch)
+        assert per_thread[:switch] == [1.0] * switch and per_thread[switch:] == [2.0] * (
+            len(per_thread) - switch
+        )

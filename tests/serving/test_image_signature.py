@@ -1,4 +1,5 @@
-"""The encoded-image signature: PNG/JPEG bytes in, probabilities and top-k out, over REST and gRPC."""
+"""The encoded-image signature: PNG/JPEG bytes in, probabilities and top-k out, over REST and
+gRPC."""
 
 import base64
 import io
@@ -32,7 +33,9 @@ def expected(model, pngs):
     import tensorflow as tf
     from PIL import Image
 
-    pixels = np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB"), np.float32) for p in pngs])
+    pixels = np.stack(
+        [np.asarray(Image.open(io.BytesIO(p)).convert("RGB"), np.float32) for p in pngs]
+    )
     resized = tf.image.resize(pixels, (8, 8), method="bilinear").numpy()
     return model.predict(resized / 255.0, verbose=0)
 
@@ -48,22 +51,33 @@ def served(tmp_path_factory):
     export(model, base, "img", version=1, image_signature=dict(top_k=3))
     rng = np.random.default_rng(0)
     pngs = [encode(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8), "PNG") for _ in range(3)]
-    with Server(single_model_config("img", str(base / "img")), rest_api_port=0, port=0, host="127.0.0.1",
-                poll_wait_seconds=0) as server:
+    with Server(
+        single_model_config("img", str(base / "img")),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+    ) as server:
         yield server, model, pngs
 
 
 def test_rest_b64_matches_in_process_model(served):
     server, model, pngs = served
-    body = {"signature_name": "serving_images", "instances": [{"b64": base64.b64encode(p).decode()} for p in pngs]}
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_api_port}/v1/models/img:predict",
-                                     json.dumps(body).encode())
+    body = {
+        "signature_name": "serving_images",
+        "instances": [{"b64": base64.b64encode(p).decode()} for p in pngs],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.rest_api_port}/v1/models/img:predict", json.dumps(body).encode()
+    )
     predictions = json.loads(urllib.request.urlopen(request, timeout=20).read())["predictions"]
     want = expected(model, pngs)
     got = np.array([p["probabilities"] for p in predictions])
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert [p["classes"] for p in predictions] == np.argsort(-want, axis=1)[:, :3].tolist()
-    np.testing.assert_allclose([p["scores"] for p in predictions], np.sort(want, axis=1)[:, ::-1][:, :3], atol=1e-5)
+    np.testing.assert_allclose(
+        [p["scores"] for p in predictions], np.sort(want, axis=1)[:, ::-1][:, :3], atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
@@ -74,14 +88,20 @@ def test_client_sends_image_bytes(served, protocol):
         got = client.predict("img", pngs, signature_name="serving_images")
         assert got["probabilities"].dtype == np.float32 and got["classes"].shape == (3, 3)
         np.testing.assert_allclose(got["probabilities"], expected(model, pngs), atol=1e-5)
-        one = client.predict("img", pngs[0], signature_name="serving_images")  # one image: a batch of one
+        one = client.predict(
+            "img", pngs[0], signature_name="serving_images"
+        )  # one image: a batch of one
         np.testing.assert_allclose(one["probabilities"], got["probabilities"][:1], atol=1e-6)
         jpeg = encode(np.full((8, 8, 3), 200, np.uint8), "JPEG")
-        assert client.predict("img", [jpeg], signature_name="serving_images")["probabilities"].shape == (1, 5)
+        assert client.predict("img", [jpeg], signature_name="serving_images")[
+            "probabilities"
+        ].shape == (1, 5)
         with pytest.raises(Exception) as info:
             client.predict("img", [b"not an image"], signature_name="serving_images")
         assert info.value.code == "INVALID_ARGUMENT"
-        meta = client.metadata("img")["metadata"]["signature_def"]["signature_def"]["serving_images"]
+        meta = client.metadata("img")["metadata"]["signature_def"]["signature_def"][
+            "serving_images"
+        ]
         assert meta["inputs"]["images"]["dtype"] == "DT_STRING"
         assert meta["inputs"]["images"]["tensor_shape"]["dim"][0]["size"] == "-1"
 
@@ -93,5 +113,7 @@ def test_image_signature_options_are_checked(tmp_path):
         export(image_model(), tmp_path, "m", image_signature=dict(height=9))
     inputs = keras.Input((4,), name="x")
     with pytest.raises(ValueError, match="image input"):
-        export(keras.Model(inputs, keras.layers.Dense(2)(inputs)), tmp_path, "m", image_signature=True)
+        export(
+            keras.Model(inputs, keras.layers.Dense(2)(inputs)), tmp_path, "m", image_signature=True
+        )
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

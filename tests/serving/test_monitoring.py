@@ -13,7 +13,9 @@ PATH = "/monitoring/prometheus/metrics"
 
 
 def scrape(server, path=PATH):
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_api_port}{path}", timeout=20) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{server.rest_api_port}{path}", timeout=20
+    ) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
         return response.read().decode()
 
@@ -33,15 +35,23 @@ def test_monitoring_config_flag(tmp_path):
     from serving.server import monitoring_from_args
     from tests.serving.test_model_config import serve_args
 
-    assert monitoring_from_args(serve_args("--monitoring_config_file", str(tfs_testdata("monitoring_config.txt")))) \
+    assert (
+        monitoring_from_args(
+            serve_args("--monitoring_config_file", str(tfs_testdata("monitoring_config.txt")))
+        )
         == PATH
+    )
     off = tmp_path / "off.config"
     off.write_text("prometheus_config { enable: false path: '/m' }")
     assert monitoring_from_args(serve_args("--monitoring_config_file", str(off))) is None
     off.write_text("prometheus_config { enable: true }")
-    assert monitoring_from_args(serve_args("--monitoring_config_file", str(off))) == PATH  # the default path
+    assert (
+        monitoring_from_args(serve_args("--monitoring_config_file", str(off))) == PATH
+    )  # the default path
     off.write_text("prometheus { enable: true }")
-    with pytest.raises(SystemExit, match="--monitoring_config_file: .*not a valid MonitoringConfig"):
+    with pytest.raises(
+        SystemExit, match="--monitoring_config_file: .*not a valid MonitoringConfig"
+    ):
         monitoring_from_args(serve_args("--monitoring_config_file", str(off)))
     assert monitoring_from_args(serve_args()) is None
 
@@ -51,13 +61,21 @@ def test_request_count_and_latency_after_rest_and_grpc_requests():
     from serving.models import single_model_config
     from serving.server import Server
 
-    server = Server(single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
-                    rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0,
-                    monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")))
+    server = Server(
+        single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+        monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")),
+    )
     with server:
         assert "# TYPE :tensorflow:serving:request_count counter" in scrape(server)
         for _ in range(3):
-            assert call_json(server, "/v1/models/default:predict", {"instances": [2.0]}) == (200, {"predictions": [3.0]})
+            assert call_json(server, "/v1/models/default:predict", {"instances": [2.0]}) == (
+                200,
+                {"predictions": [3.0]},
+            )
         assert call(server, "/v1/models/default:predict", b"{bad")[0] == 400
         assert call(server, "/v1/models/nope:predict", {"instances": [2.0]})[0] == 404
         body = {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
@@ -90,11 +108,16 @@ def test_request_count_and_latency_after_rest_and_grpc_requests():
         assert sample(text, latency + "_count", **rest) == 4
         assert sample(text, latency + "_bucket", **rest, le="+Inf") == 4
         assert sample(text, latency + "_sum", **rest) > 0
-        assert sample(text, latency + "_count", model_name="default", API="Regress", entrypoint="REST") == 1
+        assert (
+            sample(text, latency + "_count", model_name="default", API="Regress", entrypoint="REST")
+            == 1
+        )
         grpc_labels = dict(model_name="default", API="Predict", entrypoint="GRPC")
         assert sample(text, latency + "_count", **grpc_labels) == 3  # the failed call counts too
-        buckets = [sample(text, latency + "_bucket", **grpc_labels, le=le)
-                   for le in re.findall(r'entrypoint="GRPC",le="([^"]+)"', text)]
+        buckets = [
+            sample(text, latency + "_bucket", **grpc_labels, le=le)
+            for le in re.findall(r'entrypoint="GRPC",le="([^"]+)"', text)
+        ]
         assert buckets == sorted(buckets) and buckets[-1] == 3  # cumulative
         # only the configured path: everything else outside /v1 stays a plain 404
         assert call(server, "/monitoring/prometheus")[0] == 404

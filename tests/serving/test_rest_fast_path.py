@@ -12,9 +12,34 @@ from serving import json_tensor
 from serving.errors import ServingError
 from serving.rest import _dense_numeric_request
 
-LEAVES = [1.5, -2.25, 0.1, 3, -7, 2**24 - 1, 2**24, 2**31, 2**53, 2**63, 2**64, True, False,
-          None, "x", "1.5", {"b64": "AA=="}, float("nan"), float("inf"), -float("inf"), 1e39,
-          -1e39, 3.4e38, 0, [], [1.0]]
+LEAVES = [
+    1.5,
+    -2.25,
+    0.1,
+    3,
+    -7,
+    2**24 - 1,
+    2**24,
+    2**31,
+    2**53,
+    2**63,
+    2**64,
+    True,
+    False,
+    None,
+    "x",
+    "1.5",
+    {"b64": "AA=="},
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    1e39,
+    -1e39,
+    3.4e38,
+    0,
+    [],
+    [1.0],
+]
 
 
 def _random_value(rng, depth):
@@ -36,8 +61,17 @@ def _random_request(rng):
         return {"instances": value}
     if draw < 0.7:
         return {"inputs": value}
-    return {"inputs": rng.choice([{"x": value}, {"x": value, "y": 1}, {"y": value},
-                                  {"x": value, "b64": "AA=="}, {"b64": "AA=="}])}
+    return {
+        "inputs": rng.choice(
+            [
+                {"x": value},
+                {"x": value, "y": 1},
+                {"y": value},
+                {"x": value, "b64": "AA=="},
+                {"b64": "AA=="},
+            ]
+        )
+    }
 
 
 @pytest.mark.parametrize("dtype", ["float", "double", "int32", "int64"])
@@ -96,13 +130,19 @@ def test_bodies_without_special_tokens_skip_json_loads(monkeypatch):
         json_tensor.parse_json(BODIES[3])
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{bad json", "JSON Parse error: Missing a name for object member. at offset: 1"),
-    (b'{"instances": [1.0] trailing', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 20"),
-    (b"\xff\xfe", "JSON Parse error: Invalid encoding in string. at offset: 0"),
-    (b"", "JSON Parse error: The document is empty"),
-    (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{bad json", "JSON Parse error: Missing a name for object member. at offset: 1"),
+        (
+            b'{"instances": [1.0] trailing',
+            "JSON Parse error: Missing a comma or '}' after an object member. at offset: 20",
+        ),
+        (b"\xff\xfe", "JSON Parse error: Invalid encoding in string. at offset: 0"),
+        (b"", "JSON Parse error: The document is empty"),
+        (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
+    ],
+)
 def test_parse_errors_keep_their_messages(body, message):
     with pytest.raises(ServingError) as caught:
         json_tensor.parse_json(body)

@@ -1,24 +1,27 @@
 """Graceful shutdown: in-flight REST and gRPC requests finish; SIGTERM drains and exits 0."""
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from serving import Client, ServingError
-from tests.serving.conftest import REPO, tfs_testdata
+from tests.serving.conftest import serve_command, tfs_testdata
 
 
 def test_stop_drains_in_flight_requests():
     from serving.models import single_model_config
     from serving.server import Server
 
-    server = Server(single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
-                    rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0, shutdown_grace_seconds=5)
+    server = Server(
+        single_model_config("default", str(tfs_testdata("saved_model_half_plus_two_cpu"))),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+        shutdown_grace_seconds=5,
+    )
     server.start()
     servable = server.manager.resolve("default")
     original = servable.run
@@ -31,8 +34,10 @@ def test_stop_drains_in_flight_requests():
 
     servable.run = slow_run
     results = {}
-    clients = {"rest": Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20, retries=0),
-               "grpc": Client(grpc=f"127.0.0.1:{server.port}", timeout=20, retries=0)}
+    clients = {
+        "rest": Client(rest=f"127.0.0.1:{server.rest_api_port}", timeout=20, retries=0),
+        "grpc": Client(grpc=f"127.0.0.1:{server.port}", timeout=20, retries=0),
+    }
     for client in clients.values():
         client.metadata("default")  # cache the signature before the slow call
 
@@ -59,29 +64,11 @@ def test_stop_drains_in_flight_requests():
 
 
 def test_sigterm_stops_the_serve_command():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "serve", "--port", "0", "--rest_api_port", "0", "--rest_api_host",
-         "127.0.0.1", "--grpc_host", "127.0.0.1", "--model_base_path",
-         str(tfs_testdata("saved_model_half_plus_two_cpu")), "--file_system_poll_wait_seconds", "0"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Exporting HTTP/REST API at:"):
-                break
-        port = int(lines[-1].rsplit(":", 1)[1].split()[0])
-        assert Client(rest=f"127.0.0.1:{port}", timeout=10).predict("default", [2.0])["y"].tolist() == [3.0]
+    model = tfs_testdata("saved_model_half_plus_two_cpu")
+    with serve_command(model) as (process, _, port):
+        got = Client(rest=f"127.0.0.1:{port}", timeout=10).predict("default", [2.0])
+        assert got["y"].tolist() == [3.0]
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
         assert process.returncode == 0, out
         assert "Server stopped." in out
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)

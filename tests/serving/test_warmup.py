@@ -45,9 +45,13 @@ def read_logs(path):
 def predict_log(model_name, signature_name, inputs):
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name),
-                                         inputs=inputs)
-    return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name),
+        inputs=inputs,
+    )
+    return prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
 
 
 def test_export_writes_warmup_records_exactly(tmp_path):
@@ -58,24 +62,39 @@ def test_export_writes_warmup_records_exactly(tmp_path):
     y = np.random.default_rng(2).random((1, 8, 8, 3)).astype(np.float32)
     png = png_bytes()
     trailing_nul = b"GIF89a\x00\x00"  # written as is (numpy's 'S' dtype would drop the NULs)
-    path = export(model, tmp_path, "m", image_signature=True, warmup_requests=[
-        x, {"image": y}, [png],
-        {"signature_name": "serving_images", "inputs": {"images": [png, trailing_nul]}},
-        {"signature_name": "serving_default", "inputs": y.tolist()},
-    ])
+    path = export(
+        model,
+        tmp_path,
+        "m",
+        image_signature=True,
+        warmup_requests=[
+            x,
+            {"image": y},
+            [png],
+            {"signature_name": "serving_images", "inputs": {"images": [png, trailing_nul]}},
+            {"signature_name": "serving_default", "inputs": y.tolist()},
+        ],
+    )
     assert sorted(os.listdir(tmp_path / "m")) == ["1"]  # nothing else left behind
     logs = read_logs(os.path.join(path, WARMUP))
     expected = [
         predict_log("m", "serving_default", {"image": tf.make_tensor_proto(x.astype(np.float32))}),
         predict_log("m", "serving_default", {"image": tf.make_tensor_proto(y)}),
-        predict_log("m", "serving_images", {"images": tf.make_tensor_proto([png], dtype=tf.string)}),
-        predict_log("m", "serving_images", {"images": tf.make_tensor_proto([png, trailing_nul], dtype=tf.string)}),
+        predict_log(
+            "m", "serving_images", {"images": tf.make_tensor_proto([png], dtype=tf.string)}
+        ),
+        predict_log(
+            "m",
+            "serving_images",
+            {"images": tf.make_tensor_proto([png, trailing_nul], dtype=tf.string)},
+        ),
         predict_log("m", "serving_default", {"image": tf.make_tensor_proto(y)}),
     ]
     assert logs == expected
     assert logs[3].predict_log.request.inputs["images"].string_val[1] == trailing_nul
-    np.testing.assert_array_equal(tf.make_ndarray(logs[0].predict_log.request.inputs["image"]),
-                                  x.astype(np.float32))
+    np.testing.assert_array_equal(
+        tf.make_ndarray(logs[0].predict_log.request.inputs["image"]), x.astype(np.float32)
+    )
     assert logs[0].predict_log.request.inputs["image"].dtype == 1  # DT_FLOAT
 
     # a ready PredictionLog goes in unchanged; without warmup_requests there is no file
@@ -92,12 +111,21 @@ def test_export_rejects_bad_warmup_requests(tmp_path):
     model = image_model()
     x = np.zeros((1, 8, 8, 3), np.float32)
     cases = [
-        ([x] * 1001, "warmup_requests has 1001 requests; TF Serving reads at most 1000 warmup records"),
+        (
+            [x] * 1001,
+            "warmup_requests has 1001 requests; TF Serving reads at most 1000 warmup records",
+        ),
         (x, "warmup_requests must be a list of requests"),
-        ([{"pixels": x}], r"warmup_requests\[0\]: signature 'serving_default' takes inputs \['image'\], "
-                          r"got \['pixels'\]"),
-        ([x, np.zeros((1, 4, 4, 3))], r"warmup_requests\[1\]\['image'\]: shape \(1, 4, 4, 3\) does not fit the "
-                                      r"signature input shape \(None, 8, 8, 3\)"),
+        (
+            [{"pixels": x}],
+            r"warmup_requests\[0\]: signature 'serving_default' takes inputs \['image'\], "
+            r"got \['pixels'\]",
+        ),
+        (
+            [x, np.zeros((1, 4, 4, 3))],
+            r"warmup_requests\[1\]\['image'\]: shape \(1, 4, 4, 3\) does not fit the "
+            r"signature input shape \(None, 8, 8, 3\)",
+        ),
         ([[png_bytes()]], r"warmup_requests\[0\]: encoded images need the image signature"),
         ([{"signature_name": "nope", "inputs": x}], r"no signature 'nope' in the export"),
         ([{"signature_name": "serving_default", "image": x}], "takes exactly the keys"),
@@ -106,7 +134,9 @@ def test_export_rejects_bad_warmup_requests(tmp_path):
     for requests, message in cases:
         with pytest.raises(ValueError, match=message):
             export(model, tmp_path, "m", warmup_requests=requests)
-    assert not (tmp_path / "m").exists() or os.listdir(tmp_path / "m") == []  # no version, no temp folder
+    assert (
+        not (tmp_path / "m").exists() or os.listdir(tmp_path / "m") == []
+    )  # no version, no temp folder
     # exactly 1000 is allowed
     path = export(model, tmp_path, "m", warmup_requests=[x] * 1000)
     assert len(read_logs(os.path.join(path, WARMUP))) == 1000
@@ -121,11 +151,19 @@ def test_server_replays_warmup_before_available(tmp_path, monkeypatch):
 
     model = image_model()
     rng = np.random.default_rng(3)
-    requests = [rng.random((n, 8, 8, 3)).astype(np.float32) for n in (1, 2, 4)] + [[png_bytes(), png_bytes(1)]]
+    requests = [rng.random((n, 8, 8, 3)).astype(np.float32) for n in (1, 2, 4)] + [
+        [png_bytes(), png_bytes(1)]
+    ]
     path = export(model, tmp_path, "m", image_signature=True, warmup_requests=requests)
 
-    server = Server(single_model_config("m", str(tmp_path / "m")), rest_api_port=0, port=None, host="127.0.0.1",
-                    poll_wait_seconds=0, monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")))
+    server = Server(
+        single_model_config("m", str(tmp_path / "m")),
+        rest_api_port=0,
+        port=None,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+        monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")),
+    )
     seen, runs = [], []
     original_replay, original_run = warmup.replay, Servable.run
 
@@ -148,15 +186,32 @@ def test_server_replays_warmup_before_available(tmp_path, monkeypatch):
     monkeypatch.setattr(Servable, "run", spy_run)
     with server:
         loading = ("LOADING", "OK", "")
-        assert seen == [("serving_default", loading, "NOT_FOUND")] * 3 + [("serving_images", loading, "NOT_FOUND")]
-        assert runs == [("serving_default", {"image": (n, 8, 8, 3)}) for n in (1, 2, 4)] + \
-            [("serving_images", {"images": (2,)})]
+        assert seen == [("serving_default", loading, "NOT_FOUND")] * 3 + [
+            ("serving_images", loading, "NOT_FOUND")
+        ]
+        assert runs == [("serving_default", {"image": (n, 8, 8, 3)}) for n in (1, 2, 4)] + [
+            ("serving_images", {"images": (2,)})
+        ]
         assert server.manager.servables["m"][1].warmup_records == 4
-        assert call_json(server, "/v1/models/m") == (200, {"model_version_status": [
-            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
-        status, body = call_json(server, "/v1/models/m:predict", {"instances": requests[0].tolist()})
+        assert call_json(server, "/v1/models/m") == (
+            200,
+            {
+                "model_version_status": [
+                    {
+                        "version": "1",
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                ]
+            },
+        )
+        status, body = call_json(
+            server, "/v1/models/m:predict", {"instances": requests[0].tolist()}
+        )
         assert status == 200
-        np.testing.assert_allclose(body["predictions"], model.predict(requests[0], verbose=0), rtol=1e-5)
+        np.testing.assert_allclose(
+            body["predictions"], model.predict(requests[0], verbose=0), rtol=1e-5
+        )
         text = scrape(server)
         assert "# TYPE :tensorflow:serving:model_warmup_latency histogram" in text
         latency = ":tensorflow:serving:model_warmup_latency"
@@ -190,7 +245,9 @@ def examples_log(kind, signature_name, values=(2.0, 3.0)):
     request.model_spec.name = "hp"
     request.model_spec.signature_name = signature_name
     for value in values:
-        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(value)
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(
+            value
+        )
     return record
 
 
@@ -221,8 +278,16 @@ def test_classify_regress_and_multi_inference_records_replay(tmp_path):
     request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
     metadata_only = prediction_log_pb2.PredictionLog()
     metadata_only.log_metadata.model_spec.name = "hp"  # no request: skipped, like the real server
-    write_records(path, [x_log(), examples_log("classify_log", "classify_x_to_y"),
-                         examples_log("regress_log", "regress_x_to_y"), multi, metadata_only])
+    write_records(
+        path,
+        [
+            x_log(),
+            examples_log("classify_log", "classify_x_to_y"),
+            examples_log("regress_log", "regress_x_to_y"),
+            multi,
+            metadata_only,
+        ],
+    )
     manager = load(base)
     try:
         assert manager.status("hp") == [(123, "AVAILABLE", "OK", "")]
@@ -235,7 +300,9 @@ def regress_x_to_y_text():
     from google.protobuf import text_format
     from tensorflow.python.saved_model import loader_impl
 
-    saved = loader_impl.parse_saved_model(str(tfs_testdata("saved_model_half_plus_two_cpu") / "00000123"))
+    saved = loader_impl.parse_saved_model(
+        str(tfs_testdata("saved_model_half_plus_two_cpu") / "00000123")
+    )
     return text_format.MessageToString(saved.meta_graphs[0].signature_def["regress_x_to_y"])
 
 
@@ -245,25 +312,50 @@ def failing_cases(path):
     session_run = prediction_log_pb2.PredictionLog()
     session_run.session_run_log.request.feed.add().name = "x"
     return {
-        "wrong input": ([x_log(alias="y")], "INVALID_ARGUMENT",
-                        "input size does not match signature: 1!=1 len({y}) != len({x}). Sent extra: {y}. "
-                        "Missing but required: {x}."),
-        "wrong signature": ([examples_log("regress_log", "nope")], "FAILED_PRECONDITION",
-                            'Serving signature key "nope" not found.'),
-        "classify on a regress signature": (  # TF Serving's message without --enable_signature_method_name_check
-            [x_log(), examples_log("classify_log", "regress_x_to_y")], "INVALID_ARGUMENT",
-            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
-            f"Signature was: {regress_x_to_y_text()}"[:1024]),
+        "wrong input": (
+            [x_log(alias="y")],
+            "INVALID_ARGUMENT",
+            "input size does not match signature: 1!=1 len({y}) != len({x}). Sent extra: {y}. "
+            "Missing but required: {x}.",
+        ),
+        "wrong signature": (
+            [examples_log("regress_log", "nope")],
+            "FAILED_PRECONDITION",
+            'Serving signature key "nope" not found.',
+        ),
+        # TF Serving's message without --enable_signature_method_name_check
+        "classify on a regress signature": (
+            [x_log(), examples_log("classify_log", "regress_x_to_y")],
+            "INVALID_ARGUMENT",
+            "Expected classification signature outputs to contain at least one of "
+            '"classes" or "scores". '
+            f"Signature was: {regress_x_to_y_text()}"[:1024],
+        ),
         "session_run_log": ([session_run], "UNIMPLEMENTED", "Unsupported log_type for warmup: 5"),
-        "not a PredictionLog": ([b"\xff\xff\xff"], "INVALID_ARGUMENT",
-                                f"Failed to parse warmup record: \ufffd\ufffd\ufffd from {path}"),
-        "too many records": ([x_log()] * 1001, "INVALID_ARGUMENT",
-                             f"Number of warmup records exceeds the maximum (1000) at {path}"),
+        "not a PredictionLog": (
+            [b"\xff\xff\xff"],
+            "INVALID_ARGUMENT",
+            f"Failed to parse warmup record: \ufffd\ufffd\ufffd from {path}",
+        ),
+        "too many records": (
+            [x_log()] * 1001,
+            "INVALID_ARGUMENT",
+            f"Number of warmup records exceeds the maximum (1000) at {path}",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["wrong input", "wrong signature", "classify on a regress signature",
-                                  "session_run_log", "not a PredictionLog", "too many records"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong input",
+        "wrong signature",
+        "classify on a regress signature",
+        "session_run_log",
+        "not a PredictionLog",
+        "too many records",
+    ],
+)
 def test_failing_record_fails_the_load(tmp_path, case):
     from serving.errors import ServingError
 
@@ -301,17 +393,29 @@ def test_malformed_warmup_file_is_reported_and_never_served(tmp_path):
 
     base, path = copy_half_plus_two(tmp_path)
     path.write_bytes(b"this is not a TFRecord file, it is plain text")
-    server = Server(single_model_config("hp", str(base)), rest_api_port=0, port=0, host="127.0.0.1",
-                    poll_wait_seconds=0, monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")))
+    server = Server(
+        single_model_config("hp", str(base)),
+        rest_api_port=0,
+        port=0,
+        host="127.0.0.1",
+        poll_wait_seconds=0,
+        monitoring_path=read_monitoring_path(tfs_testdata("monitoring_config.txt")),
+    )
     with server:
         status, body = call_json(server, "/v1/models/hp")
         assert status == 200
         [entry] = body["model_version_status"]
-        assert (entry["version"], entry["state"], entry["status"]["error_code"]) == ("123", "END", "DATA_LOSS")
+        assert (entry["version"], entry["state"], entry["status"]["error_code"]) == (
+            "123",
+            "END",
+            "DATA_LOSS",
+        )
         message = entry["status"]["error_message"]
         assert message.endswith(". Please verify your warmup data is in TFRecord format.")
-        assert call_json(server, "/v1/models/hp:predict", {"instances": [2.0]}) == \
-            (404, {"error": "Servable not found for request: Latest(hp)"})
+        assert call_json(server, "/v1/models/hp:predict", {"instances": [2.0]}) == (
+            404,
+            {"error": "Servable not found for request: Latest(hp)"},
+        )
         client = Client(grpc=f"127.0.0.1:{server.port}", timeout=20, retries=0)
         try:
             with pytest.raises(Exception) as info:
@@ -322,13 +426,26 @@ def test_malformed_warmup_file_is_reported_and_never_served(tmp_path):
 
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 reply = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
-                    get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "hp"}), timeout=20)
+                    get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "hp"}),
+                    timeout=20,
+                )
             [version] = reply.model_version_status
-            assert (version.version, version.state, version.status.error_code, version.status.error_message) == \
-                (123, get_model_status_pb2.ModelVersionStatus.END, 15, message)  # 15: DATA_LOSS
+            assert (
+                version.version,
+                version.state,
+                version.status.error_code,
+                version.status.error_message,
+            ) == (123, get_model_status_pb2.ModelVersionStatus.END, 15, message)  # 15: DATA_LOSS
         finally:
             client.close()
         text = scrape(server)
         version_path = str(base / "00000123")
-        assert sample(text, ":tensorflow:serving:model_warmup_latency_count", model_path=version_path,
-                      status=f"DATA_LOSS: {message}") == 1
+        assert (
+            sample(
+                text,
+                ":tensorflow:serving:model_warmup_latency_count",
+                model_path=version_path,
+                status=f"DATA_LOSS: {message}",
+            )
+            == 1
+        )

@@ -19,7 +19,13 @@ def start_server(config_text, **options):
     from serving.server import Server
 
     config = text_format.Parse(config_text, model_server_config_pb2.ModelServerConfig())
-    options = {"rest_api_port": 0, "port": None, "host": "127.0.0.1", "poll_wait_seconds": 0, **options}
+    options = {
+        "rest_api_port": 0,
+        "port": None,
+        "host": "127.0.0.1",
+        "poll_wait_seconds": 0,
+        **options,
+    }
     return Server(config, **options).start(timeout=120)
 
 
@@ -30,7 +36,11 @@ def call(server, method, path, body=None, headers=None, timeout=60):
         data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         connection.request(method, path, body=data, headers=headers or {})
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode("utf-8", "replace")
+        return (
+            response.status,
+            dict(response.getheaders()),
+            response.read().decode("utf-8", "replace"),
+        )
     finally:
         connection.close()
 
@@ -39,11 +49,14 @@ def call(server, method, path, body=None, headers=None, timeout=60):
 def handler_server():
     """The server of `http_rest_api_handler_test.cc`: the 2-version half_plus_two model with
     the specific version policy {123}, label `Version_Label` -> 123, no request timeout."""
-    server = start_server(f"""
+    server = start_server(
+        f"""
 model_config_list {{ config {{
   name: "{HANDLER_MODEL}" base_path: "{tfs_testdata(HANDLER_MODEL)}" model_platform: "tensorflow"
   model_version_policy {{ specific {{ versions: 123 }} }}
   version_labels {{ key: "Version_Label" value: 123 }}
-}} }}""", rest_api_timeout_in_ms=-1)
+}} }}""",
+        rest_api_timeout_in_ms=-1,
+    )
     yield server
     server.stop()

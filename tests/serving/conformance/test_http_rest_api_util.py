@@ -18,46 +18,117 @@ DECODED = "!#$%&'()*+,/:;=?@[]"
 
 
 def test_parse_model_info_for_get():
-    assert parse_model_info("GET", f"/v1/models/modelname{RESERVED}")[:2] == (True, f"modelname{DECODED}")
-    assert parse_model_info("GET", "/v1/models/modelname/versions/99") == (True, "modelname", 99, None, None)
-    assert parse_model_info("GET", "/v1/models/modelname/labels/latest") == (True, "modelname", None, "latest", None)
+    assert parse_model_info("GET", f"/v1/models/modelname{RESERVED}")[:2] == (
+        True,
+        f"modelname{DECODED}",
+    )
+    assert parse_model_info("GET", "/v1/models/modelname/versions/99") == (
+        True,
+        "modelname",
+        99,
+        None,
+        None,
+    )
+    assert parse_model_info("GET", "/v1/models/modelname/labels/latest") == (
+        True,
+        "modelname",
+        None,
+        "latest",
+        None,
+    )
     assert parse_model_info("GET", f"/v1/models/modelname/labels/latest{RESERVED}") == (
-        True, "modelname", None, f"latest{DECODED}", None)
+        True,
+        "modelname",
+        None,
+        f"latest{DECODED}",
+        None,
+    )
     assert parse_model_info("GET", "/v1/models/modelname/labels/latest/metadata") == (
-        True, "modelname", None, "latest", "metadata")
-    assert parse_model_info("GET", f"/v1/models/modelname{RESERVED}/labels/latest{RESERVED}/metadata") == (
-        True, f"modelname{DECODED}", None, f"latest{DECODED}", "metadata")
+        True,
+        "modelname",
+        None,
+        "latest",
+        "metadata",
+    )
+    assert parse_model_info(
+        "GET", f"/v1/models/modelname{RESERVED}/labels/latest{RESERVED}/metadata"
+    ) == (True, f"modelname{DECODED}", None, f"latest{DECODED}", "metadata")
     for path in ("/v1/foo", "/v1/models/foo:predict", "/v1/models/foo/version/50:predict"):
         assert parse_model_info("GET", path)[0] is False, path
 
 
 def test_parse_model_info_for_post():
     assert parse_model_info("POST", f"/v1/models/modelname{RESERVED}:predict") == (
-        True, f"modelname{DECODED}", None, None, "predict")
-    assert parse_model_info("POST", "/v1/models/modelname/versions/99:predict") == (True, "modelname", 99, None, "predict")
+        True,
+        f"modelname{DECODED}",
+        None,
+        None,
+        "predict",
+    )
+    assert parse_model_info("POST", "/v1/models/modelname/versions/99:predict") == (
+        True,
+        "modelname",
+        99,
+        None,
+        "predict",
+    )
     assert parse_model_info("POST", "/v1/models/modelname/labels/latest:predict") == (
-        True, "modelname", None, "latest", "predict")
+        True,
+        "modelname",
+        None,
+        "latest",
+        "predict",
+    )
     assert parse_model_info("POST", f"/v1/models/modelname/labels/latest{RESERVED}:predict") == (
-        True, "modelname", None, f"latest{DECODED}", "predict")
-    assert parse_model_info("POST", f"/v1/models/modelname{RESERVED}/labels/latest{RESERVED}:predict") == (
-        True, f"modelname{DECODED}", None, f"latest{DECODED}", "predict")
-    for path in ("/v1/foo", "/v1/models", "/v1/models/foo/version/50:predict", "/v1/models/foo/versions/string:predict",
-                 "/v1/models/foo/metadata", "/v1/models/foo/versions/50/labels/some_label:regress"):
+        True,
+        "modelname",
+        None,
+        f"latest{DECODED}",
+        "predict",
+    )
+    assert parse_model_info(
+        "POST", f"/v1/models/modelname{RESERVED}/labels/latest{RESERVED}:predict"
+    ) == (True, f"modelname{DECODED}", None, f"latest{DECODED}", "predict")
+    for path in (
+        "/v1/foo",
+        "/v1/models",
+        "/v1/models/foo/version/50:predict",
+        "/v1/models/foo/versions/string:predict",
+        "/v1/models/foo/metadata",
+        "/v1/models/foo/versions/50/labels/some_label:regress",
+    ):
         assert parse_model_info("POST", path)[0] is False, path
     with pytest.raises(ServingError) as caught:
         parse_model_info("POST", f"/v1/models/foo/versions/{2**64 - 1}:predict")
-    assert caught.value.code == "INVALID_ARGUMENT" and "Failed to convert version" in caught.value.message
+    assert (
+        caught.value.code == "INVALID_ARGUMENT"
+        and "Failed to convert version" in caught.value.message
+    )
 
 
 def test_decoded_names_and_labels_over_the_wire(handler_server):
     """The decoded name and label are what the server looks up (and names in its answers)."""
     status, _, text = call(handler_server, "GET", f"/v1/models/modelname{RESERVED}")
-    assert status == 404 and json.loads(text)["error"] == f"Could not find any versions of model modelname{DECODED}"
-    status, _, text = call(handler_server, "POST", f"/v1/models/{HANDLER_MODEL}/labels/latest{RESERVED}:predict",
-                           '{"instances": [1.0]}')
-    assert status == 400 and f"Unrecognized servable version label: latest{DECODED}" in json.loads(text)["error"]
-    status, _, text = call(handler_server, "POST", f"/v1/models/{HANDLER_MODEL}/labels/Version%5FLabel:predict",
-                           '{"instances": [1.0]}')
+    assert (
+        status == 404
+        and json.loads(text)["error"] == f"Could not find any versions of model modelname{DECODED}"
+    )
+    status, _, text = call(
+        handler_server,
+        "POST",
+        f"/v1/models/{HANDLER_MODEL}/labels/latest{RESERVED}:predict",
+        '{"instances": [1.0]}',
+    )
+    assert (
+        status == 400
+        and f"Unrecognized servable version label: latest{DECODED}" in json.loads(text)["error"]
+    )
+    status, _, text = call(
+        handler_server,
+        "POST",
+        f"/v1/models/{HANDLER_MODEL}/labels/Version%5FLabel:predict",
+        '{"instances": [1.0]}',
+    )
     assert status == 200 and json.loads(text) == {"predictions": [2.5]}
 
 

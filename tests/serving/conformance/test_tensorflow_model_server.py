@@ -61,12 +61,25 @@ def work_dir(tmp_path_factory):
     _servers.clear()
 
 
-def command_line(work_dir, model_name, model_path, model_config_file=None, monitoring_config_file=None,
-                 batching_parameters_file=None, grpc_channel_arguments="", model_config_file_poll_period=None):
+def command_line(
+    work_dir,
+    model_name,
+    model_path,
+    model_config_file=None,
+    monitoring_config_file=None,
+    batching_parameters_file=None,
+    grpc_channel_arguments="",
+    model_config_file_poll_period=None,
+):
     """The flags `RunServer` passes to tensorflow_model_server."""
-    flags = ["--port=0", "--rest_api_port=0", f"--rest_api_timeout_in_ms={HTTP_REST_TIMEOUT_MS}",
-             f"--grpc_socket_path={work_dir / 'tf-serving.sock'}",
-             "--grpc_host=127.0.0.1", "--rest_api_host=127.0.0.1"]
+    flags = [
+        "--port=0",
+        "--rest_api_port=0",
+        f"--rest_api_timeout_in_ms={HTTP_REST_TIMEOUT_MS}",
+        f"--grpc_socket_path={work_dir / 'tf-serving.sock'}",
+        "--grpc_host=127.0.0.1",
+        "--rest_api_host=127.0.0.1",
+    ]
     if model_config_file:
         flags.append(f"--model_config_file={model_config_file}")
     elif model_path:
@@ -79,7 +92,10 @@ def command_line(work_dir, model_name, model_path, model_config_file=None, monit
         flags.append(f"--model_config_file_poll_wait_seconds={model_config_file_poll_period}")
     if batching_parameters_file:
         flags += ["--enable_batching", f"--batching_parameters_file={batching_parameters_file}"]
-    flags.append("--grpc_channel_arguments=" + ",".join(a for a in [grpc_channel_arguments, "grpc.so_reuseaddr=1"] if a))
+    flags.append(
+        "--grpc_channel_arguments="
+        + ",".join(a for a in [grpc_channel_arguments, "grpc.so_reuseaddr=1"] if a)
+    )
     return flags
 
 
@@ -101,7 +117,9 @@ def run_server(work_dir, model_name, model_path, **options):
 
 def call_rest(url, req):
     data = json.dumps(req).encode("utf-8") if req is not None else None
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=RPC_TIMEOUT) as resp:
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data), timeout=RPC_TIMEOUT
+    ) as resp:
         return resp.read()
 
 
@@ -111,7 +129,7 @@ def sorted_object(obj):
     if isinstance(obj, list):
         return sorted(sorted_object(x) for x in obj)
     if isinstance(obj, tuple):
-        return list(sorted(sorted_object(x) for x in obj))
+        return sorted(sorted_object(x) for x in obj)
     return obj
 
 
@@ -125,8 +143,16 @@ def verify_model_spec(actual, name, signature_name, version):
     assert actual.version.value == version
 
 
-def verify_predict_request(address, expected_output, expected_version, model_name="default", specify_output=True,
-                           batch_input=False, signature_name=DEFAULT_SIGNATURE, rpc_timeout=RPC_TIMEOUT):
+def verify_predict_request(
+    address,
+    expected_output,
+    expected_version,
+    model_name="default",
+    specify_output=True,
+    batch_input=False,
+    signature_name=DEFAULT_SIGNATURE,
+    rpc_timeout=RPC_TIMEOUT,
+):
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -141,7 +167,9 @@ def verify_predict_request(address, expected_output, expected_version, model_nam
     if specify_output:
         request.output_filter.append("y")
     with grpc.insecure_channel(address) as channel:
-        result = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, rpc_timeout)
+        result = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, rpc_timeout
+        )
     assert "y" in result.outputs
     assert result.outputs["y"].dtype == types_pb2.DT_FLOAT
     assert len(result.outputs["y"].float_val) == 1
@@ -209,55 +237,48 @@ def testGetModelMetadata(work_dir):
     assert "signature_def" in result.metadata
 
 
-def _classify(work_dir, model_path):
-    from tensorflow_serving.apis import classification_pb2
+def _classify_or_regress(work_dir, model_path, verb):
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
 
     address = run_server(work_dir, "default", model_path)[1]
-    request = classification_pb2.ClassificationRequest()
+    if verb == "classify":
+        request = classification_pb2.ClassificationRequest()
+    else:
+        request = regression_pb2.RegressionRequest()
     request.model_spec.name = "default"
-    request.model_spec.signature_name = "classify_x_to_y"
+    request.model_spec.signature_name = f"{verb}_x_to_y"
     request.input.example_list.examples.add().features.feature["x"].float_list.value.extend([2.0])
     channel, prediction = stub(address)
     with channel:
-        result = prediction.Classify(request, RPC_TIMEOUT)
-    assert len(result.result.classifications) == 1
-    assert len(result.result.classifications[0].classes) == 1
-    assert result.result.classifications[0].classes[0].score == 3.0
-    verify_model_spec(result.model_spec, request.model_spec.name, request.model_spec.signature_name,
-                      model_version(model_path))
+        call = prediction.Classify if verb == "classify" else prediction.Regress
+        response = call(request, RPC_TIMEOUT)
+    if verb == "classify":  # one example, one class
+        scores = [[c.score for c in row.classes] for row in response.result.classifications]
+        assert scores == [[3.0]]
+    else:
+        assert [r.value for r in response.result.regressions] == [3.0]
+    verify_model_spec(
+        response.model_spec,
+        request.model_spec.name,
+        request.model_spec.signature_name,
+        model_version(model_path),
+    )
 
 
 def testClassify(work_dir):
-    _classify(work_dir, half_plus_two())
+    _classify_or_regress(work_dir, half_plus_two(), "classify")
 
 
 def testClassifyTf2(work_dir):
-    _classify(work_dir, half_plus_two_tf2())
-
-
-def _regress(work_dir, model_path):
-    from tensorflow_serving.apis import regression_pb2
-
-    address = run_server(work_dir, "default", model_path)[1]
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "default"
-    request.model_spec.signature_name = "regress_x_to_y"
-    request.input.example_list.examples.add().features.feature["x"].float_list.value.extend([2.0])
-    channel, prediction = stub(address)
-    with channel:
-        result = prediction.Regress(request, RPC_TIMEOUT)
-    assert len(result.result.regressions) == 1
-    assert result.result.regressions[0].value == 3.0
-    verify_model_spec(result.model_spec, request.model_spec.name, request.model_spec.signature_name,
-                      model_version(model_path))
+    _classify_or_regress(work_dir, half_plus_two_tf2(), "classify")
 
 
 def testRegress(work_dir):
-    _regress(work_dir, half_plus_two())
+    _classify_or_regress(work_dir, half_plus_two(), "regress")
 
 
 def testRegressTf2(work_dir):
-    _regress(work_dir, half_plus_two_tf2())
+    _classify_or_regress(work_dir, half_plus_two_tf2(), "regress")
 
 
 def _multi_inference(work_dir, model_path):
@@ -279,8 +300,12 @@ def _multi_inference(work_dir, model_path):
     assert result.results[0].regression_result.regressions[0].value == 3.0
     assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0
     for i in range(2):
-        verify_model_spec(result.results[i].model_spec, request.tasks[i].model_spec.name,
-                          request.tasks[i].model_spec.signature_name, model_version(model_path))
+        verify_model_spec(
+            result.results[i].model_spec,
+            request.tasks[i].model_spec.name,
+            request.tasks[i].model_spec.signature_name,
+            model_version(model_path),
+        )
 
 
 def testMultiInference(work_dir):
@@ -296,28 +321,42 @@ def testPredictSavedModel(work_dir):
     address = run_server(work_dir, "default", half_plus_two())[1]
     version = model_version(half_plus_two())
     verify_predict_request(address, expected_output=3.0, expected_version=version)
-    verify_predict_request(address, expected_output=3.0, specify_output=False, expected_version=version)
+    verify_predict_request(
+        address, expected_output=3.0, specify_output=False, expected_version=version
+    )
 
 
 def testGoodModelConfig(work_dir):
-    address = run_server(work_dir, None, None, model_config_file=good_model_config_file(work_dir))[1]
-    verify_predict_request(address, model_name="half_plus_two", expected_output=3.0,
-                           expected_version=model_version(half_plus_two()))
-    verify_predict_request(address, model_name="half_plus_two", expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_two()))
-    verify_predict_request(address, model_name="half_plus_three", expected_output=4.0,
-                           expected_version=model_version(half_plus_three()))
-    verify_predict_request(address, model_name="half_plus_three", expected_output=4.0, specify_output=False,
-                           expected_version=model_version(half_plus_three()))
+    config_file = good_model_config_file(work_dir)
+    address = run_server(work_dir, None, None, model_config_file=config_file)[1]
+    for name, path, expected in (
+        ("half_plus_two", half_plus_two(), 3.0),
+        ("half_plus_three", half_plus_three(), 4.0),
+    ):
+        for specify_output in (True, False):
+            verify_predict_request(
+                address,
+                model_name=name,
+                expected_output=expected,
+                specify_output=specify_output,
+                expected_version=model_version(path),
+            )
 
 
 @pytest.mark.slow
 def testBadModelConfig(work_dir):
     """The `serve` command itself (the original reads the binary's stderr)."""
-    flags = command_line(work_dir, None, None, model_config_file=tfs_testdata("bad_model_config.txt"))
+    flags = command_line(
+        work_dir, None, None, model_config_file=tfs_testdata("bad_model_config.txt")
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "serve", *flags], cwd=REPO, env=env,
-                          capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "serve", *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert proc.stderr.find(b"Error parsing text-format tensorflow.serving.ModelServerConfig") > -1
 
@@ -333,21 +372,46 @@ BASE_CONFIG_PROTO = """
     """
 
 
+def _serve_half_plus_two_then_swap(config_path, poll_period):
+    """Serve half_plus_two from a model config file polled every `poll_period` seconds, check
+    it answers, then rewrite the file to serve half_plus_three instead; returns the address."""
+    config_path.write_text(
+        BASE_CONFIG_PROTO.format(name="half_plus_two", model_path=half_plus_two())
+    )
+    address = run_server(
+        config_path.parent,
+        None,
+        None,
+        model_config_file=config_path,
+        model_config_file_poll_period=poll_period,
+    )[1]
+    verify_predict_request(
+        address,
+        model_name="half_plus_two",
+        expected_output=3.0,
+        specify_output=False,
+        expected_version=model_version(half_plus_two()),
+    )
+    config_path.write_text(
+        BASE_CONFIG_PROTO.format(name="half_plus_three", model_path=half_plus_three())
+    )
+    return address
+
+
 def testModelConfigReload(work_dir):
-    config_path = work_dir / "model_config_reload.txt"
-    config_path.write_text(BASE_CONFIG_PROTO.format(name="half_plus_two", model_path=half_plus_two()))
     poll_period = 1
-    address = run_server(work_dir, None, None, model_config_file=config_path,
-                         model_config_file_poll_period=poll_period)[1]
-    verify_predict_request(address, model_name="half_plus_two", expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_two()))
-    config_path.write_text(BASE_CONFIG_PROTO.format(name="half_plus_three", model_path=half_plus_three()))
+    address = _serve_half_plus_two_then_swap(work_dir / "model_config_reload.txt", poll_period)
     # the original sleeps 10 s; this waits at most that long for the new config to be served
     deadline = time.monotonic() + 10
     while True:
         try:
-            verify_predict_request(address, model_name="half_plus_three", expected_output=4.0, specify_output=False,
-                                   expected_version=model_version(half_plus_three()))
+            verify_predict_request(
+                address,
+                model_name="half_plus_three",
+                expected_output=4.0,
+                specify_output=False,
+                expected_version=model_version(half_plus_three()),
+            )
             break
         except grpc.RpcError:
             if time.monotonic() > deadline:
@@ -356,37 +420,48 @@ def testModelConfigReload(work_dir):
 
 
 def testModelConfigReloadWithZeroPollPeriod(work_dir):
-    config_path = work_dir / "model_config_zero_poll.txt"
-    config_path.write_text(BASE_CONFIG_PROTO.format(name="half_plus_two", model_path=half_plus_two()))
     poll_period = 0
-    address = run_server(work_dir, None, None, model_config_file=config_path,
-                         model_config_file_poll_period=poll_period)[1]
-    verify_predict_request(address, model_name="half_plus_two", expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_two()))
-    config_path.write_text(BASE_CONFIG_PROTO.format(name="half_plus_three", model_path=half_plus_three()))
+    address = _serve_half_plus_two_then_swap(work_dir / "model_config_zero_poll.txt", poll_period)
     time.sleep(poll_period + 1)
-    verify_predict_request(address, model_name="half_plus_two", expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_three()))
+    verify_predict_request(
+        address,
+        model_name="half_plus_two",
+        expected_output=3.0,
+        specify_output=False,
+        expected_version=model_version(half_plus_three()),
+    )
 
 
 def testGoodGrpcChannelArgs(work_dir):
-    address = run_server(work_dir, "default", half_plus_two(),
-                         grpc_channel_arguments="grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb")[1]
-    verify_predict_request(address, expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_three()))
+    address = run_server(
+        work_dir,
+        "default",
+        half_plus_two(),
+        grpc_channel_arguments="grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
+    )[1]
+    verify_predict_request(
+        address,
+        expected_output=3.0,
+        specify_output=False,
+        expected_version=model_version(half_plus_three()),
+    )
 
 
 def testClassifyREST(work_dir):
     rest = run_server(work_dir, "default", half_plus_two())[2]
-    body = call_rest(f"http://{rest}/v1/models/default:classify",
-                     {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
+    body = call_rest(
+        f"http://{rest}/v1/models/default:classify",
+        {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+    )
     assert json.loads(body.decode()) == {"results": [[["", 3.0]]]}
 
 
 def testRegressREST(work_dir):
     rest = run_server(work_dir, "default", half_plus_two())[2]
-    body = call_rest(f"http://{rest}/v1/models/default:regress",
-                     {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]})
+    body = call_rest(
+        f"http://{rest}/v1/models/default:regress",
+        {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]},
+    )
     assert json.loads(body.decode()) == {"results": [3.0]}
 
 
@@ -406,8 +481,14 @@ def testGetStatusREST(work_dir):
     rest = run_server(work_dir, "default", half_plus_two())[2]
     body = call_rest(f"http://{rest}/v1/models/default", None)
     assert json.loads(body.decode()) == {
-        "model_version_status": [{"version": "123", "state": "AVAILABLE",
-                                  "status": {"error_code": "OK", "error_message": ""}}]}
+        "model_version_status": [
+            {
+                "version": "123",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
 
 
 def testGetModelMetadataREST(work_dir):
@@ -418,16 +499,24 @@ def testGetModelMetadataREST(work_dir):
 
 
 def testPrometheusEndpoint(work_dir):
-    rest = run_server(work_dir, "default", half_plus_two(),
-                      monitoring_config_file=tfs_testdata("monitoring_config.txt"))[2]
+    rest = run_server(
+        work_dir,
+        "default",
+        half_plus_two(),
+        monitoring_config_file=tfs_testdata("monitoring_config.txt"),
+    )[2]
     body = call_rest(f"http://{rest}/monitoring/prometheus/metrics", None)
     assert "# TYPE" in body.decode("utf-8")
 
 
 def testPredictUDS(work_dir):
     server = run_server(work_dir, "default", half_plus_two())[0]
-    verify_predict_request(f"unix:{server.grpc_socket_path}", expected_output=3.0, specify_output=False,
-                           expected_version=model_version(half_plus_three()))
+    verify_predict_request(
+        f"unix:{server.grpc_socket_path}",
+        expected_output=3.0,
+        specify_output=False,
+        expected_version=model_version(half_plus_three()),
+    )
 
 
 def test_tf_saved_model_save(work_dir):
@@ -441,8 +530,12 @@ def test_tf_saved_model_save(work_dir):
     to_save = root.f.get_concrete_function(tf.TensorSpec(None, tf.float32))
     tf.saved_model.save(root, str(base_path / "00000123"), to_save)
     address = run_server(work_dir, "default", base_path)[1]
-    verify_predict_request(address, expected_output=12.0, specify_output=False,
-                           expected_version=model_version(base_path))
+    verify_predict_request(
+        address,
+        expected_output=12.0,
+        specify_output=False,
+        expected_version=model_version(base_path),
+    )
 
 
 def test_tf_saved_model_save_multiple_signatures(work_dir):
@@ -452,12 +545,19 @@ def test_tf_saved_model_save_multiple_signatures(work_dir):
     root = tf.train.Checkpoint()
     root.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
     root.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
-    tf.saved_model.save(root, str(base_path / "00000123"),
-                        signatures={DEFAULT_SIGNATURE: root.f, "custom_signature_key": root.g})
+    tf.saved_model.save(
+        root,
+        str(base_path / "00000123"),
+        signatures={DEFAULT_SIGNATURE: root.f, "custom_signature_key": root.g},
+    )
     address = run_server(work_dir, "default", base_path)[1]
     version = model_version(base_path)
-    verify_predict_request(address, expected_output=2.0, expected_version=version,
-                           signature_name="custom_signature_key")
+    verify_predict_request(
+        address,
+        expected_output=2.0,
+        expected_version=version,
+        signature_name="custom_signature_key",
+    )
     verify_predict_request(address, expected_output=1.0, expected_version=version)
 
 
@@ -467,7 +567,8 @@ import tensorflow as tf
 
 if sys.argv[2] == "distributed":
     cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     scope = tf.distribute.MirroredStrategy(devices=("/cpu:0", "/cpu:1")).scope()
 else:
     import contextlib
@@ -478,7 +579,8 @@ with scope:
     if sys.argv[2] == "distributed":
         model.add(tf.keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros"))
     model.add(tf.keras.layers.Lambda(lambda x: x, name="y"))
-serve = tf.function(lambda x: {"y": model(x)}, input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
+serve = tf.function(
+    lambda x: {"y": model(x)}, input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
 tf.saved_model.save(model, sys.argv[1], signatures={"serving_default": serve})
 """
 
@@ -486,17 +588,28 @@ tf.saved_model.save(model, sys.argv[1], signatures={"serving_default": serve})
 def _keras_sequential(work_dir, kind):
     base_path = work_dir / f"keras_sequential_saved_model_save_{kind}"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    built = subprocess.run([sys.executable, "-c", KERAS_SEQUENTIAL, str(base_path / "00000123"), kind],
-                           env=env, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "-c", KERAS_SEQUENTIAL, str(base_path / "00000123"), kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     address = run_server(work_dir, "default", base_path)[1]
-    verify_predict_request(address, batch_input=True, specify_output=False, expected_output=2.0,
-                           expected_version=model_version(base_path))
+    verify_predict_request(
+        address,
+        batch_input=True,
+        specify_output=False,
+        expected_output=2.0,
+        expected_version=model_version(base_path),
+    )
 
 
 @pytest.mark.slow
 def test_sequential_keras_saved_model_save(work_dir):
-    """Built in a subprocess, as the distributed case must be (virtual CPUs are set before TF starts)."""
+    """Built in a subprocess, as the distributed case must be (virtual CPUs are set before TF
+    starts)."""
     _keras_sequential(work_dir, "plain")
 
 
