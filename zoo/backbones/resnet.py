@@ -382,6 +382,7 @@ def ecaresnet50d(inputs, **kwargs):
 @register_model(
     "cbam_resnet50",
     family="resnet",
+    weights=imagenet_weights("cbam_resnet50"),
     description="CBAM-ResNet-50 (Woo et al. 2018): CBAM after bn3 in every bottleneck, "
     "timm CbamModule settings (timm ResNet with attn_layer='cbam')",
 )
@@ -395,6 +396,7 @@ def cbam_resnet50(inputs, **kwargs):
 @register_model(
     "bam_resnet50",
     family="resnet",
+    weights=imagenet_weights("bam_resnet50"),
     description="BAM-ResNet-50 (Park et al. 2018): BAM on the outputs of stages 1-3 "
     "(bam1..bam3), official-code BAM (product of branches)",
 )
