@@ -218,3 +218,41 @@ def test_registry_entries_match_pytorchcv_records(model_name):
     _, _, _, _, _, _, _, dataset, size, scale, _, _ = rows[model_name]
     assert (dataset, int(size), float(scale)) == ("in1k", 224, spec.preprocessing.crop_pct)
     assert spec.input_size == (224, 224)
+
+
+# -- live oracle: pytorchcv's own full-size models ---------------------------------------------
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name, zip_format",
+                         [("cbam_resnet50", True), ("bam_resnet50", False)])
+def test_full_model_matches_pytorchcv_through_the_download_path(tmp_path, monkeypatch,
+                                                                 keras_home, model_name,
+                                                                 zip_format):
+    """pytorchcv's `get_model(name, pretrained=False)`, every parameter and BN statistic
+    randomised, `torch.save`d (the zip format, or the legacy one of files saved before
+    PyTorch 1.6) and zipped like a release, loaded by tag through `file://`
+    (the registry's architecture entry applies) and compared at 224 x 224 (its fixed 7x7
+    final pool needs that size)."""
+    import torch
+    from pytorchcv.model_provider import get_model
+
+    from tools.make_pytorchcv_fixtures import randomize
+
+    net = randomize(get_model(model_name, pretrained=False), seed=3)
+    checkpoint = tmp_path / f"{model_name}-0000-test.pth"
+    torch.save(net.state_dict(), checkpoint, _use_new_zipfile_serialization=zip_format)
+    with zipfile.ZipFile(tmp_path / f"{checkpoint.name}.zip", "w") as archive:
+        archive.write(checkpoint, checkpoint.name)
+    spec = registry.get_spec(model_name)
+    weights = dataclasses.replace(
+        spec.weights_for("imagenet"), url=(tmp_path / f"{checkpoint.name}.zip").as_uri(),
+        sha1=hashlib.sha1(checkpoint.read_bytes()).hexdigest())
+    monkeypatch.setitem(registry._REGISTRY, model_name,
+                        dataclasses.replace(spec, weights=(weights,)))
+    x = np.random.default_rng(4).normal(size=(2, 224, 224, 3)).astype("float32")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    model = zoo.load(model_name, weights="imagenet", classifier_activation=None)
+    _assert_logits_close(model.predict(x, verbose=0), expected)
