@@ -130,7 +130,9 @@ def _info(args):
         print(f"  fixed input size: {spec.dynamic_size}")
     for entry in spec.weights:
         print(f"  weights {entry.tag!r}: {entry.source or entry.url}")
-        print(f"    url {entry.url}; sha256 {entry.sha256 or 'not recorded'}; "
+        digests = "; ".join(f"{algorithm} {value}" for algorithm, value in
+                            (("sha256", entry.sha256), ("sha1", entry.sha1)) if value)
+        print(f"    url {entry.url}; {digests or 'sha256 not recorded'}; "
               f"input {entry.input_size}")
         if entry.architecture:
             print("    architecture: " + ", ".join(

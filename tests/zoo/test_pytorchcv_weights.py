@@ -256,3 +256,42 @@ def test_full_model_matches_pytorchcv_through_the_download_path(tmp_path, monkey
         expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     model = zoo.load(model_name, weights="imagenet", classifier_activation=None)
     _assert_logits_close(model.predict(x, verbose=0), expected)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_info_shows_source_sha1_architecture_and_metric(capsys):
+    from zoo.cli import main
+
+    assert main(["info", "cbam_resnet50"]) == 0
+    out = capsys.readouterr().out
+    spec = zoo.model_info("cbam_resnet50").weights_for("imagenet")
+    assert "weights 'imagenet': pytorchcv/cbam_resnet50" in out
+    assert f"sha1 {spec.sha1}; input (224, 224)" in out
+    assert ("architecture: attention_kwargs={'use_bias': True, 'pooling_order': 'max_mean', "
+            "'divisor': None}") in out
+    assert "metric: top-1 79.83% / top-5 94.95% at 224, crop 0.875" in out
+
+
+@pytest.mark.slow
+def test_cli_predict_loads_the_release_over_http(monkeypatch, keras_home, http_root, tmp_path,
+                                                 capsys):
+    from PIL import Image
+
+    from zoo.cli import main
+
+    root, base, requests = http_root
+    name, sha1 = _serve_release(root, "pytorchcv_bam_tiny")
+    model_name, arrays = _register_release(monkeypatch, "pytorchcv_bam_tiny",
+                                           f"{base}/{name}.zip", sha1)
+    image = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (90, 80, 3), dtype=np.uint8)
+                    ).save(image)
+    assert main(["predict", model_name, str(image), "--weights", "imagenet", "--top", "2"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    model = zoo.load(model_name, weights="imagenet")
+    scores = model.predict(model.preprocessing.load([str(image)]), verbose=0)[0]
+    best = np.argsort(-scores)[:2]
+    assert printed == f"{image}: " + ", ".join(f"class {i} {scores[i]:.3f}" for i in best)
+    assert requests == [f"/{name}.zip"]
