@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import io
 import json
 import threading
 import zipfile
@@ -188,6 +189,35 @@ def test_corrupt_archive_is_a_clear_error(monkeypatch, keras_home, http_root):
     with pytest.raises(WeightsError, match="is not a readable zip archive"):
         zoo.load(model_name, weights="imagenet")
     assert list(keras_home.iterdir()) == []
+
+
+def test_release_with_a_malicious_pickle_runs_nothing(monkeypatch, keras_home, http_root,
+                                                      tmp_path):
+    """A checkpoint whose unpickling would run a command, served with its true SHA-1 (a
+    compromised release): the load fails naming the global and the command never runs."""
+    import os
+    import pickle
+
+    root, base, _ = http_root
+    marker = tmp_path / "pwned"
+
+    class RunsCommand:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"conv1.weight": RunsCommand()}))
+    checkpoint = evil.getvalue()
+    name = "evil-0000-00000000.pth"
+    with zipfile.ZipFile(root / f"{name}.zip", "w") as archive:
+        archive.writestr(name, checkpoint)
+    model_name, _ = _register_release(monkeypatch, "pytorchcv_cbam_tiny", f"{base}/{name}.zip",
+                                      hashlib.sha1(checkpoint).hexdigest())
+    with pytest.raises(WeightsError, match=r"refers to posix\.system.*refusing"):
+        zoo.load(model_name, weights="imagenet")
+    assert not marker.exists()
+    assert not any(p.name.endswith(".weights.h5") for p in keras_home.iterdir())
 
 
 # -- registry entries ----------------------------------------------------------------------
