@@ -5,7 +5,6 @@ Fixtures: tests/fixtures/zoo/torch_state_{zip,legacy}.pth, written by
 tools/make_torch_pickle_fixtures.py with torch 2.14.1 from closed-form tensors.
 """
 
-import io
 import os
 import pickle
 import struct

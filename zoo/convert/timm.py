@@ -160,9 +160,10 @@ class TimmConverter:
         missing = sorted(set(mapping) - set(weights))
         if unmapped or missing:
             raise ValueError(
-                f"the {self.source} converter of {self.layer_class.__name__} does not match the "
-                f"layer's weights: weights without a {self.source} key {unmapped}, declared weights "
-                f"the layer does not have {missing} (was a sublayer or weight renamed?)"
+                f"the {self.source} converter of {self.layer_class.__name__} does not match "
+                f"the layer's weights: weights without a {self.source} key {unmapped}, "
+                f"declared weights the layer does not have {missing} (was a sublayer or "
+                f"weight renamed?)"
             )
         for path, entry in mapping.items():
             key = prefix + entry.key

@@ -147,10 +147,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
+            allowed = ", ".join(sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS))
             raise UnsafeCheckpointError(
                 f"the checkpoint's pickle refers to {module}.{name}, which a state dict does "
-                f"not hold; refusing to load it (only {', '.join(sorted(f'{m}.{n}' for m, n in ALLOWED_GLOBALS))} "
-                f"are allowed)") from None
+                f"not hold; refusing to load it (only {allowed} are allowed)") from None
 
     def persistent_load(self, pid):
         if (not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage"
