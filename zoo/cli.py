@@ -161,7 +161,9 @@ def _info(args):
     for entry in spec.weights:
         default = " (default for predict / export)" if entry.tag == spec.default_weights else ""
         print(f"  weights {entry.tag!r}{default}: {entry.source or entry.url}")
-        print(f"    url {entry.url}; sha256 {entry.sha256 or 'not recorded'}; "
+        digests = "; ".join(f"{algorithm} {value}" for algorithm, value in
+                            (("sha256", entry.sha256), ("sha1", entry.sha1)) if value)
+        print(f"    url {entry.url}; {digests or 'sha256 not recorded'}; "
               f"input {entry.input_size}")
         if entry.architecture:
             print("    architecture: " + ", ".join(

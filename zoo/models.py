@@ -206,10 +206,14 @@ def _resolve_weights(spec, weights):
     )
 
 
+# checkpoints of PyTorch libraries, converted on load into the architecture they mirror
+CONVERTED_FORMATS = ("safetensors", "pytorchcv")
+
+
 def _load_into(model, spec, tagged, path, cache_key):
     """Load weights (a registry entry or a local file) into the full model."""
     if tagged is not None:
-        if tagged.file_format == "safetensors":
+        if tagged.file_format in CONVERTED_FORMATS:
             converted = weights_lib.cache_dir() / f"{spec.name}.{tagged.tag}.{cache_key}.weights.h5"
             if converted.is_file():
                 try:
@@ -218,7 +222,10 @@ def _load_into(model, spec, tagged, path, cache_key):
                 except weights_lib.WeightsError:
                     converted.unlink()  # stale conversion (architecture changed): redo it
             path = weights_lib.fetch(spec.name, tagged)
-            weights_lib.load_safetensors(model, path)
+            if tagged.file_format == "pytorchcv":
+                weights_lib.load_pytorchcv(model, path, spec.name)
+            else:
+                weights_lib.load_safetensors(model, path)
             weights_lib.save_weights_atomically(model, converted)
             return
         path = weights_lib.fetch(spec.name, tagged)
@@ -269,9 +276,9 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
         input_shape = (*tagged.input_size, spec.default_input_shape[-1])
     if tagged is not None:
         body_kwargs = _with_architecture(tagged, body_kwargs)
-    is_timm = (tagged.file_format == "safetensors" if tagged is not None
-               else weights_lib.weights_format(path) == "safetensors")
-    if not is_timm:
+    converts = (tagged.file_format in CONVERTED_FORMATS if tagged is not None
+                else weights_lib.weights_format(path) == "safetensors")
+    if not converts:
         # Keras weights are tied to the exact architecture they were saved from
         model = _build(name, tagged.tag if tagged else None, include_top=include_top,
                        input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,

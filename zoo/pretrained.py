@@ -1,6 +1,9 @@
-"""ImageNet-1k weights of the zoo's timm architectures: timm's checkpoints on the Hugging Face
-Hub, fetched with `huggingface_hub` (a timm user's cached file is reused) and converted on
-load (numpy only).
+"""ImageNet-1k weights of the zoo's models, from two sources, converted on load (numpy only):
+
+- timm's checkpoints on the Hugging Face Hub, for the timm architectures, fetched with
+  `huggingface_hub` (a timm user's cached file is reused);
+- pytorchcv's (imgclsmob's) checkpoints on its GitHub releases, for networks timm has no
+  weights for (CBAM-ResNet-50, BAM-ResNet-50); see `_PYTORCHCV_IMAGENET` below.
 
 Each entry carries timm's evaluation transform for its checkpoint (`pretrained_cfg`: input
 size, `crop_pct`, `crop_mode`, interpolation, mean, std) as copied from `default_cfgs` in
@@ -74,8 +77,61 @@ def timm_preprocessing(checkpoint, size):
         source=f"timm 1.0.29 pretrained_cfg of {checkpoint} (timm/models/{module})")
 
 
+# pytorchcv 0.0.74 (PyPI, MIT): `models/common/model_metainfos.csv` records each
+# checkpoint's release tag, the SHA-1 of its `.pth` and its top-5 error (in hundredths of a
+# percent, part of the file name); `models/common/model_store.py` (`get_model_file`) builds
+# the URL `<repo>/releases/download/<tag>/<model>-<error>-<sha1[:8]>.pth.zip`. Top-1 / top-5
+# errors: the ImageNet-1K table of the package's README (PyPI description), 1 crop at 224.
+PYTORCHCV_RELEASE = "https://github.com/osmr/imgclsmob/releases/download/{tag}/{file}.zip"
+# zoo model -> (pytorchcv model, release tag, sha1, top-5 error code, top-1 err %, top-5 err %)
+_PYTORCHCV_IMAGENET = {
+    "cbam_resnet50": ("cbam_resnet50", "v0.0.537", "d8cf8488efb97afecd6b3287a3ca9fa093fc3127",
+                      "0505", 20.17, 5.05),
+    "bam_resnet50": ("bam_resnet50", "v0.0.499", "a04adf3c93f56836509f66668aa90360c9688eb8",
+                     "0547", 20.91, 5.47),
+}
+# Where pytorchcv's module differs from the zoo's default (timm's CbamModule): its CBAM MLP
+# is nn.Linear with biases, its spatial gate stacks [max, mean], its bottleneck is C // 16.
+# Its BAM (official-code layout, dilation 4, product of branches, on the input of stages
+# 2-4 = the output of stages 1-3) is the zoo's default.
+_PYTORCHCV_ARCHITECTURE = {
+    "cbam_resnet50": {"attention_kwargs": {"use_bias": True, "pooling_order": "max_mean",
+                                           "divisor": None}},
+}
+
+
+def pytorchcv_preprocessing(model):
+    """pytorchcv's ImageNet-1K evaluation transform (imgclsmob's `imagenet1k_cls_dataset.py`:
+    the shorter side resized bilinearly to `ceil(224 / 0.875)` = 256, center crop 224, the
+    ImageNet mean and std; `model_metainfos.csv` records size 224 and scale 0.875)."""
+    return ImagePreprocessing(
+        size=(224, 224), crop_pct=0.875, crop_mode="center", interpolation="bilinear",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        source=f"pytorchcv 0.0.74 metainfo of {model} (img_size 224, img_scale 0.875)")
+
+
+def _pytorchcv_weights(name):
+    model, tag, sha1, error_code, top1_error, top5_error = _PYTORCHCV_IMAGENET[name]
+    file_name = f"{model}-{error_code}-{sha1[:8]}.pth"
+    return WeightsSpec(
+        tag="imagenet", url=PYTORCHCV_RELEASE.format(tag=tag, file=file_name),
+        file_format="pytorchcv", sha256=None, sha1=sha1, input_size=(224, 224),
+        num_classes=1000, preprocessing=pytorchcv_preprocessing(model),
+        architecture=_PYTORCHCV_ARCHITECTURE.get(name, {}),
+        trained_on=f"ImageNet-1k, pytorchcv {model} (imgclsmob {tag}, converted from its "
+                   f"Gluon model; MIT)",
+        metric=f"top-1 {100 - top1_error:.2f}% / top-5 {100 - top5_error:.2f}% at 224, crop "
+               f"0.875 (pytorchcv 0.0.74 README: top-1 error {top1_error}%, top-5 error "
+               f"{top5_error}%)",
+        source=f"pytorchcv/{model}",
+    )
+
+
 def imagenet_weights(name):
-    """The registry's `WeightsSpec`s for `name` (empty if timm has no checkpoint for it)."""
+    """The registry's `WeightsSpec`s for `name` (empty if neither timm nor pytorchcv has a
+    checkpoint for it)."""
+    if name in _PYTORCHCV_IMAGENET:
+        return (_pytorchcv_weights(name),)
     if name not in _TIMM_IMAGENET:
         return ()
     checkpoint, size, sha256, metric = _TIMM_IMAGENET[name]

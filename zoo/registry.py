@@ -53,8 +53,10 @@ class WeightsSpec:
             Hub through `huggingface_hub`, at `revision`, so timm users' cached files are
             reused), `https://`, `file://`, or `package://<path>` for files shipped inside
             this package.
-        file_format: `"safetensors"` (a timm state dict, converted on load) or
-            `"weights.h5"` (Keras weights of this exact architecture).
+        file_format: `"safetensors"` (a timm state dict, converted on load),
+            `"pytorchcv"` (a pytorchcv `.pth` state dict, usually inside a `.zip`, converted
+            on load by zoo/convert/pytorchcv.py) or `"weights.h5"` (Keras weights of this
+            exact architecture).
         sha256: hex digest of the file, or None where the source publishes none.
         input_size: (height, width) the weights were trained / evaluated at.
         num_classes: classifier width of the checkpoint.
@@ -68,6 +70,8 @@ class WeightsSpec:
             for timm checkpoints), or None for the zoo's default (squash to the input
             size, the model's mean and std).
         revision: the Hub revision (branch, tag or commit) of an `hf://` file.
+        sha1: SHA-1 hex digest of the file where the source records that instead
+            (pytorchcv); of the unpacked checkpoint when `url` is a `.zip`, as there.
     """
 
     tag: str
@@ -82,6 +86,7 @@ class WeightsSpec:
     architecture: dict = dataclasses.field(default_factory=dict)
     preprocessing: Optional[ImagePreprocessing] = None
     revision: str = "main"
+    sha1: Optional[str] = None
 
     def __post_init__(self):
         if self.preprocessing is not None and self.preprocessing.size != tuple(self.input_size):

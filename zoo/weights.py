@@ -11,8 +11,12 @@
   private temporary folder beside the zoo's cache, checked against their sha256, and only
   then moved into place: a failed or tampered download leaves nothing in the cache.
 - files shipped in the package use `package://<path inside zoo/>`.
+- a URL ending in `.zip` (pytorchcv's releases: a zip holding one `.pth`) is unpacked in
+  that private folder and its single checkpoint, not the archive, is verified (pytorchcv
+  records the SHA-1 of the `.pth`) and moved into the cache.
 
-timm checkpoints (`.safetensors`) convert with numpy alone; the converted Keras weights are
+timm checkpoints (`.safetensors`) and pytorchcv checkpoints (`.pth`, read by
+zoo/convert/torch_pickle.py) convert with numpy alone; the converted Keras weights are
 cached beside the download so the next load skips the conversion.
 """
 
@@ -39,22 +43,50 @@ def cache_dir():
     return pathlib.Path(keras_home) / "models" / "keras_attention_zoo"
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
+ARCHIVE_SUFFIX = ".zip"
+# the largest checkpoint a downloaded archive may unpack to
+MAX_UNPACKED_BYTES = 4 << 30
+
+
+def digest_of(path, algorithm="sha256"):
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def sha256_of(path):
+    return digest_of(path, "sha256")
+
+
 def _file_name(url):
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _is_archive(spec):
+    return spec.url.endswith(ARCHIVE_SUFFIX)
+
+
 def cached_file_name(model_name, spec):
     """The cache's name for a download: unique per model and tag (Hugging Face calls every
-    timm checkpoint `model.safetensors`)."""
-    return f"{model_name}.{spec.tag}.{_file_name(spec.url)}"
+    timm checkpoint `model.safetensors`); an archive's checkpoint goes by the archive's
+    name without `.zip`."""
+    name = _file_name(spec.url)
+    if _is_archive(spec):
+        name = name[: -len(ARCHIVE_SUFFIX)]
+    return f"{model_name}.{spec.tag}.{name}"
+
+
+def _recorded_digests(spec):
+    """{algorithm: hex digest} recorded for `spec`'s file."""
+    return {algorithm: value for algorithm, value in
+            (("sha256", spec.sha256), ("sha1", spec.sha1)) if value}
+
+
+def _matches(path, spec):
+    return all(digest_of(path, algorithm) == value
+               for algorithm, value in _recorded_digests(spec).items())
 
 
 HF_SCHEME = "hf://"
@@ -113,11 +145,11 @@ def fetch(model_name, spec):
         path = PACKAGE_ROOT / spec.url[len("package://"):]
         if not path.is_file():
             raise WeightsError(f"the package is missing its weights file {path}")
-        _verify(path, spec.sha256, spec.url, remove=False)
+        _verify(path, spec, spec.url, remove=False)
         return path
     target = cache_dir() / cached_file_name(model_name, spec)
     if target.is_file():
-        if spec.sha256 is None or sha256_of(target) == spec.sha256:
+        if _matches(target, spec):
             return target
         target.unlink()  # stale or corrupt: fetch again
     # get_file silently falls back to a temporary folder when the cache dir is missing
@@ -126,33 +158,68 @@ def fetch(model_name, spec):
     try:
         try:
             downloaded = keras.utils.get_file(
-                fname=target.name, origin=spec.url, cache_dir=str(staging), cache_subdir="."
+                fname=_file_name(spec.url), origin=spec.url, cache_dir=str(staging),
+                cache_subdir="."
             )
         except Exception as error:  # get_file raises bare Exceptions for URL errors
             raise WeightsError(
                 f"could not download {model_name} weights {spec.tag!r} from {spec.url}: "
                 f"{error}. Without network access, download the file elsewhere and copy "
-                f"it to {target}"
-                + (f" (sha256 {spec.sha256})" if spec.sha256 else "")
+                f"it to {target}" + "".join(
+                    f" ({algorithm} {value})"
+                    for algorithm, value in _recorded_digests(spec).items())
+                + (" (unpacked)" if _is_archive(spec) else "")
             ) from None
-        _verify(pathlib.Path(downloaded), spec.sha256, spec.url, remove=True)
+        downloaded = pathlib.Path(downloaded)
+        if _is_archive(spec):
+            downloaded = _unpack_single_checkpoint(downloaded, staging, spec.url)
+        _verify(downloaded, spec, spec.url, remove=True)
         os.replace(downloaded, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def _verify(path, sha256, url, remove):
-    if sha256 is None:
-        return
-    actual = sha256_of(path)
-    if actual != sha256:
-        if remove:
-            path.unlink()
-        raise WeightsError(
-            f"sha256 mismatch for {url}: expected {sha256}, got {actual}"
-            + ("; the file was removed" if remove else "")
-        )
+def _unpack_single_checkpoint(archive_path, folder, url):
+    """The one `.pth` member of the zip `archive_path`, extracted into `folder` (bounded:
+    at most `MAX_UNPACKED_BYTES`, and no more than the member declares)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            if len(members) != 1 or not members[0].filename.endswith(".pth"):
+                raise WeightsError(
+                    f"{url} should hold exactly one .pth checkpoint; it holds "
+                    f"{[info.filename for info in members][:5]}")
+            member = members[0]
+            if member.file_size > MAX_UNPACKED_BYTES:
+                raise WeightsError(f"{url}: {member.filename} unpacks to {member.file_size} "
+                                   f"bytes, over the limit of {MAX_UNPACKED_BYTES}")
+            target = folder / ("unpacked-" + pathlib.PurePosixPath(member.filename).name)
+            written = 0
+            with archive.open(member) as source, open(target, "wb") as sink:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    written += len(block)
+                    if written > member.file_size:
+                        raise WeightsError(f"{url}: {member.filename} unpacks to more than "
+                                           f"its declared {member.file_size} bytes")
+                    sink.write(block)
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise WeightsError(f"{url} is not a readable zip archive: {error}") from None
+    return target
+
+
+def _verify(path, spec, url, remove):
+    for algorithm, expected in _recorded_digests(spec).items():
+        actual = digest_of(path, algorithm)
+        if actual != expected:
+            if remove:
+                path.unlink()
+            raise WeightsError(
+                f"{algorithm} mismatch for {url}: expected {expected}, got {actual}"
+                + ("; the file was removed" if remove else "")
+            )
 
 
 def weights_format(path):
@@ -179,6 +246,22 @@ def save_weights_atomically(model, path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def load_pytorchcv(model, path, model_name):
+    """Convert a pytorchcv `.pth` state dict into `model`, the zoo's `model_name` (numpy
+    only, through the restricted unpickler of zoo/convert/torch_pickle.py)."""
+    from zoo.convert.pytorchcv import load_pytorchcv_state_dict
+    from zoo.convert.torch_pickle import CheckpointError, load_state_dict
+
+    try:
+        state = load_state_dict(path)
+    except CheckpointError as error:
+        raise WeightsError(f"{path} is not a loadable PyTorch state dict: {error}") from None
+    try:
+        load_pytorchcv_state_dict(model, state, model_name)
+    except ValueError as error:
+        raise WeightsError(f"{path}: {error}") from None
 
 
 def load_safetensors(model, path):

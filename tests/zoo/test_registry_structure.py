@@ -15,8 +15,11 @@ def test_every_timm_checkpoint_is_attached_to_its_model():
         assert [w.url for w in imagenet] == [w.url for w in pretrained.imagenet_weights(name)]
         if imagenet:
             attached[name] = imagenet[0].source
-    # the timm-mirroring families all ship ImageNet weights
+    # the timm-mirroring families all ship ImageNet weights, and two networks timm has no
+    # weights for get pytorchcv's
     assert {
+        "cbam_resnet50",
+        "bam_resnet50",
         "resnet50",
         "seresnet50",
         "seresnext50_32x4d",
@@ -27,6 +30,7 @@ def test_every_timm_checkpoint_is_attached_to_its_model():
         "lambda_resnet26t",
     } == set(attached)
     assert attached["seresnet50"] == "timm/seresnet50.a1_in1k"
+    assert attached["cbam_resnet50"] == "pytorchcv/cbam_resnet50"
 
 
 def test_models_register_in_one_style():

@@ -139,13 +139,16 @@ class TimmConverter:
         check: optional `(config, state, prefix)` that raises `ValueError` when the
             checkpoint holds weights for another configuration of the module.
         timm_module: the timm module this mirrors (documentation and error messages).
+        source: the library whose state dicts the converter reads (`"timm"`; another
+            registry, e.g. zoo/convert/pytorchcv.py, reuses the class for its own).
     """
 
-    def __init__(self, layer_class, weight_map, check=None, timm_module=""):
+    def __init__(self, layer_class, weight_map, check=None, timm_module="", source="timm"):
         self.layer_class = layer_class
         self.weight_map = weight_map
         self.check = check
         self.timm_module = timm_module
+        self.source = source
 
     def load(self, layer, state, prefix=""):
         config = layer.get_config()
@@ -157,9 +160,10 @@ class TimmConverter:
         missing = sorted(set(mapping) - set(weights))
         if unmapped or missing:
             raise ValueError(
-                f"the timm converter of {self.layer_class.__name__} does not match the "
-                f"layer's weights: weights without a timm key {unmapped}, declared weights "
-                f"the layer does not have {missing} (was a sublayer or weight renamed?)"
+                f"the {self.source} converter of {self.layer_class.__name__} does not match "
+                f"the layer's weights: weights without a {self.source} key {unmapped}, "
+                f"declared weights the layer does not have {missing} (was a sublayer or "
+                f"weight renamed?)"
             )
         for path, entry in mapping.items():
             key = prefix + entry.key
@@ -180,11 +184,13 @@ def timm_converter(layer_class, *, check=None, timm_module=""):
     return register
 
 
-def converter_for(layer):
-    """The converter of the nearest class in `type(layer).__mro__` that has one, or None."""
+def converter_for(layer, converters=None):
+    """The converter of the nearest class in `type(layer).__mro__` that has one in
+    `converters` (default: the timm registry, `CONVERTERS`), or None."""
+    converters = CONVERTERS if converters is None else converters
     for cls in type(layer).__mro__:
-        if cls in CONVERTERS:
-            return CONVERTERS[cls]
+        if cls in converters:
+            return converters[cls]
     return None
 
 
@@ -414,9 +420,13 @@ class _RecordingState(dict):
         return value
 
 
-def load_timm_state_dict(model, state, *, skip_prefixes=()):
+def load_timm_state_dict(model, state, *, skip_prefixes=(), converters=None,
+                         module_path=timm_path, source="timm"):
     """Load a whole timm state dict into a zoo model whose layer names are timm's module
     paths with `-` for `.` (see zoo/backbones/common.py).
+
+    Another library's state dicts load the same way with its own `converters` registry and
+    `module_path(layer name) -> module path` (`source` names it in errors).
 
     Every layer holding weights must find all of its weights under its timm path; every
     floating-point entry of `state` must be used, except those under `skip_prefixes` (the
@@ -427,13 +437,14 @@ def load_timm_state_dict(model, state, *, skip_prefixes=()):
     for layer in model.layers:
         if not layer.weights:
             continue
-        converter = converter_for(layer)
+        converter = converter_for(layer, converters)
         if converter is None:
             raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no timm converter"
+                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no {source} "
+                f"converter"
             )
         try:
-            converter.load(layer, state, timm_path(layer.name) + ".")
+            converter.load(layer, state, module_path(layer.name) + ".")
         except KeyError as error:
             raise ValueError(
                 f"checkpoint does not fit this architecture: layer {layer.name!r} "
