@@ -132,6 +132,12 @@ _ATTENTION = {
     ),
     "oc_asp": (L.ObjectContext, {"mode": "asp"}, "OCNet ASP-OC, ASPP with an object context"),
     "cgnl": (L.CompactGeneralizedNonLocal, {}, "Compact generalized non-local, dot kernel"),
+    # GlobalAttentionUpsample takes [low, high] maps, so it has no factory name.
+    "pan_fpa": (
+        L.FeaturePyramidAttention,
+        {},
+        "PAN feature pyramid attention (smp FPABlock), input width kept, maps >= 8 x 8",
+    ),
 }
 
 
