@@ -34,8 +34,8 @@ class _ConvNormLayer(AttentionLayer):
         super().__init__(**kwargs)
         self.use_bias = bool(use_bias)
 
-    def _conv_norm(self, name, filters, kernel_size, in_channels):
-        kw = U.sublayer_kwargs(self)
+    def _conv_norm(self, name, filters, kernel_size, in_channels, kw=None):
+        kw = kw or U.sublayer_kwargs(self)
         conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=self.use_bias,
                              name=f"{name}_conv", **kw)
         conv.build((None, None, None, in_channels))
@@ -73,7 +73,8 @@ class FeaturePyramidAttention(_ConvNormLayer):
     `out = a * features + global` (the map multiplies every channel; the pooled branch is
     broadcast over positions). Every convolution is followed by BatchNorm and ReLU. Pooling
     floors like PyTorch's `MaxPool2d` and the levels are `H // 2`, `H // 4`, `H // 8`, so any
-    height and width of at least 8 work, as in smp.
+    height and width of at least 8 work, as in smp. Under a `float16` / `bfloat16` compute
+    dtype the one-channel pyramid runs in float32 and its map is cast back.
 
     Args:
         out_channels: width of the features and of the output (default: the input's).
@@ -109,14 +110,20 @@ class FeaturePyramidAttention(_ConvNormLayer):
                     f"input_shape={tuple(input_shape)}."
                 )
         out_channels = self.out_channels or channels
+        # Under mixed precision the one-channel pyramid (a small part of the work) runs in
+        # float32: PyTorch's CPU bfloat16 convolution backward fails on its C -> 1 kernel
+        # ("slow_conv2d: grad_weight must be contiguous", torch 2.x through Keras).
+        half = keras.backend.standardize_dtype(self.compute_dtype) in ("float16", "bfloat16")
+        self.pyramid_dtype = "float32" if half else self.compute_dtype
+        pyramid_kw = {"dtype": "float32"} if half else None
         self.global_branch = self._conv_norm("global", out_channels, 1, channels)
         self.features = self._conv_norm("features", out_channels, 1, channels)
-        self.down1 = self._conv_norm("down1", 1, 7, channels)
-        self.down2 = self._conv_norm("down2", 1, 5, 1)
-        self.down3a = self._conv_norm("down3a", 1, 3, 1)
-        self.down3b = self._conv_norm("down3b", 1, 3, 1)
-        self.up2 = self._conv_norm("up2", 1, 5, 1)
-        self.up1 = self._conv_norm("up1", 1, 7, 1)
+        self.down1 = self._conv_norm("down1", 1, 7, channels, pyramid_kw)
+        self.down2 = self._conv_norm("down2", 1, 5, 1, pyramid_kw)
+        self.down3a = self._conv_norm("down3a", 1, 3, 1, pyramid_kw)
+        self.down3b = self._conv_norm("down3b", 1, 3, 1, pyramid_kw)
+        self.up2 = self._conv_norm("up2", 1, 5, 1, pyramid_kw)
+        self.up1 = self._conv_norm("up1", 1, 7, 1, pyramid_kw)
 
     def call(self, inputs, training=None, return_attention=False):
         shape = ops.shape(inputs)
@@ -125,7 +132,7 @@ class FeaturePyramidAttention(_ConvNormLayer):
         def pool(x):
             return ops.max_pool(x, 2, strides=2, padding="valid", data_format="channels_last")
 
-        level1 = self._apply(self.down1, pool(inputs), training)
+        level1 = self._apply(self.down1, pool(ops.cast(inputs, self.pyramid_dtype)), training)
         level2 = self._apply(self.down2, pool(level1), training)
         level3 = self._apply(self.down3a, pool(level2), training)
         level3 = self._apply(self.down3b, level3, training)
@@ -133,7 +140,7 @@ class FeaturePyramidAttention(_ConvNormLayer):
             level3, (height // 4, width // 4))
         x = self._apply(self.up1, level1, training) + _resize_bilinear_align_corners(
             x, (height // 2, width // 2))
-        attention = _resize_bilinear_align_corners(x, (height, width))
+        attention = ops.cast(_resize_bilinear_align_corners(x, (height, width)), inputs.dtype)
 
         pooled = U.spatial_mean_float32(inputs)
         outputs = (attention * self._apply(self.features, inputs, training)
