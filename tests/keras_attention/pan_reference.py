@@ -11,8 +11,6 @@ writes a Keras layer's weights under those names. The GAU gate's sigmoid is smp'
 `gate` argument swaps it for the paper's ReLU.
 """
 
-import numpy as np
-
 from tests.keras_attention import official_code as O
 
 # Keras unit of FeaturePyramidAttention -> smp FPABlock `ConvBnRelu` path
