@@ -72,6 +72,9 @@ ATTENTION = {
                    "OCNet Pyramid-OC, object context in 1, 2, 3, 6 region partitions"),
     "oc_asp": ("ObjectContext", {"mode": "asp"}, "OCNet ASP-OC, ASPP with an object context"),
     "cgnl": ("CompactGeneralizedNonLocal", {}, "Compact generalized non-local, dot kernel"),
+    # GlobalAttentionUpsample takes [low, high] maps, so it has no factory name.
+    "pan_fpa": ("FeaturePyramidAttention", {},
+                "PAN feature pyramid attention (smp FPABlock), input width kept, maps >= 8 x 8"),
 }
 
 

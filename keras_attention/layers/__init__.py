@@ -25,6 +25,10 @@ from keras_attention.layers.hard_attention import (
 from keras_attention.layers.interaction_aware import InteractionAwareAttention
 from keras_attention.layers.local_attention import LocalCrossAttention2D, LocalSelfAttention2D
 from keras_attention.layers.mixed import BAM, CBAM, ChannelGate
+from keras_attention.layers.pyramid_attention import (
+    FeaturePyramidAttention,
+    GlobalAttentionUpsample,
+)
 from keras_attention.layers.relative_attention import (
     AttentionAugmentedConv2D,
     BottleneckAttention,
@@ -61,6 +65,8 @@ __all__ = [
     "CrissCrossAttention",
     "ObjectContext",
     "CompactGeneralizedNonLocal",
+    "FeaturePyramidAttention",
+    "GlobalAttentionUpsample",
     "BottleneckAttention",
     "HaloAttention",
     "LambdaLayer",
