@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n 2
 DEMO_ARGS ?=
 
-.PHONY: demo test test-slow test-oracle benchmark docs clean
+.PHONY: demo test lint test-slow test-oracle benchmark docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ demo: $(VENV)/.installed-base
 test: $(VENV)/.installed-test
 	$(PYTEST) -m "not slow" tests
 	KERAS_BACKEND=jax $(PYTEST) -m "not slow" tests/keras_attention
+
+## Lint and format check (ruff, configured in pyproject.toml); CI runs it before the tests.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## The `slow` cases (CI runs them after `make test`).
 test-slow: $(VENV)/.installed-test

@@ -43,8 +43,17 @@ LAYERS = {
 }
 
 
-def materialised_attention(query, key, value, bias=None, mask=None, scale=None, is_causal=False,
-                           flash_attention=None, attn_logits_soft_cap=None):
+def materialised_attention(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    scale=None,
+    is_causal=False,
+    flash_attention=None,
+    attn_logits_soft_cap=None,
+):
     """softmax(scale q k^T) v with the (B, heads, L, L) matrix built explicitly."""
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype("float32") * scale
@@ -113,32 +122,51 @@ def main():
     parser.add_argument("--sides", type=int, nargs="+", default=[64, 128, 192, 256])
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--matmul", type=int, default=8192, help="side of the bf16 matmul yardstick")
-    parser.add_argument("--max-materialised-side", type=int, default=192,
-                        help="largest side at which the (L, L) matrix is built")
+    parser.add_argument(
+        "--matmul", type=int, default=8192, help="side of the bf16 matmul yardstick"
+    )
+    parser.add_argument(
+        "--max-materialised-side",
+        type=int,
+        default=192,
+        help="largest side at which the (L, L) matrix is built",
+    )
     parser.add_argument("--output", default=str(RESULTS / "attention_gpu"))
     args = parser.parse_args()
 
     keras.config.set_dtype_policy("mixed_bfloat16")
     device = jax.devices()[0]
     peak = matmul_tflops(args.matmul, args.repeats)
-    print(f"device {device.device_kind}: bf16 matmul {args.matmul}^3 {peak:.1f} TFLOP/s", flush=True)
+    print(
+        f"device {device.device_kind}: bf16 matmul {args.matmul}^3 {peak:.1f} TFLOP/s", flush=True
+    )
     rows = []
     for name in LAYERS:
         for side in args.sides:
-            row = {"layer": name, "side": side, "L": side * side,
-                   "fused": run_layer(name, side, args.channels, args.repeats, "default")}
+            row = {
+                "layer": name,
+                "side": side,
+                "L": side * side,
+                "fused": run_layer(name, side, args.channels, args.repeats, "default"),
+            }
             if device.platform == "gpu":
                 # what forcing the flash kernel gives (or why it is refused)
                 row["flash"] = run_layer(name, side, args.channels, args.repeats, "flash")
             if side <= args.max_materialised_side:
-                row["materialised"] = run_layer(name, side, args.channels, args.repeats,
-                                                "materialised")
+                row["materialised"] = run_layer(
+                    name, side, args.channels, args.repeats, "materialised"
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__,
-            "keras": keras.__version__, "channels": args.channels, "matmul_tflops": peak,
-            "matmul_side": args.matmul}
+    meta = {
+        "device": device.device_kind,
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "keras": keras.__version__,
+        "channels": args.channels,
+        "matmul_tflops": peak,
+        "matmul_side": args.matmul,
+    }
     write(pathlib.Path(args.output), rows, meta)
 
 
@@ -167,9 +195,10 @@ def write(stem, rows, meta):
     ]
     for row in rows:
         fused, dense = row["fused"], row.get("materialised")
-        ratio = (f"{fused['tflops'] / meta['matmul_tflops']:.2f}" if "tflops" in fused else "")
-        speedup = (f"{dense['ms'] / fused['ms']:.2f}x" if dense and "ms" in dense and "ms" in fused
-                   else "")
+        ratio = f"{fused['tflops'] / meta['matmul_tflops']:.2f}" if "tflops" in fused else ""
+        speedup = (
+            f"{dense['ms'] / fused['ms']:.2f}x" if dense and "ms" in dense and "ms" in fused else ""
+        )
         lines.append(
             f"| {row['layer']} | {row['side']} | {row['L']} | {cell(fused, 'ms')} | "
             f"{cell(fused, 'tflops', '{:.1f}')} | {ratio} | {cell(fused, 'temp_mib', '{:.0f}')} | "

@@ -54,7 +54,9 @@ print(json.dumps({"ms": 1e3 * statistics.median(times), "peak_mib": (peak - befo
 def measure(expression, side, channels, repeats):
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(side), str(channels), str(repeats), expression],
-        capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
     )
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
@@ -81,7 +83,9 @@ def main():
 
 def write(stem, rows, args):
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"channels": args.channels, "rows": rows}, indent=2))
+    stem.with_suffix(".json").write_text(
+        json.dumps({"channels": args.channels, "rows": rows}, indent=2)
+    )
 
     def cell(result, key):
         return result.get("error", "")[:40] if "error" in result else f"{result[key]:.1f}"
@@ -93,7 +97,8 @@ def write(stem, rows, args):
         "Median forward latency (ms) and peak resident memory above the pre-forward level (MiB),",
         "each measurement in a fresh process. Memory ratio = layer / dense NonLocal.",
         "",
-        "| side | positions | " + " | ".join(f"{n} ms | {n} MiB" for n in names)
+        "| side | positions | "
+        + " | ".join(f"{n} ms | {n} MiB" for n in names)
         + " | CCNet / dense memory | CGNL / dense memory |",
         "|---|---|" + "---|---|" * len(names) + "---|---|",
     ]
@@ -106,7 +111,9 @@ def write(stem, rows, args):
         lines.append(
             f"| {row['side']} | {row['positions']} | "
             + " | ".join(f"{cell(row[n], 'ms')} | {cell(row[n], 'peak_mib')}" for n in names)
-            + " | " + " | ".join(ratios) + " |"
+            + " | "
+            + " | ".join(ratios)
+            + " |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -37,8 +37,19 @@ from keras_attention import create_attention  # noqa: E402
 RESULTS = pathlib.Path(__file__).parent / "results"
 # The channel / spatial / mixed layers (factory names); the self-attention family, whose cost
 # grows with (H W)^2 at this size, is measured by attention_scaling.py instead.
-DEFAULT_LAYERS = ["se", "eca", "ceca", "gc", "gca", "cam", "channel_gate", "spatial_gate", "cbam",
-                  "bam", "residual_attention"]
+DEFAULT_LAYERS = [
+    "se",
+    "eca",
+    "ceca",
+    "gc",
+    "gca",
+    "cam",
+    "channel_gate",
+    "spatial_gate",
+    "cbam",
+    "bam",
+    "residual_attention",
+]
 
 
 def timm_modules(channels):
@@ -107,8 +118,11 @@ def main():
             module.eval()
             functions["timm_ms"] = lambda: module(x_torch)
         with torch.no_grad() if torch is not None else contextlib.nullcontext():
-            row = {"layer": name, "class": type(layer).__name__,
-                   **interleaved_medians(functions, args.repeats)}
+            row = {
+                "layer": name,
+                "class": type(layer).__name__,
+                **interleaved_medians(functions, args.repeats),
+            }
         if module is not None:
             row["ratio_tf"] = row["keras_tf_ms"] / row["timm_ms"]
             row["ratio_xla"] = row["keras_xla_ms"] / row["timm_ms"]

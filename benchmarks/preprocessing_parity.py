@@ -75,8 +75,10 @@ def timm_tensor(checkpoint, data):
 
 
 def in_graph(preprocessing, resize):
-    return tf.function(lambda encoded: preprocessing.decode_tf(encoded, resize=resize),
-                       input_signature=[tf.TensorSpec((), tf.string)])
+    return tf.function(
+        lambda encoded: preprocessing.decode_tf(encoded, resize=resize),
+        input_signature=[tf.TensorSpec((), tf.string)],
+    )
 
 
 def main():
@@ -86,8 +88,10 @@ def main():
         entry = spec.weights_for("imagenet")
         if entry is not None and entry.preprocessing is not None:
             transforms[name] = (entry.source.removeprefix("timm/"), entry.preprocessing)
-    tensor_rows = {variant: {"max_abs": 0.0, "mean_abs": [], "share_differing": []}
-                   for variant in ("host",) + TF_RESIZES}
+    tensor_rows = {
+        variant: {"max_abs": 0.0, "mean_abs": [], "share_differing": []}
+        for variant in ("host",) + TF_RESIZES
+    }
     per_format = {variant: dict.fromkeys(FORMATS, 0.0) for variant in TF_RESIZES}
     references = {}
     for name, (checkpoint, preprocessing) in transforms.items():
@@ -96,8 +100,9 @@ def main():
             reference = timm_tensor(checkpoint, data)
             references[(name, key)] = reference
             candidates = {"host": preprocessing.load([io.BytesIO(data)])[0]}
-            candidates.update({resize: fn(tf.constant(data)).numpy()
-                               for resize, fn in functions.items()})
+            candidates.update(
+                {resize: fn(tf.constant(data)).numpy() for resize, fn in functions.items()}
+            )
             for variant, tensor in candidates.items():
                 difference = np.abs(tensor - reference)
                 row = tensor_rows[variant]
@@ -105,15 +110,21 @@ def main():
                 row["mean_abs"].append(float(difference.mean()))
                 row["share_differing"].append(float((difference > 1e-6).mean()))
                 if variant in per_format:
-                    per_format[variant][key[1]] = max(per_format[variant][key[1]],
-                                                      float(difference.max()))
+                    per_format[variant][key[1]] = max(
+                        per_format[variant][key[1]], float(difference.max())
+                    )
     for row in tensor_rows.values():
         row["mean_abs"] = float(np.mean(row["mean_abs"]))
         row["share_differing"] = float(np.mean(row["share_differing"]))
 
     config = json.loads(str(np.load(f"{FIXTURE}.npz")["config"]))
-    model = zoo.load(LOGIT_MODEL, weights=f"{FIXTURE}.safetensors", input_shape=(224, 224, 3),
-                     classifier_activation=None, **config["body_kwargs"])
+    model = zoo.load(
+        LOGIT_MODEL,
+        weights=f"{FIXTURE}.safetensors",
+        input_shape=(224, 224, 3),
+        classifier_activation=None,
+        **config["body_kwargs"],
+    )
     preprocessing = transforms[LOGIT_MODEL][1]
     reference_batch = np.stack([references[(LOGIT_MODEL, key)] for key in files])
     reference_logits = model.predict(reference_batch, verbose=0)
@@ -130,11 +141,21 @@ def main():
         }
     chosen = min(TF_RESIZES, key=lambda r: (tensor_rows[r]["max_abs"], tensor_rows[r]["mean_abs"]))
     result = dict(
-        machine=platform.processor() or platform.machine(), tensorflow=tf.__version__,
-        timm=timm.__version__, pillow=Image.__version__, photos=list(PHOTOS),
-        formats=list(FORMATS), models=sorted(transforms), tensors=tensor_rows,
-        tensors_by_format=per_format, logits=logit_rows, logit_scale=scale,
-        logit_model=LOGIT_MODEL, chosen=chosen, images=len(files))
+        machine=platform.processor() or platform.machine(),
+        tensorflow=tf.__version__,
+        timm=timm.__version__,
+        pillow=Image.__version__,
+        photos=list(PHOTOS),
+        formats=list(FORMATS),
+        models=sorted(transforms),
+        tensors=tensor_rows,
+        tensors_by_format=per_format,
+        logits=logit_rows,
+        logit_scale=scale,
+        logit_model=LOGIT_MODEL,
+        chosen=chosen,
+        images=len(files),
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "preprocessing_parity.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "preprocessing_parity.md").write_text(render(result))
@@ -169,8 +190,10 @@ def render(result):
     for variant, row in result["tensors"].items():
         by_format = result["tensors_by_format"].get(variant, {})
         jpeg, png = (by_format.get(fmt, row["max_abs"]) for fmt in ("JPEG", "PNG"))
-        lines.append(f"| {DESCRIPTIONS[variant]} | {row['max_abs']:.3g} | {row['mean_abs']:.3g} | "
-                     f"{100 * row['share_differing']:.3g}% | {jpeg:.3g} | {png:.3g} |")
+        lines.append(
+            f"| {DESCRIPTIONS[variant]} | {row['max_abs']:.3g} | {row['mean_abs']:.3g} | "
+            f"{100 * row['share_differing']:.3g}% | {jpeg:.3g} | {png:.3g} |"
+        )
     lines += [
         "",
         f"Effect on logits: {result['logit_model']} with converted weights (the timm fixture "
@@ -182,8 +205,10 @@ def render(result):
         "|---|---|---|---|",
     ]
     for variant, row in result["logits"].items():
-        lines.append(f"| {DESCRIPTIONS[variant]} | {row['max_abs']:.3g} | {row['relative']:.3g} | "
-                     f"{row['top1_agree']} of {result['images']} |")
+        lines.append(
+            f"| {DESCRIPTIONS[variant]} | {row['max_abs']:.3g} | {row['relative']:.3g} | "
+            f"{row['top1_agree']} of {result['images']} |"
+        )
     lines += [
         "",
         f"The exported image signature uses `{result['chosen']}` (the smallest largest "

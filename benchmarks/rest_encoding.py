@@ -66,7 +66,8 @@ def main(argv=None):
                 "input": f"{model} {batch}x{'x'.join(map(str, shape))} float32",
                 "earlier_ms": median_ms(earlier_body, array, args.repeats),
                 "current_ms": median_ms(current_body, array, args.repeats),
-                "earlier_bytes": len(old), "current_bytes": len(new),
+                "earlier_bytes": len(old),
+                "current_bytes": len(new),
                 "parse_earlier_ms": median_ms(lambda _: json.loads(old), None, args.repeats),
                 "parse_current_ms": median_ms(lambda _: json.loads(new), None, args.repeats),
                 "parse_json_ms": median_ms(lambda _: parse_json(new), None, args.repeats),
@@ -97,7 +98,8 @@ def main(argv=None):
             f"| {r['input']} | {r['earlier_ms']:.3f} | {r['current_ms']:.3f} | "
             f"{r['speedup']:.1f}x | {r['earlier_bytes']:,} | {r['current_bytes']:,} | "
             f"{r['parse_earlier_ms']:.3f} | {r['parse_current_ms']:.3f} | "
-            f"{r['parse_json_ms']:.3f} | {r['parse_speedup']:.1f}x |")
+            f"{r['parse_json_ms']:.3f} | {r['parse_speedup']:.1f}x |"
+        )
     out = pathlib.Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rest_encoding.md").write_text("\n".join(lines) + "\n")

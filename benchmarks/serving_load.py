@@ -48,8 +48,10 @@ import numpy as np  # noqa: E402
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 # `--batching_parameters_file` contents; the runs differ only in how long a batch waits to fill
 BATCHING = {
-    f"{timeout // 1000} ms": (f"max_batch_size {{ value: 16 }} batch_timeout_micros {{ value: {timeout} }} "
-                              "max_enqueued_batches { value: 100 } num_batch_threads { value: 2 }")
+    f"{timeout // 1000} ms": (
+        f"max_batch_size {{ value: 16 }} batch_timeout_micros {{ value: {timeout} }} "
+        "max_enqueued_batches { value: 100 } num_batch_threads { value: 2 }"
+    )
     for timeout in (2000, 5000)
 }
 CLIENT_KINDS = ("serving.Client", "load generator")
@@ -80,6 +82,7 @@ def build_model(name):
 
 
 # -- client processes -------------------------------------------------------------------------
+
 
 def _encoded_request(protocol, model, input_name, image):
     """The body a load generator sends: the request `serving.Client` would build, encoded once."""
@@ -142,10 +145,13 @@ async def _generated_load(protocol, address, model, input_name, image, concurren
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
 
         async def call():
-            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            async with session.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
                 payload = await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+
         close = session.close
     else:
         import grpc
@@ -158,6 +164,7 @@ async def _generated_load(protocol, address, model, input_name, image, concurren
 
         async def call():
             await stub.Predict(body, timeout=60)
+
         close = channel.close
 
     async def worker(count):
@@ -214,7 +221,7 @@ class ClientProcesses:
         """Runs `jobs[i]` in process i at once; (latencies, wall seconds) over all of them."""
         for connection, args in zip(self.connections, jobs):
             connection.send((kind, args))
-        results = [connection.recv() for connection in self.connections[:len(jobs)]]
+        results = [connection.recv() for connection in self.connections[: len(jobs)]]
         errors = [e for r in results for e in r[1]]
         if errors:
             raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
@@ -244,25 +251,39 @@ def percentile(values, q):
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=100, help="gRPC requests per client per repeat")
-    parser.add_argument("--rest-requests", type=int, default=25, help="REST requests per client per repeat")
+    parser.add_argument(
+        "--requests", type=int, default=100, help="gRPC requests per client per repeat"
+    )
+    parser.add_argument(
+        "--rest-requests", type=int, default=25, help="REST requests per client per repeat"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--results-dir", default=str(RESULTS), help="where serving_load.md/.json go")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="let server and clients share every core instead of splitting them")
+    parser.add_argument(
+        "--results-dir", default=str(RESULTS), help="where serving_load.md/.json go"
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let server and clients share every core instead of splitting them",
+    )
     args = parser.parse_args(argv)
 
     # Clients get their own cores, as on their own machines; otherwise the clients' CPU time is
     # taken from the server's and the table measures the machine rather than the server.
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    server_cpus, client_cpus = (cpus[:len(cpus) // 2], cpus[len(cpus) // 2:]) if len(cpus) > 1 else (cpus, cpus)
+    server_cpus, client_cpus = (
+        (cpus[: len(cpus) // 2], cpus[len(cpus) // 2 :]) if len(cpus) > 1 else (cpus, cpus)
+    )
     if args.no_pin:
         server_cpus = client_cpus = cpus
-    pool = ClientProcesses(CLIENT_PROCESSES, client_cpus)  # started first: they import TensorFlow meanwhile
+    pool = ClientProcesses(
+        CLIENT_PROCESSES, client_cpus
+    )  # started first: they import TensorFlow meanwhile
     if server_cpus != cpus:
         os.sched_setaffinity(0, server_cpus)  # before TensorFlow sizes its thread pools
 
@@ -282,14 +303,24 @@ def main(argv=None):
     for name in args.models:
         model = build_model(name)
         export(model, workdir, name, version=1)
-        signature = tf.saved_model.load(os.path.join(workdir, name, "1")).signatures["serving_default"]
+        signature = tf.saved_model.load(os.path.join(workdir, name, "1")).signatures[
+            "serving_default"
+        ]
         input_name = next(iter(signature.structured_input_signature[1]))
         shape = tuple(model.input_shape[1:])
         image = np.random.default_rng(0).random((1,) + shape, dtype=np.float32)
-        models[name] = {"signature": signature, "input": input_name, "image": image, "params": model.count_params()}
+        models[name] = {
+            "signature": signature,
+            "input": input_name,
+            "image": image,
+            "params": model.count_params(),
+        }
 
     def inprocess_p50(name, batch, n):
-        signature, tensor = models[name]["signature"], tf.constant(np.repeat(models[name]["image"], batch, axis=0))
+        signature, tensor = (
+            models[name]["signature"],
+            tf.constant(np.repeat(models[name]["image"], batch, axis=0)),
+        )
         key = models[name]["input"]
         for _ in range(10):
             signature(**{key: tensor})
@@ -303,25 +334,51 @@ def main(argv=None):
     config = single_model_config(args.models[0], os.path.join(workdir, args.models[0]))
     for name in args.models[1:]:
         entry = config.model_config_list.config.add()
-        entry.name, entry.base_path, entry.model_platform = name, os.path.join(workdir, name), "tensorflow"
+        entry.name, entry.base_path, entry.model_platform = (
+            name,
+            os.path.join(workdir, name),
+            "tensorflow",
+        )
     # as the `serve` command runs it (freeze_gc)
-    servers = {"off": Server(config, rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0,
-                             freeze_gc=True).start()}
+    servers = {
+        "off": Server(
+            config, rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0, freeze_gc=True
+        ).start()
+    }
     for variant, text in BATCHING.items():
-        servers[variant] = Server(config, rest_api_port=0, port=0, host="127.0.0.1", poll_wait_seconds=0,
-                                  batching=BatchingOptions(text_format.Parse(text, BatchingParameters())),
-                                  freeze_gc=True).start()
+        servers[variant] = Server(
+            config,
+            rest_api_port=0,
+            port=0,
+            host="127.0.0.1",
+            poll_wait_seconds=0,
+            batching=BatchingOptions(text_format.Parse(text, BatchingParameters())),
+            freeze_gc=True,
+        ).start()
 
-    configs = [{"model": m, "client": kind, "protocol": protocol, "batching": batched}
-               for m in args.models for kind in CLIENT_KINDS for protocol in ("rest", "grpc")
-               for batched in servers]
+    configs = [
+        {"model": m, "client": kind, "protocol": protocol, "batching": batched}
+        for m in args.models
+        for kind in CLIENT_KINDS
+        for protocol in ("rest", "grpc")
+        for batched in servers
+    ]
 
     def load(cfg, clients, requests):
         server = servers[cfg["batching"]]
         address = f"127.0.0.1:{server.rest_api_port if cfg['protocol'] == 'rest' else server.port}"
         entry = models[cfg["model"]]
-        return run_load(pool, cfg["client"], cfg["protocol"], address, cfg["model"], entry["input"],
-                        entry["image"], clients, requests)
+        return run_load(
+            pool,
+            cfg["client"],
+            cfg["protocol"],
+            address,
+            cfg["model"],
+            entry["input"],
+            entry["image"],
+            clients,
+            requests,
+        )
 
     for cfg in configs:
         load(cfg, 4, 3)  # warm-up: connections, signatures, the server's first calls
@@ -348,58 +405,100 @@ def main(argv=None):
     for server in servers.values():
         server.stop()
 
-    inprocess = {name: {k: statistics.median(v) * 1e3 for k, v in b.items()} for name, b in baseline.items()}
+    inprocess = {
+        name: {k: statistics.median(v) * 1e3 for k, v in b.items()} for name, b in baseline.items()
+    }
     rows = []
     for cfg, sample in zip(configs, samples):
         s = {k: statistics.median(v) for k, v in sample.items()}
-        rows.append({**cfg, "clients": args.clients, "p50_ms": s["p50"] * 1e3, "p99_ms": s["p99"] * 1e3,
-                     "throughput_rps": s["rps"], "p50_1_client_ms": s["p50_1"] * 1e3,
-                     "overhead_ms": s["p50_1"] * 1e3 - inprocess[cfg["model"]]["b1"],
-                     "mean_batch_size": s["batch"], "throughput_rps_repeats": sample["rps"]})
+        rows.append(
+            {
+                **cfg,
+                "clients": args.clients,
+                "p50_ms": s["p50"] * 1e3,
+                "p99_ms": s["p99"] * 1e3,
+                "throughput_rps": s["rps"],
+                "p50_1_client_ms": s["p50_1"] * 1e3,
+                "overhead_ms": s["p50_1"] * 1e3 - inprocess[cfg["model"]]["b1"],
+                "mean_batch_size": s["batch"],
+                "throughput_rps_repeats": sample["rps"],
+            }
+        )
     for row in rows:
-        unbatched = next(r for r in rows if r["batching"] == "off" and all(
-            r[k] == row[k] for k in ("model", "client", "protocol")))
+        unbatched = next(
+            r
+            for r in rows
+            if r["batching"] == "off"
+            and all(r[k] == row[k] for k in ("model", "client", "protocol"))
+        )
         row["throughput_vs_unbatched"] = row["throughput_rps"] / unbatched["throughput_rps"]
         # per repeat: batched and unbatched runs of one repeat ran back to back
-        row["vs_unbatched_repeats"] = [a / b for a, b in zip(row["throughput_rps_repeats"],
-                                                             unbatched["throughput_rps_repeats"])]
+        row["vs_unbatched_repeats"] = [
+            a / b
+            for a, b in zip(row["throughput_rps_repeats"], unbatched["throughput_rps_repeats"])
+        ]
 
-    meta = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version(),
-            "clients": args.clients, "requests_per_client": {"grpc": args.requests, "rest": args.rest_requests}, "repeats": args.repeats,
-            "client_processes": CLIENT_PROCESSES, "batching_parameters": BATCHING,
-            "server_cpus": server_cpus, "client_cpus": client_cpus,
-            "inprocess_ms": inprocess, "models": {m: MODELS[m] for m in args.models},
-            "params": {m: models[m]["params"] for m in args.models}}
-    lines = [f"# Serving load: small CNNs, {args.clients} concurrent clients, CPU ({os.cpu_count()} cores)", "",
-             f"Medians of {args.repeats} interleaved repeats, {args.clients} clients x {args.requests} (gRPC) or "
-             f"{args.rest_requests} (REST) batch-1 predict requests each; the server (`freeze_gc`, as `serve` runs it) "
-             f"in the benchmark's process on CPUs {server_cpus}, the clients in their own processes on CPUs "
-             f"{client_cpus} (serving.Client: {CLIENT_PROCESSES} processes x {args.clients // CLIENT_PROCESSES} threads; load "
-             f"generator: one asyncio process, {args.clients} requests in flight, body encoded once), loopback; "
-             f"TF {tf.__version__}, Keras {keras.__version__}. Batching `N ms`: `{BATCHING['2 ms']}`, with "
-             "`batch_timeout_micros` N ms. "
-             "x unbatched: throughput over the same client's unbatched row (each repeat's ratio in brackets). "
-             "Mean batch: requests per model call. Overhead: p50 at 1 client minus the in-process batch-1 p50.", "",
-             "| model | in-process p50 batch 1 ms | batch 16 ms per row | params |", "|---|---|---|---|"]
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "clients": args.clients,
+        "requests_per_client": {"grpc": args.requests, "rest": args.rest_requests},
+        "repeats": args.repeats,
+        "client_processes": CLIENT_PROCESSES,
+        "batching_parameters": BATCHING,
+        "server_cpus": server_cpus,
+        "client_cpus": client_cpus,
+        "inprocess_ms": inprocess,
+        "models": {m: MODELS[m] for m in args.models},
+        "params": {m: models[m]["params"] for m in args.models},
+    }
+    lines = [
+        f"# Serving load: small CNNs, {args.clients} concurrent clients, CPU ({os.cpu_count()} cores)",
+        "",
+        f"Medians of {args.repeats} interleaved repeats, {args.clients} clients x {args.requests} (gRPC) or "
+        f"{args.rest_requests} (REST) batch-1 predict requests each; the server (`freeze_gc`, as `serve` runs it) "
+        f"in the benchmark's process on CPUs {server_cpus}, the clients in their own processes on CPUs "
+        f"{client_cpus} (serving.Client: {CLIENT_PROCESSES} processes x {args.clients // CLIENT_PROCESSES} threads; load "
+        f"generator: one asyncio process, {args.clients} requests in flight, body encoded once), loopback; "
+        f"TF {tf.__version__}, Keras {keras.__version__}. Batching `N ms`: `{BATCHING['2 ms']}`, with "
+        "`batch_timeout_micros` N ms. "
+        "x unbatched: throughput over the same client's unbatched row (each repeat's ratio in brackets). "
+        "Mean batch: requests per model call. Overhead: p50 at 1 client minus the in-process batch-1 p50.",
+        "",
+        "| model | in-process p50 batch 1 ms | batch 16 ms per row | params |",
+        "|---|---|---|---|",
+    ]
     for name in args.models:
-        lines.append(f"| {name} ({MODELS[name]}) | {inprocess[name]['b1']:.2f} | {inprocess[name]['b16'] / 16:.2f} | "
-                     f"{models[name]['params']:,} |")
-    lines += ["", "| model | client | protocol | batching | p50 ms | p99 ms | req/s | x unbatched | mean batch "
-              "| p50 1 client ms | overhead ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} ({MODELS[name]}) | {inprocess[name]['b1']:.2f} | {inprocess[name]['b16'] / 16:.2f} | "
+            f"{models[name]['params']:,} |"
+        )
+    lines += [
+        "",
+        "| model | client | protocol | batching | p50 ms | p99 ms | req/s | x unbatched | mean batch "
+        "| p50 1 client ms | overhead ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ratio = f"{r['throughput_vs_unbatched']:.2f}"
         if r["batching"] != "off":
             ratio += " (" + ", ".join(f"{x:.2f}" for x in r["vs_unbatched_repeats"]) + ")"
-        lines.append(f"| {r['model']} | {r['client']} | {r['protocol']} | {r['batching']} | "
-                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_rps']:.0f} | {ratio} | "
-                     f"{r['mean_batch_size']:.1f} | {r['p50_1_client_ms']:.2f} | {r['overhead_ms']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['client']} | {r['protocol']} | {r['batching']} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_rps']:.0f} | {ratio} | "
+            f"{r['mean_batch_size']:.1f} | {r['p50_1_client_ms']:.2f} | {r['overhead_ms']:.2f} |"
+        )
     table = "\n".join(lines) + "\n"
     print(table)
     results = pathlib.Path(args.results_dir)
     results.mkdir(exist_ok=True)
     (results / "serving_load.md").write_text(table)
-    (results / "serving_load.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (results / "serving_load.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"
+    )
     return 0
 
 

@@ -37,15 +37,19 @@ def build(policy, size, batch, jit_compile):
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(0)
     try:
-        model = zoo.build("seresnet50", input_shape=(size, size, 3), num_classes=1000,
-                          classifier_activation=None)
+        model = zoo.build(
+            "seresnet50", input_shape=(size, size, 3), num_classes=1000, classifier_activation=None
+        )
         recipe = recipes.get_recipe("seresnet50")
         optimizer = recipe.make_optimizer(batch, 100, 10_000)
         recipes.exclude_from_weight_decay(optimizer, model)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.CategoricalCrossentropy(
-                          from_logits=True, label_smoothing=recipe.label_smoothing),
-                      jit_compile=jit_compile)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=recipe.label_smoothing
+            ),
+            jit_compile=jit_compile,
+        )
     finally:
         keras.config.set_dtype_policy("float32")
     return model
@@ -94,13 +98,27 @@ def main():
     rows = {}
     for name in models:
         median = statistics.median(times[name])
-        rows[name] = {"seconds_per_step": median, "images_per_second": args.batch / median,
-                      "first_step_seconds": first_step[name], "all": times[name]}
+        rows[name] = {
+            "seconds_per_step": median,
+            "images_per_second": args.batch / median,
+            "first_step_seconds": first_step[name],
+            "all": times[name],
+        }
     ratio = rows["mixed_bfloat16"]["images_per_second"] / rows["float32"]["images_per_second"]
-    result = {"model": "seresnet50", "backend": "tensorflow", "size": args.size,
-              "batch": args.batch, "xla": not args.no_xla, "steps_per_round": args.steps,
-              "rounds": args.rounds, "cpu": cpu_name(), "cores": os.cpu_count(),
-              "keras": keras.__version__, "rows": rows, "bf16_over_fp32": ratio}
+    result = {
+        "model": "seresnet50",
+        "backend": "tensorflow",
+        "size": args.size,
+        "batch": args.batch,
+        "xla": not args.no_xla,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "keras": keras.__version__,
+        "rows": rows,
+        "bf16_over_fp32": ratio,
+    }
     lines = [
         f"# Train-step throughput, zoo seresnet50, {args.size}x{args.size}, batch {args.batch}, "
         f"TensorFlow backend{' + XLA' if not args.no_xla else ''}",
@@ -113,8 +131,10 @@ def main():
         "|---|---|---|---|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['seconds_per_step']:.3f} | {row['images_per_second']:.1f} "
-                     f"| {row['first_step_seconds']:.1f} s |")
+        lines.append(
+            f"| {name} | {row['seconds_per_step']:.3f} | {row['images_per_second']:.1f} "
+            f"| {row['first_step_seconds']:.1f} s |"
+        )
     lines += ["", f"mixed_bfloat16 / float32 throughput: **{ratio:.2f}x**", ""]
     text = "\n".join(lines)
     print(text)

@@ -54,9 +54,16 @@ def synthetic(num, size, num_classes, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (num, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, num)
-    return data_lib.ImageData(name="synthetic", labels=labels, num_classes=num_classes,
-                              image_size=(size, size), channels=3, images=images,
-                              value_range=255.0, flip=True)
+    return data_lib.ImageData(
+        name="synthetic",
+        labels=labels,
+        num_classes=num_classes,
+        image_size=(size, size),
+        channels=3,
+        images=images,
+        value_range=255.0,
+        flip=True,
+    )
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -78,31 +85,50 @@ def zoo_fit(name, args):
     timer = _EpochTimer()
     start = time.perf_counter()
     model, history = zoo.train.fit(
-        name, data, epochs=args.epochs, batch_size=args.batch, steps_per_epoch=args.steps,
-        mixed_precision="bfloat16", jit_compile=True, validation=False, verbose=0,
-        callbacks=[timer], steps_per_execution=args.steps_per_execution)
+        name,
+        data,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        steps_per_epoch=args.steps,
+        mixed_precision="bfloat16",
+        jit_compile=True,
+        validation=False,
+        verbose=0,
+        callbacks=[timer],
+        steps_per_execution=args.steps_per_execution,
+    )
     total = time.perf_counter() - start
     timed = timer.seconds[1:] or timer.seconds
     median = statistics.median(timed)
     loss = history.history["loss"][-1]
-    return {"images_per_second": args.steps * args.batch / median,
-            "first_epoch_seconds": timer.seconds[0], "epoch_seconds": timer.seconds,
-            "total_seconds": total, "final_loss": loss, "finite": bool(np.isfinite(loss))}, model
+    return {
+        "images_per_second": args.steps * args.batch / median,
+        "first_epoch_seconds": timer.seconds[0],
+        "epoch_seconds": timer.seconds,
+        "total_seconds": total,
+        "final_loss": loss,
+        "finite": bool(np.isfinite(loss)),
+    }, model
 
 
 def zoo_raw_step(name, args):
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         keras.utils.set_random_seed(0)
-        model = zoo.build(name, input_shape=(args.size, args.size, 3),
-                          num_classes=args.classes, classifier_activation=None)
+        model = zoo.build(
+            name,
+            input_shape=(args.size, args.size, 3),
+            num_classes=args.classes,
+            classifier_activation=None,
+        )
     finally:
         keras.config.set_dtype_policy("float32")
     recipe = zoo.train.get_recipe(name)
     optimizer = recipe.make_optimizer(args.batch, args.steps, args.steps * args.epochs)
     optimizer.build(model.trainable_variables)
-    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                       label_smoothing=recipe.label_smoothing)
+    loss_object = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=recipe.label_smoothing
+    )
 
     def loss_fn(trainable, non_trainable, x, y):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -119,9 +145,11 @@ def zoo_raw_step(name, args):
     key = jax.random.key(0)
     x = jax.random.normal(key, (args.batch, args.size, args.size, 3), "float32")
     y = jax.nn.one_hot(jax.random.randint(key, (args.batch,), 0, args.classes), args.classes)
-    state = ([v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
     start = time.perf_counter()
     loss, *state = step(*state, x, y)
     jax.block_until_ready(loss)
@@ -137,9 +165,13 @@ def zoo_raw_step(name, args):
         jax.block_until_ready(loss)
         times.append((time.perf_counter() - start) / args.steps)
     median = statistics.median(times)
-    return {"images_per_second": args.batch / median, "compile_seconds": compile_seconds,
-            "seconds_per_step": times, "final_loss": float(loss),
-            "finite": bool(np.isfinite(float(loss)))}
+    return {
+        "images_per_second": args.batch / median,
+        "compile_seconds": compile_seconds,
+        "seconds_per_step": times,
+        "final_loss": float(loss),
+        "finite": bool(np.isfinite(float(loss))),
+    }
 
 
 def timm_step(name, args, compiled):
@@ -150,11 +182,13 @@ def timm_step(name, args, compiled):
     model = timm.create_model(name, pretrained=False, num_classes=args.classes)
     model = model.to(device).to(memory_format=torch.channels_last).train()
     recipe = zoo.train.get_recipe(name)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                                weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay
+    )
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).to(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     y = torch.randint(0, args.classes, (args.batch,), device=device)
 
     def step():
@@ -187,8 +221,13 @@ def timm_step(name, args, compiled):
         sync()
         times.append((time.perf_counter() - start) / args.steps)
     median = statistics.median(times)
-    return {"images_per_second": args.batch / median, "first_step_seconds": first,
-            "seconds_per_step": times, "final_loss": float(loss.detach()), "device": device}
+    return {
+        "images_per_second": args.batch / median,
+        "first_step_seconds": first,
+        "seconds_per_step": times,
+        "final_loss": float(loss.detach()),
+        "device": device,
+    }
 
 
 def main():
@@ -203,24 +242,43 @@ def main():
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--no-timm", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--tiny", action="store_true",
-                        help="CPU check: batch 4, 32x32, 10 classes, 3 steps x 2 epochs")
-    parser.add_argument("--output", default=None,
-                        help="default: benchmarks/results/train_gpu (--tiny: only $OUT)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="CPU check: batch 4, 32x32, 10 classes, 3 steps x 2 epochs",
+    )
+    parser.add_argument(
+        "--output", default=None, help="default: benchmarks/results/train_gpu (--tiny: only $OUT)"
+    )
     args = parser.parse_args()
     if args.tiny:
-        args.batch, args.size, args.classes, args.steps, args.epochs, args.rounds = 4, 32, 10, 3, 2, 2
+        args.batch, args.size, args.classes, args.steps, args.epochs, args.rounds = (
+            4,
+            32,
+            10,
+            3,
+            2,
+            2,
+        )
     if args.output is None and not args.tiny:
         args.output = str(RESULTS / "train_gpu")
     if keras.backend.backend() != "jax":
         raise SystemExit("run with KERAS_BACKEND=jax")
 
     device = str(jax.devices()[0].device_kind)
-    results = {"device": device, "backend": "jax", "batch": args.batch, "size": args.size,
-               "precision": "mixed_bfloat16 / autocast bf16", "tiny": args.tiny,
-               "jax": jax.__version__, "keras": keras.__version__,
-               "torch": getattr(torch, "__version__", None) if timm else None,
-               "timm": getattr(timm, "__version__", None), "models": {}}
+    results = {
+        "device": device,
+        "backend": "jax",
+        "batch": args.batch,
+        "size": args.size,
+        "precision": "mixed_bfloat16 / autocast bf16",
+        "tiny": args.tiny,
+        "jax": jax.__version__,
+        "keras": keras.__version__,
+        "torch": getattr(torch, "__version__", None) if timm else None,
+        "timm": getattr(timm, "__version__", None),
+        "models": {},
+    }
     for name in args.models:
         row = {}
         print(f"[{name}] zoo fit ...", flush=True)
@@ -247,15 +305,21 @@ def main():
         entry = row.get(key, {})
         return f"{entry['images_per_second']:,.0f}" if "images_per_second" in entry else "-"
 
-    lines = [f"# Training throughput, {device}, JAX backend, mixed_bfloat16, batch {args.batch}, "
-             f"{args.size}x{args.size}" + (" (tiny CPU check)" if args.tiny else ""), "",
-             "| model | zoo fit img/s | zoo raw jitted step img/s | fit / raw | timm eager | "
-             "timm torch.compile | fit / timm compile |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Training throughput, {device}, JAX backend, mixed_bfloat16, batch {args.batch}, "
+        f"{args.size}x{args.size}" + (" (tiny CPU check)" if args.tiny else ""),
+        "",
+        "| model | zoo fit img/s | zoo raw jitted step img/s | fit / raw | timm eager | "
+        "timm torch.compile | fit / timm compile |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, row in results["models"].items():
         vs = row.get("fit_over_timm_compile")
-        lines.append(f"| {name} | {rate(row, 'zoo_fit')} | {rate(row, 'zoo_raw_step')} | "
-                     f"{row['fit_over_raw']:.2f} | {rate(row, 'timm_eager')} | "
-                     f"{rate(row, 'timm_compile')} | {f'{vs:.2f}x' if vs else '-'} |")
+        lines.append(
+            f"| {name} | {rate(row, 'zoo_fit')} | {rate(row, 'zoo_raw_step')} | "
+            f"{row['fit_over_raw']:.2f} | {rate(row, 'timm_eager')} | "
+            f"{rate(row, 'timm_compile')} | {f'{vs:.2f}x' if vs else '-'} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     outputs = [pathlib.Path(args.output)] if args.output else []

@@ -52,8 +52,9 @@ def zoo_variants(name, batch, size, repeats):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = zoo.build(name, input_shape=(size, size, 3))
     keras.config.set_dtype_policy("float32")
-    x = jax.device_put(np.random.default_rng(0).normal(size=(batch, size, size, 3))
-                       .astype("float32"))
+    x = jax.device_put(
+        np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+    )
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 
@@ -62,10 +63,12 @@ def zoo_variants(name, batch, size, repeats):
         outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
         return outputs
 
-    jitted = median_seconds(lambda: forward(trainable, non_trainable, x), repeats,
-                            jax.block_until_ready)
-    predict = median_seconds(lambda: model.predict_on_batch(x), repeats,
-                             lambda out: np.asarray(out))
+    jitted = median_seconds(
+        lambda: forward(trainable, non_trainable, x), repeats, jax.block_until_ready
+    )
+    predict = median_seconds(
+        lambda: model.predict_on_batch(x), repeats, lambda out: np.asarray(out)
+    )
     return {"zoo jitted forward": batch / jitted, "zoo predict_on_batch": batch / predict}
 
 
@@ -90,8 +93,9 @@ def timm_variant(name, batch, size, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+",
-                        default=["seresnet50", "ecaresnet50d", "gcresnet50t"])
+    parser.add_argument(
+        "--models", nargs="+", default=["seresnet50", "ecaresnet50d", "gcresnet50t"]
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=20)
@@ -103,32 +107,45 @@ def main():
     device = jax.devices()[0].device_kind
     rows = []
     for name in args.models:
-        row = {"model": name, **zoo_variants(name, args.batch, args.size, args.repeats),
-               **timm_variant(name, args.batch, args.size, args.repeats)}
+        row = {
+            "model": name,
+            **zoo_variants(name, args.batch, args.size, args.repeats),
+            **timm_variant(name, args.batch, args.size, args.repeats),
+        }
         if "timm eager bf16" in row:
             row["zoo jitted / timm"] = row["zoo jitted forward"] / row["timm eager bf16"]
             row["zoo predict / timm"] = row["zoo predict_on_batch"] / row["timm eager bf16"]
         rows.append(row)
         print(row, flush=True)
         keras.backend.clear_session()
-    header = (f"{device}; batch {args.batch}, {args.size}x{args.size}, bf16 (Keras "
-              f"mixed_bfloat16 on JAX {jax.__version__}, Keras {keras.__version__}; timm "
-              f"{getattr(timm, '__version__', '-')} autocast bf16 channels_last, torch "
-              f"{getattr(torch, '__version__', '-')}); images/s, median of {args.repeats}.")
-    lines = ["# Zoo inference throughput on an accelerator", "", header, "",
-             "| model | zoo jitted forward | zoo predict_on_batch | timm eager bf16 | "
-             "jitted / timm | predict / timm |", "|---|---|---|---|---|---|"]
+    header = (
+        f"{device}; batch {args.batch}, {args.size}x{args.size}, bf16 (Keras "
+        f"mixed_bfloat16 on JAX {jax.__version__}, Keras {keras.__version__}; timm "
+        f"{getattr(timm, '__version__', '-')} autocast bf16 channels_last, torch "
+        f"{getattr(torch, '__version__', '-')}); images/s, median of {args.repeats}."
+    )
+    lines = [
+        "# Zoo inference throughput on an accelerator",
+        "",
+        header,
+        "",
+        "| model | zoo jitted forward | zoo predict_on_batch | timm eager bf16 | "
+        "jitted / timm | predict / timm |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['zoo jitted forward']:,.0f} | "
             f"{row['zoo predict_on_batch']:,.0f} | {row.get('timm eager bf16', float('nan')):,.0f} | "
             f"{row.get('zoo jitted / timm', float('nan')):.2f} | "
-            f"{row.get('zoo predict / timm', float('nan')):.2f} |")
+            f"{row.get('zoo predict / timm', float('nan')):.2f} |"
+        )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows},
-                                                      indent=1) + "\n")
+    output.with_suffix(".json").write_text(
+        json.dumps({"header": header, "rows": rows}, indent=1) + "\n"
+    )
     print("\n".join(lines))
 
 

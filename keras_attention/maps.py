@@ -37,7 +37,7 @@ def attention_map(model, layer, inputs, batch_size=32):
     features = keras.Model(model.input, layer_input)
     maps = []
     for start in range(0, len(inputs), batch_size):
-        batch = features(inputs[start:start + batch_size], training=False)
+        batch = features(inputs[start : start + batch_size], training=False)
         _, attention = layer(batch, training=False, return_attention=True)
         maps.append(keras.ops.convert_to_numpy(keras.ops.cast(attention, "float32")))
     return np.concatenate(maps, axis=0)

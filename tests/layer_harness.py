@@ -26,7 +26,7 @@ failure names both.
 
 import dataclasses
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -147,8 +147,11 @@ def loss_and_gradients(layer, x, training=True):
         grads = tape.gradient(loss, [v.value for v in trainable] + xs)
         n = len(trainable)
         input_grads = [to_numpy(g) if g is not None else None for g in grads[n:]]
-        return (to_numpy(y), [to_numpy(g) if g is not None else None for g in grads[:n]],
-                input_grads if multi else input_grads[0])
+        return (
+            to_numpy(y),
+            [to_numpy(g) if g is not None else None for g in grads[:n]],
+            input_grads if multi else input_grads[0],
+        )
 
     if BACKEND == "jax":
         import jax
@@ -255,8 +258,7 @@ def check_mixed_bfloat16(case):
     assert error < case.bf16_rtol, f"bf16 result differs from float32 by {error:.3g} (norm-wise)"
     _, grads, input_grad = loss_and_gradients(layer, x, training=case.training)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
-    assert all(g is None or np.all(np.isfinite(g))
-               for g in as_list(input_grad, case.input_shape))
+    assert all(g is None or np.all(np.isfinite(g)) for g in as_list(input_grad, case.input_shape))
 
 
 def check_fit_mixed_bfloat16(case):
@@ -264,15 +266,20 @@ def check_fit_mixed_bfloat16(case):
     inputs = symbolic_input(case.input_shape)
     layer = case.build_layer(dtype="mixed_bfloat16")
     features = layer(inputs)
-    pooling = {2: keras.layers.Identity,  # (batch, features) outputs: nothing to pool
-               3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
-               5: keras.layers.GlobalAveragePooling3D}[len(features.shape)]
+    pooling = {
+        2: keras.layers.Identity,  # (batch, features) outputs: nothing to pool
+        3: keras.layers.GlobalAveragePooling1D,
+        4: keras.layers.GlobalAveragePooling2D,
+        5: keras.layers.GlobalAveragePooling3D,
+    }[len(features.shape)]
     pooled = pooling(dtype="mixed_bfloat16")(features)
     logits = keras.layers.Dense(3, dtype="float32")(pooled)  # float32 logits and loss
     model = keras.Model(inputs, logits)
     randomize_weights(model)
-    model.compile(optimizer=keras.optimizers.SGD(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     x = random_input([(8, *s[1:]) for s in as_list(case.input_shape, case.input_shape)], seed=6)
     x = x if is_multi_input(case.input_shape) else x[0]
     y = np.arange(8) % 3
@@ -346,7 +353,9 @@ def check_invalid_arguments(case):
                 f"{kwargs} / {input_shape}: message {str(error)!r} does not match {pattern!r}"
             )
         else:
-            raise AssertionError(f"{kwargs} with input_shape={input_shape} did not raise ValueError")
+            raise AssertionError(
+                f"{kwargs} with input_shape={input_shape} did not raise ValueError"
+            )
 
 
 CHECKS = {

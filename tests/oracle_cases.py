@@ -11,7 +11,7 @@ because freshly initialised attention modules are (close to) identities.
 
 import dataclasses
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,8 +50,11 @@ def timm_run(case, seed=0):
     x = torch.randn((n, c, h, w), generator=generator)
     with torch.no_grad():
         y = module(x)
-    state = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
-             if v.is_floating_point()}
+    state = {
+        k: v.detach().numpy().copy()
+        for k, v in module.state_dict().items()
+        if v.is_floating_point()
+    }
     return {
         "input": x.permute(0, 2, 3, 1).numpy().copy(),
         "output": y.permute(0, 2, 3, 1).numpy().copy(),
@@ -71,7 +74,7 @@ def load_fixture(case):
         return {
             "input": npz["input"],
             "output": npz["output"],
-            "state": {k[len("state."):]: npz[k] for k in npz.files if k.startswith("state.")},
+            "state": {k[len("state.") :]: npz[k] for k in npz.files if k.startswith("state.")},
         }
 
 

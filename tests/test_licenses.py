@@ -14,15 +14,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _table():
     """{checkpoint: licence} from THIRD_PARTY_WEIGHTS.md's table rows."""
-    rows = re.findall(r"^\| (\w+) \| timm/(\S+) \| (\S+) \|$",
-                      (ROOT / "THIRD_PARTY_WEIGHTS.md").read_text(), flags=re.M)
+    rows = re.findall(
+        r"^\| (\w+) \| timm/(\S+) \| (\S+) \|$",
+        (ROOT / "THIRD_PARTY_WEIGHTS.md").read_text(),
+        flags=re.M,
+    )
     return {checkpoint: licence for _, checkpoint, licence in rows}
 
 
 def _timm_checkpoints():
-    return {entry.source.split("/", 1)[1]
-            for spec in registry.all_specs().values() for entry in spec.weights
-            if entry.source.startswith("timm/")}
+    return {
+        entry.source.split("/", 1)[1]
+        for spec in registry.all_specs().values()
+        for entry in spec.weights
+        if entry.source.startswith("timm/")
+    }
 
 
 def test_license_file_matches_the_metadata():

@@ -41,7 +41,9 @@ FIXTURES = ROOT / "tests" / "fixtures" / "zoo"
 # id -> (registered model the zoo builds it as, input size, classes, ByoModelCfg fields)
 TINY = {
     "byob_gc_tiny": (
-        "gcresnet50t", 48, 10,
+        "gcresnet50t",
+        48,
+        10,
         dict(
             blocks=(
                 ByoBlockCfg(type="bottle", d=1, c=32, s=1, br=0.25),
@@ -49,25 +51,46 @@ TINY = {
                 ByoBlockCfg(type="bottle", d=1, c=64, s=2, br=0.25),
                 ByoBlockCfg(type="bottle", d=1, c=64, s=2, br=0.25),
             ),
-            stem_chs=16, stem_type="tiered", stem_pool="", attn_layer="gca",
+            stem_chs=16,
+            stem_type="tiered",
+            stem_pool="",
+            attn_layer="gca",
         ),
     ),
     "byob_attn_tiny": (
-        "botnet26t_256", 64, 10,
+        "botnet26t_256",
+        64,
+        10,
         dict(
             blocks=(
                 ByoBlockCfg(type="bottle", d=1, c=32, s=1, gs=0, br=0.25),
-                interleave_blocks(types=("bottle", "self_attn"), d=2, c=64, s=2, gs=0,
-                                  br=0.25, self_attn_layer="halo",
-                                  self_attn_kwargs=dict(block_size=4, halo_size=1,
-                                                        num_heads=4)),
-                ByoBlockCfg(type="self_attn", d=1, c=64, s=2, gs=0, br=0.5,
-                            self_attn_layer="lambda",
-                            self_attn_kwargs=dict(r=5, num_heads=4, dim_head=8)),
+                interleave_blocks(
+                    types=("bottle", "self_attn"),
+                    d=2,
+                    c=64,
+                    s=2,
+                    gs=0,
+                    br=0.25,
+                    self_attn_layer="halo",
+                    self_attn_kwargs=dict(block_size=4, halo_size=1, num_heads=4),
+                ),
+                ByoBlockCfg(
+                    type="self_attn",
+                    d=1,
+                    c=64,
+                    s=2,
+                    gs=0,
+                    br=0.5,
+                    self_attn_layer="lambda",
+                    self_attn_kwargs=dict(r=5, num_heads=4, dim_head=8),
+                ),
                 ByoBlockCfg(type="self_attn", d=2, c=96, s=2, gs=0, br=0.25),
             ),
-            stem_chs=16, stem_type="tiered", stem_pool="maxpool",
-            self_attn_layer="bottleneck", self_attn_kwargs=dict(),
+            stem_chs=16,
+            stem_type="tiered",
+            stem_pool="maxpool",
+            self_attn_layer="bottleneck",
+            self_attn_kwargs=dict(),
         ),
     ),
 }
@@ -80,8 +103,10 @@ def timm_cfg(fields):
     def block(cfg):
         return byobnet.ByoBlockCfg(**dataclasses.asdict(cfg))
 
-    blocks = tuple(tuple(block(b) for b in stage) if isinstance(stage, tuple) else block(stage)
-                   for stage in fields["blocks"])
+    blocks = tuple(
+        tuple(block(b) for b in stage) if isinstance(stage, tuple) else block(stage)
+        for stage in fields["blocks"]
+    )
     return byobnet.ByoModelCfg(**dict(fields, blocks=blocks))
 
 
@@ -103,7 +128,7 @@ def randomise(model, seed):
                 value = torch.randn(shape, generator=generator) * 0.1
             else:
                 fan_in = int(np.prod(shape[1:]))
-                value = torch.randn(shape, generator=generator) * fan_in ** -0.5
+                value = torch.randn(shape, generator=generator) * fan_in**-0.5
             tensor.copy_(value)
     return model.eval()
 
@@ -118,8 +143,9 @@ def timm_tiny(fixture_id, seed=0):
 
 
 def float_state(model):
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items()
-            if v.is_floating_point()}
+    return {
+        k: v.detach().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()
+    }
 
 
 def main(selected=None):
@@ -134,8 +160,11 @@ def main(selected=None):
         with torch.no_grad():
             logits = model(images)
         save_file(float_state(model), str(FIXTURES / f"{fixture_id}.safetensors"))
-        np.savez_compressed(FIXTURES / f"{fixture_id}.npz",
-                            input=images.permute(0, 2, 3, 1).numpy(), logits=logits.numpy())
+        np.savez_compressed(
+            FIXTURES / f"{fixture_id}.npz",
+            input=images.permute(0, 2, 3, 1).numpy(),
+            logits=logits.numpy(),
+        )
         print("wrote", fixture_id)
 
 

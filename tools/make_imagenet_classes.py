@@ -19,8 +19,10 @@ TARGET = pathlib.Path(__file__).resolve().parents[1] / "zoo" / "data" / "imagene
 
 def main():
     synsets = (INFO / "imagenet_synsets.txt").read_text().split()
-    lemmas = dict(line.split("\t", 1)
-                  for line in (INFO / "imagenet_synset_to_lemma.txt").read_text().splitlines())
+    lemmas = dict(
+        line.split("\t", 1)
+        for line in (INFO / "imagenet_synset_to_lemma.txt").read_text().splitlines()
+    )
     classes = [[synset, lemmas[synset]] for synset in synsets]
     TARGET.write_text(json.dumps(classes, indent=0) + "\n")
     print(f"wrote {len(classes)} classes to {TARGET}")

@@ -29,10 +29,17 @@ sys.path.insert(0, str(ROOT))
 CASES = {
     "seresnet50": None,  # the registry's imagenet entry
     "lambda_resnet26t": None,
-    "center_non_square": dict(size=(96, 128), crop_pct=0.875, crop_mode="center",
-                              interpolation="bicubic"),
-    "squash": dict(size=(72, 60), crop_pct=0.9, crop_mode="squash", interpolation="bicubic",
-                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    "center_non_square": dict(
+        size=(96, 128), crop_pct=0.875, crop_mode="center", interpolation="bicubic"
+    ),
+    "squash": dict(
+        size=(72, 60),
+        crop_pct=0.9,
+        crop_mode="squash",
+        interpolation="bicubic",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
 }
 
 
@@ -41,6 +48,7 @@ def main():
     # isort: off
     import timm  # noqa: F401
     from timm.data import create_transform
+
     # isort: on
     import numpy as np
     import skimage.data
@@ -59,9 +67,13 @@ def main():
         else:
             preprocessing = ImagePreprocessing(**config)
         transform = create_transform(
-            input_size=(3, *preprocessing.size), crop_pct=preprocessing.crop_pct,
-            crop_mode=preprocessing.crop_mode, interpolation=preprocessing.interpolation,
-            mean=preprocessing.mean, std=preprocessing.std)
+            input_size=(3, *preprocessing.size),
+            crop_pct=preprocessing.crop_pct,
+            crop_mode=preprocessing.crop_mode,
+            interpolation=preprocessing.interpolation,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+        )
         with Image.open(io.BytesIO(jpeg)) as image:
             tensor = transform(image.convert("RGB")).permute(1, 2, 0).numpy()
         mean = np.asarray(preprocessing.mean, np.float32)

@@ -25,8 +25,9 @@ NUM_CLASSES = 10
 # pytorchcv's units per stage and their output widths; the zoo's `channels` are the
 # bottleneck widths (a quarter)
 UNITS = ((32, 32), (32,), (64, 64), (64,))
-TINY = dict(layers=tuple(len(stage) for stage in UNITS),
-            channels=tuple(stage[0] // 4 for stage in UNITS))
+TINY = dict(
+    layers=tuple(len(stage) for stage in UNITS), channels=tuple(stage[0] // 4 for stage in UNITS)
+)
 # pytorchcv model -> (its network class, the zoo's architecture for its weights)
 CASES = {
     "pytorchcv_cbam_tiny": ("cbam_resnet50", "CbamResNet"),
@@ -50,7 +51,7 @@ def randomize(net, seed=0):
                 value = torch.rand(tensor.shape, generator=generator) + 0.5
             elif name.endswith("weight"):
                 fan_in = tensor[0].numel()
-                value = torch.randn(tensor.shape, generator=generator) / fan_in ** 0.5
+                value = torch.randn(tensor.shape, generator=generator) / fan_in**0.5
             else:  # biases, running means
                 value = torch.randn(tensor.shape, generator=generator) * 0.2
             tensor.copy_(value)
@@ -64,9 +65,12 @@ def build_case(case_id):
     zoo_model, class_name = CASES[case_id]
     module = cbamresnet if class_name == "CbamResNet" else bamresnet
     torch.manual_seed(0)
-    net = getattr(module, class_name)(channels=[list(stage) for stage in UNITS],
-                                      init_block_channels=64, bottleneck=True,
-                                      num_classes=NUM_CLASSES)
+    net = getattr(module, class_name)(
+        channels=[list(stage) for stage in UNITS],
+        init_block_channels=64,
+        bottleneck=True,
+        num_classes=NUM_CLASSES,
+    )
     net = randomize(net)
     net.features.final_pool = torch.nn.AdaptiveAvgPool2d(1)
     return zoo_model, net
@@ -86,8 +90,9 @@ def main():
         torch.save(net.state_dict(), FIXTURES / f"{case_id}.pth")
         architecture = get_spec(zoo_model).weights_for("imagenet").architecture
         config = {"model": zoo_model, "kwargs": {**architecture, **TINY}}
-        np.savez(FIXTURES / f"{case_id}.npz", input=x, logits=logits,
-                 config=np.array(json.dumps(config)))
+        np.savez(
+            FIXTURES / f"{case_id}.npz", input=x, logits=logits, config=np.array(json.dumps(config))
+        )
         print(f"wrote {case_id} ({zoo_model}), logits scale {np.abs(logits).max():.3g}")
 
 

@@ -31,32 +31,61 @@ CASES = {
     "resnet_se_resnext_tiny": (
         "seresnext50_32x4d",
         dict(layers=(2, 1, 1, 1), channels=(4, 8, 16, 32), cardinality=2, base_width=32),
-        dict(block="bottleneck", layers=[2, 1, 1, 1], channels=(4, 8, 16, 32), cardinality=2,
-             base_width=32, block_args=dict(attn_layer="se")),
+        dict(
+            block="bottleneck",
+            layers=[2, 1, 1, 1],
+            channels=(4, 8, 16, 32),
+            cardinality=2,
+            base_width=32,
+            block_args=dict(attn_layer="se"),
+        ),
         (),
     ),
     # ECA-ResNet-D: deep stem, average-pool shortcuts
     "resnet_eca_d_tiny": (
         "ecaresnet50d",
         dict(layers=(1, 1, 2, 1), channels=(4, 8, 16, 32), stem_width=8),
-        dict(block="bottleneck", layers=[1, 1, 2, 1], channels=(4, 8, 16, 32), stem_width=8,
-             stem_type="deep", avg_down=True, block_args=dict(attn_layer="eca")),
+        dict(
+            block="bottleneck",
+            layers=[1, 1, 2, 1],
+            channels=(4, 8, 16, 32),
+            stem_width=8,
+            stem_type="deep",
+            avg_down=True,
+            block_args=dict(attn_layer="eca"),
+        ),
         (),
     ),
     # basic blocks, tiered stem, CBAM
     "resnet_basic_cbam_t_tiny": (
         "cbam_resnet50",
-        dict(block="basic", layers=(1, 1, 1, 1), channels=(8, 16, 16, 32), stem_width=8,
-             stem_type="deep_tiered", avg_down=True),
-        dict(block="basic", layers=[1, 1, 1, 1], channels=(8, 16, 16, 32), stem_width=8,
-             stem_type="deep_tiered", avg_down=True, block_args=dict(attn_layer="cbam")),
+        dict(
+            block="basic",
+            layers=(1, 1, 1, 1),
+            channels=(8, 16, 16, 32),
+            stem_width=8,
+            stem_type="deep_tiered",
+            avg_down=True,
+        ),
+        dict(
+            block="basic",
+            layers=[1, 1, 1, 1],
+            channels=(8, 16, 16, 32),
+            stem_width=8,
+            stem_type="deep_tiered",
+            avg_down=True,
+            block_args=dict(attn_layer="cbam"),
+        ),
         (),
     ),
     # non-local blocks after selected blocks (the nl_resnet50 layout)
     "resnet_nl_tiny": (
         "nl_resnet50",
-        dict(layers=(1, 2, 2, 1), channels=(4, 8, 16, 32),
-             attention_positions=[[2, 1], [3, 0], [3, 1]]),
+        dict(
+            layers=(1, 2, 2, 1),
+            channels=(4, 8, 16, 32),
+            attention_positions=[[2, 1], [3, 0], [3, 1]],
+        ),
         dict(block="bottleneck", layers=[1, 2, 2, 1], channels=(4, 8, 16, 32)),
         ((2, 1), (3, 0), (3, 1)),
     ),
@@ -82,7 +111,7 @@ def randomize(model, seed=0):
                 value = torch.rand(tensor.shape, generator=generator) + 0.5
             elif tensor.ndim > 1:
                 fan_in = tensor[0].numel()
-                value = torch.randn(tensor.shape, generator=generator) * fan_in ** -0.5
+                value = torch.randn(tensor.shape, generator=generator) * fan_in**-0.5
             elif name.endswith(("bn2.weight", "bn3.weight")):
                 value = torch.rand(tensor.shape, generator=generator) * 0.5 + 0.25
             elif name.endswith("weight"):
@@ -105,8 +134,7 @@ def add_after_blocks(model, positions, make_module, attr="nl"):
             def forward(self, x, _base=base):
                 return getattr(self, attr)(_base.forward(self, x))
 
-        channels = block.conv3.out_channels if hasattr(block, "conv3") else \
-            block.conv2.out_channels
+        channels = block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels
         block.add_module(attr, make_module(channels))
         block.__class__ = _WithModuleAfter
     return model
@@ -118,8 +146,7 @@ def timm_resnet(timm_kwargs, after_blocks=(), num_classes=1000):
     from timm.models import resnet
 
     kwargs = dict(timm_kwargs)
-    kwargs["block"] = {"basic": resnet.BasicBlock,
-                       "bottleneck": resnet.Bottleneck}[kwargs["block"]]
+    kwargs["block"] = {"basic": resnet.BasicBlock, "bottleneck": resnet.Bottleneck}[kwargs["block"]]
     model = resnet.ResNet(num_classes=num_classes, **kwargs)
     if after_blocks:
         add_after_blocks(model, after_blocks, NonLocalAttn)
@@ -127,8 +154,11 @@ def timm_resnet(timm_kwargs, after_blocks=(), num_classes=1000):
 
 
 def float_state(model):
-    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()
-            if v.is_floating_point()}
+    return {
+        k: v.detach().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
 
 
 def make_case(case_id, seed=0):
@@ -147,9 +177,12 @@ def make_case(case_id, seed=0):
     config = {"model": zoo_name, "num_classes": NUM_CLASSES, "body_kwargs": zoo_kwargs}
     import numpy as np
 
-    np.savez_compressed(FIXTURES / f"{case_id}.npz",
-                        input=x.permute(0, 2, 3, 1).numpy().copy(), logits=logits,
-                        config=np.array(json.dumps(config)))
+    np.savez_compressed(
+        FIXTURES / f"{case_id}.npz",
+        input=x.permute(0, 2, 3, 1).numpy().copy(),
+        logits=logits,
+        config=np.array(json.dumps(config)),
+    )
 
 
 def main(selected=None):

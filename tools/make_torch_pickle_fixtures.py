@@ -28,9 +28,11 @@ def fixture_state(xp):
         "fc.weight_t": matrix.t() if is_torch else matrix.T,
         "fc.bias": shared[3:7],
         "fc.bias_head": shared[:2],
-        "bn.num_batches_tracked": xp.asarray(7, dtype=xp.int64) if not is_torch
+        "bn.num_batches_tracked": xp.asarray(7, dtype=xp.int64)
+        if not is_torch
         else xp.tensor(7, dtype=xp.int64),
-        "half": (xp.arange(5, dtype=xp.float32) / 4).to(xp.float16) if is_torch
+        "half": (xp.arange(5, dtype=xp.float32) / 4).to(xp.float16)
+        if is_torch
         else (xp.arange(5, dtype=xp.float32) / 4).astype(xp.float16),
         "mask": xp.arange(4) % 2 == 0,
         "empty": xp.zeros((0, 3), dtype=xp.float32),

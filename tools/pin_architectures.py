@@ -16,7 +16,13 @@ import pathlib
 import zoo
 from zoo.models import architecture_summary
 
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "zoo" / "architectures.json"
+TARGET = (
+    pathlib.Path(__file__).resolve().parents[1]
+    / "tests"
+    / "fixtures"
+    / "zoo"
+    / "architectures.json"
+)
 
 
 def pinned_models():

@@ -81,8 +81,11 @@ def train(model, task, epochs, lr, batch_size=64, time_limit=None, average_last=
     start = time.time()
     total, count = None, 0
     model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=epochs * (4000 // batch_size + 1), alpha=0.05)),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(
+                lr, decay_steps=epochs * (4000 // batch_size + 1), alpha=0.05
+            )
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=keras.backend.backend() == "tensorflow",
@@ -96,13 +99,15 @@ def train(model, task, epochs, lr, batch_size=64, time_limit=None, average_last=
             count += 1
         last = epoch == epochs - 1 or (time_limit and time.time() - start > time_limit)
         if epoch % 5 == 4 or last:
-            log(f"  {model.name} {task} epoch {epoch + 1}/{epochs} loss "
+            log(
+                f"  {model.name} {task} epoch {epoch + 1}/{epochs} loss "
                 f"{hist.history['loss'][-1]:.4f} train acc {hist.history['accuracy'][-1]:.4f} "
-                f"({time.time() - start:.0f} s)", flush=True)
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
         if last:
             break
-    averaged = None if total is None else (
-        [(t / count).astype("float32") for t in total], count)
+    averaged = None if total is None else ([(t / count).astype("float32") for t in total], count)
     return epoch + 1, averaged
 
 
@@ -131,8 +136,9 @@ def stn_architecture(task, output_size=None):
     return kwargs
 
 
-def describe_recipe(model_name, epochs, lr, batch_size, architecture=None, dropout=0.0,
-                    reward="correct", seed=0):
+def describe_recipe(
+    model_name, epochs, lr, batch_size, architecture=None, dropout=0.0, reward="correct", seed=0
+):
     """One training stage in words, as the results table records it (`architecture`: the
     model's keyword arguments, `ram_architecture` / `stn_architecture`)."""
     recipe = f"{epochs} epochs, Adam lr {lr:g} cosine to 5%, batch {batch_size}"
@@ -174,55 +180,100 @@ def main():
     parser.add_argument("--ram-epochs", type=int, default=60)
     parser.add_argument("--stn-epochs", type=int, default=20)
     parser.add_argument("--cnn-epochs", type=int, default=15)
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="subset of runs, e.g. ram:translated_mnist mnist_cnn:rts_mnist")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="subset of runs, e.g. ram:translated_mnist mnist_cnn:rts_mnist",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write weights / table")
     parser.add_argument("--ram-lr", type=float, default=1e-3)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the CNNs")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ram-core", default=RAM_CONFIG["core"])
     parser.add_argument("--ram-std", type=float, default=RAM_CONFIG["location_std"])
-    parser.add_argument("--ram-glimpses", type=int, default=RAM_CONFIG["num_glimpses"],
-                        help="glimpses per image (weights are shared across glimpses, so --resume "
-                             "may change it)")
-    parser.add_argument("--ram-glimpse-network", default=None, choices=("dense", "conv"),
-                        help="RAM's glimpse network: pixels into a dense layer (the paper's) or "
-                             "3x3 convolutions first (default: the one the registry records for "
-                             "the task's shipped weights, else dense)")
-    parser.add_argument("--ram-dropout", type=float, default=0.0,
-                        help="dropout on RAM's glimpse vectors and classifier input (training)")
-    parser.add_argument("--ram-reward", default="correct", choices=("correct", "probability"),
-                        help="RAM's REINFORCE reward: right or wrong (the paper's), or the "
-                             "predicted probability of the true class")
-    parser.add_argument("--average-last", type=int, default=0,
-                        help="ship the mean of the weights after each of the last N epochs")
-    parser.add_argument("--stn-output-size", type=int, default=None,
-                        help="side of the square the ST-CNN's transformer resamples to (default: "
-                             "the registry's for the task's shipped weights, else 28)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="training seed: weight initialisation, shuffling, RAM's location "
-                             "sampling and dropout (the task samples do not change with it)")
-    parser.add_argument("--cnn-seeds", type=int, nargs="+", default=None,
-                        help="train the baseline CNN once per training seed; the table judges "
-                             "against the mean (default: one run, --seed)")
+    parser.add_argument(
+        "--ram-glimpses",
+        type=int,
+        default=RAM_CONFIG["num_glimpses"],
+        help="glimpses per image (weights are shared across glimpses, so --resume may change it)",
+    )
+    parser.add_argument(
+        "--ram-glimpse-network",
+        default=None,
+        choices=("dense", "conv"),
+        help="RAM's glimpse network: pixels into a dense layer (the paper's) or "
+        "3x3 convolutions first (default: the one the registry records for "
+        "the task's shipped weights, else dense)",
+    )
+    parser.add_argument(
+        "--ram-dropout",
+        type=float,
+        default=0.0,
+        help="dropout on RAM's glimpse vectors and classifier input (training)",
+    )
+    parser.add_argument(
+        "--ram-reward",
+        default="correct",
+        choices=("correct", "probability"),
+        help="RAM's REINFORCE reward: right or wrong (the paper's), or the "
+        "predicted probability of the true class",
+    )
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        help="ship the mean of the weights after each of the last N epochs",
+    )
+    parser.add_argument(
+        "--stn-output-size",
+        type=int,
+        default=None,
+        help="side of the square the ST-CNN's transformer resamples to (default: "
+        "the registry's for the task's shipped weights, else 28)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed: weight initialisation, shuffling, RAM's location "
+        "sampling and dropout (the task samples do not change with it)",
+    )
+    parser.add_argument(
+        "--cnn-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train the baseline CNN once per training seed; the table judges "
+        "against the mean (default: one run, --seed)",
+    )
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
-    parser.add_argument("--time-limit", type=float, default=None,
-                        help="stop each run's training after this many seconds")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue ram / stn_cnn from the weights already in --weights-dir")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop each run's training after this many seconds",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue ram / stn_cnn from the weights already in --weights-dir",
+    )
     args = parser.parse_args()
     if args.cnn_seeds and args.average_last:
         parser.error("--cnn-seeds trains plain runs; it does not combine with --average-last")
 
     runs = [
-        ("ram", "translated_mnist"), ("ram", "cluttered_mnist"), ("stn_cnn", "rts_mnist"),
-        ("mnist_cnn", "translated_mnist"), ("mnist_cnn", "cluttered_mnist"),
+        ("ram", "translated_mnist"),
+        ("ram", "cluttered_mnist"),
+        ("stn_cnn", "rts_mnist"),
+        ("mnist_cnn", "translated_mnist"),
+        ("mnist_cnn", "cluttered_mnist"),
         ("mnist_cnn", "rts_mnist"),
     ]
     if args.only:
         # measured, not shipped: only when asked for
-        runs = [r for r in runs + [("stn_cnn", "cluttered_mnist")]
-                if f"{r[0]}:{r[1]}" in args.only]
+        runs = [r for r in runs + [("stn_cnn", "cluttered_mnist")] if f"{r[0]}:{r[1]}" in args.only]
     weights_dir = pathlib.Path(args.weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     train_kwargs = {"dropout": args.ram_dropout} if args.ram_dropout else {}
@@ -240,11 +291,21 @@ def main():
         start = time.time()
         architecture = None
         if model_name == "ram":
-            architecture = ram_architecture(task, args.ram_glimpse_network, core=args.ram_core,
-                                            location_std=args.ram_std,
-                                            num_glimpses=args.ram_glimpses)
-            model = build_ram(input_shape, 10, classifier_activation=None, seed=seed,
-                              **architecture, **train_kwargs)
+            architecture = ram_architecture(
+                task,
+                args.ram_glimpse_network,
+                core=args.ram_core,
+                location_std=args.ram_std,
+                num_glimpses=args.ram_glimpses,
+            )
+            model = build_ram(
+                input_shape,
+                10,
+                classifier_activation=None,
+                seed=seed,
+                **architecture,
+                **train_kwargs,
+            )
             epochs, lr = args.ram_epochs, args.ram_lr
         elif model_name == "stn_cnn":
             architecture = stn_architecture(task, args.stn_output_size)
@@ -258,29 +319,43 @@ def main():
         if args.resume and model_name != "mnist_cnn" and path.exists():
             model.load_weights(path)
             previous = results.get((model_name, task), previous)
-        epochs, averaged = train(model, task, epochs, lr, args.batch_size, args.time_limit,
-                                 args.average_last)
+        epochs, averaged = train(
+            model, task, epochs, lr, args.batch_size, args.time_limit, args.average_last
+        )
         seconds = time.time() - start
-        recipe = describe_recipe(model_name, epochs, lr, args.batch_size, architecture,
-                                 args.ram_dropout, args.ram_reward, seed)
+        recipe = describe_recipe(
+            model_name,
+            epochs,
+            lr,
+            args.batch_size,
+            architecture,
+            args.ram_dropout,
+            args.ram_reward,
+            seed,
+        )
         last_weights_error = None
         if averaged is not None:
             recipe += f", weights averaged over the last {averaged[1]} epochs"
             if model_name == "ram":
-                last_weights_error = [evaluate_ram(model, task, MC_SAMPLES, seed)
-                                      for seed in SPREAD_SEEDS]
+                last_weights_error = [
+                    evaluate_ram(model, task, MC_SAMPLES, seed) for seed in SPREAD_SEEDS
+                ]
             else:
                 last_weights_error = evaluate_plain(model, task)
             model.set_weights(averaged[0])
         if keras.backend.backend() != "tensorflow":
             recipe += f" ({keras.backend.backend()} backend)"
-        entry = {"epochs": previous["epochs"] + epochs, "seconds": previous["seconds"] + seconds,
-                 "params": model.count_params(),
-                 "recipe": "; then ".join(r for r in (previous.get("recipe"), recipe) if r)}
+        entry = {
+            "epochs": previous["epochs"] + epochs,
+            "seconds": previous["seconds"] + seconds,
+            "params": model.count_params(),
+            "recipe": "; then ".join(r for r in (previous.get("recipe"), recipe) if r),
+        }
         if model_name == "ram":
             entry["error_greedy"] = evaluate_ram(model, task, 0)
-            entry["error_by_sampler_seed"] = [evaluate_ram(model, task, MC_SAMPLES, seed)
-                                              for seed in SPREAD_SEEDS]
+            entry["error_by_sampler_seed"] = [
+                evaluate_ram(model, task, MC_SAMPLES, seed) for seed in SPREAD_SEEDS
+            ]
             entry["error"] = entry["error_by_sampler_seed"][SPREAD_SEEDS.index(EVAL_SEED)]
         else:
             entry["error"] = evaluate_plain(model, task)
@@ -350,8 +425,11 @@ def _baseline_words(entry):
     if not by_seed:
         return f"{100 * entry['error']:.2f}%"
     seeds = ", ".join(map(str, entry["training_seeds"]))
-    return (f"{100 * baseline_error(entry):.2f}% (training seeds {seeds}: "
-            + " / ".join(f"{100 * e:.2f}%" for e in by_seed) + ")")
+    return (
+        f"{100 * baseline_error(entry):.2f}% (training seeds {seeds}: "
+        + " / ".join(f"{100 * e:.2f}%" for e in by_seed)
+        + ")"
+    )
 
 
 def write_table(results, total):
@@ -381,18 +459,25 @@ def write_table(results, total):
         err = f"{100 * entry['error']:.2f}%"
         notes = []
         if "error_by_sampler_seed" in entry:
-            notes.append(f"sampler seeds {', '.join(map(str, SPREAD_SEEDS))}: " + " / ".join(
-                f"{100 * e:.2f}%" for e in entry["error_by_sampler_seed"]))
+            notes.append(
+                f"sampler seeds {', '.join(map(str, SPREAD_SEEDS))}: "
+                + " / ".join(f"{100 * e:.2f}%" for e in entry["error_by_sampler_seed"])
+            )
         if "error_greedy" in entry:
             notes.append(f"greedy {100 * entry['error_greedy']:.2f}%")
         unaveraged = entry.get("error_without_averaging")
         if unaveraged is not None:
-            notes.append("last weights before averaging " + " / ".join(
-                f"{100 * e:.2f}%" for e in np.atleast_1d(unaveraged)))
+            notes.append(
+                "last weights before averaging "
+                + " / ".join(f"{100 * e:.2f}%" for e in np.atleast_1d(unaveraged))
+            )
         if notes:
             err += f" ({'; '.join(notes)})"
-        base_err = "-" if base is None else (
-            f"{_baseline_words(base)} ({base['params']:,} params; {base['recipe']})")
+        base_err = (
+            "-"
+            if base is None
+            else (f"{_baseline_words(base)} ({base['params']:,} params; {base['recipe']})")
+        )
         lines.append(
             f"| {model_name} | {task} | {entry['params']:,} | {entry['recipe']} | {err} | "
             f"{base_err} | {PAPER.get((model_name, task), '-')} | {entry['seconds']:.0f} s |"
@@ -407,18 +492,25 @@ def write_table(results, total):
             base_error = baseline_error(base)
             said = f"{100 * error:.2f}%" + (" averaged over the sampler seeds" if spread else "")
             base_said = f"{100 * base_error:.2f}%" + (
-                " averaged over its training seeds" if "error_by_training_seed" in base else "")
+                " averaged over its training seeds" if "error_by_training_seed" in base else ""
+            )
             noise = standard_error(base_error)
             if abs(error - base_error) < noise:
-                lines.append(f"- {model_name} on {task} is level with the plain CNN baseline "
-                             f"({said} vs {base_said}: closer than the test error's standard "
-                             f"error, {100 * noise:.2f} points).")
+                lines.append(
+                    f"- {model_name} on {task} is level with the plain CNN baseline "
+                    f"({said} vs {base_said}: closer than the test error's standard "
+                    f"error, {100 * noise:.2f} points)."
+                )
                 continue
             verdict = "beats" if error < base_error else "does NOT beat"
-            lines.append(f"- {model_name} on {task} {verdict} the plain CNN baseline "
-                         f"({said} vs {base_said}).")
-    lines.append("- With 1,000 test digits an error rate of 3-5% has a standard error of about 0.6 "
-                 "points (sqrt(p(1 - p) / 1000)): smaller differences are within sampling noise.")
+            lines.append(
+                f"- {model_name} on {task} {verdict} the plain CNN baseline "
+                f"({said} vs {base_said})."
+            )
+    lines.append(
+        "- With 1,000 test digits an error rate of 3-5% has a standard error of about 0.6 "
+        "points (sqrt(p(1 - p) / 1000)): smaller differences are within sampling noise."
+    )
     for (model_name, task), entry in results.items():
         for earlier in entry.get("earlier", ()):
             lines.append(f"- {model_name} on {task}, an earlier run: {earlier}.")

@@ -11,61 +11,105 @@ _TIMM_LAYOUT = "; timm resnet.py layout and names"
 
 
 def _resnet(name, timm_name=None, **kwargs):
-    register_model(name, body=f"zoo.backbones.resnet:{name}", timm_name=timm_name,
-                   family="resnet", weights=imagenet_weights(name), **kwargs)
+    register_model(
+        name,
+        body=f"zoo.backbones.resnet:{name}",
+        timm_name=timm_name,
+        family="resnet",
+        weights=imagenet_weights(name),
+        **kwargs,
+    )
 
 
-_resnet("resnet50", timm_name="resnet50",
-        description="ResNet-50 (He et al. 2016), 7x7 stem, torchvision/timm v1.5 (stride in 3x3)")
-_resnet("seresnet50", timm_name="seresnet50",
-        description="SE-ResNet-50 (Hu et al. 2018): SE after bn3 in every bottleneck"
-                    + _TIMM_LAYOUT)
-_resnet("seresnext50_32x4d", timm_name="seresnext50_32x4d",
-        description="SE-ResNeXt-50 32x4d: 32 groups of width 4, SE in every bottleneck"
-                    + _TIMM_LAYOUT)
-_resnet("ecaresnet50d", timm_name="ecaresnet50d",
-        description="ECA-ResNet-50-D (Wang et al. 2020): deep 32-wide stem, average-pool "
-                    "shortcuts, ECA in every bottleneck" + _TIMM_LAYOUT)
-_resnet("cbam_resnet50",
-        description="CBAM-ResNet-50 (Woo et al. 2018): CBAM after bn3 in every bottleneck, "
-                    "timm CbamModule settings (timm ResNet with attn_layer='cbam')")
-_resnet("bam_resnet50",
-        description="BAM-ResNet-50 (Park et al. 2018): BAM on the outputs of stages 1-3 "
-                    "(bam1..bam3), official-code BAM (product of branches)")
-_resnet("nl_resnet50",
-        description="Non-local ResNet-50 (Wang et al. 2018): 5 timm NonLocalAttn blocks after "
-                    "blocks 1, 3 of stage 2 and 1, 3, 5 of stage 3 (layer{s}-{b}-nl)")
-_resnet("aa_resnet50",
-        dynamic_size="relative position tables of the attention-augmented convolutions are "
-                     "sized for the input resolution",
-        description="AA-ResNet-50 (Bello et al. 2019): attention-augmented 3x3 convolutions in "
-                    "stages 2-4, dk = 0.2 F_out, dv = 0.1 F_out (multiples of 8), 8 heads")
-_resnet("cgnl_resnet50",
-        description="CGNL-ResNet-50 (Yue et al. 2018): one CGNL block (dot kernel, 8 groups) "
-                    "before the last block of stage 3 (layer3-4-cgnl)")
+_resnet(
+    "resnet50",
+    timm_name="resnet50",
+    description="ResNet-50 (He et al. 2016), 7x7 stem, torchvision/timm v1.5 (stride in 3x3)",
+)
+_resnet(
+    "seresnet50",
+    timm_name="seresnet50",
+    description="SE-ResNet-50 (Hu et al. 2018): SE after bn3 in every bottleneck" + _TIMM_LAYOUT,
+)
+_resnet(
+    "seresnext50_32x4d",
+    timm_name="seresnext50_32x4d",
+    description="SE-ResNeXt-50 32x4d: 32 groups of width 4, SE in every bottleneck" + _TIMM_LAYOUT,
+)
+_resnet(
+    "ecaresnet50d",
+    timm_name="ecaresnet50d",
+    description="ECA-ResNet-50-D (Wang et al. 2020): deep 32-wide stem, average-pool "
+    "shortcuts, ECA in every bottleneck" + _TIMM_LAYOUT,
+)
+_resnet(
+    "cbam_resnet50",
+    description="CBAM-ResNet-50 (Woo et al. 2018): CBAM after bn3 in every bottleneck, "
+    "timm CbamModule settings (timm ResNet with attn_layer='cbam')",
+)
+_resnet(
+    "bam_resnet50",
+    description="BAM-ResNet-50 (Park et al. 2018): BAM on the outputs of stages 1-3 "
+    "(bam1..bam3), official-code BAM (product of branches)",
+)
+_resnet(
+    "nl_resnet50",
+    description="Non-local ResNet-50 (Wang et al. 2018): 5 timm NonLocalAttn blocks after "
+    "blocks 1, 3 of stage 2 and 1, 3, 5 of stage 3 (layer{s}-{b}-nl)",
+)
+_resnet(
+    "aa_resnet50",
+    dynamic_size="relative position tables of the attention-augmented convolutions are "
+    "sized for the input resolution",
+    description="AA-ResNet-50 (Bello et al. 2019): attention-augmented 3x3 convolutions in "
+    "stages 2-4, dk = 0.2 F_out, dv = 0.1 F_out (multiples of 8), 8 heads",
+)
+_resnet(
+    "cgnl_resnet50",
+    description="CGNL-ResNet-50 (Yue et al. 2018): one CGNL block (dot kernel, 8 groups) "
+    "before the last block of stage 3 (layer3-4-cgnl)",
+)
 
 
 def _byob(name, **kwargs):
-    register_model(name, body=f"zoo.backbones.byob:{name}", timm_name=name, family="byob",
-                   classifier_name="head-fc", default_input_shape=(256, 256, 3),
-                   weights=imagenet_weights(name), **kwargs)
+    register_model(
+        name,
+        body=f"zoo.backbones.byob:{name}",
+        timm_name=name,
+        family="byob",
+        classifier_name="head-fc",
+        default_input_shape=(256, 256, 3),
+        weights=imagenet_weights(name),
+        **kwargs,
+    )
 
 
-_byob("gcresnet50t", dynamic_size=True,
-      description="ResNet-50-T (tiered 3-conv stem, no stem pool) with additive Global "
-                  "Context attention in every bottleneck (timm byobnet)")
-_byob("botnet26t_256",
-      dynamic_size="BottleneckAttention's relative position tables are sized for the feature "
-                   "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
-                   "whose tables the converter interpolates",
-      description="Bottleneck Transformer, ResNet-26-T with BoT multi-head self-attention in "
-                  "the last 3 blocks (timm byoanet)")
-_byob("halonet26t", dynamic_size=True,
-      description="HaloNet, ResNet-26-T with halo attention (8x8 blocks, halo 2) in the last 3 "
-                  "blocks; height and width must be multiples of 256 (timm byoanet)")
-_byob("lambda_resnet26t", dynamic_size=True,
-      description="Lambda-ResNet-26-T, lambda layers with 9x9 local position lambdas in the "
-                  "last 3 blocks (timm byoanet)")
+_byob(
+    "gcresnet50t",
+    dynamic_size=True,
+    description="ResNet-50-T (tiered 3-conv stem, no stem pool) with additive Global "
+    "Context attention in every bottleneck (timm byobnet)",
+)
+_byob(
+    "botnet26t_256",
+    dynamic_size="BottleneckAttention's relative position tables are sized for the feature "
+    "maps of stages 3 and 4 (input / 16 and / 32); other sizes build a new model "
+    "whose tables the converter interpolates",
+    description="Bottleneck Transformer, ResNet-26-T with BoT multi-head self-attention in "
+    "the last 3 blocks (timm byoanet)",
+)
+_byob(
+    "halonet26t",
+    dynamic_size=True,
+    description="HaloNet, ResNet-26-T with halo attention (8x8 blocks, halo 2) in the last 3 "
+    "blocks; height and width must be multiples of 256 (timm byoanet)",
+)
+_byob(
+    "lambda_resnet26t",
+    dynamic_size=True,
+    description="Lambda-ResNet-26-T, lambda layers with 9x9 local position lambdas in the "
+    "last 3 blocks (timm byoanet)",
+)
 
 _RESIDUAL_ATTENTION = (
     "Residual Attention Network {name} (Wang et al., CVPR 2017), structure from the official "
@@ -75,14 +119,16 @@ _RESIDUAL_ATTENTION = (
     "official Caffe models were never released, and no other checkpoint exists in a format "
     "the zoo converts."
 )
-for _name, _label, _modules, _mask in (("residual_attention_56", "Attention-56", "1, 1, 1",
-                                        "sigmoid"),
-                                       ("residual_attention_92", "Attention-92", "1, 2, 3",
-                                        "tanh")):
-    register_model(_name, body=f"zoo.backbones.residual_attention:{_name}",
-                   family="residual_attention",
-                   description=_RESIDUAL_ATTENTION.format(name=_label, modules=_modules,
-                                                          mask=_mask))
+for _name, _label, _modules, _mask in (
+    ("residual_attention_56", "Attention-56", "1, 1, 1", "sigmoid"),
+    ("residual_attention_92", "Attention-92", "1, 2, 3", "tanh"),
+):
+    register_model(
+        _name,
+        body=f"zoo.backbones.residual_attention:{_name}",
+        family="residual_attention",
+        description=_RESIDUAL_ATTENTION.format(name=_label, modules=_modules, mask=_mask),
+    )
 
 _SAN = (
     "SAN10 with {kind} self-attention (Zhao et al., CVPR 2020), structure from the official "
@@ -90,8 +136,12 @@ _SAN = (
     "(Google Drive) have no converter here."
 )
 for _kind in ("pairwise", "patchwise"):
-    register_model(f"san10_{_kind}", body=f"zoo.backbones.san:san10_{_kind}", family="san",
-                   description=_SAN.format(kind=_kind))
+    register_model(
+        f"san10_{_kind}",
+        body=f"zoo.backbones.san:san10_{_kind}",
+        family="san",
+        description=_SAN.format(kind=_kind),
+    )
 
 _HERE = "tools/train_mnist_models.py (benchmarks/results/mnist_models.md)"
 _PAPER = "Mnih et al. 2014, trained on 60,000 digits"
@@ -106,7 +156,8 @@ RAM_RESULTS = {
         "test_error_sampler_seed_1": Measurement(2.80, "%", "test error, sampler seed 1", _HERE),
         "test_error_sampler_seed_2": Measurement(2.40, "%", "test error, sampler seed 2", _HERE),
         "cnn_baseline_test_error": Measurement(
-            1.80, "%", "plain CNN trained on the same digits, 60 epochs", _HERE),
+            1.80, "%", "plain CNN trained on the same digits, 60 epochs", _HERE
+        ),
         "paper_test_error": Measurement(1.84, "%", "8 glimpses (1.86% with 6)", _PAPER),
     },
     "cluttered_mnist": {
@@ -115,8 +166,12 @@ RAM_RESULTS = {
         "test_error_sampler_seed_1": Measurement(3.10, "%", "test error, sampler seed 1", _HERE),
         "test_error_sampler_seed_2": Measurement(3.50, "%", "test error, sampler seed 2", _HERE),
         "cnn_baseline_test_error": Measurement(
-            3.40, "%", "plain CNN trained on the same digits, 150 epochs, mean of training "
-            "seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%)", _HERE),
+            3.40,
+            "%",
+            "plain CNN trained on the same digits, 150 epochs, mean of training "
+            "seeds 0-3 (3.00 / 3.80 / 3.70 / 3.10%)",
+            _HERE,
+        ),
         "paper_test_error": Measurement(5.23, "%", "8 glimpses (Table 2)", _PAPER),
     },
 }
@@ -124,9 +179,11 @@ RAM_RESULTS = {
 
 def _ram_metric(tag):
     results = RAM_RESULTS[tag]
-    return (f"test error {results['test_error'].value:.2f}% ({RAM_MC_SAMPLES} Monte-Carlo "
-            f"location sequences; greedy {results['test_error_greedy'].value:.2f}%) on "
-            f"{_HELD_OUT} (zoo.catalog.RAM_RESULTS)")
+    return (
+        f"test error {results['test_error'].value:.2f}% ({RAM_MC_SAMPLES} Monte-Carlo "
+        f"location sequences; greedy {results['test_error_greedy'].value:.2f}%) on "
+        f"{_HELD_OUT} (zoo.catalog.RAM_RESULTS)"
+    )
 
 
 RAM_WEIGHTS = (
@@ -138,8 +195,8 @@ RAM_WEIGHTS = (
         input_size=(60, 60),
         num_classes=10,
         trained_on="4,000 digits of zoo.datasets.mnist_subset as translated MNIST 60x60, "
-                   "1,700 epochs from scratch (tools/train_mnist_models.py "
-                   "--ram-glimpse-network conv)",
+        "1,700 epochs from scratch (tools/train_mnist_models.py "
+        "--ram-glimpse-network conv)",
         metric=_ram_metric("translated_mnist"),
         source="trained here",
         architecture={"glimpse_network": "conv"},
@@ -152,8 +209,8 @@ RAM_WEIGHTS = (
         input_size=(60, 60),
         num_classes=10,
         trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 60x60 (4 "
-                   "pieces of 8x8), 700 + 1,300 + 750 epochs from scratch "
-                   "(tools/train_mnist_models.py --ram-glimpse-network conv --resume)",
+        "pieces of 8x8), 700 + 1,300 + 750 epochs from scratch "
+        "(tools/train_mnist_models.py --ram-glimpse-network conv --resume)",
         metric=_ram_metric("cluttered_mnist"),
         source="trained here",
         architecture={"glimpse_network": "conv"},
@@ -171,7 +228,7 @@ register_model(
     std=(1.0,),
     dynamic_size=True,
     description="Recurrent attention model (Mnih et al. 2014): glimpse sensor, rectifier RNN "
-                "core, Gaussian location policy trained by REINFORCE with baseline.",
+    "core, Gaussian location policy trained by REINFORCE with baseline.",
     weights=RAM_WEIGHTS,
 )
 
@@ -184,12 +241,12 @@ STN_WEIGHTS = (
         input_size=(42, 42),
         num_classes=10,
         trained_on="4,000 digits of zoo.datasets.mnist_subset as rts_mnist (rotation ±90°, "
-                   "scale 0.7-1.2, 42x42; fresh transforms every epoch, task seeds 1-60); "
-                   "60 epochs, Adam lr 1e-3 cosine to 5%, batch 64 (tools/train_mnist_models.py, "
-                   "run with KERAS_BACKEND=torch on an H200)",
+        "scale 0.7-1.2, 42x42; fresh transforms every epoch, task seeds 1-60); "
+        "60 epochs, Adam lr 1e-3 cosine to 5%, batch 64 (tools/train_mnist_models.py, "
+        "run with KERAS_BACKEND=torch on an H200)",
         metric="test error 5.50% on the 1,000 held-out digits (rts_mnist seed 0, TensorFlow, "
-               "CPU); the same CNN without the transformer, trained the same way: 6.40%; "
-               "paper (Jaderberg et al. 2015, Table 1): RTS with ±45° on 60k digits",
+        "CPU); the same CNN without the transformer, trained the same way: 6.40%; "
+        "paper (Jaderberg et al. 2015, Table 1): RTS with ±45° on 60k digits",
         source="trained here",
     ),
 )
@@ -205,6 +262,6 @@ register_model(
     std=(1.0,),
     dynamic_size="the localisation network flattens a feature map of fixed size",
     description="Spatial transformer network (Jaderberg et al. 2015): affine transformer "
-                "with the paper's MNIST localisation network, then a small CNN.",
+    "with the paper's MNIST localisation network, then a small CNN.",
     weights=STN_WEIGHTS,
 )

@@ -50,12 +50,14 @@ def _demo(args):
     name, tag = "stn_cnn", "rts_mnist"
     model = zoo.load(name, weights=tag)
     entry = zoo.model_info(name).weights_for(tag)
-    print(f"loaded the shipped {name} weights {tag!r} (sha256 {entry.sha256[:12]}...): "
-          f"{entry.metric}")
+    print(
+        f"loaded the shipped {name} weights {tag!r} (sha256 {entry.sha256[:12]}...): {entry.metric}"
+    )
     images, labels, _ = rts_mnist("test", seed=0)
-    pixels = np.round(images[:args.count] * 255.0).astype("uint8")
-    return _export_serve_and_query(model, pathlib.Path(args.output_dir) / "models", name,
-                                   pixels, labels[:args.count])
+    pixels = np.round(images[: args.count] * 255.0).astype("uint8")
+    return _export_serve_and_query(
+        model, pathlib.Path(args.output_dir) / "models", name, pixels, labels[: args.count]
+    )
 
 
 def _train_demo(args):
@@ -68,15 +70,22 @@ def _train_demo(args):
         f"({result['backend']} backend, {result['train_seconds']:.1f} s): "
         f"test accuracy {result['accuracy']:.4f} on {result['test_size']} held-out digits"
     )
-    print(f"attention map (cbam2 spatial gate over test digits) written to {result['png'].resolve()}")
+    print(
+        f"attention map (cbam2 spatial gate over test digits) written to {result['png'].resolve()}"
+    )
     if args.no_serve:
         return 0
     import numpy as np
 
     images, labels = mnist_subset("test")
-    pixels = np.round(images[:args.count] * 255.0).astype("uint8")
-    return _export_serve_and_query(result["model"], pathlib.Path(args.output_dir) / "models",
-                                   "cbam_cnn", pixels, labels[:args.count])
+    pixels = np.round(images[: args.count] * 255.0).astype("uint8")
+    return _export_serve_and_query(
+        result["model"],
+        pathlib.Path(args.output_dir) / "models",
+        "cbam_cnn",
+        pixels,
+        labels[: args.count],
+    )
 
 
 def _png_bytes(image):
@@ -100,15 +109,20 @@ def _export_serve_and_query(model, base_path, name, pixels, labels):
 
     batch = pixels.astype("float32") / 255.0
     # one warmup record: TF Serving (and the embedded server) replay it before serving
-    version_dir = serving.export(model, str(base_path), name, image_signature=True,
-                                 warmup_requests=[batch[:1]])
+    version_dir = serving.export(
+        model, str(base_path), name, image_signature=True, warmup_requests=[batch[:1]]
+    )
     print(f"exported SavedModel to {pathlib.Path(version_dir).resolve()} (with a warmup record)")
     model_path = str(pathlib.Path(base_path, name).resolve())
     pngs = np.array([_png_bytes(image) for image in pixels], dtype=object)
-    server = serving.Server(single_model_config(name, model_path), rest_api_port=0, port=0,
-                            host="127.0.0.1")
+    server = serving.Server(
+        single_model_config(name, model_path), rest_api_port=0, port=0, host="127.0.0.1"
+    )
     with server:
-        rest_url, grpc_target = f"http://127.0.0.1:{server.rest_api_port}", f"127.0.0.1:{server.port}"
+        rest_url, grpc_target = (
+            f"http://127.0.0.1:{server.rest_api_port}",
+            f"127.0.0.1:{server.port}",
+        )
         with serving.Client(rest=rest_url) as rest, serving.Client(grpc=grpc_target) as grpc:
             by_rest = next(iter(rest.predict(name, batch).values()))
             by_grpc = next(iter(grpc.predict(name, batch).values()))
@@ -129,8 +143,10 @@ def _export_serve_and_query(model, base_path, name, pixels, labels):
     print(f"  {_console_script()} serve --model_name {name} --model_base_path {model_path}")
     print(f"  curl -d @{request.resolve()} localhost:8501/v1/models/{name}:predict")
     print("or with the real TF Serving (serving/deploy/ has docker-compose and Kubernetes files):")
-    print(f"  docker run -p 8500:8500 -p 8501:8501 -v {model_path}:/models/{name} "
-          f"-e MODEL_NAME={name} tensorflow/serving")
+    print(
+        f"  docker run -p 8500:8500 -p 8501:8501 -v {model_path}:/models/{name} "
+        f"-e MODEL_NAME={name} tensorflow/serving"
+    )
     return 0
 
 
@@ -154,20 +170,26 @@ def _info(args):
 
     spec = registry.get_spec(args.name)
     print(f"{spec.name}: {spec.description}")
-    print(f"  family {spec.family}; input {spec.default_input_shape}; classes {spec.num_classes}; "
-          f"timm counterpart: {spec.timm_name or 'none'}")
+    print(
+        f"  family {spec.family}; input {spec.default_input_shape}; classes {spec.num_classes}; "
+        f"timm counterpart: {spec.timm_name or 'none'}"
+    )
     if spec.dynamic_size is not True:
         print(f"  fixed input size: {spec.dynamic_size}")
     for entry in spec.weights:
         default = " (default for predict / export)" if entry.tag == spec.default_weights else ""
         print(f"  weights {entry.tag!r}{default}: {entry.source or entry.url}")
-        digests = "; ".join(f"{algorithm} {value}" for algorithm, value in
-                            (("sha256", entry.sha256), ("sha1", entry.sha1)) if value)
-        print(f"    url {entry.url}; {digests or 'sha256 not recorded'}; "
-              f"input {entry.input_size}")
+        digests = "; ".join(
+            f"{algorithm} {value}"
+            for algorithm, value in (("sha256", entry.sha256), ("sha1", entry.sha1))
+            if value
+        )
+        print(f"    url {entry.url}; {digests or 'sha256 not recorded'}; input {entry.input_size}")
         if entry.architecture:
-            print("    architecture: " + ", ".join(
-                f"{key}={value!r}" for key, value in entry.architecture.items()))
+            print(
+                "    architecture: "
+                + ", ".join(f"{key}={value!r}" for key, value in entry.architecture.items())
+            )
         print(f"    trained on: {entry.trained_on}")
         print(f"    metric: {entry.metric}")
     if not spec.weights:
@@ -182,8 +204,10 @@ def _print_top(paths, scores, num_classes, top):
         from zoo import decode_predictions
 
         for path, row in zip(paths, decode_predictions(scores, top=top)):
-            print(f"{path}: " + ", ".join(f"{label} ({synset}) {score:.3f}"
-                                          for synset, label, score in row))
+            print(
+                f"{path}: "
+                + ", ".join(f"{label} ({synset}) {score:.3f}" for synset, label, score in row)
+            )
         return
     for path, row in zip(paths, scores):
         best = np.argsort(-row)[:top]
@@ -198,7 +222,8 @@ def _weights_choice(spec, weights):
             raise UsageError(
                 f"{spec.name} has no pretrained weights; pass --weights FILE (a "
                 f".keras, .weights.h5 or .safetensors file, e.g. what `train` wrote) or "
-                f"--weights none for random weights")
+                f"--weights none for random weights"
+            )
         return spec.default_weights
     if weights.lower() == "none":
         return None
@@ -206,7 +231,8 @@ def _weights_choice(spec, weights):
         tags = ", ".join(entry.tag for entry in spec.weights)
         raise UsageError(
             f"--weights {weights!r} is neither a file nor a weights tag of "
-            f"{spec.name}" + (f" ({tags})" if tags else "") + "; or --weights none")
+            f"{spec.name}" + (f" ({tags})" if tags else "") + "; or --weights none"
+        )
     return weights
 
 
@@ -293,9 +319,14 @@ def _predict(args):
     # eager calls in batches: a handful of images does not pay for tracing a graph
     import keras
 
-    scores = _probabilities(np.concatenate([
-        keras.ops.convert_to_numpy(model(inputs[start:start + 32], training=False))
-        for start in range(0, len(inputs), 32)]))
+    scores = _probabilities(
+        np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model(inputs[start : start + 32], training=False))
+                for start in range(0, len(inputs), 32)
+            ]
+        )
+    )
     _print_top(args.images, scores, scores.shape[-1], args.top)
     return 0
 
@@ -308,15 +339,25 @@ def _export(args):
     if not args.no_image_signature:
         import numpy as np
 
-        scores = np.asarray(model.predict(np.zeros((1, *model.inputs[0].shape[1:]), "float32"),
-                                          verbose=0))
+        scores = np.asarray(
+            model.predict(np.zeros((1, *model.inputs[0].shape[1:]), "float32"), verbose=0)
+        )
         # the image signature decodes with the model's preprocessing (timm's eval transform)
-        image_signature = {"decode": preprocessing.decode_tf,
-                           "softmax": not np.allclose(_probabilities(scores), scores, atol=1e-6)}
-    version_dir = serving.export(model, args.base_path, args.serving_name or args.name,
-                                 version=args.version, image_signature=image_signature)
-    print(f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
-          + ("" if image_signature else " (serving_default only)"))
+        image_signature = {
+            "decode": preprocessing.decode_tf,
+            "softmax": not np.allclose(_probabilities(scores), scores, atol=1e-6),
+        }
+    version_dir = serving.export(
+        model,
+        args.base_path,
+        args.serving_name or args.name,
+        version=args.version,
+        image_signature=image_signature,
+    )
+    print(
+        f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
+        + ("" if image_signature else " (serving_default only)")
+    )
     return 0
 
 
@@ -331,11 +372,13 @@ def _query(args):
         _start_tensorflow_quietly()  # the gRPC stubs import TensorFlow
     payload = [pathlib.Path(path).read_bytes() for path in args.images]
     with serving.Client(rest=args.rest, grpc=args.grpc, timeout=args.timeout) as client:
-        outputs = client.predict(args.model_name, np.array(payload, dtype=object),
-                                 signature_name=args.signature_name)
+        outputs = client.predict(
+            args.model_name, np.array(payload, dtype=object), signature_name=args.signature_name
+        )
     if "probabilities" in outputs:
-        _print_top(args.images, outputs["probabilities"], outputs["probabilities"].shape[-1],
-                   args.top)
+        _print_top(
+            args.images, outputs["probabilities"], outputs["probabilities"].shape[-1], args.top
+        )
     else:
         for key, value in outputs.items():
             print(f"{key}: {np.asarray(value).tolist()}")
@@ -373,26 +416,41 @@ def _train(args):
     print(f"training {args.name} on {args.data}; run folder {run_dir.resolve()}")
     try:
         model, history = zoo.train.fit(
-            args.name, args.data, epochs=args.train_epochs, batch_size=args.batch_size,
-            mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-            run_dir=str(run_dir), checkpoint_every=args.checkpoint_every, seed=args.seed,
-            image_size=args.image_size, steps_per_epoch=args.steps_per_epoch)
+            args.name,
+            args.data,
+            epochs=args.train_epochs,
+            batch_size=args.batch_size,
+            mixed_precision=args.mixed_precision,
+            jit_compile=args.jit_compile,
+            run_dir=str(run_dir),
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            image_size=args.image_size,
+            steps_per_epoch=args.steps_per_epoch,
+        )
     except zoo.train.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     run, logs = history.run, history.history
-    metrics = ", ".join(f"{key} {values[-1]:.4f}" for key, values in logs.items()
-                        if "accuracy" in key or key.endswith("loss"))
-    print(f"done: {run['steps']} steps in {run['seconds']:.1f} s "
-          f"({run['examples_per_second']:.1f} img/s overall, including compilation and "
-          f"validation; batch {run['batch_size']}, "
-          f"{run['mixed_precision']} precision"
-          + (f", resumed at step {run['resumed_from_step']}" if run["resumed_from_step"] else "")
-          + f"); final {metrics}")
+    metrics = ", ".join(
+        f"{key} {values[-1]:.4f}"
+        for key, values in logs.items()
+        if "accuracy" in key or key.endswith("loss")
+    )
+    print(
+        f"done: {run['steps']} steps in {run['seconds']:.1f} s "
+        f"({run['examples_per_second']:.1f} img/s overall, including compilation and "
+        f"validation; batch {run['batch_size']}, "
+        f"{run['mixed_precision']} precision"
+        + (f", resumed at step {run['resumed_from_step']}" if run["resumed_from_step"] else "")
+        + f"); final {metrics}"
+    )
     print(f"model: {pathlib.Path(run['model_path']).resolve()}")
-    print(f"checkpoints (BackupAndRestore, every {args.checkpoint_every or 'epoch'} "
-          f"{'steps' if args.checkpoint_every else ''}): {(run_dir / 'backup').resolve()} "
-          "(removed after a finished run; rerun the same command to resume an interrupted one)")
+    print(
+        f"checkpoints (BackupAndRestore, every {args.checkpoint_every or 'epoch'} "
+        f"{'steps' if args.checkpoint_every else ''}): {(run_dir / 'backup').resolve()} "
+        "(removed after a finished run; rerun the same command to resume an interrupted one)"
+    )
     print(f"TensorBoard logs (scalars, attention maps): {pathlib.Path(run['log_dir']).resolve()}")
     print(f"  {_tool('tensorboard')} --logdir {run_dir.resolve()}")
     return 0
@@ -405,22 +463,33 @@ def _input_shape(text):
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}")
+            f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}"
+        )
     return shape
 
 
 def _add_weights_flags(parser):
     parser.add_argument(
-        "--weights", default=None,
+        "--weights",
+        default=None,
         help="a weights tag (see `info NAME`), a file (.keras model or .weights.h5 written by "
         "`train`, timm .safetensors), or 'none' for random weights (default: the model's "
-        "pretrained weights: 'imagenet', or its MNIST tag)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classifier width of a .weights.h5 / .safetensors file "
-                        "(a .keras file carries its own)")
-    parser.add_argument("--input-shape", type=_input_shape, default=None,
-                        help="HEIGHTxWIDTHxCHANNELS the weights were trained at, e.g. 28x28x1 "
-                        "for `train --data mnist` (a .keras file carries its own)")
+        "pretrained weights: 'imagenet', or its MNIST tag)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classifier width of a .weights.h5 / .safetensors file "
+        "(a .keras file carries its own)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        default=None,
+        help="HEIGHTxWIDTHxCHANNELS the weights were trained at, e.g. 28x28x1 "
+        "for `train --data mnist` (a .keras file carries its own)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -435,29 +504,46 @@ def build_parser():
         prog=PROG,
         description="Visual attention layers for Keras 3, an attention model zoo, serving.",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error instead of one line")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of one line",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="export the shipped pretrained spatial transformer network, serve it with "
+        "demo",
+        help="export the shipped pretrained spatial transformer network, serve it with "
         "the embedded TF-Serving-compatible server and query it over REST and gRPC; with "
-        "--train, train a small CBAM CNN and plot its attention map first"
+        "--train, train a small CBAM CNN and plot its attention map first",
     )
-    demo.add_argument("--train", action="store_true",
-                      help="train the CBAM CNN demo instead of serving the pretrained model")
+    demo.add_argument(
+        "--train",
+        action="store_true",
+        help="train the CBAM CNN demo instead of serving the pretrained model",
+    )
     demo.add_argument("--count", type=int, default=8, help="test digits to query (default: 8)")
     demo.add_argument("--epochs", type=int, default=1)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--output-dir", default="outputs",
-                      help="where the PNG and the exported models go (default: outputs)")
-    demo.add_argument("--no-serve", action="store_true",
-                      help="with --train: only train and plot; skip the export / serve / query part")
+    demo.add_argument(
+        "--output-dir",
+        default="outputs",
+        help="where the PNG and the exported models go (default: outputs)",
+    )
+    demo.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="with --train: only train and plot; skip the export / serve / query part",
+    )
     demo.set_defaults(handler=_demo)
 
     listing = commands.add_parser("list", help="list the zoo's models and their weights")
-    listing.add_argument("pattern", nargs="?", default=None,
-                         help="shell-style wildcard on the name, e.g. '*se*' (quote it)")
+    listing.add_argument(
+        "pattern",
+        nargs="?",
+        default=None,
+        help="shell-style wildcard on the name, e.g. '*se*' (quote it)",
+    )
     listing.add_argument("--pretrained", action="store_true", help="only models with weights")
     listing.set_defaults(handler=_list)
 
@@ -466,8 +552,10 @@ def build_parser():
     info.set_defaults(handler=_info)
 
     predict = commands.add_parser(
-        "predict", help="classify image files with a zoo model (its pretrained weights unless "
-        "--weights says otherwise)")
+        "predict",
+        help="classify image files with a zoo model (its pretrained weights unless "
+        "--weights says otherwise)",
+    )
     predict.add_argument("name")
     predict.add_argument("images", nargs="+", help="JPEG / PNG files")
     _add_weights_flags(predict)
@@ -475,21 +563,32 @@ def build_parser():
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser(
-        "export", help="export a zoo model as a TF Serving SavedModel (serving_default and an "
-        "encoded-image signature with the model's preprocessing)")
+        "export",
+        help="export a zoo model as a TF Serving SavedModel (serving_default and an "
+        "encoded-image signature with the model's preprocessing)",
+    )
     export.add_argument("name")
     _add_weights_flags(export)
-    export.add_argument("--no-image-signature", action="store_true",
-                        help="export serving_default only (no encoded-image signature)")
-    export.add_argument("--base-path", default="models",
-                        help="TF Serving's model base path minus the model name (default: models)")
+    export.add_argument(
+        "--no-image-signature",
+        action="store_true",
+        help="export serving_default only (no encoded-image signature)",
+    )
+    export.add_argument(
+        "--base-path",
+        default="models",
+        help="TF Serving's model base path minus the model name (default: models)",
+    )
     export.add_argument("--serving-name", default=None, help="the served name (default: NAME)")
-    export.add_argument("--version", type=int, default=None,
-                        help="version number (default: the next free one)")
+    export.add_argument(
+        "--version", type=int, default=None, help="version number (default: the next free one)"
+    )
     export.set_defaults(handler=_export)
 
     query = commands.add_parser(
-        "query", help="send image files to a TF Serving endpoint (this project's server or the real one)")
+        "query",
+        help="send image files to a TF Serving endpoint (this project's server or the real one)",
+    )
     query.add_argument("model_name")
     query.add_argument("images", nargs="+", help="JPEG / PNG files")
     query.add_argument("--rest", default=None, help="e.g. http://localhost:8501")
@@ -500,24 +599,43 @@ def build_parser():
     query.set_defaults(handler=_query)
 
     train = commands.add_parser(
-        "train", help="train a zoo model with its recipe (progress bar, TensorBoard logs with "
-        "attention maps, resumable checkpoints)")
+        "train",
+        help="train a zoo model with its recipe (progress bar, TensorBoard logs with "
+        "attention maps, resumable checkpoints)",
+    )
     train.add_argument("name")
-    train.add_argument("--data", default="mnist",
-                       help="mnist, translated_mnist, cluttered_mnist, rts_mnist, or a folder "
-                       "with one subfolder of images per class (default: mnist)")
-    train.add_argument("--epochs", dest="train_epochs", type=int, default=None,
-                       help="default: the recipe's")
+    train.add_argument(
+        "--data",
+        default="mnist",
+        help="mnist, translated_mnist, cluttered_mnist, rts_mnist, or a folder "
+        "with one subfolder of images per class (default: mnist)",
+    )
+    train.add_argument(
+        "--epochs", dest="train_epochs", type=int, default=None, help="default: the recipe's"
+    )
     train.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     train.add_argument("--image-size", type=int, default=None, help="resize images to this side")
     train.add_argument("--mixed-precision", choices=("off", "bfloat16", "float16"), default="off")
-    train.add_argument("--jit-compile", action="store_const", const=True, default="auto",
-                       help="compile the step with XLA (default: Keras' auto)")
+    train.add_argument(
+        "--jit-compile",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="compile the step with XLA (default: Keras' auto)",
+    )
     train.add_argument("--run-dir", default=None, help="default: runs/NAME")
-    train.add_argument("--checkpoint-every", type=int, default=None,
-                       help="back up every N steps (default: every epoch)")
-    train.add_argument("--steps-per-epoch", type=int, default=None,
-                       help="default: every full batch of the training split")
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="back up every N steps (default: every epoch)",
+    )
+    train.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="default: every full batch of the training split",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
 
@@ -527,7 +645,9 @@ def build_parser():
     from serving.server import add_flags
 
     serve = commands.add_parser(
-        "serve", help="serve SavedModels over TF Serving's gRPC and REST APIs (tensorflow_model_server flags)"
+        "serve",
+        help="serve SavedModels over TF Serving's gRPC and REST APIs "
+        "(tensorflow_model_server flags)",
     )
     add_flags(serve)
     serve.set_defaults(handler=_serve)
@@ -538,11 +658,16 @@ def build_parser():
 # written by C++ before TF_CPP_MIN_LOG_LEVEL applies, so they are filtered from stderr.
 _TF_NOISE = (
     "All log messages before absl::InitializeLog() is called",
-    "cudart_stub.cc", "Could not find cuda drivers", "failed call to cuInit",
-    "Unable to register cuDNN factory", "Unable to register cuFFT factory",
-    "Unable to register cuBLAS factory", "computation placer already registered",
+    "cudart_stub.cc",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
     "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions", "TF-TRT Warning: Could not find TensorRT",
+    "To enable the following instructions",
+    "TF-TRT Warning: Could not find TensorRT",
     "oneDNN custom operations are on",
 )
 
@@ -587,8 +712,10 @@ def _one_line(error):
     message = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, KeyError):
         message = f"missing {message}"
-    if not isinstance(error, (UsageError, ValueError, OSError, KeyError)) and \
-            type(error).__name__ != "ServingError":
+    if (
+        not isinstance(error, (UsageError, ValueError, OSError, KeyError))
+        and type(error).__name__ != "ServingError"
+    ):
         message = f"{type(error).__name__}: {message}"
     return message
 
@@ -619,8 +746,10 @@ def main(argv=None):
     except Exception as error:
         if debug:
             raise
-        print(f"{PROG} {args.command}: error: {_one_line(error)} (--debug shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"{PROG} {args.command}: error: {_one_line(error)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

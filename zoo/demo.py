@@ -36,7 +36,9 @@ def colorize(values):
     """Map values in [0, 1] to RGB with a small blue-to-red palette (no matplotlib needed)."""
     values = np.clip(values, 0.0, 1.0)[..., None]
     low, mid, high = np.array([48, 18, 59]), np.array([40, 188, 156]), np.array([250, 60, 20])
-    rgb = np.where(values < 0.5, low + (mid - low) * values * 2, mid + (high - mid) * (values - 0.5) * 2)
+    rgb = np.where(
+        values < 0.5, low + (mid - low) * values * 2, mid + (high - mid) * (values - 0.5) * 2
+    )
     return rgb.astype(np.uint8)
 
 
@@ -69,14 +71,25 @@ def run(output_dir="outputs", epochs=1, batch_size=32, seed=0, num_examples=8, v
     x_train, y_train = mnist_subset("train")
     x_test, y_test = mnist_subset("test")
     model = build_cbam_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
     train_seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     maps = attention_map(model, "cbam2", x_test[:num_examples])
-    png = attention_png(x_test[:num_examples], maps, pathlib.Path(output_dir) / "cbam_attention.png")
-    return {"accuracy": float(accuracy), "png": png, "train_seconds": train_seconds,
-            "train_size": len(y_train), "test_size": len(y_test), "backend": keras.backend.backend(),
-            "model": model}
+    png = attention_png(
+        x_test[:num_examples], maps, pathlib.Path(output_dir) / "cbam_attention.png"
+    )
+    return {
+        "accuracy": float(accuracy),
+        "png": png,
+        "train_seconds": train_seconds,
+        "train_size": len(y_train),
+        "test_size": len(y_test),
+        "backend": keras.backend.backend(),
+        "model": model,
+    }

@@ -31,6 +31,7 @@ def decode_predictions(predictions, top=5):
     decoded = []
     for row in predictions:
         best = np.argsort(-row, kind="stable")[:top]
-        decoded.append([(classes[i][0], classes[i][1].split(",")[0].strip(), float(row[i]))
-                        for i in best])
+        decoded.append(
+            [(classes[i][0], classes[i][1].split(",")[0].strip(), float(row[i])) for i in best]
+        )
     return decoded

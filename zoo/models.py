@@ -9,8 +9,8 @@ import keras
 
 from zoo import registry
 from zoo import weights as weights_lib
-from zoo.registry import list_models, model_info  # noqa: F401  (keras-free; re-exported)
 from zoo.preprocessing import ImagePreprocessing
+from zoo.registry import list_models, model_info  # noqa: F401  (keras-free; re-exported)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -31,8 +31,9 @@ class ZooModel(keras.Model):
         if isinstance(preprocessing, dict):
             preprocessing = ImagePreprocessing.from_config(preprocessing)
         if preprocessing is not None and not isinstance(preprocessing, ImagePreprocessing):
-            raise ValueError(f"preprocessing must be an ImagePreprocessing or its config, got "
-                             f"{preprocessing!r}")
+            raise ValueError(
+                f"preprocessing must be an ImagePreprocessing or its config, got {preprocessing!r}"
+            )
         self.preprocessing = preprocessing
 
     def preprocess_input(self, images):
@@ -65,7 +66,9 @@ def _warn_random_weights(spec):
         f"weights={spec.default_weights!r} (tags: "
         f"{', '.join(entry.tag for entry in spec.weights)}). zoo.build() gives random weights "
         f"without this warning.",
-        RandomWeightsWarning, stacklevel=3)
+        RandomWeightsWarning,
+        stacklevel=3,
+    )
 
 
 def _check_input_shape(spec, input_shape):
@@ -85,8 +88,9 @@ def _check_input_shape(spec, input_shape):
 def _check_head_args(pooling, include_top, num_classes):
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                        or num_classes < 1):
+    if include_top and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
@@ -108,15 +112,15 @@ def _classifier(spec, x, num_classes):
     return keras.layers.Dense(num_classes, name=spec.classifier_name, dtype="float32")(x)
 
 
-def _head(spec, features, include_top, pooling, num_classes, classifier_activation,
-          logits=None):
+def _head(spec, features, include_top, pooling, num_classes, classifier_activation, logits=None):
     """The output tensor for the requested head; `logits` reuses an existing classifier."""
     x = list(features.values())[-1]
     if include_top:
         x = _classifier(spec, x, num_classes) if logits is None else logits
         if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name="predictions",
-                                        dtype="float32")(x)
+            x = keras.layers.Activation(classifier_activation, name="predictions", dtype="float32")(
+                x
+            )
         return x
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
@@ -128,13 +132,13 @@ def _head(spec, features, include_top, pooling, num_classes, classifier_activati
 def _preprocessing(spec, tag, input_shape):
     """The weights' preprocessing at the input's size (the weights' own if it is dynamic)."""
     size = tuple(input_shape[:2])
-    return spec.preprocessing(tag, size=None if None in size else size,
-                              channels=input_shape[-1])
+    return spec.preprocessing(tag, size=None if None in size else size, channels=input_shape[-1])
 
 
 def _zoo_model(spec, tag, inputs, outputs, name):
-    return ZooModel(inputs, outputs, name=name,
-                    preprocessing=_preprocessing(spec, tag, tuple(inputs.shape[1:])))
+    return ZooModel(
+        inputs, outputs, name=name, preprocessing=_preprocessing(spec, tag, tuple(inputs.shape[1:]))
+    )
 
 
 def _attach_preprocessing(model, spec, tag, input_shape):
@@ -148,18 +152,46 @@ def _attach_preprocessing(model, spec, tag, input_shape):
     return model
 
 
-def build(name, *, include_top=True, input_shape=None, input_tensor=None, pooling=None,
-          num_classes=None, classifier_activation="softmax", features_only=False,
-          **body_kwargs):
+def build(
+    name,
+    *,
+    include_top=True,
+    input_shape=None,
+    input_tensor=None,
+    pooling=None,
+    num_classes=None,
+    classifier_activation="softmax",
+    features_only=False,
+    **body_kwargs,
+):
     """Build a registered architecture with freshly initialised weights (see `load`)."""
-    return _build(name, None, include_top=include_top, input_shape=input_shape,
-                  input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
-                  classifier_activation=classifier_activation, features_only=features_only,
-                  **body_kwargs)
+    return _build(
+        name,
+        None,
+        include_top=include_top,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        pooling=pooling,
+        num_classes=num_classes,
+        classifier_activation=classifier_activation,
+        features_only=features_only,
+        **body_kwargs,
+    )
 
 
-def _build(name, tag, *, include_top, input_shape, input_tensor, pooling, num_classes,
-           classifier_activation, features_only, **body_kwargs):
+def _build(
+    name,
+    tag,
+    *,
+    include_top,
+    input_shape,
+    input_tensor,
+    pooling,
+    num_classes,
+    classifier_activation,
+    features_only,
+    **body_kwargs,
+):
     """`build`, with the preprocessing of the weights `tag` (None: the model's default)."""
     spec = registry.get_spec(name)
     num_classes = spec.num_classes if num_classes is None else num_classes
@@ -171,8 +203,12 @@ def _build(name, tag, *, include_top, input_shape, input_tensor, pooling, num_cl
             )
         _check_head_args(None, True, num_classes)
         input_shape = _check_input_shape(spec, input_shape)
-        model = spec.body(input_shape=input_shape, num_classes=num_classes,
-                          classifier_activation=classifier_activation, **body_kwargs)
+        model = spec.body(
+            input_shape=input_shape,
+            num_classes=num_classes,
+            classifier_activation=classifier_activation,
+            **body_kwargs,
+        )
         return _attach_preprocessing(model, spec, tag, input_shape)
     _check_head_args(pooling, include_top, num_classes)
     inputs = _inputs(spec, input_shape, input_tensor)
@@ -235,9 +271,19 @@ def _load_into(model, spec, tagged, path, cache_key):
         weights_lib.load_keras_weights(model, path)
 
 
-def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor=None,
-         pooling=None, num_classes=None, classifier_activation="softmax",
-         features_only=False, **body_kwargs):
+def load(
+    name,
+    weights=None,
+    *,
+    include_top=True,
+    input_shape=None,
+    input_tensor=None,
+    pooling=None,
+    num_classes=None,
+    classifier_activation="softmax",
+    features_only=False,
+    **body_kwargs,
+):
     """A registered model, optionally with weights.
 
     Args:
@@ -266,33 +312,52 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
     spec = registry.get_spec(name)
     tagged, path = _resolve_weights(spec, weights)
     if tagged is None and path is None:
-        model = build(name, include_top=include_top, input_shape=input_shape,
-                      input_tensor=input_tensor, pooling=pooling, num_classes=num_classes,
-                      classifier_activation=classifier_activation,
-                      features_only=features_only, **body_kwargs)
+        model = build(
+            name,
+            include_top=include_top,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            pooling=pooling,
+            num_classes=num_classes,
+            classifier_activation=classifier_activation,
+            features_only=features_only,
+            **body_kwargs,
+        )
         _warn_random_weights(spec)
         return model
     if input_shape is None and input_tensor is None and tagged is not None:
         input_shape = (*tagged.input_size, spec.default_input_shape[-1])
     if tagged is not None:
         body_kwargs = _with_architecture(tagged, body_kwargs)
-    converts = (tagged.file_format in CONVERTED_FORMATS if tagged is not None
-                else weights_lib.weights_format(path) == "safetensors")
+    converts = (
+        tagged.file_format in CONVERTED_FORMATS
+        if tagged is not None
+        else weights_lib.weights_format(path) == "safetensors"
+    )
     if not converts:
         # Keras weights are tied to the exact architecture they were saved from
-        model = _build(name, tagged.tag if tagged else None, include_top=include_top,
-                       input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
-                       num_classes=num_classes or (tagged.num_classes if tagged else None),
-                       classifier_activation=classifier_activation,
-                       features_only=features_only, **body_kwargs)
+        model = _build(
+            name,
+            tagged.tag if tagged else None,
+            include_top=include_top,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            pooling=pooling,
+            num_classes=num_classes or (tagged.num_classes if tagged else None),
+            classifier_activation=classifier_activation,
+            features_only=features_only,
+            **body_kwargs,
+        )
         _load_into(model, spec, tagged, path, cache_key=None)
         return model
     if spec.kind == "model":
         raise ValueError(f"{name} is not a timm architecture; it loads Keras weights only")
-    checkpoint_classes = (tagged.num_classes if tagged is not None
-                          else _safetensors_classes(path, spec))
-    requested_classes = num_classes if num_classes is not None else (
-        checkpoint_classes or spec.num_classes)
+    checkpoint_classes = (
+        tagged.num_classes if tagged is not None else _safetensors_classes(path, spec)
+    )
+    requested_classes = (
+        num_classes if num_classes is not None else (checkpoint_classes or spec.num_classes)
+    )
     _check_head_args(pooling, include_top, requested_classes)
     inputs = _inputs(spec, input_shape, input_tensor)
     features = spec.body(inputs, **body_kwargs)
@@ -307,8 +372,15 @@ def load(name, weights=None, *, include_top=True, input_shape=None, input_tensor
     if features_only:
         return _zoo_model(spec, tag, inputs, dict(features), f"{name}_features")
     reuse = include_top and logits is not None and requested_classes == checkpoint_classes
-    outputs = _head(spec, features, include_top, pooling, requested_classes,
-                    classifier_activation, logits=logits if reuse else None)
+    outputs = _head(
+        spec,
+        features,
+        include_top,
+        pooling,
+        requested_classes,
+        classifier_activation,
+        logits=logits if reuse else None,
+    )
     return _zoo_model(spec, tag, inputs, outputs, name)
 
 
@@ -316,8 +388,10 @@ def _with_architecture(tagged, body_kwargs):
     """`body_kwargs` plus the architecture options the tagged weights were saved with."""
     for key, value in tagged.architecture.items():
         if key in body_kwargs and body_kwargs[key] != value:
-            raise ValueError(f"weights={tagged.tag!r} were saved from {key}={value!r}; got "
-                             f"{key}={body_kwargs[key]!r}")
+            raise ValueError(
+                f"weights={tagged.tag!r} were saved from {key}={value!r}; got "
+                f"{key}={body_kwargs[key]!r}"
+            )
     return {**tagged.architecture, **body_kwargs}
 
 
@@ -328,11 +402,12 @@ def _safetensors_classes(path, spec):
     try:
         with safe_open(str(path), framework="numpy") as checkpoint:
             key = spec.classifier_name.replace("-", ".") + ".bias"
-            if key in checkpoint.keys():
+            if key in checkpoint.keys():  # noqa: SIM118  (safe_open has no __contains__)
                 return int(checkpoint.get_slice(key).get_shape()[0])
     except Exception as error:
         raise weights_lib.WeightsError(
-            f"{path} is not a readable safetensors file: {error}") from None
+            f"{path} is not a readable safetensors file: {error}"
+        ) from None
     return None
 
 
@@ -352,6 +427,8 @@ def architecture_summary(model):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if layer.weights and not layer._layers:
             shapes = ",".join("x".join(str(d) for d in w.shape) for w in layer.weights)
-            lines.append(f"{layer.path if hasattr(layer, 'path') else layer.name}:"
-                         f"{type(layer).__name__}:{shapes}")
+            lines.append(
+                f"{layer.path if hasattr(layer, 'path') else layer.name}:"
+                f"{type(layer).__name__}:{shapes}"
+            )
     return lines

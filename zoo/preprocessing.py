@@ -30,8 +30,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 # tf.image.resize methods of the same kernels (Pillow's filters are antialiased when
 # downscaling, as tf.image.resize is with antialias=True); box and hamming have none
-TF_METHODS = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic",
-              "lanczos": "lanczos3"}
+TF_METHODS = {
+    "nearest": "nearest",
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "lanczos": "lanczos3",
+}
 CROP_MODES = ("center", "squash")
 # What the exported signature uses, chosen by benchmarks/preprocessing_parity.py: the
 # antialiased kernel of the PIL filter, rounded to 8 bits after each of the two passes as
@@ -67,24 +71,33 @@ class ImagePreprocessing:
     def __post_init__(self):
         size = tuple(self.size)
         if len(size) != 2 or not all(isinstance(d, int) and d > 0 for d in size):
-            raise ValueError(f"size must be (height, width) of positive integers, got "
-                             f"{self.size!r}")
+            raise ValueError(
+                f"size must be (height, width) of positive integers, got {self.size!r}"
+            )
         if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
         if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"crop_mode must be one of {', '.join(CROP_MODES)}, got "
-                             f"{self.crop_mode!r}")
+            raise ValueError(
+                f"crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}"
+            )
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
-                             f"{self.interpolation!r}")
+            raise ValueError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
+                f"{self.interpolation!r}"
+            )
         mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
         if len(mean) not in (1, 3) or len(std) != len(mean):
-            raise ValueError(f"mean and std must both have 1 or 3 values, got {self.mean!r} "
-                             f"and {self.std!r}")
+            raise ValueError(
+                f"mean and std must both have 1 or 3 values, got {self.mean!r} and {self.std!r}"
+            )
         if min(std) <= 0:
             raise ValueError(f"std must be positive, got {self.std!r}")
-        for key, value in (("size", size), ("crop_pct", float(self.crop_pct)), ("mean", mean),
-                           ("std", std)):
+        for key, value in (
+            ("size", size),
+            ("crop_pct", float(self.crop_pct)),
+            ("mean", mean),
+            ("std", std),
+        ):
             object.__setattr__(self, key, value)
 
     @property
@@ -156,8 +169,7 @@ class ImagePreprocessing:
         for source in files:
             with Image.open(source) as image:
                 arrays.append(self.transform(image))
-        return np.stack(arrays) if arrays else np.zeros((0, *self.size, self.channels),
-                                                        np.float32)
+        return np.stack(arrays) if arrays else np.zeros((0, *self.size, self.channels), np.float32)
 
     def _normalize_numpy(self, pixels):
         # the order and precision of torchvision's ToTensor + Normalize (float32)
@@ -194,9 +206,11 @@ class ImagePreprocessing:
             raise ValueError(f"resize must be one of {', '.join(TF_RESIZES)}, got {resize!r}")
         method = TF_METHODS.get(self._resize_filter())
         if method is None:
-            raise ValueError(f"interpolation {self.interpolation!r} has no TensorFlow "
-                             f"equivalent; the image signature supports "
-                             f"{', '.join(TF_METHODS)}")
+            raise ValueError(
+                f"interpolation {self.interpolation!r} has no TensorFlow "
+                f"equivalent; the image signature supports "
+                f"{', '.join(TF_METHODS)}"
+            )
         channels = self.channels
         image = tf.cond(
             tf.io.is_jpeg(encoded),
@@ -213,7 +227,7 @@ class ImagePreprocessing:
             image = self._resize_tf(image, height, width, method, resize, tf)
             top = tf.cast(tf.round(tf.cast(height - crop_h, tf.float64) / 2.0), tf.int32)
             left = tf.cast(tf.round(tf.cast(width - crop_w, tf.float64) / 2.0), tf.int32)
-            image = image[top:top + crop_h, left:left + crop_w]
+            image = image[top : top + crop_h, left : left + crop_w]
         image = tf.ensure_shape(image, (crop_h, crop_w, channels))
         scaled = image / 255.0
         return (scaled - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
@@ -243,20 +257,29 @@ class ImagePreprocessing:
         if resize == "plain":
             return tf.image.resize(image, tf.stack([height, width]), method=method)
         if resize in ("antialias", "antialias_rounded"):
-            image = tf.image.resize(image, tf.stack([height, width]), method=method,
-                                    antialias=True)
+            image = tf.image.resize(image, tf.stack([height, width]), method=method, antialias=True)
             return to_8_bits(image) if resize == "antialias_rounded" else image
         # Pillow: horizontal pass, then vertical, each stored as 8-bit pixels; a kernel
         # applied at scale 1 is the identity, so each call resamples one axis
-        image = to_8_bits(tf.image.resize(image, tf.stack([tf.shape(image)[0], width]),
-                                          method=method, antialias=True))
-        return to_8_bits(tf.image.resize(image, tf.stack([height, width]), method=method,
-                                         antialias=True))
+        image = to_8_bits(
+            tf.image.resize(
+                image, tf.stack([tf.shape(image)[0], width]), method=method, antialias=True
+            )
+        )
+        return to_8_bits(
+            tf.image.resize(image, tf.stack([height, width]), method=method, antialias=True)
+        )
 
 
 def default_preprocessing(size, mean, std):
     """The transform of a model without timm facts: the whole image squashed to `size`
     (bilinear), normalised with the registry's mean and std."""
-    return ImagePreprocessing(size=tuple(size), crop_pct=1.0, crop_mode="squash",
-                              interpolation="bilinear", mean=mean, std=std,
-                              source="zoo default: squash to the input size")
+    return ImagePreprocessing(
+        size=tuple(size),
+        crop_pct=1.0,
+        crop_mode="squash",
+        interpolation="bilinear",
+        mean=mean,
+        std=std,
+        source="zoo default: squash to the input size",
+    )

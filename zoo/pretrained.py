@@ -29,28 +29,54 @@ CARD = "timm model card"
 
 # model name -> (timm checkpoint, input size, sha256, metric)
 _TIMM_IMAGENET = {
-    "resnet50": ("resnet50.a1_in1k", 224,
-                 "773525d5821de224f8f30c33377b7a795d7863e08522698200d3217d3f2a41bb",
-                 f"top-1 80.38% / top-5 94.60% at 224 ({CARD}); 81.21% / 95.10% at 288, "
-                 f"crop 1.0 ({CSV})"),
-    "seresnet50": ("seresnet50.a1_in1k", 224, None,
-                   f"top-1 80.02% / top-5 94.71% at 224 ({CARD}); 81.10% / 95.12% at 288, "
-                   f"crop 1.0 ({CSV})"),
-    "seresnext50_32x4d": ("seresnext50_32x4d.racm_in1k", 224, None,
-                          f"top-1 81.27% / top-5 95.62% at 224 ({CARD}); 82.20% / 96.15% at "
-                          f"288, crop 0.95 ({CSV})"),
-    "ecaresnet50d": ("ecaresnet50d.miil_in1k", 224, None,
-                     f"top-1 80.61% / top-5 95.32% at 224 ({CARD}); 81.65% / 95.88% at 288, "
-                     f"crop 0.95 ({CSV})"),
-    "gcresnet50t": ("gcresnet50t.ra2_in1k", 256, None,
-                    f"top-1 80.94% / top-5 95.45% at 256 ({CARD}); 81.46% / 95.72% at 288, "
-                    f"crop 1.0 ({CSV})"),
-    "botnet26t_256": ("botnet26t_256.c1_in1k", 256, None,
-                      f"top-1 79.26% / top-5 94.53% at 256, crop 0.95 ({CSV})"),
-    "halonet26t": ("halonet26t.a1h_in1k", 256, None,
-                   f"top-1 79.11% / top-5 94.31% at 256, crop 0.95 ({CSV})"),
-    "lambda_resnet26t": ("lambda_resnet26t.c1_in1k", 256, None,
-                         f"top-1 79.09% / top-5 94.59% at 256, crop 0.94 ({CSV})"),
+    "resnet50": (
+        "resnet50.a1_in1k",
+        224,
+        "773525d5821de224f8f30c33377b7a795d7863e08522698200d3217d3f2a41bb",
+        f"top-1 80.38% / top-5 94.60% at 224 ({CARD}); 81.21% / 95.10% at 288, crop 1.0 ({CSV})",
+    ),
+    "seresnet50": (
+        "seresnet50.a1_in1k",
+        224,
+        None,
+        f"top-1 80.02% / top-5 94.71% at 224 ({CARD}); 81.10% / 95.12% at 288, crop 1.0 ({CSV})",
+    ),
+    "seresnext50_32x4d": (
+        "seresnext50_32x4d.racm_in1k",
+        224,
+        None,
+        f"top-1 81.27% / top-5 95.62% at 224 ({CARD}); 82.20% / 96.15% at 288, crop 0.95 ({CSV})",
+    ),
+    "ecaresnet50d": (
+        "ecaresnet50d.miil_in1k",
+        224,
+        None,
+        f"top-1 80.61% / top-5 95.32% at 224 ({CARD}); 81.65% / 95.88% at 288, crop 0.95 ({CSV})",
+    ),
+    "gcresnet50t": (
+        "gcresnet50t.ra2_in1k",
+        256,
+        None,
+        f"top-1 80.94% / top-5 95.45% at 256 ({CARD}); 81.46% / 95.72% at 288, crop 1.0 ({CSV})",
+    ),
+    "botnet26t_256": (
+        "botnet26t_256.c1_in1k",
+        256,
+        None,
+        f"top-1 79.26% / top-5 94.53% at 256, crop 0.95 ({CSV})",
+    ),
+    "halonet26t": (
+        "halonet26t.a1h_in1k",
+        256,
+        None,
+        f"top-1 79.11% / top-5 94.31% at 256, crop 0.95 ({CSV})",
+    ),
+    "lambda_resnet26t": (
+        "lambda_resnet26t.c1_in1k",
+        256,
+        None,
+        f"top-1 79.09% / top-5 94.59% at 256, crop 0.94 ({CSV})",
+    ),
 }
 
 
@@ -72,9 +98,14 @@ def timm_preprocessing(checkpoint, size):
     """timm's evaluation transform of `checkpoint` at `size` x `size`."""
     crop_pct, module = _TIMM_EVAL_CROP[checkpoint]
     return ImagePreprocessing(
-        size=(size, size), crop_pct=crop_pct, crop_mode="center", interpolation="bicubic",
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        source=f"timm 1.0.29 pretrained_cfg of {checkpoint} (timm/models/{module})")
+        size=(size, size),
+        crop_pct=crop_pct,
+        crop_mode="center",
+        interpolation="bicubic",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source=f"timm 1.0.29 pretrained_cfg of {checkpoint} (timm/models/{module})",
+    )
 
 
 # pytorchcv 0.0.74 (PyPI, MIT): `models/common/model_metainfos.csv` records each
@@ -85,18 +116,31 @@ def timm_preprocessing(checkpoint, size):
 PYTORCHCV_RELEASE = "https://github.com/osmr/imgclsmob/releases/download/{tag}/{file}.zip"
 # zoo model -> (pytorchcv model, release tag, sha1, top-5 error code, top-1 err %, top-5 err %)
 _PYTORCHCV_IMAGENET = {
-    "cbam_resnet50": ("cbam_resnet50", "v0.0.537", "d8cf8488efb97afecd6b3287a3ca9fa093fc3127",
-                      "0505", 20.17, 5.05),
-    "bam_resnet50": ("bam_resnet50", "v0.0.499", "a04adf3c93f56836509f66668aa90360c9688eb8",
-                     "0547", 20.91, 5.47),
+    "cbam_resnet50": (
+        "cbam_resnet50",
+        "v0.0.537",
+        "d8cf8488efb97afecd6b3287a3ca9fa093fc3127",
+        "0505",
+        20.17,
+        5.05,
+    ),
+    "bam_resnet50": (
+        "bam_resnet50",
+        "v0.0.499",
+        "a04adf3c93f56836509f66668aa90360c9688eb8",
+        "0547",
+        20.91,
+        5.47,
+    ),
 }
 # Where pytorchcv's module differs from the zoo's default (timm's CbamModule): its CBAM MLP
 # is nn.Linear with biases, its spatial gate stacks [max, mean], its bottleneck is C // 16.
 # Its BAM (official-code layout, dilation 4, product of branches, on the input of stages
 # 2-4 = the output of stages 1-3) is the zoo's default.
 _PYTORCHCV_ARCHITECTURE = {
-    "cbam_resnet50": {"attention_kwargs": {"use_bias": True, "pooling_order": "max_mean",
-                                           "divisor": None}},
+    "cbam_resnet50": {
+        "attention_kwargs": {"use_bias": True, "pooling_order": "max_mean", "divisor": None}
+    },
 }
 
 
@@ -105,24 +149,34 @@ def pytorchcv_preprocessing(model):
     the shorter side resized bilinearly to `ceil(224 / 0.875)` = 256, center crop 224, the
     ImageNet mean and std; `model_metainfos.csv` records size 224 and scale 0.875)."""
     return ImagePreprocessing(
-        size=(224, 224), crop_pct=0.875, crop_mode="center", interpolation="bilinear",
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        source=f"pytorchcv 0.0.74 metainfo of {model} (img_size 224, img_scale 0.875)")
+        size=(224, 224),
+        crop_pct=0.875,
+        crop_mode="center",
+        interpolation="bilinear",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source=f"pytorchcv 0.0.74 metainfo of {model} (img_size 224, img_scale 0.875)",
+    )
 
 
 def _pytorchcv_weights(name):
     model, tag, sha1, error_code, top1_error, top5_error = _PYTORCHCV_IMAGENET[name]
     file_name = f"{model}-{error_code}-{sha1[:8]}.pth"
     return WeightsSpec(
-        tag="imagenet", url=PYTORCHCV_RELEASE.format(tag=tag, file=file_name),
-        file_format="pytorchcv", sha256=None, sha1=sha1, input_size=(224, 224),
-        num_classes=1000, preprocessing=pytorchcv_preprocessing(model),
+        tag="imagenet",
+        url=PYTORCHCV_RELEASE.format(tag=tag, file=file_name),
+        file_format="pytorchcv",
+        sha256=None,
+        sha1=sha1,
+        input_size=(224, 224),
+        num_classes=1000,
+        preprocessing=pytorchcv_preprocessing(model),
         architecture=_PYTORCHCV_ARCHITECTURE.get(name, {}),
         trained_on=f"ImageNet-1k, pytorchcv {model} (imgclsmob {tag}, converted from its "
-                   f"Gluon model; MIT)",
+        f"Gluon model; MIT)",
         metric=f"top-1 {100 - top1_error:.2f}% / top-5 {100 - top5_error:.2f}% at 224, crop "
-               f"0.875 (pytorchcv 0.0.74 README: top-1 error {top1_error}%, top-5 error "
-               f"{top5_error}%)",
+        f"0.875 (pytorchcv 0.0.74 README: top-1 error {top1_error}%, top-5 error "
+        f"{top5_error}%)",
         source=f"pytorchcv/{model}",
     )
 
@@ -135,10 +189,18 @@ def imagenet_weights(name):
     if name not in _TIMM_IMAGENET:
         return ()
     checkpoint, size, sha256, metric = _TIMM_IMAGENET[name]
-    return (WeightsSpec(
-        tag="imagenet", url=HUB.format(checkpoint), file_format="safetensors", sha256=sha256,
-        input_size=(size, size), num_classes=1000, revision=REVISION,
-        preprocessing=timm_preprocessing(checkpoint, size),
-        trained_on=f"ImageNet-1k, timm recipe of {checkpoint} (Apache-2.0)",
-        metric=metric, source=f"timm/{checkpoint}",
-    ),)
+    return (
+        WeightsSpec(
+            tag="imagenet",
+            url=HUB.format(checkpoint),
+            file_format="safetensors",
+            sha256=sha256,
+            input_size=(size, size),
+            num_classes=1000,
+            revision=REVISION,
+            preprocessing=timm_preprocessing(checkpoint, size),
+            trained_on=f"ImageNet-1k, timm recipe of {checkpoint} (Apache-2.0)",
+            metric=metric,
+            source=f"timm/{checkpoint}",
+        ),
+    )

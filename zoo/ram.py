@@ -21,7 +21,6 @@ Choices made here (the paper leaves them open or they vary between implementatio
   regulariser for training sets much smaller than its 60,000 digits).
 """
 
-import dataclasses
 import math
 
 import keras
@@ -90,11 +89,25 @@ class RecurrentAttentionModel(keras.Model):
         [-1, 1] (for `mc_samples > 1`, those of the first sample).
     """
 
-    def __init__(self, num_classes=10, num_glimpses=6, glimpse_size=12, num_scales=3,
-                 scale_factor=2, glimpse_units=128, hidden_units=256, core="rnn",
-                 glimpse_network="dense", location_std=0.1, dropout=0.0, reward="correct",
-                 mc_samples=1, classifier_activation="softmax",
-                 seed=None, **kwargs):
+    def __init__(
+        self,
+        num_classes=10,
+        num_glimpses=6,
+        glimpse_size=12,
+        num_scales=3,
+        scale_factor=2,
+        glimpse_units=128,
+        hidden_units=256,
+        core="rnn",
+        glimpse_network="dense",
+        location_std=0.1,
+        dropout=0.0,
+        reward="correct",
+        mc_samples=1,
+        classifier_activation="softmax",
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if core not in CORES:
             raise ValueError(f"`core` must be one of {CORES}, got core={core!r}.")
@@ -105,16 +118,17 @@ class RecurrentAttentionModel(keras.Model):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
         if glimpse_network not in GLIMPSE_NETWORKS:
-            raise ValueError(f"`glimpse_network` must be one of {GLIMPSE_NETWORKS}, got "
-                             f"glimpse_network={glimpse_network!r}.")
+            raise ValueError(
+                f"`glimpse_network` must be one of {GLIMPSE_NETWORKS}, got "
+                f"glimpse_network={glimpse_network!r}."
+            )
         if reward not in REWARDS:
             raise ValueError(f"`reward` must be one of {REWARDS}, got reward={reward!r}.")
         if not isinstance(mc_samples, int) or mc_samples < 0:
             raise ValueError(f"`mc_samples` must be an integer >= 0, got {mc_samples!r}.")
         if classifier_activation not in ("softmax", None):
             raise ValueError(
-                "`classifier_activation` must be 'softmax' or None, got "
-                f"{classifier_activation!r}."
+                f"`classifier_activation` must be 'softmax' or None, got {classifier_activation!r}."
             )
         self.num_classes = num_classes
         self.num_glimpses = num_glimpses
@@ -133,11 +147,21 @@ class RecurrentAttentionModel(keras.Model):
         self.seed = seed
 
         self.glimpse_sensor = GlimpseSensor(glimpse_size, num_scales, scale_factor, name="sensor")
-        self.glimpse_convs = [] if glimpse_network == "dense" else [
-            layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu",
-                          name=f"glimpse_conv{i}")
-            for i, (filters, strides) in enumerate(((32, 1), (64, 2), (64, 2)), start=1)
-        ]
+        self.glimpse_convs = (
+            []
+            if glimpse_network == "dense"
+            else [
+                layers.Conv2D(
+                    filters,
+                    3,
+                    strides=strides,
+                    padding="same",
+                    activation="relu",
+                    name=f"glimpse_conv{i}",
+                )
+                for i, (filters, strides) in enumerate(((32, 1), (64, 2), (64, 2)), start=1)
+            ]
+        )
         self.glimpse_pixels = layers.Dense(glimpse_units, activation="relu", name="glimpse_hg")
         self.glimpse_where = layers.Dense(glimpse_units, activation="relu", name="glimpse_hl")
         self.glimpse_what_out = layers.Dense(hidden_units, name="glimpse_g_what")
@@ -151,8 +175,9 @@ class RecurrentAttentionModel(keras.Model):
         self.classifier = layers.Dense(num_classes, name="classifier")
         self.glimpse_dropout = layers.Dropout(self.dropout, seed=seed, name="glimpse_dropout")
         # A different seed, or with a fixed seed the state's mask repeats the first glimpse's.
-        self.state_dropout = layers.Dropout(self.dropout, seed=None if seed is None else seed + 1,
-                                            name="state_dropout")
+        self.state_dropout = layers.Dropout(
+            self.dropout, seed=None if seed is None else seed + 1, name="state_dropout"
+        )
         self.sampler = keras.random.SeedGenerator(seed, name="location_sampler")
         self._rl_terms = None
 
@@ -166,8 +191,9 @@ class RecurrentAttentionModel(keras.Model):
     def log_prob(self, sample, mean):
         """Log-density of the Gaussian policy, summed over `(y, x)`: `(batch,)`."""
         z = (sample - mean) / self.location_std
-        return (ops.sum(-0.5 * z * z, axis=-1)
-                - 2.0 * (math.log(self.location_std) + 0.5 * math.log(2.0 * math.pi)))
+        return ops.sum(-0.5 * z * z, axis=-1) - 2.0 * (
+            math.log(self.location_std) + 0.5 * math.log(2.0 * math.pi)
+        )
 
     # -- forward ----------------------------------------------------------------------
 
@@ -178,8 +204,9 @@ class RecurrentAttentionModel(keras.Model):
         if self.glimpse_convs:
             g, channels = self.glimpse_size, patches.shape[-1]
             # One g x g image per glimpse, channel index = scale * C + c.
-            x = ops.reshape(ops.transpose(patches, (0, 2, 3, 1, 4)),
-                            (batch, g, g, self.num_scales * channels))
+            x = ops.reshape(
+                ops.transpose(patches, (0, 2, 3, 1, 4)), (batch, g, g, self.num_scales * channels)
+            )
             for conv in self.glimpse_convs:
                 x = conv(x)
             return ops.reshape(x, (batch, -1))
@@ -187,8 +214,10 @@ class RecurrentAttentionModel(keras.Model):
 
     def _glimpse(self, images, location):
         pixels = self._glimpse_features(images, location)
-        return ops.relu(self.glimpse_what_out(self.glimpse_pixels(pixels))
-                        + self.glimpse_where_out(self.glimpse_where(location)))
+        return ops.relu(
+            self.glimpse_what_out(self.glimpse_pixels(pixels))
+            + self.glimpse_where_out(self.glimpse_where(location))
+        )
 
     def _unroll(self, images, sample, training=False):
         batch = ops.shape(images)[0]
@@ -218,12 +247,14 @@ class RecurrentAttentionModel(keras.Model):
     def call(self, images, training=False, return_locations=False):
         images = ops.cast(images, "float32")
         if training:
-            logits, locations, log_pis, baselines = self._unroll(images, sample=True,
-                                                                 training=True)
+            logits, locations, log_pis, baselines = self._unroll(images, sample=True, training=True)
             log_probs = ops.log_softmax(logits, axis=-1)
             if log_pis:
-                self._rl_terms = (ops.stack(log_pis, axis=1), ops.stack(baselines, axis=1),
-                                  log_probs)
+                self._rl_terms = (
+                    ops.stack(log_pis, axis=1),
+                    ops.stack(baselines, axis=1),
+                    log_probs,
+                )
             outputs = log_probs if self.classifier_activation is None else ops.exp(log_probs)
         else:
             self._rl_terms = None
@@ -243,8 +274,9 @@ class RecurrentAttentionModel(keras.Model):
         return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                    training=training)
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
         terms, self._rl_terms = self._rl_terms, None
         if not training or terms is None or y is None:
             return loss
@@ -260,7 +292,8 @@ class RecurrentAttentionModel(keras.Model):
             log_probs: `(batch, num_classes)` class log-probabilities after the last glimpse.
         """
         labels, log_pi, baseline, log_probs = (
-            ops.convert_to_tensor(t) for t in (labels, log_pi, baseline, log_probs))
+            ops.convert_to_tensor(t) for t in (labels, log_pi, baseline, log_probs)
+        )
         if len(labels.shape) == 2:
             labels = ops.argmax(labels, axis=-1)
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
@@ -278,12 +311,19 @@ class RecurrentAttentionModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_classes=self.num_classes, num_glimpses=self.num_glimpses,
-            glimpse_size=self.glimpse_size, num_scales=self.num_scales,
-            scale_factor=self.scale_factor, glimpse_units=self.glimpse_units,
+            num_classes=self.num_classes,
+            num_glimpses=self.num_glimpses,
+            glimpse_size=self.glimpse_size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+            glimpse_units=self.glimpse_units,
             glimpse_network=self.glimpse_network,
-            hidden_units=self.hidden_units, core=self.core, location_std=self.location_std,
-            dropout=self.dropout, reward=self.reward, mc_samples=self.mc_samples,
+            hidden_units=self.hidden_units,
+            core=self.core,
+            location_std=self.location_std,
+            dropout=self.dropout,
+            reward=self.reward,
+            mc_samples=self.mc_samples,
             classifier_activation=self.classifier_activation,
             seed=self.seed,
         )
@@ -307,7 +347,7 @@ def predict_with_glimpses(model, images, batch_size=100, seed=0):
     model.reset_sampling(seed)
     probs, locs = [], []
     for start in range(0, len(images), batch_size):
-        p, loc = model(images[start:start + batch_size], training=False, return_locations=True)
+        p, loc = model(images[start : start + batch_size], training=False, return_locations=True)
         p = ops.convert_to_numpy(p)
         if model.classifier_activation is None:
             p = np.exp(p)
@@ -325,8 +365,17 @@ def build_ram(input_shape=(60, 60, 1), num_classes=10, **kwargs):
 
 # The paper's architecture; the shipped weights of both tags add their `architecture` (the
 # convolutional glimpse network), which `zoo.load("ram", weights=...)` builds.
-RAM_CONFIG = dict(num_glimpses=8, glimpse_size=12, num_scales=3, scale_factor=2,
-                  glimpse_units=128, hidden_units=256, core="rnn", location_std=0.1)
+RAM_CONFIG = dict(
+    num_glimpses=8,
+    glimpse_size=12,
+    num_scales=3,
+    scale_factor=2,
+    glimpse_units=128,
+    hidden_units=256,
+    core="rnn",
+    location_std=0.1,
+)
+
 
 def ram(input_shape, num_classes, **kwargs):
     return build_ram(input_shape, num_classes, **{**RAM_CONFIG, **kwargs})

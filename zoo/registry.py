@@ -18,8 +18,8 @@ transformer network) registers a *model* function instead, with `kind="model"`: 
 returns a `keras.Model`.
 
 The body maps the input tensor to its feature maps by stage (the last one feeds the head),
-with layer names equal to the timm module paths (`-` for `.`) where a timm counterpart exists. The zoo
-adds the keras.applications head (`include_top`, `pooling`, `num_classes`,
+with layer names equal to the timm module paths (`-` for `.`) where a timm counterpart exists.
+The zoo adds the keras.applications head (`include_top`, `pooling`, `num_classes`,
 `classifier_activation`) itself, so every model gets the same conventions.
 """
 
@@ -27,7 +27,7 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from zoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
 
@@ -77,22 +77,24 @@ class WeightsSpec:
     tag: str
     url: str
     file_format: str
-    sha256: Optional[str]
+    sha256: str | None
     input_size: tuple
     num_classes: int
     trained_on: str
     metric: str
     source: str = ""
     architecture: dict = dataclasses.field(default_factory=dict)
-    preprocessing: Optional[ImagePreprocessing] = None
+    preprocessing: ImagePreprocessing | None = None
     revision: str = "main"
-    sha1: Optional[str] = None
+    sha1: str | None = None
 
     def __post_init__(self):
         if self.preprocessing is not None and self.preprocessing.size != tuple(self.input_size):
-            raise ValueError(f"weights {self.tag!r}: preprocessing size "
-                             f"{self.preprocessing.size} differs from input_size "
-                             f"{tuple(self.input_size)}")
+            raise ValueError(
+                f"weights {self.tag!r}: preprocessing size "
+                f"{self.preprocessing.size} differs from input_size "
+                f"{tuple(self.input_size)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +107,7 @@ class ModelSpec:
     num_classes: int = 1000
     # timm's model name when the architecture mirrors one exactly (the converter relies on
     # the layer names), else None
-    timm_name: Optional[str] = None
+    timm_name: str | None = None
     # name of the classifier Dense layer (the timm module path of the final Linear, with
     # "-" for ".": zoo/backbones/common.py)
     classifier_name: str = "fc"
@@ -137,18 +139,24 @@ class ModelSpec:
         from zoo.preprocessing import default_preprocessing
 
         entries = [self.weights_for(tag)] if tag is not None else list(self.weights)
-        recorded = next((entry.preprocessing for entry in entries
-                         if entry is not None and entry.preprocessing is not None), None)
+        recorded = next(
+            (
+                entry.preprocessing
+                for entry in entries
+                if entry is not None and entry.preprocessing is not None
+            ),
+            None,
+        )
         if recorded is None:
-            recorded = default_preprocessing(size or self.default_input_shape[:2], self.mean,
-                                             self.std)
+            recorded = default_preprocessing(
+                size or self.default_input_shape[:2], self.mean, self.std
+            )
         elif size is not None:
             recorded = recorded.with_size(size)
         if channels is not None and channels != recorded.channels:
             mean = sum(recorded.mean) / len(recorded.mean)
             std = sum(recorded.std) / len(recorded.std)
-            recorded = dataclasses.replace(recorded, mean=(mean,) * channels,
-                                           std=(std,) * channels)
+            recorded = dataclasses.replace(recorded, mean=(mean,) * channels, std=(std,) * channels)
         return recorded
 
     @property
@@ -204,8 +212,11 @@ def get_spec(name):
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         raise ValueError(
             f"unknown model {name!r}; "
-            + (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
-               else f"registered models: {', '.join(sorted(_REGISTRY))}")
+            + (
+                f"did you mean {' or '.join(repr(c) for c in close)}?"
+                if close
+                else f"registered models: {', '.join(sorted(_REGISTRY))}"
+            )
         ) from None
 
 
@@ -223,11 +234,16 @@ def list_models(pattern=None, pretrained=None):
             for those without.
     """
     if pattern is not None and not isinstance(pattern, str):
-        raise ValueError(f"pattern must be a string such as '*se*' (pretrained= is the "
-                         f"keyword for weights), got {pattern!r}")
-    return [name for name, spec in all_specs().items()
-            if (pattern is None or fnmatch.fnmatchcase(name, pattern))
-            and (pretrained is None or bool(spec.weights) == bool(pretrained))]
+        raise ValueError(
+            f"pattern must be a string such as '*se*' (pretrained= is the "
+            f"keyword for weights), got {pattern!r}"
+        )
+    return [
+        name
+        for name, spec in all_specs().items()
+        if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+        and (pretrained is None or bool(spec.weights) == bool(pretrained))
+    ]
 
 
 def model_info(name):

@@ -17,8 +17,9 @@ from keras_attention.layers import SpatialTransformer
 
 def _classifier_cnn(x, num_classes, prefix=""):
     for i, filters in enumerate((32, 64, 64)):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                          name=f"{prefix}conv{i + 1}")(x)
+        x = layers.Conv2D(
+            filters, 3, padding="same", activation="relu", name=f"{prefix}conv{i + 1}"
+        )(x)
         if i < 2:
             x = layers.MaxPooling2D(2, name=f"{prefix}pool{i + 1}")(x)
     x = layers.GlobalMaxPooling2D(name=f"{prefix}global_pool")(x)
@@ -42,14 +43,16 @@ def localization_network(input_shape):
     x = layers.Flatten()(x)
     x = layers.Dense(50, activation="relu")(x)
     theta = layers.Dense(
-        6, kernel_initializer="zeros",
+        6,
+        kernel_initializer="zeros",
         bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
     )(x)
     return keras.Model(inputs, theta, name="localization")
 
 
-def build_stn_cnn(input_shape=(42, 42, 1), num_classes=10, output_size=(28, 28),
-                  classifier_activation="softmax"):
+def build_stn_cnn(
+    input_shape=(42, 42, 1), num_classes=10, output_size=(28, 28), classifier_activation="softmax"
+):
     """ST-CNN: affine spatial transformer to `output_size`, then the classifier CNN.
 
     Args:
@@ -61,21 +64,24 @@ def build_stn_cnn(input_shape=(42, 42, 1), num_classes=10, output_size=(28, 28),
     """
     inputs = keras.Input(input_shape, name="image")
     transformer = SpatialTransformer(
-        localization=localization_network(input_shape), output_size=output_size,
-        transform="affine", name="spatial_transformer",
+        localization=localization_network(input_shape),
+        output_size=output_size,
+        transform="affine",
+        name="spatial_transformer",
     )
     x = transformer(inputs)
-    return keras.Model(inputs, _head(_classifier_cnn(x, num_classes), classifier_activation),
-                       name="stn_cnn")
+    return keras.Model(
+        inputs, _head(_classifier_cnn(x, num_classes), classifier_activation), name="stn_cnn"
+    )
 
 
 def build_mnist_cnn(input_shape=(42, 42, 1), num_classes=10, classifier_activation="softmax"):
     """The baseline: the ST-CNN's classifier CNN without the transformer."""
     inputs = keras.Input(input_shape, name="image")
-    return keras.Model(inputs, _head(_classifier_cnn(inputs, num_classes), classifier_activation),
-                       name="mnist_cnn")
+    return keras.Model(
+        inputs, _head(_classifier_cnn(inputs, num_classes), classifier_activation), name="mnist_cnn"
+    )
 
 
 def stn_cnn(input_shape, num_classes, **kwargs):
     return build_stn_cnn(input_shape, num_classes, **kwargs)
-

@@ -55,7 +55,7 @@ def translated_mnist(split="train", size=60, seed=0):
     offsets = rng.integers(0, size - DIGIT_SIZE + 1, size=(len(labels), 2))
     images = np.zeros((len(labels), size, size, 1), np.float32)
     for i, (row, col) in enumerate(offsets):
-        images[i, row:row + DIGIT_SIZE, col:col + DIGIT_SIZE] = digits[i]
+        images[i, row : row + DIGIT_SIZE, col : col + DIGIT_SIZE] = digits[i]
     return images, labels, {"offsets": offsets.astype(np.int64)}
 
 
@@ -101,10 +101,12 @@ def cluttered_mnist(split="train", size=60, num_clutter=4, clutter_size=8, seed=
         canvas = images[i]
         for k in range(num_clutter):
             (sr, sc), (r, col) = crops[i, k], clutter_offsets[i, k]
-            piece = digits[sources[i, k], sr:sr + c, sc:sc + c]
-            np.maximum(canvas[r:r + c, col:col + c], piece, out=canvas[r:r + c, col:col + c])
+            piece = digits[sources[i, k], sr : sr + c, sc : sc + c]
+            np.maximum(
+                canvas[r : r + c, col : col + c], piece, out=canvas[r : r + c, col : col + c]
+            )
         row, col = offsets[i]
-        window = canvas[row:row + DIGIT_SIZE, col:col + DIGIT_SIZE]
+        window = canvas[row : row + DIGIT_SIZE, col : col + DIGIT_SIZE]
         np.maximum(window, digits[i], out=window)
     metadata = {
         "offsets": offsets.astype(np.int64),
@@ -137,8 +139,12 @@ def _rotate_scale(digit, angle_deg, scale, out_size):
         xx = np.clip(xx + 1, 0, DIGIT_SIZE + 1)
         return padded[yy, xx]
 
-    out = ((1 - fy) * (1 - fx) * at(y0, x0) + (1 - fy) * fx * at(y0, x0 + 1)
-           + fy * (1 - fx) * at(y0 + 1, x0) + fy * fx * at(y0 + 1, x0 + 1))
+    out = (
+        (1 - fy) * (1 - fx) * at(y0, x0)
+        + (1 - fy) * fx * at(y0, x0 + 1)
+        + fy * (1 - fx) * at(y0 + 1, x0)
+        + fy * fx * at(y0 + 1, x0 + 1)
+    )
     return out.astype(np.float32)
 
 
@@ -189,7 +195,9 @@ def rts_mnist(split="train", size=42, max_angle=90.0, scale_range=(0.7, 1.2), se
         # Ink box (at most ~34 px) at a uniform position on the canvas.
         row = int(place[i, 0] * (size - (bottom - top) + 1))
         col = int(place[i, 1] * (size - (right - left) + 1))
-        images[i, row:row + bottom - top, col:col + right - left, 0] = patch[top:bottom, left:right]
+        images[i, row : row + bottom - top, col : col + right - left, 0] = patch[
+            top:bottom, left:right
+        ]
         offsets[i] = (row - top, col - left)
     return images, labels, {"angles": angles, "scales": scales, "offsets": offsets}
 

@@ -80,13 +80,17 @@ def cached_file_name(model_name, spec):
 
 def _recorded_digests(spec):
     """{algorithm: hex digest} recorded for `spec`'s file."""
-    return {algorithm: value for algorithm, value in
-            (("sha256", spec.sha256), ("sha1", spec.sha1)) if value}
+    return {
+        algorithm: value
+        for algorithm, value in (("sha256", spec.sha256), ("sha1", spec.sha1))
+        if value
+    }
 
 
 def _matches(path, spec):
-    return all(digest_of(path, algorithm) == value
-               for algorithm, value in _recorded_digests(spec).items())
+    return all(
+        digest_of(path, algorithm) == value for algorithm, value in _recorded_digests(spec).items()
+    )
 
 
 HF_SCHEME = "hf://"
@@ -94,7 +98,7 @@ HF_SCHEME = "hf://"
 
 def hub_file(url):
     """(repo id, file name) of an `hf://owner/repo/file` URL."""
-    parts = url[len(HF_SCHEME):].split("/", 2)
+    parts = url[len(HF_SCHEME) :].split("/", 2)
     if len(parts) != 3 or not all(parts):
         raise WeightsError(f"{url!r} is not of the form hf://<owner>/<repo>/<file>")
     return "/".join(parts[:2]), parts[2]
@@ -108,11 +112,17 @@ def _fetch_from_hub(model_name, spec):
     where = f"{filename} of {repo_id} at revision {spec.revision}"
     try:
         path = huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=spec.revision,
-            endpoint=os.environ.get("HF_ENDPOINT") or None)
+            repo_id,
+            filename,
+            revision=spec.revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
     except errors.LocalEntryNotFoundError:
-        reason = ("HF_HUB_OFFLINE is set" if huggingface_hub.constants.HF_HUB_OFFLINE
-                  else "the Hub could not be reached")
+        reason = (
+            "HF_HUB_OFFLINE is set"
+            if huggingface_hub.constants.HF_HUB_OFFLINE
+            else "the Hub could not be reached"
+        )
         raise WeightsError(
             f"{model_name} weights {spec.tag!r}: {where} is not in the Hugging Face cache "
             f"({huggingface_hub.constants.HF_HUB_CACHE}) and {reason}; fetch it where there is "
@@ -121,9 +131,10 @@ def _fetch_from_hub(model_name, spec):
             f"the cache, or pass the file's path as weights="
         ) from None
     except (errors.HfHubHTTPError, OSError, ValueError) as error:
-        raise WeightsError(f"could not download {model_name} weights {spec.tag!r} ({where}): "
-                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
-                           ) from None
+        raise WeightsError(
+            f"could not download {model_name} weights {spec.tag!r} ({where}): "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
     path = pathlib.Path(path)
     actual = sha256_of(path) if spec.sha256 is not None else None
     if actual != spec.sha256:
@@ -132,8 +143,10 @@ def _fetch_from_hub(model_name, spec):
         path.unlink()
         if blob != path:
             blob.unlink(missing_ok=True)
-        raise WeightsError(f"sha256 mismatch for {where}: expected {spec.sha256}, got "
-                           f"{actual}; the file was removed from the Hugging Face cache")
+        raise WeightsError(
+            f"sha256 mismatch for {where}: expected {spec.sha256}, got "
+            f"{actual}; the file was removed from the Hugging Face cache"
+        )
     return path
 
 
@@ -142,7 +155,7 @@ def fetch(model_name, spec):
     if spec.url.startswith(HF_SCHEME):
         return _fetch_from_hub(model_name, spec)
     if spec.url.startswith("package://"):
-        path = PACKAGE_ROOT / spec.url[len("package://"):]
+        path = PACKAGE_ROOT / spec.url[len("package://") :]
         if not path.is_file():
             raise WeightsError(f"the package is missing its weights file {path}")
         _verify(path, spec, spec.url, remove=False)
@@ -158,16 +171,20 @@ def fetch(model_name, spec):
     try:
         try:
             downloaded = keras.utils.get_file(
-                fname=_file_name(spec.url), origin=spec.url, cache_dir=str(staging),
-                cache_subdir="."
+                fname=_file_name(spec.url),
+                origin=spec.url,
+                cache_dir=str(staging),
+                cache_subdir=".",
             )
         except Exception as error:  # get_file raises bare Exceptions for URL errors
             raise WeightsError(
                 f"could not download {model_name} weights {spec.tag!r} from {spec.url}: "
                 f"{error}. Without network access, download the file elsewhere and copy "
-                f"it to {target}" + "".join(
+                f"it to {target}"
+                + "".join(
                     f" ({algorithm} {value})"
-                    for algorithm, value in _recorded_digests(spec).items())
+                    for algorithm, value in _recorded_digests(spec).items()
+                )
                 + (" (unpacked)" if _is_archive(spec) else "")
             ) from None
         downloaded = pathlib.Path(downloaded)
@@ -191,19 +208,24 @@ def _unpack_single_checkpoint(archive_path, folder, url):
             if len(members) != 1 or not members[0].filename.endswith(".pth"):
                 raise WeightsError(
                     f"{url} should hold exactly one .pth checkpoint; it holds "
-                    f"{[info.filename for info in members][:5]}")
+                    f"{[info.filename for info in members][:5]}"
+                )
             member = members[0]
             if member.file_size > MAX_UNPACKED_BYTES:
-                raise WeightsError(f"{url}: {member.filename} unpacks to {member.file_size} "
-                                   f"bytes, over the limit of {MAX_UNPACKED_BYTES}")
+                raise WeightsError(
+                    f"{url}: {member.filename} unpacks to {member.file_size} "
+                    f"bytes, over the limit of {MAX_UNPACKED_BYTES}"
+                )
             target = folder / ("unpacked-" + pathlib.PurePosixPath(member.filename).name)
             written = 0
             with archive.open(member) as source, open(target, "wb") as sink:
                 for block in iter(lambda: source.read(1 << 20), b""):
                     written += len(block)
                     if written > member.file_size:
-                        raise WeightsError(f"{url}: {member.filename} unpacks to more than "
-                                           f"its declared {member.file_size} bytes")
+                        raise WeightsError(
+                            f"{url}: {member.filename} unpacks to more than "
+                            f"its declared {member.file_size} bytes"
+                        )
                     sink.write(block)
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         raise WeightsError(f"{url} is not a readable zip archive: {error}") from None
@@ -237,8 +259,7 @@ def save_weights_atomically(model, path):
     """`model.save_weights(path)` through a temporary file renamed into place, so a crash
     never leaves a half-written file where a later load would find it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".convert-", suffix=".weights.h5",
-                                         dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=".convert-", suffix=".weights.h5", dir=path.parent)
     os.close(handle)
     try:
         model.save_weights(temporary, overwrite=True)
@@ -287,8 +308,11 @@ def _weights_layout(handle):
     layout = {}
     with h5py.File(handle, "r") as weights_file:
         weights_file.visititems(
-            lambda name, item: layout.__setitem__(name, tuple(item.shape))
-            if isinstance(item, h5py.Dataset) else None
+            lambda name, item: (
+                layout.__setitem__(name, tuple(item.shape))
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
         )
     return layout
 

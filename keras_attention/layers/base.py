@@ -21,7 +21,9 @@ class AttentionLayer(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} must define compute_attention_shape")
 
     def compute_output_spec(self, inputs, training=None, return_attention=False):
-        outputs = keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
         if not return_attention:
             return outputs
         attention = keras.KerasTensor(

@@ -38,8 +38,16 @@ class SqueezeExcite(AttentionLayer):
         `(batch, 1, 1, channels)`.
     """
 
-    def __init__(self, reduction_ratio=1 / 16, reduced_channels=None, divisor=8, use_bias=True,
-                 activation="relu", gate_activation="sigmoid", **kwargs):
+    def __init__(
+        self,
+        reduction_ratio=1 / 16,
+        reduced_channels=None,
+        divisor=8,
+        use_bias=True,
+        activation="relu",
+        gate_activation="sigmoid",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
@@ -54,8 +62,8 @@ class SqueezeExcite(AttentionLayer):
     def build(self, input_shape):
         channels = U.feature_map_channels(self, input_shape)
         self.reduce, self.expand = U.channel_bottleneck(
-            self, channels, self.reduced_channels, self.reduction_ratio, self.divisor,
-            self.use_bias)
+            self, channels, self.reduced_channels, self.reduction_ratio, self.divisor, self.use_bias
+        )
 
     def call(self, inputs, training=None, return_attention=False):
         pooled = U.spatial_mean_float32(inputs)
@@ -110,8 +118,9 @@ class EfficientChannelAttention(AttentionLayer):
         `(batch, 1, 1, channels)`.
     """
 
-    def __init__(self, kernel_size=None, gamma=2, beta=1, circular=False,
-                 gate_activation="sigmoid", **kwargs):
+    def __init__(
+        self, kernel_size=None, gamma=2, beta=1, circular=False, gate_activation="sigmoid", **kwargs
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("kernel_size", kernel_size, allow_none=True)
         if kernel_size is not None and kernel_size % 2 == 0:
@@ -136,8 +145,9 @@ class EfficientChannelAttention(AttentionLayer):
                 f"{2 * channels + 1}; got kernel_size={kernel_size} for {channels} channels."
             )
         self.channels = channels
-        self.conv = layers.Conv1D(1, kernel_size, use_bias=False, name="conv",
-                                  **U.sublayer_kwargs(self))
+        self.conv = layers.Conv1D(
+            1, kernel_size, use_bias=False, name="conv", **U.sublayer_kwargs(self)
+        )
         self.conv.build((None, channels + 2 * self.padding, 1))
 
     def _pad(self, y):
@@ -195,8 +205,12 @@ def _check_fusion(fusion):
     if isinstance(fusion, str):
         U.check_choice("fusion", fusion, set(GC_FUSION_ORDER))
         return fusion
-    if (not isinstance(fusion, (list, tuple)) or not fusion
-            or any(f not in GC_FUSION_ORDER for f in fusion) or len(set(fusion)) != len(fusion)):
+    if (
+        not isinstance(fusion, (list, tuple))
+        or not fusion
+        or any(f not in GC_FUSION_ORDER for f in fusion)
+        or len(set(fusion)) != len(fusion)
+    ):
         raise ValueError(
             "`fusion` must be 'add', 'multiply' or a non-empty tuple of distinct ones, got "
             f"fusion={fusion!r}."
@@ -251,9 +265,17 @@ class GlobalContext(AttentionLayer):
         `pooling="avg"`.
     """
 
-    def __init__(self, reduction_ratio=1 / 16, reduced_channels=None, divisor=None,
-                 fusion="add", pooling="attention", norm_epsilon=1e-5, zero_init_last=True,
-                 **kwargs):
+    def __init__(
+        self,
+        reduction_ratio=1 / 16,
+        reduced_channels=None,
+        divisor=None,
+        fusion="add",
+        pooling="attention",
+        norm_epsilon=1e-5,
+        zero_init_last=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
@@ -285,12 +307,17 @@ class GlobalContext(AttentionLayer):
             prefix = self._prefix(fusion)
             reduce = layers.Conv2D(hidden, 1, use_bias=True, name=prefix + "reduce", **kw)
             reduce.build((None, 1, 1, channels))
-            norm = layers.LayerNormalization(axis=-1, epsilon=self.norm_epsilon,
-                                             name=prefix + "norm", **kw)
+            norm = layers.LayerNormalization(
+                axis=-1, epsilon=self.norm_epsilon, name=prefix + "norm", **kw
+            )
             norm.build((None, 1, 1, hidden))
             expand = layers.Conv2D(
-                channels, 1, use_bias=True, name=prefix + "expand",
-                kernel_initializer="zeros" if self.zero_init_last else "glorot_uniform", **kw
+                channels,
+                1,
+                use_bias=True,
+                name=prefix + "expand",
+                kernel_initializer="zeros" if self.zero_init_last else "glorot_uniform",
+                **kw,
             )
             expand.build((None, 1, 1, hidden))
             # Attribute names are the weight paths of saved models: unprefixed for one fusion.
@@ -382,8 +409,7 @@ class DualChannelAttention(AttentionLayer):
 
     def build(self, input_shape):
         U.feature_map_channels(self, input_shape)
-        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros",
-                                     trainable=True)
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros", trainable=True)
 
     def call(self, inputs, training=None, return_attention=False):
         x32 = ops.cast(inputs, "float32")

@@ -46,8 +46,7 @@ def _resize_bilinear_align_corners(x, size):
     (hat functions of the source coordinate), so the sizes may be unknown until called."""
 
     def weights(out_size, in_size):
-        step = ops.cast(in_size - 1, "float32") / ops.cast(ops.maximum(out_size - 1, 1),
-                                                           "float32")
+        step = ops.cast(in_size - 1, "float32") / ops.cast(ops.maximum(out_size - 1, 1), "float32")
         source = ops.cast(ops.arange(out_size), "float32") * step
         grid = ops.cast(ops.arange(in_size), "float32")
         return ops.relu(1.0 - ops.abs(source[:, None] - grid[None, :]))  # (out, in)
@@ -77,8 +76,7 @@ class _ReducedQueryKeyValue(AttentionLayer):
         self.key.build((None, None, None, channels))
         self.value = layers.Conv2D(channels, 1, name="value", **kw)
         self.value.build((None, None, None, channels))
-        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros",
-                                     trainable=True)
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros", trainable=True)
 
     def get_config(self):
         config = super().get_config()
@@ -180,8 +178,9 @@ class CrissCrossAttention(_ReducedQueryKeyValue):
         energy_row = ops.einsum("bhwc,bhkc->bhwk", q, k)  # (B, H, W, W)
         weights = ops.softmax(ops.concatenate([energy_column, energy_row], axis=-1), axis=-1)
         weights = ops.cast(weights, x.dtype)
-        aggregated = (ops.einsum("bhwk,bkwc->bhwc", weights[..., :height], v)
-                      + ops.einsum("bhwk,bhkc->bhwc", weights[..., height:], v))
+        aggregated = ops.einsum("bhwk,bkwc->bhwc", weights[..., :height], v) + ops.einsum(
+            "bhwk,bhkc->bhwc", weights[..., height:], v
+        )
         return ops.cast(self.gamma, x.dtype) * aggregated + x, weights
 
     def call(self, inputs, training=None, return_attention=False):
@@ -291,10 +290,21 @@ class ObjectContext(AttentionLayer):
         to the ordering (zero between positions of different regions).
     """
 
-    def __init__(self, mode="base", key_channels=None, value_channels=None, out_channels=None,
-                 pyramid_sizes=(1, 2, 3, 6), dilations=(12, 24, 36), dropout=0.0,
-                 activation=None, context_pooling=None, branch_channels=None, preset="paper",
-                 **kwargs):
+    def __init__(
+        self,
+        mode="base",
+        key_channels=None,
+        value_channels=None,
+        out_channels=None,
+        pyramid_sizes=(1, 2, 3, 6),
+        dilations=(12, 24, 36),
+        dropout=0.0,
+        activation=None,
+        context_pooling=None,
+        branch_channels=None,
+        preset="paper",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_choice("mode", mode, OC_MODES)
         U.check_positive_int("key_channels", key_channels, allow_none=True)
@@ -326,11 +336,12 @@ class ObjectContext(AttentionLayer):
         dilations = tuple(dilations) if isinstance(dilations, (list, tuple)) else ()
         if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
             raise ValueError(
-                f"`dilations` must be a sequence of positive integers, got "
-                f"dilations={dilations!r}."
+                f"`dilations` must be a sequence of positive integers, got dilations={dilations!r}."
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (
-            0 <= dropout < 1
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not (0 <= dropout < 1)
         ):
             raise ValueError(f"`dropout` must be a number in [0, 1), got dropout={dropout!r}.")
         self.mode = mode
@@ -352,11 +363,26 @@ class ObjectContext(AttentionLayer):
 
     # -- sublayers
 
-    def _conv(self, filters, in_channels, name, kernel_size=1, dilation_rate=1, use_bias=True,
-              kernel_initializer="glorot_uniform"):
-        conv = layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=dilation_rate,
-                             use_bias=use_bias, kernel_initializer=kernel_initializer,
-                             name=name, **U.sublayer_kwargs(self))
+    def _conv(
+        self,
+        filters,
+        in_channels,
+        name,
+        kernel_size=1,
+        dilation_rate=1,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+    ):
+        conv = layers.Conv2D(
+            filters,
+            kernel_size,
+            padding="same",
+            dilation_rate=dilation_rate,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            name=name,
+            **U.sublayer_kwargs(self),
+        )
         conv.build((None, None, None, in_channels))
         return conv
 
@@ -388,8 +414,7 @@ class ObjectContext(AttentionLayer):
                         f"{self.pool}; got context_pooling={self.pool} for "
                         f"input_shape={tuple(input_shape)}."
                     )
-        branch = self.branch_channels or (max(1, out_channels // 2) if official
-                                          else out_channels)
+        branch = self.branch_channels or (max(1, out_channels // 2) if official else out_channels)
         attention_channels = branch if self.mode == "asp" else channels
         key_channels = self.key_channels or max(1, attention_channels // 2)
         if self.mode == "pyramid" or (self.mode == "asp" and official):
@@ -426,8 +451,9 @@ class ObjectContext(AttentionLayer):
             self.context_project_norm = self._norm(branch, "context_project_norm")
             self.aspp_convs = [self._conv(branch, channels, "aspp_conv_0", use_bias=False)]
             self.aspp_convs += [
-                self._conv(branch, channels, f"aspp_conv_{i + 1}", 3, dilation_rate=d,
-                           use_bias=False)
+                self._conv(
+                    branch, channels, f"aspp_conv_{i + 1}", 3, dilation_rate=d, use_bias=False
+                )
                 for i, d in enumerate(self.dilations)
             ]
             self.aspp_norms = [
@@ -438,7 +464,8 @@ class ObjectContext(AttentionLayer):
         self.fuse_norm = self._norm(out_channels, "fuse_norm")
         self.fuse_dropout = (
             layers.SpatialDropout2D(self.dropout, name="fuse_dropout", **U.sublayer_kwargs(self))
-            if self.dropout > 0 else None
+            if self.dropout > 0
+            else None
         )
 
     # -- computation
@@ -460,8 +487,9 @@ class ObjectContext(AttentionLayer):
         result upsampled back): `(W(context), map or None)`."""
         full = x
         if self.pool > 1:
-            x = ops.max_pool(x, self.pool, strides=self.pool, padding="valid",
-                             data_format="channels_last")
+            x = ops.max_pool(
+                x, self.pool, strides=self.pool, padding="valid", data_format="channels_last"
+            )
         qk, v = self._qkv(stage, x, training)
         q = _flatten_positions(qk)
         values = _flatten_positions(v)
@@ -484,8 +512,12 @@ class ObjectContext(AttentionLayer):
             for w0, w1 in _region_bounds(width, size):
                 q = qk[:, h0:h1, w0:w1, :]
                 values = v[:, h0:h1, w0:w1, :]
-                region = U.single_head_attention(_flatten_positions(q), _flatten_positions(q),
-                                 _flatten_positions(values), self.scale)
+                region = U.single_head_attention(
+                    _flatten_positions(q),
+                    _flatten_positions(q),
+                    _flatten_positions(values),
+                    self.scale,
+                )
                 row.append(ops.reshape(region, ops.shape(values)))
             rows.append(ops.concatenate(row, axis=2))
         context = stage[3](ops.concatenate(rows, axis=1))
@@ -494,22 +526,21 @@ class ObjectContext(AttentionLayer):
         # The map of the whole partition: dense attention restricted to same-region pairs.
         row_ids = _region_ids(height, size)
         col_ids = _region_ids(width, size)
-        ids = ops.reshape(ops.expand_dims(row_ids, 1) * size + ops.expand_dims(col_ids, 0),
-                          (-1,))
+        ids = ops.reshape(ops.expand_dims(row_ids, 1) * size + ops.expand_dims(col_ids, 0), (-1,))
         mask = ops.expand_dims(ops.expand_dims(ids, 1) == ops.expand_dims(ids, 0), 0)
         q = _flatten_positions(qk)
         return context, _attention_map(q, q, self.scale, mask)
 
     def call(self, inputs, training=None, return_attention=False):
         if self.mode == "base":
-            context, attention = self._context(self.stages[0], inputs, training,
-                                               return_attention)
+            context, attention = self._context(self.stages[0], inputs, training, return_attention)
             features = [context, inputs]
         elif self.mode == "pyramid":
             contexts, maps = [], []
             for stage, size in zip(self.stages, self.pyramid_sizes):
-                context, attention = self._pyramid_context(stage, size, inputs, training,
-                                                           return_attention)
+                context, attention = self._pyramid_context(
+                    stage, size, inputs, training, return_attention
+                )
                 contexts.append(context)
                 maps.append(attention)
             widened = self._conv_bn_act(self.widen, self.widen_norm, inputs, training)
@@ -518,14 +549,16 @@ class ObjectContext(AttentionLayer):
         else:
             x = self._conv_bn_act(self.context_conv, self.context_norm, inputs, training)
             context, attention = self._context(self.stages[0], x, training, return_attention)
-            context = self._conv_bn_act(self.context_project, self.context_project_norm,
-                                        context, training)
+            context = self._conv_bn_act(
+                self.context_project, self.context_project_norm, context, training
+            )
             features = [context] + [
                 self._conv_bn_act(conv, norm, inputs, training)
                 for conv, norm in zip(self.aspp_convs, self.aspp_norms)
             ]
-        outputs = self._conv_bn_act(self.fuse, self.fuse_norm,
-                                    ops.concatenate(features, axis=-1), training)
+        outputs = self._conv_bn_act(
+            self.fuse, self.fuse_norm, ops.concatenate(features, axis=-1), training
+        )
         if self.fuse_dropout is not None:
             outputs = self.fuse_dropout(outputs, training=training)
         if not return_attention:
@@ -617,8 +650,17 @@ class CompactGeneralizedNonLocal(AttentionLayer):
         order + 1)` (`a_0 ... a_order`) for `"gaussian"`.
     """
 
-    def __init__(self, inner_channels=None, groups=1, kernel="dot", order=3, gamma=1e-4,
-                 use_scale=False, gaussian_factors="exact", **kwargs):
+    def __init__(
+        self,
+        inner_channels=None,
+        groups=1,
+        kernel="dot",
+        order=3,
+        gamma=1e-4,
+        use_scale=False,
+        gaussian_factors="exact",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("inner_channels", inner_channels, allow_none=True)
         U.check_positive_int("groups", groups)
@@ -656,8 +698,9 @@ class CompactGeneralizedNonLocal(AttentionLayer):
     def _group_sum(self, x):
         """`(B, H, W, inner)` -> `(B, groups)`: sum over each group's `C_g * H * W` entries."""
         per_channel = U.spatial_reduce(ops.sum, x, keepdims=False)
-        return ops.sum(ops.reshape(per_channel, (-1, self.groups, self.inner // self.groups)),
-                       axis=-1)
+        return ops.sum(
+            ops.reshape(per_channel, (-1, self.groups, self.inner // self.groups)), axis=-1
+        )
 
     def _per_channel(self, scalars):
         """`(B, groups)` -> `(B, 1, 1, inner)`, each group's scalar on its channels."""

@@ -41,8 +41,9 @@ def gaussian_filterbanks(params, glimpse_size, height, width, epsilon=1e-8):
 
     def bank(mu, size):
         coords = ops.cast(ops.arange(size), "float32")
-        f = ops.exp(-ops.square(coords[None, None, :] - mu[:, :, None])
-                    / (2.0 * variance[:, None, None]))
+        f = ops.exp(
+            -ops.square(coords[None, None, :] - mu[:, :, None]) / (2.0 * variance[:, None, None])
+        )
         return f / ops.maximum(ops.sum(f, axis=-1, keepdims=True), epsilon)
 
     return bank(mu_x, width), bank(mu_y, height), gamma
@@ -109,8 +110,9 @@ class GaussianAttention(AttentionLayer):
         self.epsilon = epsilon
 
     def build(self, input_shape):
-        images, conditioning = split_inputs(self, input_shape, (
-            "images" if self.mode == "read" else "patch", "conditioning"))
+        images, conditioning = split_inputs(
+            self, input_shape, ("images" if self.mode == "read" else "patch", "conditioning")
+        )
         U.feature_map_channels(self, images)
         check_vector_input(self, "conditioning", conditioning)
         if self.mode == "write" and tuple(images[1:3]) != (self.glimpse_size,) * 2:
@@ -123,8 +125,9 @@ class GaussianAttention(AttentionLayer):
 
     def filterbanks(self, conditioning, height, width):
         """`(fx (B, N, width), fy (B, N, height), gamma (B,))` in float32."""
-        return gaussian_filterbanks(self.params(conditioning), self.glimpse_size, height,
-                                    width, self.epsilon)
+        return gaussian_filterbanks(
+            self.params(conditioning), self.glimpse_size, height, width, self.epsilon
+        )
 
     def call(self, inputs, training=None, return_attention=False):
         x, conditioning = inputs
@@ -161,6 +164,10 @@ class GaussianAttention(AttentionLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(glimpse_size=self.glimpse_size, mode=self.mode,
-                      output_size=self.output_size, epsilon=self.epsilon)
+        config.update(
+            glimpse_size=self.glimpse_size,
+            mode=self.mode,
+            output_size=self.output_size,
+            epsilon=self.epsilon,
+        )
         return config

@@ -17,8 +17,7 @@ _WAVE_LENGTH = 1000.0
 
 
 def _check_attention_type(value):
-    if (not isinstance(value, str) or len(value) != 4 or set(value) - {"0", "1"}
-            or "1" not in value):
+    if not isinstance(value, str) or len(value) != 4 or set(value) - {"0", "1"} or "1" not in value:
         raise ValueError(
             "`attention_type` must be a string of four '0'/'1' flags with at least one '1' "
             f"(E1 query-key content, E2 query content-position, E3 key content, E4 position), "
@@ -90,8 +89,15 @@ class GeneralizedAttention(AttentionLayer):
         for the width.
     """
 
-    def __init__(self, num_heads=8, attention_type="1111", position_embedding_dim=None,
-                 position_magnitude=1.0, kv_stride=1, **kwargs):
+    def __init__(
+        self,
+        num_heads=8,
+        attention_type="1111",
+        position_embedding_dim=None,
+        position_magnitude=1.0,
+        kv_stride=1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("num_heads", num_heads)
         _check_attention_type(attention_type)
@@ -122,8 +128,9 @@ class GeneralizedAttention(AttentionLayer):
         kw = U.sublayer_kwargs(self)
 
         def conv(name, filters, in_channels=channels, use_bias=False):
-            layer = layers.Conv2D(filters, 1, use_bias=use_bias, name=name,
-                                  kernel_initializer="lecun_uniform", **kw)
+            layer = layers.Conv2D(
+                filters, 1, use_bias=use_bias, name=name, kernel_initializer="lecun_uniform", **kw
+            )
             layer.build((None, None, None, in_channels))
             return layer
 
@@ -139,18 +146,26 @@ class GeneralizedAttention(AttentionLayer):
                     f"input channels ({channels}): pass position_embedding_dim explicitly."
                 )
             self.embedding_dim = dim
-            self.position_x = layers.Dense(width, use_bias=False, name="position_x",
-                                           kernel_initializer="lecun_uniform", **kw)
+            self.position_x = layers.Dense(
+                width, use_bias=False, name="position_x", kernel_initializer="lecun_uniform", **kw
+            )
             self.position_x.build((None, dim // 2))
-            self.position_y = layers.Dense(width, use_bias=False, name="position_y",
-                                           kernel_initializer="lecun_uniform", **kw)
+            self.position_y = layers.Dense(
+                width, use_bias=False, name="position_y", kernel_initializer="lecun_uniform", **kw
+            )
             self.position_y.build((None, dim // 2))
         bound = 1.0 / math.sqrt(2 * self.head_dim)
         uniform = keras.initializers.RandomUniform(-bound, bound)
-        self.content_bias = (self.add_weight(name="content_bias", shape=(width,),
-                                             initializer=uniform) if self.use_e3 else None)
-        self.position_bias = (self.add_weight(name="position_bias", shape=(width,),
-                                              initializer=uniform) if self.use_e4 else None)
+        self.content_bias = (
+            self.add_weight(name="content_bias", shape=(width,), initializer=uniform)
+            if self.use_e3
+            else None
+        )
+        self.position_bias = (
+            self.add_weight(name="position_bias", shape=(width,), initializer=uniform)
+            if self.use_e4
+            else None
+        )
         self.output_proj = conv("output", channels, in_channels=width, use_bias=True)
         self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros")
 

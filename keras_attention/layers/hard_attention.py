@@ -34,8 +34,11 @@ def crop_windows(images, top, left, height, width):
         ops.logical_and(cols >= 0, cols < img_w)[:, None, :],
     )
     offsets = ops.cast(ops.arange(batch), "int32") * img_h * img_w
-    index = (offsets[:, None, None] + ops.clip(rows, 0, img_h - 1)[:, :, None] * img_w
-             + ops.clip(cols, 0, img_w - 1)[:, None, :])
+    index = (
+        offsets[:, None, None]
+        + ops.clip(rows, 0, img_h - 1)[:, :, None] * img_w
+        + ops.clip(cols, 0, img_w - 1)[:, None, :]
+    )
     values = ops.take(ops.reshape(images, (-1, channels)), ops.reshape(index, (-1,)), axis=0)
     values = ops.reshape(values, (-1, height, width, channels))
     return values * ops.cast(valid[..., None], images.dtype)
@@ -172,11 +175,12 @@ class GlimpseSensor(layers.Layer):
         g, channels = self.glimpse_size, images.shape[-1]
         patches = []
         for s in range(self.num_scales):
-            ratio = self.scale_factor ** s
+            ratio = self.scale_factor**s
             side = g * ratio
             start = [
-                ops.cast(ops.floor((locations[:, i] + 1.0) / 2.0 * sizes[i] - side / 2.0 + 0.5),
-                         "int32")
+                ops.cast(
+                    ops.floor((locations[:, i] + 1.0) / 2.0 * sizes[i] - side / 2.0 + 0.5), "int32"
+                )
                 for i in range(2)
             ]
             patch = crop_windows(images, start[0], start[1], side, side)
@@ -193,8 +197,11 @@ class GlimpseSensor(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(glimpse_size=self.glimpse_size, num_scales=self.num_scales,
-                      scale_factor=self.scale_factor)
+        config.update(
+            glimpse_size=self.glimpse_size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+        )
         return config
 
 
@@ -320,13 +327,17 @@ class AttentionProposal(layers.Layer):
         with `GlimpseSensor`'s `(y, x)` locations).
     """
 
-    def __init__(self, units=512, activation="tanh", pooling="flatten", min_half_size=1 / 3,
-                 **kwargs):
+    def __init__(
+        self, units=512, activation="tanh", pooling="flatten", min_half_size=1 / 3, **kwargs
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("units", units)
         U.check_choice("pooling", pooling, POOLINGS)
-        if (isinstance(min_half_size, bool) or not isinstance(min_half_size, (int, float))
-                or not 0 <= min_half_size < 1):
+        if (
+            isinstance(min_half_size, bool)
+            or not isinstance(min_half_size, (int, float))
+            or not 0 <= min_half_size < 1
+        ):
             raise ValueError(
                 f"`min_half_size` must be a number in [0, 1), got min_half_size={min_half_size!r}."
             )
@@ -367,15 +378,20 @@ class AttentionProposal(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, activation=U.serialize_activation(self.activation),
-                      pooling=self.pooling, min_half_size=self.min_half_size)
+        config.update(
+            units=self.units,
+            activation=U.serialize_activation(self.activation),
+            pooling=self.pooling,
+            min_half_size=self.min_half_size,
+        )
         return config
 
 
 def boxcar(coords, centre, half, sharpness):
     """RA-CNN's soft boxcar `h(c - centre + half) - h(c - centre - half)`, `h = sigmoid(k .)`."""
-    return (ops.sigmoid(sharpness * (coords - centre + half))
-            - ops.sigmoid(sharpness * (coords - centre - half)))
+    return ops.sigmoid(sharpness * (coords - centre + half)) - ops.sigmoid(
+        sharpness * (coords - centre - half)
+    )
 
 
 @register

@@ -10,8 +10,10 @@ register = keras.saving.register_keras_serializable(package="keras_attention")
 
 
 def _is_shape_list(input_shape):
-    return isinstance(input_shape, (list, tuple)) and len(input_shape) > 0 and all(
-        isinstance(s, (list, tuple)) for s in input_shape
+    return (
+        isinstance(input_shape, (list, tuple))
+        and len(input_shape) > 0
+        and all(isinstance(s, (list, tuple)) for s in input_shape)
     )
 
 
@@ -34,8 +36,9 @@ def _resample_axis(x, out_size, axis, interpolation):
     fraction = ops.reshape(source - lower, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
     lower = ops.minimum(ops.cast(lower, "int32"), last)
     upper = ops.minimum(lower + 1, last)
-    return (ops.take(x, lower, axis=axis) * (1.0 - fraction)
-            + ops.take(x, upper, axis=axis) * fraction)
+    return (
+        ops.take(x, lower, axis=axis) * (1.0 - fraction) + ops.take(x, upper, axis=axis) * fraction
+    )
 
 
 def _softmax_last_two_axes_float32(logits):
@@ -102,8 +105,14 @@ class InteractionAwareAttention(AttentionLayer):
         distribution (summing to 1) of position `(y, x)`'s weights over all positions.
     """
 
-    def __init__(self, projection_dim=None, target_index=0, interpolation="bilinear",
-                 loss_weight=1.0, **kwargs):
+    def __init__(
+        self,
+        projection_dim=None,
+        target_index=0,
+        interpolation="bilinear",
+        loss_weight=1.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("projection_dim", projection_dim, allow_none=True)
         U.check_non_negative_int("target_index", target_index)
@@ -119,9 +128,9 @@ class InteractionAwareAttention(AttentionLayer):
         self.loss_weight = loss_weight
 
     def _shapes(self, input_shape):
-        shapes = [tuple(s) for s in input_shape] if _is_shape_list(input_shape) else [
-            tuple(input_shape)
-        ]
+        shapes = (
+            [tuple(s) for s in input_shape] if _is_shape_list(input_shape) else [tuple(input_shape)]
+        )
         if self.target_index >= len(shapes):
             raise ValueError(
                 f"`target_index` must index one of the {len(shapes)} input maps, got "
@@ -141,8 +150,9 @@ class InteractionAwareAttention(AttentionLayer):
         self.channels = channels
         self.dim = dim
         self.projections = [
-            self.add_weight(name=f"projection_{i}", shape=(c, dim), initializer="orthogonal",
-                            trainable=True)
+            self.add_weight(
+                name=f"projection_{i}", shape=(c, dim), initializer="orthogonal", trainable=True
+            )
             for i, c in enumerate(channels)
         ]
 
@@ -195,13 +205,17 @@ class InteractionAwareAttention(AttentionLayer):
         return (target[0], target[1], target[2], target[1], target[2])
 
     def compute_output_spec(self, inputs, training=None, return_attention=False):
-        shapes = ([tuple(x.shape) for x in inputs] if isinstance(inputs, (list, tuple))
-                  else tuple(inputs.shape))
+        shapes = (
+            [tuple(x.shape) for x in inputs]
+            if isinstance(inputs, (list, tuple))
+            else tuple(inputs.shape)
+        )
         outputs = keras.KerasTensor(self.compute_output_shape(shapes), dtype=self.compute_dtype)
         if not return_attention:
             return outputs
-        attention = keras.KerasTensor(self.compute_attention_shape(shapes),
-                                      dtype=self.compute_dtype)
+        attention = keras.KerasTensor(
+            self.compute_attention_shape(shapes), dtype=self.compute_dtype
+        )
         return outputs, attention
 
     def get_config(self):

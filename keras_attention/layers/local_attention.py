@@ -28,15 +28,23 @@ def _window_views(x, kernel_size, dilation):
         for j in range(kernel_size):
             top, left = i * dilation, j * dilation
             bottom, right = 2 * pad - top, 2 * pad - left
-            views.append(padded[:, top:(-bottom or None), left:(-right or None)])
+            views.append(padded[:, top : (-bottom or None), left : (-right or None)])
     return ops.stack(views, axis=3)
 
 
 class _LocalAttentionBase(AttentionLayer):
     """Multi-head attention from each query position to a `k x k` window of a key map."""
 
-    def __init__(self, num_heads=1, key_dim=None, value_dim=None, kernel_size=7, dilation=1,
-                 use_bias=True, **kwargs):
+    def __init__(
+        self,
+        num_heads=1,
+        key_dim=None,
+        value_dim=None,
+        kernel_size=7,
+        dilation=1,
+        use_bias=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("num_heads", num_heads)
         U.check_positive_int("key_dim", key_dim, allow_none=True)
@@ -67,8 +75,13 @@ class _LocalAttentionBase(AttentionLayer):
         kw = U.sublayer_kwargs(self)
 
         def projection(name, depth, bias_axes):
-            layer = layers.EinsumDense("bhwc,cnd->bhwnd", output_shape=(None, None, heads, depth),
-                                       bias_axes=bias_axes, name=name, **kw)
+            layer = layers.EinsumDense(
+                "bhwc,cnd->bhwnd",
+                output_shape=(None, None, heads, depth),
+                bias_axes=bias_axes,
+                name=name,
+                **kw,
+            )
             layer.build((None, None, None, channels))
             return layer
 
@@ -77,8 +90,11 @@ class _LocalAttentionBase(AttentionLayer):
         self.key = projection("key", key_dim, None)
         self.value = projection("value", value_dim, bias)
         self.output_dense = layers.EinsumDense(
-            "bhwnd,ndc->bhwc", output_shape=(None, None, channels),
-            bias_axes="c" if self.use_bias else None, name="output_dense", **kw
+            "bhwnd,ndc->bhwc",
+            output_shape=(None, None, channels),
+            bias_axes="c" if self.use_bias else None,
+            name="output_dense",
+            **kw,
         )
         self.output_dense.build((None, None, None, heads, value_dim))
         self.scale = float(key_dim) ** -0.5
@@ -87,8 +103,9 @@ class _LocalAttentionBase(AttentionLayer):
         q = self.query(query_map) * ops.cast(self.scale, query_map.dtype)  # (B, H, W, n, d)
         keys = _window_views(self.key(reference_map), self.kernel_size, self.dilation)
         values = _window_views(self.value(reference_map), self.kernel_size, self.dilation)
-        inside = _window_views(ops.ones_like(reference_map[..., :1]), self.kernel_size,
-                               self.dilation)  # (B, H, W, k*k, 1)
+        inside = _window_views(
+            ops.ones_like(reference_map[..., :1]), self.kernel_size, self.dilation
+        )  # (B, H, W, k*k, 1)
         inside = ops.transpose(inside, (0, 1, 2, 4, 3)) > 0  # (B, H, W, 1, k*k)
         logits = ops.cast(ops.einsum("bhwnd,bhwknd->bhwnk", q, keys), "float32")
         logits = ops.where(inside, logits, _MASKED_LOGIT)
@@ -159,7 +176,7 @@ class LocalSelfAttention2D(_LocalAttentionBase):
         return (outputs, attention) if return_attention else outputs
 
     def compute_attention_shape(self, input_shape):
-        return (*input_shape[:3], self.num_heads, self.kernel_size ** 2)
+        return (*input_shape[:3], self.num_heads, self.kernel_size**2)
 
 
 @register
@@ -200,8 +217,10 @@ class LocalCrossAttention2D(_LocalAttentionBase):
     """
 
     def _split(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not all(
-            isinstance(s, (list, tuple)) for s in input_shape
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
         ):
             raise ValueError(
                 f"{type(self).__name__} expects `inputs` = [query_frame, reference_frame], two "
@@ -213,8 +232,9 @@ class LocalCrossAttention2D(_LocalAttentionBase):
         query_shape, reference_shape = self._split(input_shape)
         channels = U.feature_map_channels(self, query_shape)
         U.feature_map_channels(self, reference_shape)
-        if any(a is not None and b is not None and a != b
-               for a, b in zip(query_shape, reference_shape)):
+        if any(
+            a is not None and b is not None and a != b for a, b in zip(query_shape, reference_shape)
+        ):
             raise ValueError(
                 f"{type(self).__name__} needs `inputs` (query and reference frames) of the same "
                 f"shape; got input_shape={[query_shape, reference_shape]}."
@@ -231,13 +251,14 @@ class LocalCrossAttention2D(_LocalAttentionBase):
 
     def compute_attention_shape(self, input_shape):
         query_shape = self._split(input_shape)[0]
-        return (*query_shape[:3], self.num_heads, self.kernel_size ** 2)
+        return (*query_shape[:3], self.num_heads, self.kernel_size**2)
 
     def compute_output_spec(self, inputs, training=None, return_attention=False):
         shapes = [tuple(x.shape) for x in inputs]
         outputs = keras.KerasTensor(self.compute_output_shape(shapes), dtype=self.compute_dtype)
         if not return_attention:
             return outputs
-        attention = keras.KerasTensor(self.compute_attention_shape(shapes),
-                                      dtype=self.compute_dtype)
+        attention = keras.KerasTensor(
+            self.compute_attention_shape(shapes), dtype=self.compute_dtype
+        )
         return outputs, attention

@@ -43,8 +43,9 @@ class ChannelGate(AttentionLayer):
         `(batch, 1, 1, channels)`.
     """
 
-    def __init__(self, reduction_ratio=1 / 16, reduced_channels=None, divisor=1,
-                 use_bias=True, **kwargs):
+    def __init__(
+        self, reduction_ratio=1 / 16, reduced_channels=None, divisor=1, use_bias=True, **kwargs
+    ):
         super().__init__(**kwargs)
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
@@ -57,8 +58,8 @@ class ChannelGate(AttentionLayer):
     def build(self, input_shape):
         channels = U.feature_map_channels(self, input_shape)
         self.reduce, self.expand = U.channel_bottleneck(
-            self, channels, self.reduced_channels, self.reduction_ratio, self.divisor,
-            self.use_bias)
+            self, channels, self.reduced_channels, self.reduction_ratio, self.divisor, self.use_bias
+        )
 
     def _mlp(self, pooled):
         return self.expand(ops.relu(self.reduce(pooled)))
@@ -119,8 +120,16 @@ class CBAM(AttentionLayer):
         `layer.channel_gate(inputs, return_attention=True)`.
     """
 
-    def __init__(self, reduction_ratio=1 / 16, reduced_channels=None, divisor=1,
-                 use_bias=True, kernel_size=7, pooling_order="max_mean", **kwargs):
+    def __init__(
+        self,
+        reduction_ratio=1 / 16,
+        reduced_channels=None,
+        divisor=1,
+        use_bias=True,
+        kernel_size=7,
+        pooling_order="max_mean",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
@@ -224,8 +233,16 @@ class BAM(AttentionLayer):
         is `inputs * (1 + attention)`).
     """
 
-    def __init__(self, reduction_ratio=1 / 16, reduced_channels=None, divisor=None,
-                 num_dilated_convs=2, dilation_rate=4, combine="product", **kwargs):
+    def __init__(
+        self,
+        reduction_ratio=1 / 16,
+        reduced_channels=None,
+        divisor=None,
+        num_dilated_convs=2,
+        dilation_rate=4,
+        combine="product",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_ratio("reduction_ratio", reduction_ratio)
         U.check_positive_int("reduced_channels", reduced_channels, allow_none=True)
@@ -261,8 +278,14 @@ class BAM(AttentionLayer):
         self.dilated_convs = []
         self.dilated_norms = []
         for i in range(self.num_dilated_convs):
-            conv = layers.Conv2D(hidden, 3, padding="same", dilation_rate=self.dilation_rate,
-                                 name=f"dilated_conv_{i}", **kw)
+            conv = layers.Conv2D(
+                hidden,
+                3,
+                padding="same",
+                dilation_rate=self.dilation_rate,
+                name=f"dilated_conv_{i}",
+                **kw,
+            )
             conv.build((None, None, None, hidden))
             norm = U.torch_batch_norm(f"dilated_norm_{i}", kw)
             norm.build((None, None, None, hidden))

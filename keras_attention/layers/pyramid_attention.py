@@ -36,8 +36,9 @@ class _ConvNormLayer(AttentionLayer):
 
     def _conv_norm(self, name, filters, kernel_size, in_channels, kw=None):
         kw = kw or U.sublayer_kwargs(self)
-        conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=self.use_bias,
-                             name=f"{name}_conv", **kw)
+        conv = layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=self.use_bias, name=f"{name}_conv", **kw
+        )
         conv.build((None, None, None, in_channels))
         norm = U.torch_batch_norm(f"{name}_norm", kw)
         norm.build((None, None, None, filters))
@@ -101,7 +102,7 @@ class FeaturePyramidAttention(_ConvNormLayer):
 
     def build(self, input_shape):
         channels = U.feature_map_channels(self, input_shape)
-        smallest = 2 ** PYRAMID_LEVELS
+        smallest = 2**PYRAMID_LEVELS
         for axis, name in ((1, "height"), (2, "width")):
             if input_shape[axis] is not None and input_shape[axis] < smallest:
                 raise ValueError(
@@ -137,14 +138,17 @@ class FeaturePyramidAttention(_ConvNormLayer):
         level3 = self._apply(self.down3a, pool(level2), training)
         level3 = self._apply(self.down3b, level3, training)
         x = self._apply(self.up2, level2, training) + _resize_bilinear_align_corners(
-            level3, (height // 4, width // 4))
+            level3, (height // 4, width // 4)
+        )
         x = self._apply(self.up1, level1, training) + _resize_bilinear_align_corners(
-            x, (height // 2, width // 2))
+            x, (height // 2, width // 2)
+        )
         attention = ops.cast(_resize_bilinear_align_corners(x, (height, width)), inputs.dtype)
 
         pooled = U.spatial_mean_float32(inputs)
-        outputs = (attention * self._apply(self.features, inputs, training)
-                   + self._apply(self.global_branch, pooled, training))
+        outputs = attention * self._apply(self.features, inputs, training) + self._apply(
+            self.global_branch, pooled, training
+        )
         return (outputs, attention) if return_attention else outputs
 
     def compute_output_shape(self, input_shape):

@@ -28,7 +28,7 @@ def rel_to_abs(x):
     x = ops.reshape(x, (-1, length * (rel_size + 1)))
     x = ops.pad(x, ((0, 0), (0, rel_size - length)))
     x = ops.reshape(x, (-1, length + 1, rel_size))
-    return x[:, :length, keys - 1:]
+    return x[:, :length, keys - 1 :]
 
 
 def relative_logits_1d(q, rel):
@@ -65,8 +65,11 @@ def _pair(name, value, allow_none=False):
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(U.is_positive_int(v) for v in value)):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(U.is_positive_int(v) for v in value)
+    ):
         raise ValueError(
             f"`{name}` must be a positive integer or a pair of them, got {name}={value!r}."
         )
@@ -162,8 +165,18 @@ class BottleneckAttention(AttentionLayer):
         positions flattened row-major; rows sum to 1).
     """
 
-    def __init__(self, feat_size=None, dim_out=None, stride=1, num_heads=4, dim_head=None,
-                 qk_ratio=1.0, qkv_bias=False, scale_pos_embed=False, **kwargs):
+    def __init__(
+        self,
+        feat_size=None,
+        dim_out=None,
+        stride=1,
+        num_heads=4,
+        dim_head=None,
+        qk_ratio=1.0,
+        qkv_bias=False,
+        scale_pos_embed=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         feat_size = _pair("feat_size", feat_size, allow_none=True)
         U.check_positive_int("dim_out", dim_out, allow_none=True)
@@ -188,33 +201,44 @@ class BottleneckAttention(AttentionLayer):
         self.dim_head_qk = _qk_head_dim(dim_out, self.num_heads, self.dim_head, self.qk_ratio)
         self.dim_head_v = dim_out // self.num_heads
         self.dim_out_qk = self.num_heads * self.dim_head_qk
-        self.scale = self.dim_head_qk ** -0.5
+        self.scale = self.dim_head_qk**-0.5
         kw = U.sublayer_kwargs(self)
-        self.qkv = layers.Conv2D(2 * self.dim_out_qk + dim_out, 1, use_bias=self.qkv_bias,
-                                 kernel_initializer="lecun_normal", name="qkv", **kw)
+        self.qkv = layers.Conv2D(
+            2 * self.dim_out_qk + dim_out,
+            1,
+            use_bias=self.qkv_bias,
+            kernel_initializer="lecun_normal",
+            name="qkv",
+            **kw,
+        )
         self.qkv.build((None, None, None, channels))
         height, width = self._feat_size
-        self.height_rel = self.add_weight(name="height_rel",
-                                          shape=(2 * height - 1, self.dim_head_qk),
-                                          initializer=_trunc_normal(self.scale))
-        self.width_rel = self.add_weight(name="width_rel",
-                                         shape=(2 * width - 1, self.dim_head_qk),
-                                         initializer=_trunc_normal(self.scale))
+        self.height_rel = self.add_weight(
+            name="height_rel",
+            shape=(2 * height - 1, self.dim_head_qk),
+            initializer=_trunc_normal(self.scale),
+        )
+        self.width_rel = self.add_weight(
+            name="width_rel",
+            shape=(2 * width - 1, self.dim_head_qk),
+            initializer=_trunc_normal(self.scale),
+        )
         self.pool = layers.AveragePooling2D(2, name="pool", **kw) if self.stride == 2 else None
 
     def call(self, inputs, training=None, return_attention=False):
         height, width = self._feat_size
         n, dqk, dv = self.num_heads, self.dim_head_qk, self.dim_head_v
         qkv = self.qkv(inputs)
-        q = qkv[..., :self.dim_out_qk]
-        k = qkv[..., self.dim_out_qk:2 * self.dim_out_qk]
-        v = qkv[..., 2 * self.dim_out_qk:]
+        q = qkv[..., : self.dim_out_qk]
+        k = qkv[..., self.dim_out_qk : 2 * self.dim_out_qk]
+        v = qkv[..., 2 * self.dim_out_qk :]
         q = ops.transpose(ops.reshape(q, (-1, height * width, n, dqk)), (0, 2, 1, 3))
         k = ops.transpose(ops.reshape(k, (-1, height * width, n, dqk)), (0, 2, 1, 3))
         v = ops.transpose(ops.reshape(v, (-1, height * width, n, dv)), (0, 2, 1, 3))
         content = ops.einsum("bnid,bnjd->bnij", q, k)
-        position = relative_logits_2d(ops.reshape(q, (-1, height, width, dqk)),
-                                      self.height_rel, self.width_rel)
+        position = relative_logits_2d(
+            ops.reshape(q, (-1, height, width, dqk)), self.height_rel, self.width_rel
+        )
         position = ops.reshape(position, (-1, n, height * width, height * width))
         if self.scale_pos_embed:
             logits = (content + position) * self.scale
@@ -229,8 +253,12 @@ class BottleneckAttention(AttentionLayer):
 
     def compute_output_shape(self, input_shape):
         dim_out = self.dim_out or input_shape[-1]
-        return (input_shape[0], _pooled(input_shape[1], self.stride),
-                _pooled(input_shape[2], self.stride), dim_out)
+        return (
+            input_shape[0],
+            _pooled(input_shape[1], self.stride),
+            _pooled(input_shape[2], self.stride),
+            dim_out,
+        )
 
     def compute_attention_shape(self, input_shape):
         height, width = self.feat_size or input_shape[1:3]
@@ -300,9 +328,20 @@ class HaloAttention(AttentionLayer):
         block_size + 2 * halo_size`; rows sum to 1.
     """
 
-    def __init__(self, block_size=8, halo_size=3, dim_out=None, stride=1, num_heads=8,
-                 dim_head=None, qk_ratio=1.0, qkv_bias=False, avg_down=False,
-                 scale_pos_embed=False, **kwargs):
+    def __init__(
+        self,
+        block_size=8,
+        halo_size=3,
+        dim_out=None,
+        stride=1,
+        num_heads=8,
+        dim_head=None,
+        qk_ratio=1.0,
+        qkv_bias=False,
+        avg_down=False,
+        scale_pos_embed=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("block_size", block_size)
         U.check_non_negative_int("halo_size", halo_size)
@@ -339,21 +378,38 @@ class HaloAttention(AttentionLayer):
         _check_heads(self, dim_out, self.num_heads)
         self.dim_head_qk = _qk_head_dim(dim_out, self.num_heads, self.dim_head, self.qk_ratio)
         self.dim_head_v = dim_out // self.num_heads
-        self.scale = self.dim_head_qk ** -0.5
+        self.scale = self.dim_head_qk**-0.5
         kw = U.sublayer_kwargs(self)
-        self.q = layers.Conv2D(self.num_heads * self.dim_head_qk, 1, strides=self.block_stride,
-                               use_bias=self.qkv_bias, kernel_initializer="lecun_normal",
-                               name="q", **kw)
+        self.q = layers.Conv2D(
+            self.num_heads * self.dim_head_qk,
+            1,
+            strides=self.block_stride,
+            use_bias=self.qkv_bias,
+            kernel_initializer="lecun_normal",
+            name="q",
+            **kw,
+        )
         self.q.build((None, None, None, channels))
-        self.kv = layers.Conv2D(self.num_heads * (self.dim_head_qk + self.dim_head_v), 1,
-                                use_bias=self.qkv_bias, kernel_initializer="lecun_normal",
-                                name="kv", **kw)
+        self.kv = layers.Conv2D(
+            self.num_heads * (self.dim_head_qk + self.dim_head_v),
+            1,
+            use_bias=self.qkv_bias,
+            kernel_initializer="lecun_normal",
+            name="kv",
+            **kw,
+        )
         self.kv.build((None, None, None, channels))
         rel_size = 2 * self.win_size - 1
-        self.height_rel = self.add_weight(name="height_rel", shape=(rel_size, self.dim_head_qk),
-                                          initializer=_trunc_normal(self.scale))
-        self.width_rel = self.add_weight(name="width_rel", shape=(rel_size, self.dim_head_qk),
-                                         initializer=_trunc_normal(self.scale))
+        self.height_rel = self.add_weight(
+            name="height_rel",
+            shape=(rel_size, self.dim_head_qk),
+            initializer=_trunc_normal(self.scale),
+        )
+        self.width_rel = self.add_weight(
+            name="width_rel",
+            shape=(rel_size, self.dim_head_qk),
+            initializer=_trunc_normal(self.scale),
+        )
         self.pool = layers.AveragePooling2D(2, name="pool", **kw) if self.use_avg_pool else None
 
     def _windows(self, kv, num_h, num_w):
@@ -375,14 +431,14 @@ class HaloAttention(AttentionLayer):
         q = ops.transpose(q, (0, 5, 1, 3, 2, 4, 6))  # (B, n, nh, nw, qb, qb, d)
         q = ops.reshape(q, (-1, n, num_h * num_w, qb * qb, dqk))
         kv = ops.pad(self.kv(inputs), ((0, 0), (halo, halo), (halo, halo), (0, 0)))
-        kv = ops.reshape(self._windows(kv, num_h, num_w),
-                         (-1, num_h, win, num_w, win, n, dqk + dv))
+        kv = ops.reshape(self._windows(kv, num_h, num_w), (-1, num_h, win, num_w, win, n, dqk + dv))
         kv = ops.transpose(kv, (0, 5, 1, 3, 2, 4, 6))  # (B, n, nh, nw, win, win, d)
         kv = ops.reshape(kv, (-1, n, num_h * num_w, win * win, dqk + dv))
         k, v = kv[..., :dqk], kv[..., dqk:]
         content = ops.einsum("bnpid,bnpjd->bnpij", q, k)
-        position = relative_logits_2d(ops.reshape(q, (-1, qb, qb, dqk)),
-                                      self.height_rel, self.width_rel)
+        position = relative_logits_2d(
+            ops.reshape(q, (-1, qb, qb, dqk)), self.height_rel, self.width_rel
+        )
         position = ops.reshape(position, (-1, n, num_h * num_w, qb * qb, win * win))
         if self.scale_pos_embed:
             logits = (content + position) * self.scale
@@ -399,16 +455,19 @@ class HaloAttention(AttentionLayer):
 
     def compute_output_shape(self, input_shape):
         dim_out = self.dim_out or input_shape[-1]
-        return (input_shape[0], _pooled(input_shape[1], self.stride),
-                _pooled(input_shape[2], self.stride), dim_out)
+        return (
+            input_shape[0],
+            _pooled(input_shape[1], self.stride),
+            _pooled(input_shape[2], self.stride),
+            dim_out,
+        )
 
     def compute_attention_shape(self, input_shape):
         height, width = input_shape[1:3]
         blocks = None
         if height is not None and width is not None:
             blocks = (height // self.block_size) * (width // self.block_size)
-        return (input_shape[0], self.num_heads, blocks, self.query_block ** 2,
-                self.win_size ** 2)
+        return (input_shape[0], self.num_heads, blocks, self.query_block**2, self.win_size**2)
 
     def get_config(self):
         config = super().get_config()
@@ -483,8 +542,18 @@ class LambdaLayer(AttentionLayer):
         positions: the weights of the content lambda).
     """
 
-    def __init__(self, dim_out=None, feat_size=None, stride=1, num_heads=4, dim_head=16, r=9,
-                 qk_ratio=1.0, qkv_bias=False, **kwargs):
+    def __init__(
+        self,
+        dim_out=None,
+        feat_size=None,
+        stride=1,
+        num_heads=4,
+        dim_head=16,
+        r=9,
+        qk_ratio=1.0,
+        qkv_bias=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("dim_out", dim_out, allow_none=True)
         feat_size = _pair("feat_size", feat_size, allow_none=True)
@@ -512,8 +581,14 @@ class LambdaLayer(AttentionLayer):
         self.dim_v = dim_out // self.num_heads
         kw = U.sublayer_kwargs(self)
         q_width = self.num_heads * self.dim_qk
-        self.qkv = layers.Conv2D(q_width + self.dim_qk + self.dim_v, 1, use_bias=self.qkv_bias,
-                                 kernel_initializer="lecun_normal", name="qkv", **kw)
+        self.qkv = layers.Conv2D(
+            q_width + self.dim_qk + self.dim_v,
+            1,
+            use_bias=self.qkv_bias,
+            kernel_initializer="lecun_normal",
+            name="qkv",
+            **kw,
+        )
         self.qkv.build((None, None, None, channels))
         self.norm_q = U.torch_batch_norm("norm_q", kw)
         self.norm_q.build((None, None, None, q_width))
@@ -521,16 +596,22 @@ class LambdaLayer(AttentionLayer):
         self.norm_v.build((None, None, None, self.dim_v))
         if self.r is not None:
             self.conv_lambda = layers.Conv3D(
-                self.dim_qk, (self.r, self.r, 1), padding="same",
-                kernel_initializer=_trunc_normal(self.dim_qk ** -0.5), name="conv_lambda", **kw
+                self.dim_qk,
+                (self.r, self.r, 1),
+                padding="same",
+                kernel_initializer=_trunc_normal(self.dim_qk**-0.5),
+                name="conv_lambda",
+                **kw,
             )
             self.conv_lambda.build((None, None, None, self.dim_v, 1))
         else:
             self._feat_size = _resolve_feat_size(self, input_shape, "with r=None ")
             height, width = self._feat_size
-            self.pos_emb = self.add_weight(name="pos_emb",
-                                           shape=(2 * height - 1, 2 * width - 1, self.dim_qk),
-                                           initializer=_trunc_normal(0.02))
+            self.pos_emb = self.add_weight(
+                name="pos_emb",
+                shape=(2 * height - 1, 2 * width - 1, self.dim_qk),
+                initializer=_trunc_normal(0.02),
+            )
             self._rel_index = relative_position_index(height, width)
         self.pool = layers.AveragePooling2D(2, name="pool", **kw) if self.stride == 2 else None
 
@@ -539,9 +620,9 @@ class LambdaLayer(AttentionLayer):
         shape = ops.shape(inputs)
         height, width = shape[1], shape[2]
         qkv = self.qkv(inputs)
-        q = self.norm_q(qkv[..., :n * dk], training=training)
-        k = qkv[..., n * dk:(n + 1) * dk]
-        v = self.norm_v(qkv[..., (n + 1) * dk:], training=training)
+        q = self.norm_q(qkv[..., : n * dk], training=training)
+        k = qkv[..., n * dk : (n + 1) * dk]
+        v = self.norm_v(qkv[..., (n + 1) * dk :], training=training)
         q = ops.reshape(q, (-1, height, width, n, dk))
         keys = U.softmax_float32(ops.reshape(k, (shape[0], -1, dk)), axis=1)  # (B, M, K)
         v_flat = ops.reshape(v, (shape[0], -1, dv))
@@ -551,8 +632,11 @@ class LambdaLayer(AttentionLayer):
             position_lambda = self.conv_lambda(ops.expand_dims(v, -1))  # (B, H, W, V, K)
             outputs = outputs + ops.einsum("bhwnk,bhwvk->bhwnv", q, position_lambda)
         else:
-            embeddings = ops.take(ops.reshape(ops.cast(self.pos_emb, v.dtype), (-1, dk)),
-                                  ops.convert_to_tensor(self._rel_index), axis=0)  # (M, M, K)
+            embeddings = ops.take(
+                ops.reshape(ops.cast(self.pos_emb, v.dtype), (-1, dk)),
+                ops.convert_to_tensor(self._rel_index),
+                axis=0,
+            )  # (M, M, K)
             position_lambda = ops.einsum("abk,zbv->zakv", embeddings, v_flat)
             q_flat = ops.reshape(q, (shape[0], -1, n, dk))
             position = ops.einsum("zank,zakv->zanv", q_flat, position_lambda)
@@ -566,12 +650,17 @@ class LambdaLayer(AttentionLayer):
 
     def compute_output_shape(self, input_shape):
         dim_out = self.dim_out or input_shape[-1]
-        return (input_shape[0], _pooled(input_shape[1], self.stride),
-                _pooled(input_shape[2], self.stride), dim_out)
+        return (
+            input_shape[0],
+            _pooled(input_shape[1], self.stride),
+            _pooled(input_shape[2], self.stride),
+            dim_out,
+        )
 
     def compute_attention_shape(self, input_shape):
-        dim_qk = self.dim_head or _qk_head_dim(self.dim_out or input_shape[-1], self.num_heads,
-                                               None, self.qk_ratio)
+        dim_qk = self.dim_head or _qk_head_dim(
+            self.dim_out or input_shape[-1], self.num_heads, None, self.qk_ratio
+        )
         return (*input_shape[:3], dim_qk)
 
     def get_config(self):
@@ -647,8 +736,9 @@ class AttentionAugmentedConv2D(AttentionLayer):
         positions row-major; rows sum to 1).
     """
 
-    def __init__(self, filters, kernel_size, dk, dv, num_heads, relative=True, feat_size=None,
-                 **kwargs):
+    def __init__(
+        self, filters, kernel_size, dk, dv, num_heads, relative=True, feat_size=None, **kwargs
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("filters", filters, allow_none=True)
         U.check_positive_int("kernel_size", kernel_size)
@@ -684,8 +774,9 @@ class AttentionAugmentedConv2D(AttentionLayer):
             )
         self.dkh, self.dvh = self.dk // self.num_heads, self.dv // self.num_heads
         kw = U.sublayer_kwargs(self)
-        self.conv = layers.Conv2D(filters - self.dv, self.kernel_size, padding="same",
-                                  name="conv", **kw)
+        self.conv = layers.Conv2D(
+            filters - self.dv, self.kernel_size, padding="same", name="conv", **kw
+        )
         self.conv.build((None, None, None, channels))
         self.qkv = layers.Conv2D(2 * self.dk + self.dv, 1, name="qkv", **kw)
         self.qkv.build((None, None, None, channels))
@@ -694,27 +785,30 @@ class AttentionAugmentedConv2D(AttentionLayer):
         if self.relative:
             self._feat_size = _resolve_feat_size(self, input_shape, "with relative=True ")
             height, width = self._feat_size
-            init = keras.initializers.RandomNormal(stddev=self.dkh ** -0.5)
-            self.key_rel_w = self.add_weight(name="key_rel_w", shape=(2 * width - 1, self.dkh),
-                                             initializer=init)
-            self.key_rel_h = self.add_weight(name="key_rel_h", shape=(2 * height - 1, self.dkh),
-                                             initializer=init)
+            init = keras.initializers.RandomNormal(stddev=self.dkh**-0.5)
+            self.key_rel_w = self.add_weight(
+                name="key_rel_w", shape=(2 * width - 1, self.dkh), initializer=init
+            )
+            self.key_rel_h = self.add_weight(
+                name="key_rel_h", shape=(2 * height - 1, self.dkh), initializer=init
+            )
 
     def call(self, inputs, training=None, return_attention=False):
         n, dkh, dvh = self.num_heads, self.dkh, self.dvh
         shape = ops.shape(inputs)
         qkv = self.qkv(inputs)
-        q = qkv[..., :self.dk] * (dkh ** -0.5)
-        k = qkv[..., self.dk:2 * self.dk]
-        v = qkv[..., 2 * self.dk:]
+        q = qkv[..., : self.dk] * (dkh**-0.5)
+        k = qkv[..., self.dk : 2 * self.dk]
+        v = qkv[..., 2 * self.dk :]
         q = ops.transpose(ops.reshape(q, (shape[0], -1, n, dkh)), (0, 2, 1, 3))
         k = ops.transpose(ops.reshape(k, (shape[0], -1, n, dkh)), (0, 2, 1, 3))
         v = ops.transpose(ops.reshape(v, (shape[0], -1, n, dvh)), (0, 2, 1, 3))
         logits = ops.einsum("bnid,bnjd->bnij", q, k)
         if self.relative:
             height, width = self._feat_size
-            position = relative_logits_2d(ops.reshape(q, (-1, height, width, dkh)),
-                                          self.key_rel_h, self.key_rel_w)
+            position = relative_logits_2d(
+                ops.reshape(q, (-1, height, width, dkh)), self.key_rel_h, self.key_rel_w
+            )
             logits = logits + ops.reshape(position, (-1, n, height * width, height * width))
         attention = U.softmax_float32(logits)
         attended = ops.einsum("bnij,bnjd->bind", attention, v)
@@ -727,8 +821,12 @@ class AttentionAugmentedConv2D(AttentionLayer):
         own = self._trainable_variables + self._non_trainable_variables
         for i, variable in enumerate(own):
             value = np.asarray(store[f"{i}"])
-            if (self.relative and variable.path.split("/")[-1] in ("key_rel_w", "key_rel_h")
-                    and value.ndim == 2 and value.shape[1] == variable.shape[1]):
+            if (
+                self.relative
+                and variable.path.split("/")[-1] in ("key_rel_w", "key_rel_h")
+                and value.ndim == 2
+                and value.shape[1] == variable.shape[1]
+            ):
                 value = resize_relative_table(value, variable.shape[0])
             variable.assign(value.astype(variable.dtype))
 

@@ -103,8 +103,9 @@ class _PreActBottleneck(layers.Layer):
         for i, (filters, kernel, fan_in) in enumerate(spec):
             norm = U.torch_batch_norm(f"bn_{i}", kw)
             norm.build((None, None, None, fan_in))
-            conv = layers.Conv2D(filters, kernel, padding="same", use_bias=False,
-                                 name=f"conv_{i}", **kw)
+            conv = layers.Conv2D(
+                filters, kernel, padding="same", use_bias=False, name=f"conv_{i}", **kw
+            )
             conv.build((None, None, None, fan_in))
             self.norms.append(norm)
             self.convs.append(conv)
@@ -184,8 +185,7 @@ class SoftMaskBranch(AttentionLayer):
         the tuple `(M, M)`.
     """
 
-    def __init__(self, num_downsamples=1, units_per_level=1, mask_activation="sigmoid",
-                 **kwargs):
+    def __init__(self, num_downsamples=1, units_per_level=1, mask_activation="sigmoid", **kwargs):
         super().__init__(**kwargs)
         U.check_positive_int("num_downsamples", num_downsamples)
         U.check_positive_int("units_per_level", units_per_level)
@@ -253,7 +253,7 @@ class SoftMaskBranch(AttentionLayer):
             mask = ops.tanh(z)
         elif self.mask_activation == "channel":
             squared = ops.sum(ops.square(z), axis=-1, keepdims=True)
-            mask = z * ops.rsqrt(ops.maximum(squared, CHANNEL_NORM_EPSILON ** 2))
+            mask = z * ops.rsqrt(ops.maximum(squared, CHANNEL_NORM_EPSILON**2))
         else:
             mean = ops.mean(z, axis=(1, 2), keepdims=True)
             variance = ops.mean(ops.square(z - mean), axis=(1, 2), keepdims=True)
@@ -310,8 +310,15 @@ class ResidualAttention(AttentionLayer):
         `(batch, height, width, channels)`.
     """
 
-    def __init__(self, pre_units=1, trunk_units=2, units_per_level=1, num_downsamples=1,
-                 mask_activation="sigmoid", **kwargs):
+    def __init__(
+        self,
+        pre_units=1,
+        trunk_units=2,
+        units_per_level=1,
+        num_downsamples=1,
+        mask_activation="sigmoid",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_non_negative_int("pre_units", pre_units)
         U.check_non_negative_int("trunk_units", trunk_units)

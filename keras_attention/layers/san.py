@@ -19,8 +19,15 @@ def _check_odd(name, value):
 class _LocalSelfAttention(AttentionLayer):
     """Shared configuration, projections, footprint extraction and aggregation of SAN."""
 
-    def __init__(self, kernel_size=7, dilation=1, share_planes=8, relation_channels=None,
-                 value_channels=None, **kwargs):
+    def __init__(
+        self,
+        kernel_size=7,
+        dilation=1,
+        share_planes=8,
+        relation_channels=None,
+        value_channels=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _check_odd("kernel_size", kernel_size)
         U.check_positive_int("dilation", dilation)
@@ -75,7 +82,7 @@ class _LocalSelfAttention(AttentionLayer):
         for dy in range(0, 2 * p + 1, d):
             for dx in range(0, 2 * p + 1, d):
                 # Negative stops keep the slices static when H and W are unknown.
-                taps.append(padded[:, dy:(dy - 2 * p) or None, dx:(dx - 2 * p) or None, :])
+                taps.append(padded[:, dy : (dy - 2 * p) or None, dx : (dx - 2 * p) or None, :])
         return ops.stack(taps, axis=3)
 
     def _aggregate(self, values, weights):
@@ -173,11 +180,24 @@ class PairwiseSelfAttention(_LocalSelfAttention):
         share_planes)` (summing to 1 over the footprint axis).
     """
 
-    def __init__(self, kernel_size=7, dilation=1, share_planes=8, relation_channels=None,
-                 value_channels=None, position_encoding=True, **kwargs):
-        super().__init__(kernel_size=kernel_size, dilation=dilation, share_planes=share_planes,
-                         relation_channels=relation_channels, value_channels=value_channels,
-                         **kwargs)
+    def __init__(
+        self,
+        kernel_size=7,
+        dilation=1,
+        share_planes=8,
+        relation_channels=None,
+        value_channels=None,
+        position_encoding=True,
+        **kwargs,
+    ):
+        super().__init__(
+            kernel_size=kernel_size,
+            dilation=dilation,
+            share_planes=share_planes,
+            relation_channels=relation_channels,
+            value_channels=value_channels,
+            **kwargs,
+        )
         self.position_encoding = bool(position_encoding)
 
     def _build_weight_generator(self, kw):
@@ -190,8 +210,9 @@ class PairwiseSelfAttention(_LocalSelfAttention):
         footprint = (None, None, None, self.taps)  # per position and footprint tap
         self.weight_norm1 = U.torch_batch_norm("weight_norm1", kw)
         self.weight_norm1.build((*footprint, relation))
-        self.weight_conv1 = layers.Dense(self.relation_width, use_bias=False,
-                                         name="weight_conv1", **kw)
+        self.weight_conv1 = layers.Dense(
+            self.relation_width, use_bias=False, name="weight_conv1", **kw
+        )
         self.weight_conv1.build((*footprint, relation))
         self.weight_norm2 = U.torch_batch_norm("weight_norm2", kw)
         self.weight_norm2.build((*footprint, self.relation_width))
@@ -278,19 +299,31 @@ class PatchwiseSelfAttention(_LocalSelfAttention):
         (summing to 1 over the footprint axis with `softmax=True`).
     """
 
-    def __init__(self, kernel_size=7, dilation=1, share_planes=8, relation_channels=None,
-                 value_channels=None, softmax=True, **kwargs):
-        super().__init__(kernel_size=kernel_size, dilation=dilation, share_planes=share_planes,
-                         relation_channels=relation_channels, value_channels=value_channels,
-                         **kwargs)
+    def __init__(
+        self,
+        kernel_size=7,
+        dilation=1,
+        share_planes=8,
+        relation_channels=None,
+        value_channels=None,
+        softmax=True,
+        **kwargs,
+    ):
+        super().__init__(
+            kernel_size=kernel_size,
+            dilation=dilation,
+            share_planes=share_planes,
+            relation_channels=relation_channels,
+            value_channels=value_channels,
+            **kwargs,
+        )
         self.softmax = bool(softmax)
 
     def _build_weight_generator(self, kw):
         features = self.relation_width * (self.taps + 1)
         self.weight_norm1 = U.torch_batch_norm("weight_norm1", kw)
         self.weight_norm1.build((None, None, None, features))
-        self.weight_conv1 = layers.Conv2D(self.groups, 1, use_bias=False, name="weight_conv1",
-                                          **kw)
+        self.weight_conv1 = layers.Conv2D(self.groups, 1, use_bias=False, name="weight_conv1", **kw)
         self.weight_conv1.build((None, None, None, features))
         self.weight_norm2 = U.torch_batch_norm("weight_norm2", kw)
         self.weight_norm2.build((None, None, None, self.groups))
@@ -303,8 +336,7 @@ class PatchwiseSelfAttention(_LocalSelfAttention):
         phi, psi = self.query(inputs), self.key(inputs)
         patch = ops.transpose(self._footprint(psi), (0, 1, 2, 4, 3))  # (B, H, W, r, K2)
         patch = ops.reshape(patch, (-1, h, w, self.relation_width * self.taps))
-        x = ops.relu(self.weight_norm1(ops.concatenate([phi, patch], axis=-1),
-                                       training=training))
+        x = ops.relu(self.weight_norm1(ops.concatenate([phi, patch], axis=-1), training=training))
         x = ops.relu(self.weight_norm2(self.weight_conv1(x), training=training))
         weights = ops.reshape(self.weight_conv2(x), (-1, h, w, self.groups, self.taps))
         weights = ops.transpose(weights, (0, 1, 2, 4, 3))  # (B, H, W, K2, G)

@@ -66,8 +66,16 @@ class MultiHeadSelfAttention2D(AttentionLayer):
         key positions).
     """
 
-    def __init__(self, num_heads=8, key_dim=None, num_key_value_heads=None, output_dim=None,
-                 use_bias=True, scale=None, **kwargs):
+    def __init__(
+        self,
+        num_heads=8,
+        key_dim=None,
+        num_key_value_heads=None,
+        output_dim=None,
+        use_bias=True,
+        scale=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_positive_int("num_heads", num_heads)
         U.check_positive_int("key_dim", key_dim, allow_none=True)
@@ -97,7 +105,7 @@ class MultiHeadSelfAttention2D(AttentionLayer):
             )
         self.head_dim = head_dim
         self.kv_heads = self.num_key_value_heads or self.num_heads
-        self.scale_value = self.scale if self.scale is not None else head_dim ** -0.5
+        self.scale_value = self.scale if self.scale is not None else head_dim**-0.5
         kw = dict(use_bias=self.use_bias, **U.sublayer_kwargs(self))
         self.query = layers.Dense(self.num_heads * head_dim, name="query", **kw)
         self.key = layers.Dense(self.kv_heads * head_dim, name="key", **kw)
@@ -130,8 +138,7 @@ class MultiHeadSelfAttention2D(AttentionLayer):
             return outputs
         if key.shape[2] != self.num_heads:
             key = ops.repeat(key, groups, axis=2)  # query head n reads key head n // groups
-        logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"),
-                            ops.cast(key, "float32"))
+        logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"), ops.cast(key, "float32"))
         attention = ops.softmax(logits * self.scale_value, axis=-1)
         return outputs, ops.cast(attention, inputs.dtype)
 
@@ -225,8 +232,16 @@ class NonLocal(AttentionLayer):
         sum to 1 for the Gaussian forms.
     """
 
-    def __init__(self, pairwise="embedded_gaussian", inner_channels=None, reduction_ratio=1 / 2,
-                 divisor=None, subsample=False, scale="auto", **kwargs):
+    def __init__(
+        self,
+        pairwise="embedded_gaussian",
+        inner_channels=None,
+        reduction_ratio=1 / 2,
+        divisor=None,
+        subsample=False,
+        scale="auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         U.check_choice("pairwise", pairwise, set(PAIRWISE))
         U.check_positive_int("inner_channels", inner_channels, allow_none=True)
@@ -274,7 +289,7 @@ class NonLocal(AttentionLayer):
         scale = self.scale
         if scale == "auto":
             scale = "inner" if self.pairwise == "embedded_gaussian" else None
-        self.scale_value = {"inner": inner ** -0.5, "input": channels ** -0.5, None: 1.0}[scale]
+        self.scale_value = {"inner": inner**-0.5, "input": channels**-0.5, None: 1.0}[scale]
         kw = U.sublayer_kwargs(self)
         if self.pairwise == "gaussian":
             self.theta = self.phi = None
@@ -298,21 +313,21 @@ class NonLocal(AttentionLayer):
     def _pool(self, x):
         if not self.subsample:
             return x
-        return ops.max_pool(x, self.pool_size, strides=self.pool_size, padding="valid",
-                            data_format="channels_last")
+        return ops.max_pool(
+            x, self.pool_size, strides=self.pool_size, padding="valid", data_format="channels_last"
+        )
 
     def _pairwise_terms(self, inputs, batch):
         """Queries and keys of the pairwise function, as `(B, N, D)` and `(B, N', D)`."""
         if self.pairwise == "gaussian":
             return _tokens(inputs, batch), _tokens(self._pool(inputs), batch)
-        return (_tokens(self.theta(inputs), batch),
-                _tokens(self._pool(self.phi(inputs)), batch))
+        return (_tokens(self.theta(inputs), batch), _tokens(self._pool(self.phi(inputs)), batch))
 
     def _concat_logits(self, query, key):
         """`ReLU(theta_i . w1 + phi_j . w2) / N'` in float32, `(B, N, N')`."""
         kernel = ops.cast(self.concat_project.kernel, "float32")
         left = ops.matmul(ops.cast(query, "float32"), kernel[: self.inner])  # (B, N, 1)
-        right = ops.matmul(ops.cast(key, "float32"), kernel[self.inner:])  # (B, N', 1)
+        right = ops.matmul(ops.cast(key, "float32"), kernel[self.inner :])  # (B, N', 1)
         pairs = ops.relu(left + ops.transpose(right, (0, 2, 1)))
         return pairs / ops.cast(ops.shape(key)[1], "float32")
 
@@ -320,8 +335,7 @@ class NonLocal(AttentionLayer):
         """The `(B, N, N')` weights `f(x_i, x_j) / C(x)`, in float32."""
         if self.pairwise == "concatenation":
             return self._concat_logits(query, key)
-        logits = ops.einsum("bnd,bmd->bnm", ops.cast(query, "float32"),
-                            ops.cast(key, "float32"))
+        logits = ops.einsum("bnd,bmd->bnm", ops.cast(query, "float32"), ops.cast(key, "float32"))
         if self.pairwise == "dot_product":
             return logits / ops.cast(ops.shape(key)[1], "float32")
         return ops.softmax(logits * self.scale_value, axis=-1)
@@ -335,8 +349,9 @@ class NonLocal(AttentionLayer):
             mixed = U.single_head_attention(query, key, value, self.scale_value)
         elif self.pairwise == "dot_product":
             # Associativity: theta (phi^T g) / N' costs O(N) memory instead of O(N N').
-            context = ops.einsum("bmd,bme->bde", ops.cast(key, "float32"),
-                                 ops.cast(value, "float32"))
+            context = ops.einsum(
+                "bmd,bme->bde", ops.cast(key, "float32"), ops.cast(value, "float32")
+            )
             context = context / ops.cast(ops.shape(key)[1], "float32")
             mixed = ops.cast(ops.matmul(ops.cast(query, "float32"), context), inputs.dtype)
         else:
@@ -353,8 +368,9 @@ class NonLocal(AttentionLayer):
         pooled = spatial
         if self.subsample:
             windows = {1: (2,), 2: (2, 2), 3: (1, 2, 2)}[len(spatial)]
-            pooled = tuple(None if size is None else size // window
-                           for size, window in zip(spatial, windows))
+            pooled = tuple(
+                None if size is None else size // window for size, window in zip(spatial, windows)
+            )
         return (input_shape[0], _num_positions(spatial), _num_positions(pooled))
 
     def get_config(self):

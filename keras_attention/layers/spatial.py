@@ -59,8 +59,9 @@ class SpatialGate(AttentionLayer):
     def build(self, input_shape):
         U.feature_map_channels(self, input_shape)
         kw = U.sublayer_kwargs(self)
-        self.conv = layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
-                                  name="conv", **kw)
+        self.conv = layers.Conv2D(
+            1, self.kernel_size, padding="same", use_bias=False, name="conv", **kw
+        )
         self.conv.build((None, None, None, 2))
         self.norm = U.torch_batch_norm("norm", kw)
         self.norm.build((None, None, None, 1))

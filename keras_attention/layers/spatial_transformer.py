@@ -32,8 +32,11 @@ def check_size_pair(name, value, allow_none=False):
     """`(height, width)`: two positive integers (or None where allowed)."""
     if value is None and allow_none:
         return None
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(U.is_positive_int(v) for v in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(U.is_positive_int(v) for v in value)
+    ):
         raise ValueError(
             f"`{name}` must be a pair (height, width) of positive integers, got {name}={value!r}."
         )
@@ -52,8 +55,11 @@ def multi_input_spec(layer, inputs, return_attention):
 
 def split_inputs(layer, input_shape, names):
     """Validate `inputs = [a, b]` (given by their shapes) and return the two shapes."""
-    if (not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2
-            or not all(isinstance(s, (list, tuple)) for s in input_shape)):
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or len(input_shape) != 2
+        or not all(isinstance(s, (list, tuple)) for s in input_shape)
+    ):
         raise ValueError(
             f"{type(layer).__name__} expects `inputs` = [{names[0]}, {names[1]}]; got "
             f"input_shape={input_shape}."
@@ -67,8 +73,7 @@ def check_vector_input(layer, name, shape, size=None):
     if len(shape) != 2 or (size is not None and shape[-1] not in (None, size)):
         expected = f"(batch, {size})" if size is not None else "(batch, features)"
         raise ValueError(
-            f"{type(layer).__name__} expects `{name}` of shape {expected}; got "
-            f"input_shape={shape}."
+            f"{type(layer).__name__} expects `{name}` of shape {expected}; got input_shape={shape}."
         )
 
 
@@ -174,8 +179,7 @@ def grid_sample(images, grid, align_corners=False):
 def tps_control_points(grid_size):
     """`(K, 2)` regular grid of control points `(x, y)` over `[-1, 1]^2`, row-major."""
     rows, cols = grid_size
-    ys, xs = np.meshgrid(np.linspace(-1.0, 1.0, rows), np.linspace(-1.0, 1.0, cols),
-                         indexing="ij")
+    ys, xs = np.meshgrid(np.linspace(-1.0, 1.0, rows), np.linspace(-1.0, 1.0, cols), indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=-1)
 
 
@@ -212,14 +216,18 @@ def tps_grid(targets, control_points, height, width, align_corners=False):
     inverse_np = tps_inverse_kernel(points)
     if isinstance(height, int) and isinstance(width, int):
         # Static size: the whole linear map targets -> grid in float64, rounded once.
-        gy, gx = np.meshgrid(_np_coordinates(height, align_corners),
-                             _np_coordinates(width, align_corners), indexing="ij")
+        gy, gx = np.meshgrid(
+            _np_coordinates(height, align_corners),
+            _np_coordinates(width, align_corners),
+            indexing="ij",
+        )
         gx, gy = gx.ravel(), gy.ravel()
         d2 = (gx[:, None] - points[None, :, 0]) ** 2 + (gy[:, None] - points[None, :, 1]) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
             radial = np.where(d2 > 0, d2 * np.log(np.where(d2 > 0, d2, 1.0)), 0.0)
-        features = np.concatenate([radial, np.ones_like(gx)[:, None], gx[:, None], gy[:, None]],
-                                  axis=-1)
+        features = np.concatenate(
+            [radial, np.ones_like(gx)[:, None], gx[:, None], gy[:, None]], axis=-1
+        )
         weights = ops.convert_to_tensor((features @ inverse_np).astype("float32"))  # (HW, K)
         grid = ops.einsum("pk,bkd->bpd", weights, targets)
         return ops.reshape(grid, (-1, height, width, 2))
@@ -394,8 +402,15 @@ class SpatialTransformer(AttentionLayer):
         `(batch, out_height, out_width, 2)` normalised `(x, y)` sampling grid.
     """
 
-    def __init__(self, localization=None, output_size=None, transform="affine",
-                 align_corners=False, tps_grid_size=(4, 4), **kwargs):
+    def __init__(
+        self,
+        localization=None,
+        output_size=None,
+        transform="affine",
+        align_corners=False,
+        tps_grid_size=(4, 4),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(localization, dict):  # as serialised by get_config
             localization = keras.saving.deserialize_keras_object(localization)
@@ -437,17 +452,23 @@ class SpatialTransformer(AttentionLayer):
             # the network is tiny (16 x 16 input)
             kw = {"dtype": "float32"}
             self.loc_layers = [
-                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
-                              name="loc_conv1", **kw),
-                layers.Conv2D(16, 3, strides=2, padding="same", activation="relu",
-                              name="loc_conv2", **kw),
+                layers.Conv2D(
+                    8, 3, strides=2, padding="same", activation="relu", name="loc_conv1", **kw
+                ),
+                layers.Conv2D(
+                    16, 3, strides=2, padding="same", activation="relu", name="loc_conv2", **kw
+                ),
                 layers.Flatten(name="loc_flatten", **kw),
                 layers.Dense(32, name="loc_dense", **kw),
                 layers.LayerNormalization(name="loc_norm", **kw),
                 layers.Activation("tanh", name="loc_tanh", **kw),
-                layers.Dense(self.num_params, kernel_initializer="zeros",
-                             bias_initializer=keras.initializers.Constant(self.identity_params()),
-                             name="loc_params", **kw),
+                layers.Dense(
+                    self.num_params,
+                    kernel_initializer="zeros",
+                    bias_initializer=keras.initializers.Constant(self.identity_params()),
+                    name="loc_params",
+                    **kw,
+                ),
             ]
             shape = (input_shape[0], *LOC_INPUT_SIZE, input_shape[-1])
             for layer in self.loc_layers:
@@ -470,8 +491,7 @@ class SpatialTransformer(AttentionLayer):
     def _localize(self, inputs, training):
         if self.localization is not None:
             return self.localization(inputs, training=training)
-        x = ops.image.resize(ops.cast(inputs, "float32"), LOC_INPUT_SIZE,
-                             interpolation="bilinear")
+        x = ops.image.resize(ops.cast(inputs, "float32"), LOC_INPUT_SIZE, interpolation="bilinear")
         for layer in self.loc_layers:
             x = layer(x)
         return x
@@ -488,8 +508,9 @@ class SpatialTransformer(AttentionLayer):
         if self.transform == "affine":
             grid = affine_grid(params, height, width, self.align_corners)
         else:
-            grid = tps_grid(params, tps_control_points(self.tps_grid_size), height, width,
-                            self.align_corners)
+            grid = tps_grid(
+                params, tps_control_points(self.tps_grid_size), height, width, self.align_corners
+            )
         outputs = grid_sample(inputs, grid, self.align_corners)
         if return_attention:
             return outputs, ops.cast(grid, self.compute_dtype)
@@ -505,12 +526,14 @@ class SpatialTransformer(AttentionLayer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            localization=(None if self.localization is None
-                          else keras.saving.serialize_keras_object(self.localization)),
+            localization=(
+                None
+                if self.localization is None
+                else keras.saving.serialize_keras_object(self.localization)
+            ),
             output_size=self.output_size,
             transform=self.transform,
             align_corners=self.align_corners,
             tps_grid_size=self.tps_grid_size,
         )
         return config
-

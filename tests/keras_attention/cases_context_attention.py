@@ -32,11 +32,18 @@ def criss_cross_map(shape):
 
 CASES = [
     LayerCase(
-        "pam_danet", L.PositionAttention, {}, SHAPE, attention_shape=position_map,
+        "pam_danet",
+        L.PositionAttention,
+        {},
+        SHAPE,
+        attention_shape=position_map,
         invalid=(({"reduction": 0}, SHAPE, "reduction"), RANK_ERROR),
     ),
     LayerCase(
-        "criss_cross_rcca", L.CrissCrossAttention, {}, RCCA_SHAPE,
+        "criss_cross_rcca",
+        L.CrissCrossAttention,
+        {},
+        RCCA_SHAPE,
         attention_shape=criss_cross_map,
         invalid=(
             ({"reduction": 0}, SMALL, "reduction"),
@@ -44,8 +51,13 @@ CASES = [
             RANK_ERROR,
         ),
     ),
-    LayerCase("criss_cross_once_r4", L.CrissCrossAttention, {"recurrence": 1, "reduction": 4},
-              (2, 5, 7, 16), attention_shape=criss_cross_map),
+    LayerCase(
+        "criss_cross_once_r4",
+        L.CrissCrossAttention,
+        {"recurrence": 1, "reduction": 4},
+        (2, 5, 7, 16),
+        attention_shape=criss_cross_map,
+    ),
 ]
 
 # --- ObjectContext: convolution biases feed BatchNorms (official layout), whose gradient is
@@ -53,7 +65,11 @@ CASES = [
 # test_context_attention.py checks the training-mode forward pass in closed form.
 CASES += [
     LayerCase(
-        "ocnet_base", L.ObjectContext, {}, SMALL, attention_shape=position_map,
+        "ocnet_base",
+        L.ObjectContext,
+        {},
+        SMALL,
+        attention_shape=position_map,
         training=False,
         invalid=(
             ({"mode": "aspp"}, SMALL, "mode"),
@@ -75,25 +91,48 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("ocnet_pyramid", L.ObjectContext,
-              {"mode": "pyramid", "pyramid_sizes": (1, 2, 3), "out_channels": 8}, SMALL,
-              attention_shape=lambda s: (s[0], 3, *position_map(s)[1:]), training=False),
-    LayerCase("ocnet_asp", L.ObjectContext,
-              {"mode": "asp", "dilations": (1, 2), "out_channels": 8, "dropout": 0.1}, SMALL,
-              attention_shape=position_map, training=False),
+    LayerCase(
+        "ocnet_pyramid",
+        L.ObjectContext,
+        {"mode": "pyramid", "pyramid_sizes": (1, 2, 3), "out_channels": 8},
+        SMALL,
+        attention_shape=lambda s: (s[0], 3, *position_map(s)[1:]),
+        training=False,
+    ),
+    LayerCase(
+        "ocnet_asp",
+        L.ObjectContext,
+        {"mode": "asp", "dilations": (1, 2), "out_channels": 8, "dropout": 0.1},
+        SMALL,
+        attention_shape=position_map,
+        training=False,
+    ),
     # official ASP-OC: leaky ReLU, 2x2-pooled attention, branches of out_channels // 2
-    LayerCase("ocnet_asp_official", L.ObjectContext,
-              {"mode": "asp", "dilations": (1, 2), "out_channels": 16, "preset": "official"},
-              SMALL, attention_shape=pooled_position_map(2), training=False),
-    LayerCase("ocnet_base_official_pooled", L.ObjectContext,
-              {"preset": "official", "context_pooling": 3, "activation": "leaky_relu"},
-              SMALL, attention_shape=pooled_position_map(3), training=False),
+    LayerCase(
+        "ocnet_asp_official",
+        L.ObjectContext,
+        {"mode": "asp", "dilations": (1, 2), "out_channels": 16, "preset": "official"},
+        SMALL,
+        attention_shape=pooled_position_map(2),
+        training=False,
+    ),
+    LayerCase(
+        "ocnet_base_official_pooled",
+        L.ObjectContext,
+        {"preset": "official", "context_pooling": 3, "activation": "leaky_relu"},
+        SMALL,
+        attention_shape=pooled_position_map(3),
+        training=False,
+    ),
 ]
 
 # --- CompactGeneralizedNonLocal ---
 CASES += [
     LayerCase(
-        "cgnl_dot", L.CompactGeneralizedNonLocal, {}, SMALL,
+        "cgnl_dot",
+        L.CompactGeneralizedNonLocal,
+        {},
+        SMALL,
         attention_shape=lambda s: (s[0], 1, 1),
         invalid=(
             ({"inner_channels": 0}, SMALL, "inner_channels"),
@@ -106,10 +145,18 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("cgnl_gaussian_constant_official", L.CompactGeneralizedNonLocal,
-              {"kernel": "gaussian", "order": 2, "gaussian_factors": "constant"}, SMALL,
-              attention_shape=lambda s: (s[0], 1, 3)),
-    LayerCase("cgnl_gaussian_groups", L.CompactGeneralizedNonLocal,
-              {"kernel": "gaussian", "groups": 2, "gamma": 1e-2, "use_scale": True}, SMALL,
-              attention_shape=lambda s: (s[0], 2, 4)),
+    LayerCase(
+        "cgnl_gaussian_constant_official",
+        L.CompactGeneralizedNonLocal,
+        {"kernel": "gaussian", "order": 2, "gaussian_factors": "constant"},
+        SMALL,
+        attention_shape=lambda s: (s[0], 1, 3),
+    ),
+    LayerCase(
+        "cgnl_gaussian_groups",
+        L.CompactGeneralizedNonLocal,
+        {"kernel": "gaussian", "groups": 2, "gamma": 1e-2, "use_scale": True},
+        SMALL,
+        attention_shape=lambda s: (s[0], 2, 4),
+    ),
 ]

@@ -22,7 +22,10 @@ def _san_map(kernel_size, groups):
 
 CASES = [
     LayerCase(
-        "generalized_attention_1111", L.GeneralizedAttention, {"num_heads": 2}, SMALL,
+        "generalized_attention_1111",
+        L.GeneralizedAttention,
+        {"num_heads": 2},
+        SMALL,
         attention_shape=_generalized_map(2),
         invalid=(
             ({"attention_type": "0000"}, SMALL, "attention_type"),
@@ -38,13 +41,26 @@ CASES = [
             RANK_ERROR,
         ),
     ),
-    LayerCase("generalized_attention_0010_kv_stride2", L.GeneralizedAttention,
-              {"num_heads": 2, "attention_type": "0010", "kv_stride": 2}, SMALL,
-              attention_shape=_generalized_map(2, 2)),
-    LayerCase("generalized_attention_0101_kv_stride3", L.GeneralizedAttention,
-              {"num_heads": 4, "attention_type": "0101", "position_embedding_dim": 8,
-               "position_magnitude": 2.0, "kv_stride": 3}, SMALL,
-              attention_shape=_generalized_map(4, 3)),
+    LayerCase(
+        "generalized_attention_0010_kv_stride2",
+        L.GeneralizedAttention,
+        {"num_heads": 2, "attention_type": "0010", "kv_stride": 2},
+        SMALL,
+        attention_shape=_generalized_map(2, 2),
+    ),
+    LayerCase(
+        "generalized_attention_0101_kv_stride3",
+        L.GeneralizedAttention,
+        {
+            "num_heads": 4,
+            "attention_type": "0101",
+            "position_embedding_dim": 8,
+            "position_magnitude": 2.0,
+            "kv_stride": 3,
+        },
+        SMALL,
+        attention_shape=_generalized_map(4, 3),
+    ),
 ]
 
 # SAN: the projections' biases feed a BatchNormalization (their training-mode gradient is
@@ -52,8 +68,11 @@ CASES = [
 # test_san.py checks the training-mode forward pass in closed form.
 CASES += [
     LayerCase(
-        "san_pairwise_k3", L.PairwiseSelfAttention,
-        {"kernel_size": 3, "relation_channels": 4}, SMALL, attention_shape=_san_map(3, 2),
+        "san_pairwise_k3",
+        L.PairwiseSelfAttention,
+        {"kernel_size": 3, "relation_channels": 4},
+        SMALL,
+        attention_shape=_san_map(3, 2),
         training=False,
         invalid=(
             ({"kernel_size": 4}, SMALL, "kernel_size"),
@@ -68,13 +87,26 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("san_pairwise_dilated_no_position", L.PairwiseSelfAttention,
-              {"kernel_size": 3, "dilation": 2, "position_encoding": False,
-               "value_channels": 8, "share_planes": 4}, SMALL,
-              attention_shape=_san_map(3, 2), training=False),
     LayerCase(
-        "san_patchwise_k3", L.PatchwiseSelfAttention,
-        {"kernel_size": 3, "relation_channels": 2}, SMALL, attention_shape=_san_map(3, 2),
+        "san_pairwise_dilated_no_position",
+        L.PairwiseSelfAttention,
+        {
+            "kernel_size": 3,
+            "dilation": 2,
+            "position_encoding": False,
+            "value_channels": 8,
+            "share_planes": 4,
+        },
+        SMALL,
+        attention_shape=_san_map(3, 2),
+        training=False,
+    ),
+    LayerCase(
+        "san_patchwise_k3",
+        L.PatchwiseSelfAttention,
+        {"kernel_size": 3, "relation_channels": 2},
+        SMALL,
+        attention_shape=_san_map(3, 2),
         training=False,
         invalid=(
             ({"kernel_size": 2}, SMALL, "kernel_size"),
@@ -83,14 +115,30 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("san_patchwise_k7", L.PatchwiseSelfAttention,
-              {"value_channels": 8, "share_planes": 2}, SMALL,
-              attention_shape=_san_map(7, 4), training=False),
+    LayerCase(
+        "san_patchwise_k7",
+        L.PatchwiseSelfAttention,
+        {"value_channels": 8, "share_planes": 2},
+        SMALL,
+        attention_shape=_san_map(7, 4),
+        training=False,
+    ),
     # Unnormalised weights (the official code's patchwise form) make large outputs with
     # random weights; a 3x3 footprint keeps XLA's float32 reordering within the dynamic
     # size check's 1e-5 tolerance.
-    LayerCase("san_patchwise_dilated_no_softmax", L.PatchwiseSelfAttention,
-              {"kernel_size": 3, "dilation": 2, "relation_channels": 2, "softmax": False,
-               "value_channels": 8, "share_planes": 2}, SMALL,
-              attention_shape=_san_map(3, 4), training=False),
+    LayerCase(
+        "san_patchwise_dilated_no_softmax",
+        L.PatchwiseSelfAttention,
+        {
+            "kernel_size": 3,
+            "dilation": 2,
+            "relation_channels": 2,
+            "softmax": False,
+            "value_channels": 8,
+            "share_planes": 2,
+        },
+        SMALL,
+        attention_shape=_san_map(3, 4),
+        training=False,
+    ),
 ]

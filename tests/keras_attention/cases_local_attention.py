@@ -13,15 +13,19 @@ _SIZES = ((5, 7), (3, 4))
 def window_map(kernel_size, num_heads):
     def shape(input_shape):
         query_shape = input_shape[0] if isinstance(input_shape, list) else input_shape
-        return (*query_shape[:3], num_heads, kernel_size ** 2)
+        return (*query_shape[:3], num_heads, kernel_size**2)
 
     return shape
 
 
 CASES = [
     LayerCase(
-        "localattn_self_k3_heads2", L.LocalSelfAttention2D, {"num_heads": 2, "kernel_size": 3},
-        LOCAL_SHAPE, attention_shape=window_map(3, 2), other_sizes=_SIZES,
+        "localattn_self_k3_heads2",
+        L.LocalSelfAttention2D,
+        {"num_heads": 2, "kernel_size": 3},
+        LOCAL_SHAPE,
+        attention_shape=window_map(3, 2),
+        other_sizes=_SIZES,
         invalid=(
             ({"kernel_size": 4}, LOCAL_SHAPE, "kernel_size"),
             ({"kernel_size": 0}, LOCAL_SHAPE, "kernel_size"),
@@ -33,12 +37,21 @@ CASES = [
             ({}, (2, 6, 6), r"input_shape=\(2, 6, 6\)"),
         ),
     ),
-    LayerCase("localattn_self_k5_dilated_no_bias", L.LocalSelfAttention2D,
-              {"kernel_size": 5, "dilation": 2, "key_dim": 4, "value_dim": 6, "use_bias": False},
-              LOCAL_SHAPE, attention_shape=window_map(5, 1), other_sizes=_SIZES),
     LayerCase(
-        "localattn_cross_k3", L.LocalCrossAttention2D, {"num_heads": 2, "kernel_size": 3}, PAIR,
-        attention_shape=window_map(3, 2), other_sizes=_SIZES,
+        "localattn_self_k5_dilated_no_bias",
+        L.LocalSelfAttention2D,
+        {"kernel_size": 5, "dilation": 2, "key_dim": 4, "value_dim": 6, "use_bias": False},
+        LOCAL_SHAPE,
+        attention_shape=window_map(5, 1),
+        other_sizes=_SIZES,
+    ),
+    LayerCase(
+        "localattn_cross_k3",
+        L.LocalCrossAttention2D,
+        {"num_heads": 2, "kernel_size": 3},
+        PAIR,
+        attention_shape=window_map(3, 2),
+        other_sizes=_SIZES,
         invalid=(
             ({"kernel_size": 2}, PAIR, "kernel_size"),
             ({}, LOCAL_SHAPE, "inputs"),
@@ -61,8 +74,11 @@ def pyramid_map(input_shape):
 
 CASES += [
     LayerCase(
-        "interaction_aware_pyramid", L.InteractionAwareAttention, {"projection_dim": 3},
-        PYRAMID, attention_shape=pyramid_map,
+        "interaction_aware_pyramid",
+        L.InteractionAwareAttention,
+        {"projection_dim": 3},
+        PYRAMID,
+        attention_shape=pyramid_map,
         other_sizes=(((5, 7), (3, 4), (10, 14)), ((4, 4), (8, 8), (2, 2))),
         invalid=(
             ({"projection_dim": 0}, PYRAMID, "projection_dim"),
@@ -74,11 +90,21 @@ CASES += [
             ({}, [PYRAMID[0], (2, 3, 12)], r"input_shape=\(2, 3, 12\)"),
         ),
     ),
-    LayerCase("interaction_aware_nearest_target1", L.InteractionAwareAttention,
-              {"projection_dim": 2, "target_index": 1, "interpolation": "nearest",
-               "loss_weight": 0.5},
-              PYRAMID[:2], attention_shape=lambda s: pyramid_map(s[1:]),
-              other_sizes=(((6, 8), (3, 4)),)),
-    LayerCase("interaction_aware_single_map", L.InteractionAwareAttention, {}, LOCAL_SHAPE,
-              attention_shape=pyramid_map, other_sizes=_SIZES, invalid=(RANK_ERROR,)),
+    LayerCase(
+        "interaction_aware_nearest_target1",
+        L.InteractionAwareAttention,
+        {"projection_dim": 2, "target_index": 1, "interpolation": "nearest", "loss_weight": 0.5},
+        PYRAMID[:2],
+        attention_shape=lambda s: pyramid_map(s[1:]),
+        other_sizes=(((6, 8), (3, 4)),),
+    ),
+    LayerCase(
+        "interaction_aware_single_map",
+        L.InteractionAwareAttention,
+        {},
+        LOCAL_SHAPE,
+        attention_shape=pyramid_map,
+        other_sizes=_SIZES,
+        invalid=(RANK_ERROR,),
+    ),
 ]

@@ -26,8 +26,13 @@ def gau_map(shapes):
 
 CASES = [
     LayerCase(
-        "pan_fpa", L.FeaturePyramidAttention, {}, FPA_SHAPE, attention_shape=fpa_map,
-        other_sizes=FPA_SIZES, training=False,
+        "pan_fpa",
+        L.FeaturePyramidAttention,
+        {},
+        FPA_SHAPE,
+        attention_shape=fpa_map,
+        other_sizes=FPA_SIZES,
+        training=False,
         invalid=(
             ({"out_channels": 0}, FPA_SHAPE, "out_channels"),
             ({}, (2, 7, 12, 16), r"height >= 8; got input_shape=\(2, 7, 12, 16\)"),
@@ -37,12 +42,22 @@ CASES = [
     ),
     # 17 x 16: the coarsest level is 2 x 2; at 1 x 1, batch statistics over two samples
     # make the first 3x3 unit's normalised output constant, so its kernel gets no gradient.
-    LayerCase("pan_fpa_no_bias_widened", L.FeaturePyramidAttention,
-              {"out_channels": 24, "use_bias": False}, (2, 17, 16, 8), attention_shape=fpa_map,
-              other_sizes=FPA_SIZES),
     LayerCase(
-        "pan_gau", L.GlobalAttentionUpsample, {}, GAU_SHAPES, attention_shape=gau_map,
-        other_sizes=GAU_SIZES, training=False,
+        "pan_fpa_no_bias_widened",
+        L.FeaturePyramidAttention,
+        {"out_channels": 24, "use_bias": False},
+        (2, 17, 16, 8),
+        attention_shape=fpa_map,
+        other_sizes=FPA_SIZES,
+    ),
+    LayerCase(
+        "pan_gau",
+        L.GlobalAttentionUpsample,
+        {},
+        GAU_SHAPES,
+        attention_shape=gau_map,
+        other_sizes=GAU_SIZES,
+        training=False,
         invalid=(
             ({"gate_activation": "tanh"}, GAU_SHAPES, "gate_activation"),
             ({}, GAU_SHAPES[0], r"\[low, high\]"),
@@ -50,7 +65,12 @@ CASES = [
             ({}, [GAU_SHAPES[0], (2, 6, 5, None)], "known channel dimension"),
         ),
     ),
-    LayerCase("pan_gau_smp_sigmoid_no_bias", L.GlobalAttentionUpsample,
-              {"gate_activation": "sigmoid", "use_bias": False}, GAU_SHAPES,
-              attention_shape=gau_map, other_sizes=GAU_SIZES),
+    LayerCase(
+        "pan_gau_smp_sigmoid_no_bias",
+        L.GlobalAttentionUpsample,
+        {"gate_activation": "sigmoid", "use_bias": False},
+        GAU_SHAPES,
+        attention_shape=gau_map,
+        other_sizes=GAU_SIZES,
+    ),
 ]

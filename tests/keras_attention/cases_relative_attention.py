@@ -15,8 +15,12 @@ def _full_map(heads):
 
 CASES = [
     LayerCase(
-        "botnet_rel", L.BottleneckAttention, {"feat_size": (4, 5), "dim_head": 6}, BOT_SHAPE,
-        dynamic_hw=STATIC_TABLES, attention_shape=_full_map(4),
+        "botnet_rel",
+        L.BottleneckAttention,
+        {"feat_size": (4, 5), "dim_head": 6},
+        BOT_SHAPE,
+        dynamic_hw=STATIC_TABLES,
+        attention_shape=_full_map(4),
         invalid=(
             ({"feat_size": (4, 0)}, BOT_SHAPE, "feat_size"),
             ({"feat_size": (5, 5)}, BOT_SHAPE, "feat_size"),
@@ -28,10 +32,14 @@ CASES = [
             RANK_ERROR,
         ),
     ),
-    LayerCase("botnet_scaled_pos_stride2", L.BottleneckAttention,
-              {"dim_out": 24, "num_heads": 2, "stride": 2, "scale_pos_embed": True,
-               "qkv_bias": True}, BOT_SHAPE,
-              dynamic_hw=STATIC_TABLES, attention_shape=_full_map(2)),
+    LayerCase(
+        "botnet_scaled_pos_stride2",
+        L.BottleneckAttention,
+        {"dim_out": 24, "num_heads": 2, "stride": 2, "scale_pos_embed": True, "qkv_bias": True},
+        BOT_SHAPE,
+        dynamic_hw=STATIC_TABLES,
+        attention_shape=_full_map(2),
+    ),
 ]
 
 # --- HaloAttention: 2x2 blocks of 4 on 8x8 (blocks meet the zero padding and each other) ---
@@ -39,15 +47,23 @@ HALO_SHAPE = (2, 8, 8, 16)
 
 
 def _halo_map(heads, query_block, window):
-    return lambda shape: (shape[0], heads, (shape[1] // 4) * (shape[2] // 4), query_block ** 2,
-                          window ** 2)
+    return lambda shape: (
+        shape[0],
+        heads,
+        (shape[1] // 4) * (shape[2] // 4),
+        query_block**2,
+        window**2,
+    )
 
 
 CASES += [
     LayerCase(
-        "halo_rel", L.HaloAttention,
-        {"block_size": 4, "halo_size": 1, "num_heads": 2, "dim_head": 6}, HALO_SHAPE,
-        attention_shape=_halo_map(2, 4, 6), other_sizes=((4, 12), (12, 8)),
+        "halo_rel",
+        L.HaloAttention,
+        {"block_size": 4, "halo_size": 1, "num_heads": 2, "dim_head": 6},
+        HALO_SHAPE,
+        attention_shape=_halo_map(2, 4, 6),
+        other_sizes=((4, 12), (12, 8)),
         invalid=(
             ({"block_size": 3}, HALO_SHAPE, "block_size"),
             ({"halo_size": -1}, HALO_SHAPE, "halo_size"),
@@ -56,10 +72,22 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("halo_strided_queries", L.HaloAttention,
-              {"block_size": 4, "halo_size": 2, "num_heads": 2, "stride": 2, "dim_out": 8,
-               "scale_pos_embed": True, "qkv_bias": True}, HALO_SHAPE,
-              attention_shape=_halo_map(2, 2, 8), other_sizes=((4, 12),)),
+    LayerCase(
+        "halo_strided_queries",
+        L.HaloAttention,
+        {
+            "block_size": 4,
+            "halo_size": 2,
+            "num_heads": 2,
+            "stride": 2,
+            "dim_out": 8,
+            "scale_pos_embed": True,
+            "qkv_bias": True,
+        },
+        HALO_SHAPE,
+        attention_shape=_halo_map(2, 2, 8),
+        other_sizes=((4, 12),),
+    ),
 ]
 
 # --- LambdaLayer: local (r) position lambdas and global relative embeddings ---
@@ -67,8 +95,11 @@ LAMBDA_SHAPE = (2, 5, 6, 16)
 
 CASES += [
     LayerCase(
-        "lambda_local_r3", L.LambdaLayer, {"num_heads": 2, "dim_head": 4, "r": 3},
-        LAMBDA_SHAPE, attention_shape=lambda shape: (*shape[:3], 4),
+        "lambda_local_r3",
+        L.LambdaLayer,
+        {"num_heads": 2, "dim_head": 4, "r": 3},
+        LAMBDA_SHAPE,
+        attention_shape=lambda shape: (*shape[:3], 4),
         invalid=(
             ({"r": 4}, LAMBDA_SHAPE, "r"),
             ({"num_heads": 3}, LAMBDA_SHAPE, "num_heads"),
@@ -78,10 +109,14 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("lambda_global_stride2", L.LambdaLayer,
-              {"num_heads": 2, "dim_head": 4, "r": None, "feat_size": (5, 6), "stride": 2,
-               "dim_out": 8}, LAMBDA_SHAPE,
-              dynamic_hw=STATIC_TABLES, attention_shape=lambda shape: (*shape[:3], 4)),
+    LayerCase(
+        "lambda_global_stride2",
+        L.LambdaLayer,
+        {"num_heads": 2, "dim_head": 4, "r": None, "feat_size": (5, 6), "stride": 2, "dim_out": 8},
+        LAMBDA_SHAPE,
+        dynamic_hw=STATIC_TABLES,
+        attention_shape=lambda shape: (*shape[:3], 4),
+    ),
 ]
 
 # --- AttentionAugmentedConv2D ---
@@ -90,7 +125,10 @@ AA = {"filters": 12, "kernel_size": 3, "dk": 8, "dv": 4, "num_heads": 2}
 
 CASES += [
     LayerCase(
-        "aaconv_relative", L.AttentionAugmentedConv2D, AA, AA_SHAPE,
+        "aaconv_relative",
+        L.AttentionAugmentedConv2D,
+        AA,
+        AA_SHAPE,
         dynamic_hw="relative position tables are sized for the input's height and width",
         attention_shape=_full_map(2),
         invalid=(
@@ -104,7 +142,12 @@ CASES += [
             RANK_ERROR,
         ),
     ),
-    LayerCase("aaconv_plain", L.AttentionAugmentedConv2D,
-              dict(AA, relative=False, kernel_size=1, filters=None), AA_SHAPE,
-              attention_shape=_full_map(2), other_sizes=((3, 7),)),
+    LayerCase(
+        "aaconv_plain",
+        L.AttentionAugmentedConv2D,
+        dict(AA, relative=False, kernel_size=1, filters=None),
+        AA_SHAPE,
+        attention_shape=_full_map(2),
+        other_sizes=((3, 7),),
+    ),
 ]

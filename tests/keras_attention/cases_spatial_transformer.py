@@ -22,14 +22,16 @@ def image_footprint(input_shape):
     return (*input_shape[0][:3], 1)
 
 
-
 def small_localization():
     """A user localisation network, serialised so every case build gets a fresh copy."""
-    model = keras.Sequential([
-        keras.layers.Conv2D(4, 3, strides=3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(6),
-    ], name="user_localization")
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, strides=3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(6),
+        ],
+        name="user_localization",
+    )
     return keras.saving.serialize_keras_object(model)
 
 
@@ -39,7 +41,11 @@ GAUSSIAN_WRITE_INPUT = [(2, 4, 4, 3), (2, 6)]
 
 CASES = [
     LayerCase(
-        "stn_affine_default", L.SpatialTransformer, {}, IMAGES, attention_shape=grid_map(),
+        "stn_affine_default",
+        L.SpatialTransformer,
+        {},
+        IMAGES,
+        attention_shape=grid_map(),
         other_sizes=_SIZES,
         invalid=(
             ({"transform": "perspective"}, IMAGES, "transform"),
@@ -50,18 +56,36 @@ CASES = [
             ({}, (2, 12, 3), r"input_shape=\(2, 12, 3\)"),
         ),
     ),
-    LayerCase("stn_affine_resize_align_corners", L.SpatialTransformer,
-              {"output_size": (6, 8), "align_corners": True}, IMAGES,
-              attention_shape=grid_map((6, 8)), other_sizes=_SIZES),
-    LayerCase("stn_tps_3x3", L.SpatialTransformer,
-              {"transform": "tps", "tps_grid_size": (3, 3), "output_size": (7, 5)}, IMAGES,
-              attention_shape=grid_map((7, 5)), other_sizes=_SIZES),
-    LayerCase("stn_user_localization", L.SpatialTransformer,
-              {"localization": small_localization(), "output_size": (8, 8)}, IMAGES,
-              attention_shape=grid_map((8, 8)), other_sizes=_SIZES,
-              invalid=(({"transform": "tps"}, IMAGES, "localization"),)),
     LayerCase(
-        "affine_grid_2x3", L.AffineGrid, {"output_size": (5, 4)}, (2, 2, 3),
+        "stn_affine_resize_align_corners",
+        L.SpatialTransformer,
+        {"output_size": (6, 8), "align_corners": True},
+        IMAGES,
+        attention_shape=grid_map((6, 8)),
+        other_sizes=_SIZES,
+    ),
+    LayerCase(
+        "stn_tps_3x3",
+        L.SpatialTransformer,
+        {"transform": "tps", "tps_grid_size": (3, 3), "output_size": (7, 5)},
+        IMAGES,
+        attention_shape=grid_map((7, 5)),
+        other_sizes=_SIZES,
+    ),
+    LayerCase(
+        "stn_user_localization",
+        L.SpatialTransformer,
+        {"localization": small_localization(), "output_size": (8, 8)},
+        IMAGES,
+        attention_shape=grid_map((8, 8)),
+        other_sizes=_SIZES,
+        invalid=(({"transform": "tps"}, IMAGES, "localization"),),
+    ),
+    LayerCase(
+        "affine_grid_2x3",
+        L.AffineGrid,
+        {"output_size": (5, 4)},
+        (2, 2, 3),
         dynamic_hw="theta has no spatial dimensions (output_size is an argument)",
         invalid=(
             ({"output_size": (0, 4)}, (2, 2, 3), "output_size"),
@@ -69,11 +93,18 @@ CASES = [
             ({}, (2, 4), "theta"),
         ),
     ),
-    LayerCase("affine_grid_flat_align_corners", L.AffineGrid,
-              {"output_size": (3, 6), "align_corners": True}, (2, 6),
-              dynamic_hw="theta has no spatial dimensions (output_size is an argument)"),
     LayerCase(
-        "bilinear_sampler", L.BilinearSampler, {}, SAMPLER_INPUT,
+        "affine_grid_flat_align_corners",
+        L.AffineGrid,
+        {"output_size": (3, 6), "align_corners": True},
+        (2, 6),
+        dynamic_hw="theta has no spatial dimensions (output_size is an argument)",
+    ),
+    LayerCase(
+        "bilinear_sampler",
+        L.BilinearSampler,
+        {},
+        SAMPLER_INPUT,
         other_sizes=(((5, 7), (4, 3)), ((11, 6), (6, 6))),
         invalid=(
             ({}, IMAGES, "inputs"),
@@ -81,11 +112,20 @@ CASES = [
             ({}, [(2, 12, 3), (2, 5, 7, 2)], r"input_shape=\(2, 12, 3\)"),
         ),
     ),
-    LayerCase("bilinear_sampler_align_corners", L.BilinearSampler, {"align_corners": True},
-              SAMPLER_INPUT, other_sizes=(((5, 7), (4, 3)),)),
     LayerCase(
-        "gaussian_read_n4", L.GaussianAttention, {"glimpse_size": 4}, GAUSSIAN_READ_INPUT,
-        attention_shape=image_footprint, other_sizes=(((5, 7), ()), ((11, 6), ())),
+        "bilinear_sampler_align_corners",
+        L.BilinearSampler,
+        {"align_corners": True},
+        SAMPLER_INPUT,
+        other_sizes=(((5, 7), (4, 3)),),
+    ),
+    LayerCase(
+        "gaussian_read_n4",
+        L.GaussianAttention,
+        {"glimpse_size": 4},
+        GAUSSIAN_READ_INPUT,
+        attention_shape=image_footprint,
+        other_sizes=(((5, 7), ()), ((11, 6), ())),
         invalid=(
             ({"glimpse_size": 0}, GAUSSIAN_READ_INPUT, "glimpse_size"),
             ({"mode": "erase"}, GAUSSIAN_READ_INPUT, "mode"),
@@ -97,8 +137,10 @@ CASES = [
         ),
     ),
     LayerCase(
-        "gaussian_write_n4", L.GaussianAttention,
-        {"glimpse_size": 4, "mode": "write", "output_size": (10, 12)}, GAUSSIAN_WRITE_INPUT,
+        "gaussian_write_n4",
+        L.GaussianAttention,
+        {"glimpse_size": 4, "mode": "write", "output_size": (10, 12)},
+        GAUSSIAN_WRITE_INPUT,
         attention_shape=lambda s: (s[0][0], 10, 12, 1),
         dynamic_hw="the patch is glimpse_size x glimpse_size and the canvas has output_size",
         invalid=(

@@ -76,7 +76,9 @@ def conv2d(state, key, x, padding=0, dilation=1):
     out = np.zeros((n, out_channels, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            window = padded[:, :, i * dilation:i * dilation + oh, j * dilation:j * dilation + ow]
+            window = padded[
+                :, :, i * dilation : i * dilation + oh, j * dilation : j * dilation + ow
+            ]
             out += np.einsum("nchw,oc->nohw", window, w[:, :, i, j])
     if key + ".bias" in state:
         out += state[key + ".bias"][None, :, None, None]
@@ -87,8 +89,14 @@ def grouped_conv1x1(state, key, x, groups):
     """A bias-free 1x1 `nn.Conv2d(..., groups=groups)`."""
     w = state[key + ".weight"][:, :, 0, 0]  # (O, I / groups)
     out_per_group, in_per_group = w.shape[0] // groups, w.shape[1]
-    parts = [np.einsum("nchw,oc->nohw", x[:, g * in_per_group:(g + 1) * in_per_group],
-                       w[g * out_per_group:(g + 1) * out_per_group]) for g in range(groups)]
+    parts = [
+        np.einsum(
+            "nchw,oc->nohw",
+            x[:, g * in_per_group : (g + 1) * in_per_group],
+            w[g * out_per_group : (g + 1) * out_per_group],
+        )
+        for g in range(groups)
+    ]
     return np.concatenate(parts, axis=1)
 
 
@@ -97,8 +105,9 @@ def batch_norm(state, key, x):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = state[key + ".running_mean"].reshape(shape)
     var = state[key + ".running_var"].reshape(shape)
-    return ((x - mean) / np.sqrt(var + EPS) * state[key + ".weight"].reshape(shape)
-            + state[key + ".bias"].reshape(shape))
+    return (x - mean) / np.sqrt(var + EPS) * state[key + ".weight"].reshape(shape) + state[
+        key + ".bias"
+    ].reshape(shape)
 
 
 def relu(x):
@@ -123,7 +132,7 @@ def max_pool2d(x, kernel):
     kh, kw = kernel
     n, c, h, w = x.shape
     oh, ow = h // kh, w // kw
-    x = x[:, :, :oh * kh, :ow * kw].reshape(n, c, oh, kh, ow, kw)
+    x = x[:, :, : oh * kh, : ow * kw].reshape(n, c, oh, kh, ow, kw)
     return x.max(axis=(3, 5))
 
 
@@ -283,10 +292,9 @@ def cgnl_official(state, x, groups, kernel, use_scale=False, order=2):
         t, p, g = t.reshape(b, 1, -1), p.reshape(b, 1, -1), g.reshape(b, -1, 1)
         gamma = 1e-4
         beta = math.exp(-2 * gamma)
-        alphas = [math.sqrt((2 * gamma) ** k / math.factorial(k) * beta)
-                  for k in range(order + 1)]
-        t_taylor = np.concatenate([t ** k * a for k, a in enumerate(alphas)], axis=1)
-        p_taylor = np.concatenate([p ** k * a for k, a in enumerate(alphas)], axis=1)
+        alphas = [math.sqrt((2 * gamma) ** k / math.factorial(k) * beta) for k in range(order + 1)]
+        t_taylor = np.concatenate([t**k * a for k, a in enumerate(alphas)], axis=1)
+        p_taylor = np.concatenate([p**k * a for k, a in enumerate(alphas)], axis=1)
         att = p_taylor @ g
         if use_scale:
             att = att / (c * h * w) ** 0.5
@@ -295,15 +303,23 @@ def cgnl_official(state, x, groups, kernel, use_scale=False, order=2):
 
     kernel_fn = dot if kernel == "dot" else gaussian
     size = c // groups
-    y = np.concatenate([
-        kernel_fn(t[:, i * size:(i + 1) * size], p[:, i * size:(i + 1) * size],
-                  g[:, i * size:(i + 1) * size], size)
-        for i in range(groups)
-    ], axis=1)
+    y = np.concatenate(
+        [
+            kernel_fn(
+                t[:, i * size : (i + 1) * size],
+                p[:, i * size : (i + 1) * size],
+                g[:, i * size : (i + 1) * size],
+                size,
+            )
+            for i in range(groups)
+        ],
+        axis=1,
+    )
     z = grouped_conv1x1(state, "z", y, groups)
     zg = z.reshape(b, groups, -1)
-    normed = ((zg - zg.mean(axis=2, keepdims=True))
-              / np.sqrt(zg.var(axis=2, keepdims=True) + EPS)).reshape(z.shape)
+    normed = (
+        (zg - zg.mean(axis=2, keepdims=True)) / np.sqrt(zg.var(axis=2, keepdims=True) + EPS)
+    ).reshape(z.shape)
     shape = (1, -1, 1, 1)
     return normed * state["gn.weight"].reshape(shape) + state["gn.bias"].reshape(shape) + x
 
@@ -312,9 +328,11 @@ def cgnl_official(state, x, groups, kernel, use_scale=False, order=2):
 # OCNet: BaseOC_Module, Pyramid_OC_Module, ASP_OC_Module
 
 
-OCNET_SOURCE = ("openseg-group/OCNet.pytorch, `oc_module/base_oc_block.py`, "
-                "`oc_module/pyramid_oc_block.py`, `oc_module/asp_oc_block.py`, commit "
-                "679a45b8996c583817bbdde81971a47d71c7654e")
+OCNET_SOURCE = (
+    "openseg-group/OCNet.pytorch, `oc_module/base_oc_block.py`, "
+    "`oc_module/pyramid_oc_block.py`, `oc_module/asp_oc_block.py`, commit "
+    "679a45b8996c583817bbdde81971a47d71c7654e"
+)
 
 
 def inplace_abn(state, key, x):
@@ -368,7 +386,7 @@ def ocnet_self_attention_block(state, key, x, key_channels, scale=1):
     value = value.reshape(n, value_channels, -1).transpose(0, 2, 1)
     query = inplace_abn(state, key + ".f_key.1", conv2d(state, key + ".f_key.0", x))
     query = query.reshape(n, key_channels, -1)
-    sim_map = softmax(key_channels ** -0.5 * (query.transpose(0, 2, 1) @ query))
+    sim_map = softmax(key_channels**-0.5 * (query.transpose(0, 2, 1) @ query))
     context = (sim_map @ value).transpose(0, 2, 1).reshape(n, value_channels, *x.shape[2:])
     context = conv2d(state, key + ".W", context)
     if scale > 1:
@@ -403,7 +421,7 @@ def ocnet_pyramid_oc(state, x, sizes):
                 y1 = w if j == scale - 1 else min(y0 + step_w, w)
                 v = value[:, :, x0:x1, y0:y1]
                 q = query[:, :, x0:x1, y0:y1].reshape(n, key_channels, -1)
-                sim = softmax(key_channels ** -0.5 * (q.transpose(0, 2, 1) @ q))
+                sim = softmax(key_channels**-0.5 * (q.transpose(0, 2, 1) @ q))
                 local = sim @ v.reshape(n, v.shape[1], -1).transpose(0, 2, 1)
                 row.append(local.transpose(0, 2, 1).reshape(v.shape))
             rows.append(np.concatenate(row, axis=3))
@@ -418,15 +436,16 @@ def ocnet_asp_oc(state, x, out_features, dilations):
     `out_features` and `sizes=[2]`), the 1x1 and three dilated 3x3 branches, concatenated
     (`5 * out_features`) and fused by a bias-free 1x1 conv + ABN to `2 * out_features`."""
     feat = inplace_abn(state, "context.1", conv2d(state, "context.0", x, padding=1))
-    feat = ocnet_self_attention_block(state, "context.2.stages.0", feat, out_features // 2,
-                                      scale=2)
-    feat1 = inplace_abn(state, "context.2.conv_bn_dropout.1",
-                        conv2d(state, "context.2.conv_bn_dropout.0", feat))
+    feat = ocnet_self_attention_block(state, "context.2.stages.0", feat, out_features // 2, scale=2)
+    feat1 = inplace_abn(
+        state, "context.2.conv_bn_dropout.1", conv2d(state, "context.2.conv_bn_dropout.0", feat)
+    )
     feats = [feat1, inplace_abn(state, "conv2.1", conv2d(state, "conv2.0", x))]
     for i, d in enumerate(dilations):
         key = f"conv{i + 3}"
-        feats.append(inplace_abn(state, key + ".1",
-                                 conv2d(state, key + ".0", x, padding=d, dilation=d)))
+        feats.append(
+            inplace_abn(state, key + ".1", conv2d(state, key + ".0", x, padding=d, dilation=d))
+        )
     fused = conv2d(state, "conv_bn_dropout.0", np.concatenate(feats, axis=1))
     return inplace_abn(state, "conv_bn_dropout.1", fused)
 
@@ -471,14 +490,17 @@ def bam_official(state, x, dilation=4, num_dilated=2):
     gc = "channel_att.gate_c."
     hidden = pooled @ state[gc + "gate_c_fc_0.weight"].T + state[gc + "gate_c_fc_0.bias"]
     hidden = relu(batch_norm(state, gc + "gate_c_bn_1", hidden))
-    channel = (hidden @ state[gc + "gate_c_fc_final.weight"].T
-               + state[gc + "gate_c_fc_final.bias"])[:, :, None, None]
+    channel = (
+        hidden @ state[gc + "gate_c_fc_final.weight"].T + state[gc + "gate_c_fc_final.bias"]
+    )[:, :, None, None]
     gs = "spatial_att.gate_s."
-    spatial = relu(batch_norm(state, gs + "gate_s_bn_reduce0",
-                              conv2d(state, gs + "gate_s_conv_reduce0", x)))
+    spatial = relu(
+        batch_norm(state, gs + "gate_s_bn_reduce0", conv2d(state, gs + "gate_s_conv_reduce0", x))
+    )
     for i in range(num_dilated):
-        spatial = conv2d(state, gs + f"gate_s_conv_di_{i}", spatial, padding=dilation,
-                         dilation=dilation)
+        spatial = conv2d(
+            state, gs + f"gate_s_conv_di_{i}", spatial, padding=dilation, dilation=dilation
+        )
         spatial = relu(batch_norm(state, gs + f"gate_s_bn_di_{i}", spatial))
     spatial = conv2d(state, gs + "gate_s_conv_final", spatial)
     return (1 + sigmoid(channel * spatial)) * x
@@ -517,7 +539,7 @@ def san_patchwise(state, x, kernel_size, share_planes):
     x1, x2, x3 = (conv2d(state, key, x) for key in ("conv1", "conv2", "conv3"))
     x1 = x1.reshape(n, -1, 1, h * w)
     padded = np.pad(x2, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    taps = [padded[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)]
+    taps = [padded[:, :, i : i + h, j : j + w] for i in range(k) for j in range(k)]
     x2 = np.stack(taps, axis=2).reshape(n, -1, 1, h * w)  # (rel * k^2): channel-major
     y = relu(batch_norm(state, "conv_w.0", np.concatenate([x1, x2], axis=1)))
     y = relu(batch_norm(state, "conv_w.3", conv2d(state, "conv_w.2", y)))
@@ -529,7 +551,7 @@ def san_patchwise(state, x, kernel_size, share_planes):
     for c in range(x3.shape[1]):
         for i in range(k):
             for j in range(k):
-                out[:, c] += weights[:, c % groups, i * k + j] * values[:, c, i:i + h, j:j + w]
+                out[:, c] += weights[:, c % groups, i * k + j] * values[:, c, i : i + h, j : j + w]
     return out
 
 
@@ -540,8 +562,12 @@ def san_patchwise(state, x, kernel_size, share_planes):
 def export_generalized_attention(layer):
     """State dict of mmcv's `GeneralizedAttention` for a `GeneralizedAttention` layer."""
     state = {"gamma": numpy64(layer.gamma).reshape(1)}
-    for keras_name, key in (("query", "query_conv"), ("key", "key_conv"),
-                            ("value", "value_conv"), ("output_proj", "proj_conv")):
+    for keras_name, key in (
+        ("query", "query_conv"),
+        ("key", "key_conv"),
+        ("value", "value_conv"),
+        ("output_proj", "proj_conv"),
+    ):
         if getattr(layer, keras_name) is not None:
             export_conv(state, key, getattr(layer, keras_name))
     if layer.position_x is not None:
@@ -554,8 +580,9 @@ def export_generalized_attention(layer):
     return state
 
 
-def mmcv_generalized_attention(state, x, num_heads, attention_type, embedding_dim,
-                               position_magnitude=1.0, kv_stride=1):
+def mmcv_generalized_attention(
+    state, x, num_heads, attention_type, embedding_dim, position_magnitude=1.0, kv_stride=1
+):
     """mmcv `GeneralizedAttention.forward` (`q_stride=1`, `spatial_range=-1`), every branch
     of its energy computation as written, including the E2-without-E4 branch whose
     vertical term reads the query permuted to `(w, h)` order (wrong on square maps, a
@@ -575,16 +602,17 @@ def mmcv_generalized_attention(state, x, num_heads, attention_type, embedding_di
     if e1 or e3:
         key = conv2d(state, "key_conv", x_kv).reshape(n, num_heads, d, h_kv * w_kv)
     if e2 or e4:
+
         def embedding(size, size_kv):
-            diff = (np.arange(size)[:, None] - np.arange(size_kv)[None, :] * kv_stride)
+            diff = np.arange(size)[:, None] - np.arange(size_kv)[None, :] * kv_stride
             diff = (diff * position_magnitude)[:, :, None]
             dims = 1000.0 ** ((4.0 / embedding_dim) * np.arange(embedding_dim // 4))
             return np.concatenate([np.sin(diff / dims), np.cos(diff / dims)], axis=2)
 
         feat_x = embedding(w, w_kv) @ state["appr_geom_fc_x.weight"].T
-        feat_x = feat_x.reshape(1, w, w_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2 ** 0.5
+        feat_x = feat_x.reshape(1, w, w_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2**0.5
         feat_y = embedding(h, h_kv) @ state["appr_geom_fc_y.weight"].T
-        feat_y = feat_y.reshape(1, h, h_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2 ** 0.5
+        feat_y = feat_y.reshape(1, h, h_kv, num_heads, d).transpose(0, 3, 1, 2, 4) / 2**0.5
         feat_x = np.repeat(feat_x, n, axis=0)
         feat_y = np.repeat(feat_y, n, axis=0)
     energy = np.zeros((n, num_heads, h, w, h_kv, w_kv))
@@ -599,7 +627,7 @@ def mmcv_generalized_attention(state, x, num_heads, attention_type, embedding_di
     if e2 and e4:
         bias = state["geom_bias"].reshape(1, num_heads, 1, d)
         q = (query + bias).reshape(n, num_heads, h, w, d)
-        energy_x = (q.transpose(0, 1, 3, 2, 4) @ feat_x.transpose(0, 1, 2, 4, 3))
+        energy_x = q.transpose(0, 1, 3, 2, 4) @ feat_x.transpose(0, 1, 2, 4, 3)
         energy_x = energy_x.transpose(0, 1, 3, 2, 4)[:, :, :, :, None]
         energy_y = (q @ feat_y.transpose(0, 1, 2, 4, 3))[..., None]
         energy = energy + energy_x + energy_y
@@ -610,10 +638,13 @@ def mmcv_generalized_attention(state, x, num_heads, attention_type, embedding_di
         energy = energy + energy_x + energy_y
     elif e4:
         bias = state["geom_bias"].reshape(1, num_heads, d, 1)
-        energy_x = (feat_x.reshape(n, num_heads, w * w_kv, d) @ bias)
-        energy_y = (feat_y.reshape(n, num_heads, h * h_kv, d) @ bias)
-        energy = (energy + energy_x.reshape(n, num_heads, 1, w, 1, w_kv)
-                  + energy_y.reshape(n, num_heads, h, 1, h_kv, 1))
+        energy_x = feat_x.reshape(n, num_heads, w * w_kv, d) @ bias
+        energy_y = feat_y.reshape(n, num_heads, h * h_kv, d) @ bias
+        energy = (
+            energy
+            + energy_x.reshape(n, num_heads, 1, w, 1, w_kv)
+            + energy_y.reshape(n, num_heads, h, 1, h_kv, 1)
+        )
     attention = softmax(energy.reshape(n, num_heads, h * w, h_kv * w_kv), axis=3)
     value = conv2d(state, "value_conv", x_kv).reshape(n, num_heads, d, h_kv * w_kv)
     out = (attention @ value.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)

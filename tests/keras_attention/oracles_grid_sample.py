@@ -60,8 +60,9 @@ def torch_run(case, seed=0):
     t = torch.tensor(theta, requires_grad=True)
     n, c = x.shape[:2]
     grid = F.affine_grid(t, (n, c, *case.output_size), align_corners=case.align_corners)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
-                      align_corners=case.align_corners)
+    y = F.grid_sample(
+        x, grid, mode="bilinear", padding_mode="zeros", align_corners=case.align_corners
+    )
     (y * torch.from_numpy(projection(case).transpose(0, 3, 1, 2))).sum().backward()
     return {
         "images": images,
@@ -103,9 +104,13 @@ def assert_matches(case, data):
     output, _, (grad_images, grad_theta) = loss_and_gradients(
         layer, [data["images"], data["theta"]]
     )
-    for name, ours in (("output", output), ("grad_images", grad_images),
-                       ("grad_theta", grad_theta)):
+    for name, ours in (
+        ("output", output),
+        ("grad_images", grad_images),
+        ("grad_theta", grad_theta),
+    ):
         reference = data[name]
         scale = np.max(np.abs(reference))
-        np.testing.assert_allclose(ours, reference, rtol=RTOL, atol=RTOL * scale,
-                                   err_msg=f"{case.id}: {name}")
+        np.testing.assert_allclose(
+            ours, reference, rtol=RTOL, atol=RTOL * scale, err_msg=f"{case.id}: {name}"
+        )

@@ -32,18 +32,42 @@ def _swap_pooling_order(key):
 
 
 ORACLE_CASES = [
-    OracleCase("cbam_timm", _timm("CbamModule", 40),
-               lambda: L.CBAM(use_bias=False, pooling_order="mean_max"), SHAPE),
-    OracleCase("cbam_timm_mlp_bias", _timm("CbamModule", 40, mlp_bias=True),
-               lambda: L.CBAM(use_bias=True, pooling_order="mean_max"), SHAPE),
-    OracleCase("cbam_official_order_mlp_bias", _timm("CbamModule", 40, mlp_bias=True),
-               lambda: L.CBAM(), SHAPE, adapt_state=_swap_pooling_order(SPATIAL_KEY)),
-    OracleCase("cbam_official_order_no_bias_k3",
-               _timm("CbamModule", 40, spatial_kernel_size=3),
-               lambda: L.CBAM(use_bias=False, kernel_size=3), SHAPE,
-               adapt_state=_swap_pooling_order(SPATIAL_KEY)),
-    OracleCase("channel_gate_timm", _timm("ChannelAttn", 40, rd_channels=5, mlp_bias=True),
-               lambda: L.ChannelGate(reduced_channels=5), SHAPE),
-    OracleCase("spatial_gate_timm", _timm("SpatialAttn", 7),
-               lambda: L.SpatialGate(pooling_order="mean_max"), SHAPE),
+    OracleCase(
+        "cbam_timm",
+        _timm("CbamModule", 40),
+        lambda: L.CBAM(use_bias=False, pooling_order="mean_max"),
+        SHAPE,
+    ),
+    OracleCase(
+        "cbam_timm_mlp_bias",
+        _timm("CbamModule", 40, mlp_bias=True),
+        lambda: L.CBAM(use_bias=True, pooling_order="mean_max"),
+        SHAPE,
+    ),
+    OracleCase(
+        "cbam_official_order_mlp_bias",
+        _timm("CbamModule", 40, mlp_bias=True),
+        lambda: L.CBAM(),
+        SHAPE,
+        adapt_state=_swap_pooling_order(SPATIAL_KEY),
+    ),
+    OracleCase(
+        "cbam_official_order_no_bias_k3",
+        _timm("CbamModule", 40, spatial_kernel_size=3),
+        lambda: L.CBAM(use_bias=False, kernel_size=3),
+        SHAPE,
+        adapt_state=_swap_pooling_order(SPATIAL_KEY),
+    ),
+    OracleCase(
+        "channel_gate_timm",
+        _timm("ChannelAttn", 40, rd_channels=5, mlp_bias=True),
+        lambda: L.ChannelGate(reduced_channels=5),
+        SHAPE,
+    ),
+    OracleCase(
+        "spatial_gate_timm",
+        _timm("SpatialAttn", 7),
+        lambda: L.SpatialGate(pooling_order="mean_max"),
+        SHAPE,
+    ),
 ]

@@ -15,10 +15,17 @@ def _timm_non_local(channels, **kwargs):
 
 ORACLE_CASES = [
     # timm defaults: make_divisible(48 / 8, 8) = 8 inner channels, scale 48 ** -0.5
-    OracleCase("nonlocal_timm_default", _timm_non_local(48),
-               lambda: L.NonLocal(reduction_ratio=1 / 8, divisor=8, scale="input"),
-               (2, 7, 9, 48)),
+    OracleCase(
+        "nonlocal_timm_default",
+        _timm_non_local(48),
+        lambda: L.NonLocal(reduction_ratio=1 / 8, divisor=8, scale="input"),
+        (2, 7, 9, 48),
+    ),
     # explicit width, no scale
-    OracleCase("nonlocal_timm_rd12_noscale", _timm_non_local(32, rd_channels=12, use_scale=False),
-               lambda: L.NonLocal(inner_channels=12, scale=None), (2, 5, 6, 32)),
+    OracleCase(
+        "nonlocal_timm_rd12_noscale",
+        _timm_non_local(32, rd_channels=12, use_scale=False),
+        lambda: L.NonLocal(inner_channels=12, scale=None),
+        (2, 5, 6, 32),
+    ),
 ]

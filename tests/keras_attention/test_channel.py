@@ -94,11 +94,12 @@ def test_eca_closed_form(circular):
     p = (k - 1) // 2
     mode = "wrap" if circular else "constant"
     padded = np.pad(pooled, ((0, 0), (p, p)), mode=mode)
-    conv = np.stack([padded[:, i:i + k] @ taps for i in range(x.shape[-1])], axis=-1)
+    conv = np.stack([padded[:, i : i + k] @ taps for i in range(x.shape[-1])], axis=-1)
     expected_gate = 1 / (1 + np.exp(-conv))
     np.testing.assert_allclose(_numpy(gate)[:, 0, 0], expected_gate, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_numpy(outputs), x * expected_gate[:, None, None],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _numpy(outputs), x * expected_gate[:, None, None], rtol=1e-5, atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -106,8 +106,7 @@ def test_criss_cross_equals_masked_dense_attention(recurrence):
     for _ in range(recurrence):
         expected, a = _criss_cross_dense(layer, expected)
     np.testing.assert_allclose(_numpy(outputs), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(_numpy(weights), _criss_cross_weights(a, 4, 5),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_numpy(weights), _criss_cross_weights(a, 4, 5), rtol=1e-4, atol=1e-6)
     weights = _numpy(weights)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     diagonal = weights[:, np.arange(4), :, np.arange(4)]  # column branch at k = h
@@ -142,7 +141,7 @@ def test_object_context_base_closed_form(training):
 
     outputs, attention = layer(x.astype("float32"), return_attention=True, training=training)
 
-    context, a = _oc_attention(layer.stages[0], x, 6 ** -0.5, training)
+    context, a = _oc_attention(layer.stages[0], x, 6**-0.5, training)
     expected = _fuse(layer, [context, x], training)
     assert outputs.shape == (2, 4, 5, 12)
     np.testing.assert_allclose(_numpy(attention), a, rtol=1e-4, atol=1e-6)
@@ -163,7 +162,7 @@ def test_object_context_pyramid_closed_form():
         step = n // s
         return [(i * step, n if i == s - 1 else (i + 1) * step) for i in range(s)]
 
-    scale = 4 ** -0.5
+    scale = 4**-0.5
     contexts, maps = [], []
     for stage, s in zip(layer.stages, sizes):
         context = np.zeros(x.shape[:3] + (8,))
@@ -199,9 +198,10 @@ def test_object_context_asp_closed_form_without_dilations():
         return np.maximum(_batch_norm(norm, _conv1x1(conv, y), False), 0)
 
     centre = _numpy(layer.context_conv.kernel)[1, 1]
-    feat = np.maximum(_batch_norm(layer.context_norm,
-                                  x @ centre + _numpy(layer.context_conv.bias), False), 0)
-    context, a = _oc_attention(layer.stages[0], feat, 3 ** -0.5, False)
+    feat = np.maximum(
+        _batch_norm(layer.context_norm, x @ centre + _numpy(layer.context_conv.bias), False), 0
+    )
+    context, a = _oc_attention(layer.stages[0], feat, 3**-0.5, False)
     context = cbr(layer.context_project, layer.context_project_norm, context)
     branch = cbr(layer.aspp_convs[0], layer.aspp_norms[0], x)
     expected = _fuse(layer, [context, branch], False)
@@ -238,8 +238,10 @@ def _cgnl_expected(layer, x, kernel_fn, use_scale=False):
     # grouped 1x1 convolution z, then GroupNorm and the residual
     zk = _numpy(layer.z.kernel)[0, 0]  # (C_g, C)
     co = c // groups
-    z = np.concatenate([y[..., i * cg:(i + 1) * cg] @ zk[:, i * co:(i + 1) * co]
-                        for i in range(groups)], axis=-1)
+    z = np.concatenate(
+        [y[..., i * cg : (i + 1) * cg] @ zk[:, i * co : (i + 1) * co] for i in range(groups)],
+        axis=-1,
+    )
     zg = z.reshape(b, h, w, groups, co)
     mean = zg.mean(axis=(1, 2, 4), keepdims=True)
     var = zg.var(axis=(1, 2, 4), keepdims=True)

@@ -51,8 +51,9 @@ def test_read_matches_draw_formula():
     glimpse, footprint = layer([images, conditioning], return_attention=True)
     fx, fy, gamma = _draw_filterbanks(_params(layer, conditioning), 5, 10, 13)
     expected = gamma[:, None, None, None] * np.einsum("bih,bhwc,bjw->bijc", fy, images, fx)
-    np.testing.assert_allclose(_numpy(glimpse), expected, rtol=1e-5,
-                               atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        _numpy(glimpse), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
     expected_footprint = fy.sum(1)[:, :, None, None] * fx.sum(1)[:, None, :, None]
     np.testing.assert_allclose(_numpy(footprint), expected_footprint, rtol=1e-5, atol=1e-6)
 
@@ -73,7 +74,7 @@ def test_write_is_the_transpose_scaled_by_inverse_intensity():
     # adjoint: <read(x), p> = gamma^2 <x, write(p)> per sample
     glimpse = _numpy(read([images, conditioning]))
     lhs = np.einsum("bijc,bijc->b", glimpse, patch)
-    rhs = gamma ** 2 * np.einsum("bhwc,bhwc->b", images, canvas)
+    rhs = gamma**2 * np.einsum("bhwc,bhwc->b", images, canvas)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
 
 
@@ -93,10 +94,13 @@ def test_fresh_parameters_centre_the_grid_over_the_whole_image():
     np.testing.assert_allclose(fx[0, 1, 3], fx[0, 1, 7], rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"glimpse_size": 4, "mode": "write"}, r"`output_size` is required"),
-    ({"glimpse_size": 4, "output_size": (5, 5)}, r"mode='write' only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"glimpse_size": 4, "mode": "write"}, r"`output_size` is required"),
+        ({"glimpse_size": 4, "output_size": (5, 5)}, r"mode='write' only"),
+    ],
+)
 def test_output_size_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         L.GaussianAttention(**kwargs)

@@ -81,16 +81,21 @@ def _reference(layer, x, attention_type, heads, stride, magnitude, dim):
 )
 def test_generalized_attention_closed_form(attention_type, heads, stride, magnitude, dim):
     x = np.random.default_rng(0).normal(size=(2, 3, 5, 8)).astype("float32")  # non-square
-    layer = L.GeneralizedAttention(num_heads=heads, attention_type=attention_type,
-                                   position_embedding_dim=dim, position_magnitude=magnitude,
-                                   kv_stride=stride)
+    layer = L.GeneralizedAttention(
+        num_heads=heads,
+        attention_type=attention_type,
+        position_embedding_dim=dim,
+        position_magnitude=magnitude,
+        kv_stride=stride,
+    )
     layer.build(x.shape)
     randomize_weights(layer, seed=1)
 
     outputs, attention = layer(x, return_attention=True)
 
-    expected, expected_attention = _reference(layer, x.astype("float64"), attention_type,
-                                              heads, stride, magnitude, dim or x.shape[-1])
+    expected, expected_attention = _reference(
+        layer, x.astype("float64"), attention_type, heads, stride, magnitude, dim or x.shape[-1]
+    )
     np.testing.assert_allclose(_numpy(attention), expected_attention, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(_numpy(outputs), expected, rtol=1e-4, atol=1e-5)
 
@@ -110,5 +115,11 @@ def test_generalized_attention_builds_only_the_weights_of_its_terms():
     layer = L.GeneralizedAttention(num_heads=2, attention_type="0010")
     layer.build((None, None, None, 8))
     names = {w.path.split("/", 1)[1] for w in layer.weights}
-    assert names == {"content_bias", "gamma", "key/kernel", "value/kernel", "output/kernel",
-                     "output/bias"}
+    assert names == {
+        "content_bias",
+        "gamma",
+        "key/kernel",
+        "value/kernel",
+        "output/kernel",
+        "output/bias",
+    }

@@ -37,11 +37,12 @@ def test_hard_crop_is_slicing_with_zero_padding_and_gradients_reach_pixels_only(
     np.testing.assert_array_equal(_numpy(crops), expected)
     expected_mask = np.zeros((4, 7, 9, 1))
     for b, (y, x) in enumerate(corners):
-        expected_mask[b, max(y, 0):y + 3, max(x, 0):x + 4] = 1
+        expected_mask[b, max(y, 0) : y + 3, max(x, 0) : x + 4] = 1
     np.testing.assert_array_equal(_numpy(mask), expected_mask)
     # float corners are floored: 1.7 -> 1, -1.2 -> -2
-    floats = corners.astype("float32") + np.array([[0.7, 0.2], [0.8, 0.5], [0.1, 0.9], [0, 0]],
-                                                 "float32")
+    floats = corners.astype("float32") + np.array(
+        [[0.7, 0.2], [0.8, 0.5], [0.1, 0.9], [0, 0]], "float32"
+    )
     np.testing.assert_array_equal(_numpy(layer([images, floats])), expected)
     # d sum(crops * P) / d images = P scattered back into the window; none to the corners
     _, _, (grad_images, grad_corners) = loss_and_gradients(layer, [images, floats])
@@ -60,7 +61,7 @@ def _np_glimpse(image, location, g, k, f):
     h, w = image.shape[:2]
     patches = []
     for s in range(k):
-        side, r = g * f ** s, f ** s
+        side, r = g * f**s, f**s
         top = int(np.floor((location[0] + 1) / 2 * h - side / 2 + 0.5))
         left = int(np.floor((location[1] + 1) / 2 * w - side / 2 + 0.5))
         patch = _np_crop(image, top, left, side, side)

@@ -26,7 +26,7 @@ def _pca_loss(maps, kernels):
     for x, w in zip(maps, kernels):
         xc = _centred(x.astype("float64"))
         residual = xc - xc @ w @ w.T
-        total += np.mean(np.sum(residual ** 2, axis=-1))
+        total += np.mean(np.sum(residual**2, axis=-1))
     return total / len(maps)
 
 
@@ -46,8 +46,9 @@ def test_interaction_aware_closed_form(interpolation, target_index):
     rng = np.random.default_rng(0)
     x0 = rng.normal(size=(2, 4, 4, 6)).astype("float32")
     x1 = rng.normal(size=(2, 2, 2, 5)).astype("float32")
-    layer = L.InteractionAwareAttention(projection_dim=2, interpolation=interpolation,
-                                        target_index=target_index)
+    layer = L.InteractionAwareAttention(
+        projection_dim=2, interpolation=interpolation, target_index=target_index
+    )
     layer.build([x0.shape, x1.shape])
     kernels = [rng.normal(size=(6, 2)), rng.normal(size=(5, 2))]
     for variable, kernel in zip(layer.projections, kernels):
@@ -66,6 +67,7 @@ def test_interaction_aware_closed_form(interpolation, target_index):
 
 def _bilinear_reference(x, size):
     """Half-pixel-centre bilinear resize (no antialiasing) in NumPy, separable."""
+
     def along(x, axis, out):
         n = x.shape[axis]
         source = np.maximum((np.arange(out) + 0.5) * n / out - 0.5, 0.0)
@@ -91,8 +93,10 @@ def test_interaction_aware_resampling_matches_bilinear_resize(size):
 
 def test_interaction_aware_loss_added_in_training_only():
     rng = np.random.default_rng(2)
-    maps = [rng.normal(size=(2, 4, 4, 6)).astype("float32"),
-            rng.normal(size=(2, 8, 8, 3)).astype("float32")]
+    maps = [
+        rng.normal(size=(2, 4, 4, 6)).astype("float32"),
+        rng.normal(size=(2, 8, 8, 3)).astype("float32"),
+    ]
     layer = L.InteractionAwareAttention(projection_dim=2, loss_weight=0.3)
     layer.build([m.shape for m in maps])
     # W_0: the first two coordinate axes; W_1: a non-orthonormal matrix
@@ -109,7 +113,7 @@ def test_interaction_aware_loss_added_in_training_only():
     # the documented value for W_0 = the first two axes: the energy of the other channels
     only_first = _pca_loss(maps[:1], kernels[:1])
     discarded = _centred(maps[0].astype("float64"))[..., 2:]
-    np.testing.assert_allclose(only_first, np.mean(np.sum(discarded ** 2, -1)), rtol=1e-9)
+    np.testing.assert_allclose(only_first, np.mean(np.sum(discarded**2, -1)), rtol=1e-9)
     np.testing.assert_allclose(_numpy(layer.pca_loss(maps[:1])), only_first, rtol=1e-5)
 
     silent = L.InteractionAwareAttention(projection_dim=2, loss_weight=0.0)

@@ -54,8 +54,14 @@ def _dense_band_attention(layer, query_map, reference_map):
 
 CONFIGS = [
     {"num_heads": 2, "kernel_size": 3},
-    {"num_heads": 1, "kernel_size": 5, "dilation": 2, "key_dim": 3, "value_dim": 5,
-     "use_bias": False},
+    {
+        "num_heads": 1,
+        "kernel_size": 5,
+        "dilation": 2,
+        "key_dim": 3,
+        "value_dim": 5,
+        "use_bias": False,
+    },
     {"num_heads": 2, "kernel_size": 7},  # window larger than most of the 5 x 6 image
 ]
 
@@ -73,7 +79,9 @@ def test_local_self_attention_equals_band_masked_dense(config):
     np.testing.assert_allclose(_numpy(attention).sum(-1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: "_".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", CONFIGS[:2], ids=lambda c: "_".join(f"{k}{v}" for k, v in c.items())
+)
 def test_local_cross_attention_equals_band_masked_dense(config):
     rng = np.random.default_rng(1)
     query_frame = rng.normal(size=(2, 5, 6, 4)).astype("float32")

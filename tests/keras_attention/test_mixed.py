@@ -31,7 +31,7 @@ def _conv2d_same(x, conv, dilation=1):
     out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
     for i in range(kh):
         for j in range(kw):
-            window = padded[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w]
+            window = padded[:, i * dilation : i * dilation + h, j * dilation : j * dilation + w]
             out += np.einsum("bhwc,cd->bhwd", window, kernel[i, j])
     if conv.use_bias:
         out += _w(conv.bias)
@@ -98,8 +98,9 @@ def test_spatial_gate_pooling_order(pooling_order, first):
     layer.norm.moving_variance.assign(np.full((1,), 1.0 - 1e-5, "float32"))  # BN = identity
     pooled = x.max(axis=-1, keepdims=True) if first == "max" else x.mean(axis=-1, keepdims=True)
     _, gate = layer(x, training=False, return_attention=True)
-    np.testing.assert_allclose(_numpy(gate), _sigmoid(pooled.astype("float64")),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _numpy(gate), _sigmoid(pooled.astype("float64")), rtol=1e-5, atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -112,8 +113,9 @@ def _channel_gate_reference(layer, x):
     def mlp(v):
         return _conv2d_same(_relu(_conv2d_same(v, layer.reduce)), layer.expand)
 
-    gate = _sigmoid(mlp(x.mean(axis=(1, 2), keepdims=True)) +
-                    mlp(x.max(axis=(1, 2), keepdims=True)))
+    gate = _sigmoid(
+        mlp(x.mean(axis=(1, 2), keepdims=True)) + mlp(x.max(axis=(1, 2), keepdims=True))
+    )
     return x * gate, gate
 
 
@@ -168,8 +170,9 @@ def _bam_reference(layer, x, training):
     mc = _dense(x.mean(axis=(1, 2)), layer.channel_reduce)
     mc = _dense(_relu(_batch_norm(mc, layer.channel_norm, training)), layer.channel_expand)
     mc = mc[:, None, None, :]
-    ms = _relu(_batch_norm(_conv2d_same(x, layer.spatial_reduce), layer.spatial_reduce_norm,
-                           training))
+    ms = _relu(
+        _batch_norm(_conv2d_same(x, layer.spatial_reduce), layer.spatial_reduce_norm, training)
+    )
     for conv, norm in zip(layer.dilated_convs, layer.dilated_norms):
         ms = _relu(_batch_norm(_conv2d_same(ms, conv, layer.dilation_rate), norm, training))
     ms = _conv2d_same(ms, layer.spatial_final)

@@ -44,8 +44,9 @@ def test_non_local_default_scale_is_mmcv_per_mode(mode, sub_sample):
     # scale="auto" must follow it in every mode.
     x = _input((2, 6, 8, 12), seed=0)
     layer = _built(L.NonLocal(pairwise=mode, subsample=sub_sample), x.shape, seed=1)
-    expected = O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), mode,
-                                   use_scale=True, sub_sample=sub_sample)
+    expected = O.mmcv_non_local_2d(
+        O.export_non_local(layer), O.to_nchw(x), mode, use_scale=True, sub_sample=sub_sample
+    )
     _assert_close(layer(x, training=False), expected)
 
 
@@ -54,8 +55,7 @@ def test_non_local_paper_scale_is_mmcv_without_use_scale(mode):
     # The paper: f = exp(theta_i . phi_j) (or x_i . x_j) with no temperature.
     x = _input((2, 5, 7, 12), seed=2)
     layer = _built(L.NonLocal(pairwise=mode, scale=None), x.shape, seed=3)
-    expected = O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), mode,
-                                   use_scale=False)
+    expected = O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), mode, use_scale=False)
     _assert_close(layer(x, training=False), expected)
 
 
@@ -63,8 +63,7 @@ def test_non_local_gaussian_inner_scale_differs_from_mmcv():
     # The former default (inner_channels ** -0.5 in the Gaussian mode too) is not mmcv's.
     x = _input((2, 5, 7, 12), seed=4)
     layer = _built(L.NonLocal(pairwise="gaussian", scale="inner"), x.shape, seed=5)
-    expected = O.to_nhwc(O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x),
-                                             "gaussian"))
+    expected = O.to_nhwc(O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), "gaussian"))
     assert np.max(np.abs(O.numpy64(layer(x, training=False)) - expected)) > 1e-2
 
 
@@ -73,18 +72,24 @@ def test_non_local_gaussian_inner_scale_differs_from_mmcv():
 
 
 @pytest.mark.parametrize("pooling", ["attention", "avg"])
-@pytest.mark.parametrize("fusion, fusion_types", [
-    ("add", ("channel_add",)),
-    ("multiply", ("channel_mul",)),
-    (("multiply", "add"), ("channel_add", "channel_mul")),
-    (("add", "multiply"), ("channel_mul", "channel_add")),
-])
+@pytest.mark.parametrize(
+    "fusion, fusion_types",
+    [
+        ("add", ("channel_add",)),
+        ("multiply", ("channel_mul",)),
+        (("multiply", "add"), ("channel_add", "channel_mul")),
+        (("add", "multiply"), ("channel_mul", "channel_add")),
+    ],
+)
 def test_global_context_matches_gcnet_context_block(fusion, fusion_types, pooling):
     x = _input((2, 6, 9, 64), seed=6)
     layer = _built(L.GlobalContext(fusion=fusion, pooling=pooling), x.shape, seed=7)
     expected = O.gcnet_context_block(
-        O.export_global_context(layer), O.to_nchw(x),
-        pooling_type="att" if pooling == "attention" else "avg", fusion_types=fusion_types)
+        O.export_global_context(layer),
+        O.to_nchw(x),
+        pooling_type="att" if pooling == "attention" else "avg",
+        fusion_types=fusion_types,
+    )
     _assert_close(layer(x), expected)
 
 
@@ -109,8 +114,9 @@ def test_global_context_combined_fusion_gates_before_adding():
 @pytest.mark.parametrize("groups, use_scale", [(1, False), (2, True)])
 def test_cgnl_dot_matches_spatial_cgnl(groups, use_scale):
     x = _input((2, 5, 7, 16), seed=10)
-    layer = _built(L.CompactGeneralizedNonLocal(groups=groups, use_scale=use_scale),
-                   x.shape, seed=11)
+    layer = _built(
+        L.CompactGeneralizedNonLocal(groups=groups, use_scale=use_scale), x.shape, seed=11
+    )
     expected = O.cgnl_official(O.export_cgnl(layer), O.to_nchw(x), groups, "dot", use_scale)
     _assert_close(layer(x), expected)
 
@@ -120,20 +126,28 @@ def test_cgnl_gaussian_constant_factors_match_spatial_cgnlx(groups, use_scale, o
     # Large features (|theta| ~ 10), so the constant beta and the exact per-entry factors
     # differ well above the tolerance (checked below).
     x = _input((2, 5, 7, 16), seed=12, scale=4.0)
-    layer = _built(L.CompactGeneralizedNonLocal(kernel="gaussian", groups=groups,
-                                                use_scale=use_scale, order=order,
-                                                gaussian_factors="constant"),
-                   x.shape, seed=13)
-    expected = O.cgnl_official(O.export_cgnl(layer), O.to_nchw(x), groups, "gaussian",
-                               use_scale, order)
+    layer = _built(
+        L.CompactGeneralizedNonLocal(
+            kernel="gaussian",
+            groups=groups,
+            use_scale=use_scale,
+            order=order,
+            gaussian_factors="constant",
+        ),
+        x.shape,
+        seed=13,
+    )
+    expected = O.cgnl_official(
+        O.export_cgnl(layer), O.to_nchw(x), groups, "gaussian", use_scale, order
+    )
     _assert_close(layer(x), expected)
     exact = L.CompactGeneralizedNonLocal.from_config(
-        dict(layer.get_config(), gaussian_factors="exact"))
+        dict(layer.get_config(), gaussian_factors="exact")
+    )
     exact.build(x.shape)
     exact.set_weights(layer.get_weights())
     reference = O.to_nhwc(expected)
-    assert np.max(np.abs(O.numpy64(exact(x)) - reference)) > 100 * RTOL * np.abs(
-        reference).max()
+    assert np.max(np.abs(O.numpy64(exact(x)) - reference)) > 100 * RTOL * np.abs(reference).max()
 
 
 # --------------------------------------------------------------------------------------
@@ -151,8 +165,9 @@ def test_object_context_official_base_oc():
 def test_object_context_official_pyramid_oc():
     x = _input((2, 7, 10, 8), seed=16)
     sizes = (1, 2, 3)
-    layer = _built(L.ObjectContext(mode="pyramid", pyramid_sizes=sizes, preset="official"),
-                   x.shape, seed=17)
+    layer = _built(
+        L.ObjectContext(mode="pyramid", pyramid_sizes=sizes, preset="official"), x.shape, seed=17
+    )
     expected = O.ocnet_pyramid_oc(O.export_object_context(layer), O.to_nchw(x), sizes)
     _assert_close(layer(x, training=False), expected)
 
@@ -163,8 +178,11 @@ def test_object_context_official_asp_oc(shape):
     # exercise the floored 2x2 max-pool and the aligned-corner upsampling back.
     x = _input(shape, seed=18)
     dilations = (1, 2, 3)
-    layer = _built(L.ObjectContext(mode="asp", preset="official", out_channels=16,
-                                   dilations=dilations), x.shape, seed=19)
+    layer = _built(
+        L.ObjectContext(mode="asp", preset="official", out_channels=16, dilations=dilations),
+        x.shape,
+        seed=19,
+    )
     assert layer.pool == 2 and layer.context_conv.filters == 8
     assert layer.stages[0][0].filters == 4 and layer.stages[0][2].filters == 8  # key, value
     outputs, attention = layer(x, training=False, return_attention=True)
@@ -177,14 +195,19 @@ def test_object_context_official_asp_oc(shape):
 def test_object_context_paper_preset_is_not_the_official_module():
     # Same weights, paper preset (ReLU, full-resolution attention): a different function.
     x = _input((2, 6, 10, 12), seed=20)
-    official = _built(L.ObjectContext(mode="asp", preset="official", out_channels=16,
-                                      dilations=(1, 2, 3)), x.shape, seed=21)
-    paper = L.ObjectContext.from_config(dict(official.get_config(), preset="paper",
-                                             branch_channels=8, value_channels=8))
+    official = _built(
+        L.ObjectContext(mode="asp", preset="official", out_channels=16, dilations=(1, 2, 3)),
+        x.shape,
+        seed=21,
+    )
+    paper = L.ObjectContext.from_config(
+        dict(official.get_config(), preset="paper", branch_channels=8, value_channels=8)
+    )
     paper.build(x.shape)
     paper.set_weights(official.get_weights())
-    expected = O.to_nhwc(O.ocnet_asp_oc(O.export_object_context(official), O.to_nchw(x), 8,
-                                        (1, 2, 3)))
+    expected = O.to_nhwc(
+        O.ocnet_asp_oc(O.export_object_context(official), O.to_nchw(x), 8, (1, 2, 3))
+    )
     assert np.max(np.abs(O.numpy64(paper(x, training=False)) - expected)) > 1e-2
 
 
@@ -218,8 +241,9 @@ def test_bam_pools_globally_where_the_official_code_uses_a_square_window():
 
 def test_san_patchwise_without_softmax_matches_official_sam():
     x = _input((2, 6, 9, 32), seed=26)
-    layer = _built(L.PatchwiseSelfAttention(kernel_size=3, share_planes=4, softmax=False),
-                   x.shape, seed=27)
+    layer = _built(
+        L.PatchwiseSelfAttention(kernel_size=3, share_planes=4, softmax=False), x.shape, seed=27
+    )
     expected = O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4)
     _assert_close(layer(x, training=False), expected)
 
@@ -235,16 +259,29 @@ def test_san_patchwise_default_softmax_is_not_the_official_module():
 # GeneralizedAttention vs mmcv: equal wherever mmcv is right; its E2-without-E4 bug named
 
 
-@pytest.mark.parametrize("attention_type, kv_stride", [("1111", 1), ("1111", 2), ("1001", 1),
-                                                       ("0011", 1), ("1010", 1)])
+@pytest.mark.parametrize(
+    "attention_type, kv_stride", [("1111", 1), ("1111", 2), ("1001", 1), ("0011", 1), ("1010", 1)]
+)
 def test_generalized_attention_matches_mmcv(attention_type, kv_stride):
     x = _input((2, 5, 7, 16), seed=30)
-    layer = _built(L.GeneralizedAttention(num_heads=2, attention_type=attention_type,
-                                          position_embedding_dim=8, kv_stride=kv_stride),
-                   x.shape, seed=31)
-    expected = O.mmcv_generalized_attention(O.export_generalized_attention(layer),
-                                            O.to_nchw(x), 2, attention_type, 8,
-                                            kv_stride=kv_stride)
+    layer = _built(
+        L.GeneralizedAttention(
+            num_heads=2,
+            attention_type=attention_type,
+            position_embedding_dim=8,
+            kv_stride=kv_stride,
+        ),
+        x.shape,
+        seed=31,
+    )
+    expected = O.mmcv_generalized_attention(
+        O.export_generalized_attention(layer),
+        O.to_nchw(x),
+        2,
+        attention_type,
+        8,
+        kv_stride=kv_stride,
+    )
     _assert_close(layer(x), expected)
 
 
@@ -253,15 +290,19 @@ def test_generalized_attention_e2_without_e4_follows_the_paper_not_mmcv():
     # square map it runs and differs from the formula (which "1111" minus E3, E4 gives);
     # on a non-square one it fails.
     x = _input((2, 6, 6, 16), seed=32)
-    layer = _built(L.GeneralizedAttention(num_heads=2, attention_type="1100",
-                                          position_embedding_dim=8), x.shape, seed=33)
+    layer = _built(
+        L.GeneralizedAttention(num_heads=2, attention_type="1100", position_embedding_dim=8),
+        x.shape,
+        seed=33,
+    )
     state = O.export_generalized_attention(layer)
     mmcv = O.to_nhwc(O.mmcv_generalized_attention(state, O.to_nchw(x), 2, "1100", 8))
     ours = O.numpy64(layer(x))
     assert np.max(np.abs(ours - mmcv)) > 1e-3
     # The formula through mmcv's correct E2-with-E4 branch, with the E4 bias at zero.
-    formula = O.mmcv_generalized_attention(dict(state, geom_bias=np.zeros(16)),
-                                           O.to_nchw(x), 2, "1101", 8)
+    formula = O.mmcv_generalized_attention(
+        dict(state, geom_bias=np.zeros(16)), O.to_nchw(x), 2, "1101", 8
+    )
     _assert_close(ours, formula)
     with pytest.raises(ValueError):
         wide = _input((2, 5, 7, 16), seed=34)

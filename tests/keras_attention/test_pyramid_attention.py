@@ -50,10 +50,14 @@ def test_fpa_matches_smp_fpa_block(shape, use_bias):
 @pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
 def test_gau_sigmoid_gate_matches_smp_gau_block(use_bias):
     low, high = _input((2, 12, 10, 6), seed=2), _input((2, 5, 4, 8), seed=3)
-    layer = _built(L.GlobalAttentionUpsample(gate_activation="sigmoid", use_bias=use_bias),
-                   [low.shape, high.shape], seed=4)
-    expected, expected_weights = P.smp_gau_block(P.export_gau(layer), O.to_nchw(low),
-                                                 O.to_nchw(high))
+    layer = _built(
+        L.GlobalAttentionUpsample(gate_activation="sigmoid", use_bias=use_bias),
+        [low.shape, high.shape],
+        seed=4,
+    )
+    expected, expected_weights = P.smp_gau_block(
+        P.export_gau(layer), O.to_nchw(low), O.to_nchw(high)
+    )
     outputs, weights = layer([low, high], training=False, return_attention=True)
     _assert_close(outputs, expected)
     _assert_close(weights, expected_weights)
@@ -64,8 +68,7 @@ def test_gau_default_gate_is_the_papers_relu_not_smps_sigmoid():
     layer = _built(L.GlobalAttentionUpsample(), [low.shape, high.shape], seed=7)
     state = P.export_gau(layer)
     outputs = layer([low, high], training=False)
-    _assert_close(outputs, P.smp_gau_block(state, O.to_nchw(low), O.to_nchw(high),
-                                           gate="relu")[0])
+    _assert_close(outputs, P.smp_gau_block(state, O.to_nchw(low), O.to_nchw(high), gate="relu")[0])
     smp = O.to_nhwc(P.smp_gau_block(state, O.to_nchw(low), O.to_nchw(high))[0])
     assert np.max(np.abs(O.numpy64(outputs) - smp)) > 0.1
 

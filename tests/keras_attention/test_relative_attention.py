@@ -28,7 +28,7 @@ def _conv2d_same(x, conv):
     out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
     for i in range(kh):
         for j in range(kw):
-            out += np.einsum("bhwc,cd->bhwd", padded[:, i:i + h, j:j + w], kernel[i, j])
+            out += np.einsum("bhwc,cd->bhwd", padded[:, i : i + h, j : j + w], kernel[i, j])
     if conv.use_bias:
         out += _numpy(conv.bias)
     return out
@@ -53,8 +53,9 @@ def _relative_attention(q, k, v, rel_h, rel_w, content_scale, position_scale):
             qi = q[yi, xi]
             logits[i, j] = content_scale * qi @ k[yj, xj]
             if rel_h is not None:
-                logits[i, j] += position_scale * (qi @ rel_w[xj - xi + w - 1]
-                                                  + qi @ rel_h[yj - yi + h - 1])
+                logits[i, j] += position_scale * (
+                    qi @ rel_w[xj - xi + w - 1] + qi @ rel_h[yj - yi + h - 1]
+                )
     attention = _softmax(logits)
     return attention @ v.reshape(h * w, -1), attention
 
@@ -84,7 +85,7 @@ def test_aaconv_matches_paper_formulas(relative):
     x64 = x.astype("float64")
     qkv = _conv2d_same(x64, layer.qkv)
     dkh, dvh = dk // nh, dv // nh
-    q, k, v = qkv[..., :dk] * dkh ** -0.5, qkv[..., dk:2 * dk], qkv[..., 2 * dk:]
+    q, k, v = qkv[..., :dk] * dkh**-0.5, qkv[..., dk : 2 * dk], qkv[..., 2 * dk :]
     rel_h = _numpy(layer.key_rel_h) if relative else None
     rel_w = _numpy(layer.key_rel_w) if relative else None
     heads, maps = [], []
@@ -92,20 +93,28 @@ def test_aaconv_matches_paper_formulas(relative):
         per_head = []
         for n in range(nh):
             out, att = _relative_attention(
-                q[b, ..., n * dkh:(n + 1) * dkh], k[b, ..., n * dkh:(n + 1) * dkh],
-                v[b, ..., n * dvh:(n + 1) * dvh], rel_h, rel_w, 1.0, 1.0)
+                q[b, ..., n * dkh : (n + 1) * dkh],
+                k[b, ..., n * dkh : (n + 1) * dkh],
+                v[b, ..., n * dvh : (n + 1) * dvh],
+                rel_h,
+                rel_w,
+                1.0,
+                1.0,
+            )
             per_head.append(out)
             maps.append(att)
         heads.append(np.concatenate(per_head, axis=-1).reshape(shape[1], shape[2], dv))
     attended = _conv2d_same(np.stack(heads), layer.attn_out)
     expected = np.concatenate([_conv2d_same(x64, layer.conv), attended], axis=-1)
     np.testing.assert_allclose(_numpy(outputs), expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(_numpy(attention).reshape(-1, 12, 12), np.stack(maps),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        _numpy(attention).reshape(-1, 12, 12), np.stack(maps), rtol=1e-4, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("scale_pos_embed", [False, True],
-                         ids=["botnet_closed", "botnet_closed_scaled"])
+@pytest.mark.parametrize(
+    "scale_pos_embed", [False, True], ids=["botnet_closed", "botnet_closed_scaled"]
+)
 def test_bottleneck_matches_explicit_relative_logits(scale_pos_embed):
     shape = (1, 3, 4, 8)
     nh, dqk = 2, 3
@@ -114,14 +123,19 @@ def test_bottleneck_matches_explicit_relative_logits(scale_pos_embed):
     randomize_weights(layer, seed=5)
     x = _input(shape, seed=6)
     qkv = _conv2d_same(x.astype("float64"), layer.qkv)[0]
-    q, k, v = qkv[..., :nh * dqk], qkv[..., nh * dqk:2 * nh * dqk], qkv[..., 2 * nh * dqk:]
+    q, k, v = qkv[..., : nh * dqk], qkv[..., nh * dqk : 2 * nh * dqk], qkv[..., 2 * nh * dqk :]
     dv = v.shape[-1] // nh
-    scale = dqk ** -0.5
+    scale = dqk**-0.5
     heads = [
-        _relative_attention(q[..., n * dqk:(n + 1) * dqk], k[..., n * dqk:(n + 1) * dqk],
-                            v[..., n * dv:(n + 1) * dv], _numpy(layer.height_rel),
-                            _numpy(layer.width_rel), scale,
-                            scale if scale_pos_embed else 1.0)[0]
+        _relative_attention(
+            q[..., n * dqk : (n + 1) * dqk],
+            k[..., n * dqk : (n + 1) * dqk],
+            v[..., n * dv : (n + 1) * dv],
+            _numpy(layer.height_rel),
+            _numpy(layer.width_rel),
+            scale,
+            scale if scale_pos_embed else 1.0,
+        )[0]
         for n in range(nh)
     ]
     expected = np.concatenate(heads, axis=-1).reshape(1, 3, 4, nh * dv)
@@ -156,10 +170,12 @@ def test_aaconv_loads_weights_saved_at_another_resolution(tmp_path, suffix):
     target.load_weights(path)
     old, new = source.get_layer("aa"), target.get_layer("aa")
     assert tuple(new.key_rel_w.shape) == (5, 4) and tuple(new.key_rel_h.shape) == (11, 4)
-    np.testing.assert_allclose(_numpy(new.key_rel_w),
-                               resize_relative_table(_numpy(old.key_rel_w), 5), rtol=1e-6)
-    np.testing.assert_allclose(_numpy(new.key_rel_h),
-                               resize_relative_table(_numpy(old.key_rel_h), 11), rtol=1e-6)
+    np.testing.assert_allclose(
+        _numpy(new.key_rel_w), resize_relative_table(_numpy(old.key_rel_w), 5), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _numpy(new.key_rel_h), resize_relative_table(_numpy(old.key_rel_h), 11), rtol=1e-6
+    )
     for a, b in ((old.qkv, new.qkv), (old.conv, new.conv), (old.attn_out, new.attn_out)):
         np.testing.assert_array_equal(_numpy(a.kernel), _numpy(b.kernel))
     y = target.predict(_input((2, 6, 3, 6)), verbose=0)
@@ -170,10 +186,16 @@ def test_aaconv_loads_weights_saved_at_another_resolution(tmp_path, suffix):
     np.testing.assert_array_equal(_numpy(same.get_layer("aa").key_rel_w), _numpy(old.key_rel_w))
 
 
-@pytest.mark.parametrize("name, cls", [
-    ("bottleneck", L.BottleneckAttention), ("halo", L.HaloAttention),
-    ("lambda", L.LambdaLayer), ("aa_conv", L.AttentionAugmentedConv2D),
-], ids=["botnet_factory", "halo_factory", "lambda_factory", "aaconv_factory"])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("bottleneck", L.BottleneckAttention),
+        ("halo", L.HaloAttention),
+        ("lambda", L.LambdaLayer),
+        ("aa_conv", L.AttentionAugmentedConv2D),
+    ],
+    ids=["botnet_factory", "halo_factory", "lambda_factory", "aaconv_factory"],
+)
 def test_relative_attention_factory_names(name, cls):
     layer = create_attention(name, 64)
     assert type(layer) is cls and layer.built

@@ -72,8 +72,9 @@ def test_soft_mask_activation_matches_numpy(activation, depth, size):
     branch = _built(SoftMaskBranch, shape, num_downsamples=depth, mask_activation=activation)
     x = random_input(shape, seed=1)
     logits = reference_logits(branch, x)
-    np.testing.assert_allclose(to_numpy(branch.compute_logits(x, training=False)), logits,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(branch.compute_logits(x, training=False)), logits, rtol=1e-5, atol=1e-5
+    )
     mask = to_numpy(branch(x, training=False))
     np.testing.assert_allclose(mask, numpy_mask(logits, activation), rtol=1e-5, atol=1e-5)
     if activation == "channel":
@@ -88,8 +89,9 @@ def test_soft_mask_activation_matches_numpy(activation, depth, size):
         assert mask.min() >= 0 and mask.max() <= 1
 
 
-@pytest.mark.parametrize("activation,expected", [("sigmoid", 0.5), ("channel", 0.0),
-                                                 ("spatial", 0.5)])
+@pytest.mark.parametrize(
+    "activation,expected", [("sigmoid", 0.5), ("channel", 0.0), ("spatial", 0.5)]
+)
 def test_soft_mask_of_zero_logits(activation, expected):
     """Zeroing the last 1x1 conv zeroes the logits: the epsilons keep the masks finite."""
     shape = (2, 6, 6, C)
@@ -145,29 +147,35 @@ def test_identity_trunk_and_no_units():
     layer = _built(ResidualAttention, shape, pre_units=0, trunk_units=0)
     x = random_input(shape, seed=4)
     mask = to_numpy(layer.soft_mask(x, training=False))
-    np.testing.assert_allclose(to_numpy(layer(x, training=False)), x * (1 + mask),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=False)), x * (1 + mask), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_residual_unit_is_pre_activation_bottleneck():
     shape = (2, 5, 5, C)
     layer = _built(ResidualAttention, shape, trunk_units=1)
     unit = layer.trunk_blocks[0]
-    assert [conv.kernel.shape for conv in unit.convs] == [(1, 1, C, C // 4),
-                                                          (3, 3, C // 4, C // 4),
-                                                          (1, 1, C // 4, C)]
+    assert [conv.kernel.shape for conv in unit.convs] == [
+        (1, 1, C, C // 4),
+        (3, 3, C // 4, C // 4),
+        (1, 1, C // 4, C),
+    ]
     assert all(conv.bias is None for conv in unit.convs)
     assert all(norm.epsilon == 1e-5 and norm.momentum == 0.9 for norm in unit.norms)
     x = random_input(shape, seed=5)
     branch = x
     for norm, conv in zip(unit.norms, unit.convs):
         branch = conv(ops.relu(norm(branch, training=False)))
-    np.testing.assert_allclose(to_numpy(unit(x, training=False)), x + to_numpy(branch),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(unit(x, training=False)), x + to_numpy(branch), rtol=1e-5, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("depth,size", [(1, (2, 3)), (1, (7, 9)), (2, (5, 6)), (2, (7, 9)),
-                                        (3, (5, 5)), (3, (9, 7)), (3, (13, 10))])
+@pytest.mark.parametrize(
+    "depth,size",
+    [(1, (2, 3)), (1, (7, 9)), (2, (5, 6)), (2, (7, 9)), (3, (5, 5)), (3, (9, 7)), (3, (13, 10))],
+)
 def test_mask_has_the_input_spatial_size(depth, size):
     shape = (1, *size, C)
     layer = _built(ResidualAttention, shape, num_downsamples=depth)
@@ -208,7 +216,10 @@ def test_hourglass_structure(monkeypatch, depth, r):
     assert sum(n.startswith("down_") for n in names) == r * (depth - 1) + 2 * r
     assert sum(n.startswith("up_") for n in names) == r * (depth - 1)
     assert [n for n in names if n.startswith(("pre_", "trunk_", "post_"))] == [
-        "pre_0", "trunk_0", "trunk_1", "post_0"
+        "pre_0",
+        "trunk_0",
+        "trunk_1",
+        "post_0",
     ]
 
 
@@ -216,20 +227,30 @@ def test_sublayer_names():
     layer = ResidualAttention(pre_units=1, trunk_units=2)
     layer.build((None, 8, 8, C))
     children = layer._flatten_layers(include_self=False, recursive=False)
-    assert [child.name for child in children] == ["pre_0", "trunk_0", "trunk_1", "soft_mask",
-                                                  "post_0"]
+    assert [child.name for child in children] == [
+        "pre_0",
+        "trunk_0",
+        "trunk_1",
+        "soft_mask",
+        "post_0",
+    ]
     assert isinstance(layer.soft_mask, SoftMaskBranch)
 
 
 def test_dynamic_resize_matches_keras_resize():
     """The gather-based resize used for symbolic sizes equals ops.image.resize (bilinear)."""
-    for (h_in, w_in), (h_out, w_out) in [((4, 5), (7, 9)), ((3, 2), (5, 4)), ((1, 2), (2, 3)),
-                                         ((2, 2), (4, 4))]:
+    for (h_in, w_in), (h_out, w_out) in [
+        ((4, 5), (7, 9)),
+        ((3, 2), (5, 4)),
+        ((1, 2), (2, 3)),
+        ((2, 2), (4, 4)),
+    ]:
         x = random_input((2, h_in, w_in, 3), seed=h_out * w_out)
         np.testing.assert_allclose(
             to_numpy(ra._bilinear_resize_dynamic(x, h_out, w_out)),
             to_numpy(ops.image.resize(x, (h_out, w_out), interpolation="bilinear")),
-            rtol=1e-6, atol=1e-6,
+            rtol=1e-6,
+            atol=1e-6,
         )
 
 

@@ -29,8 +29,11 @@ def _reflect(i, n):
 def _footprint(y, x, h, w, kernel_size, dilation):
     """Row-major (top-left first) source positions of the footprint around (y, x)."""
     p = dilation * (kernel_size - 1) // 2
-    return [(_reflect(y + ky * dilation - p, h), _reflect(x + kx * dilation - p, w))
-            for ky in range(kernel_size) for kx in range(kernel_size)]
+    return [
+        (_reflect(y + ky * dilation - p, h), _reflect(x + kx * dilation - p, w))
+        for ky in range(kernel_size)
+        for kx in range(kernel_size)
+    ]
 
 
 def _conv1x1(conv, x):
@@ -94,8 +97,9 @@ def _patchwise_reference(layer, x, training):
     features = np.zeros((b, h, w, phi.shape[-1] * (ks * ks + 1)))
     for y in range(h):
         for xq in range(w):
-            patch = np.stack([psi[:, jy, jx] for jy, jx in _footprint(y, xq, h, w, ks, dil)],
-                             axis=-1)  # (B, r, K2): channel-major like nn.Unfold
+            patch = np.stack(
+                [psi[:, jy, jx] for jy, jx in _footprint(y, xq, h, w, ks, dil)], axis=-1
+            )  # (B, r, K2): channel-major like nn.Unfold
             features[:, y, xq] = np.concatenate([phi[:, y, xq], patch.reshape(b, -1)], axis=-1)
     z = np.maximum(_batch_norm(layer.weight_norm1, features, training), 0)
     z = np.maximum(_batch_norm(layer.weight_norm2, _conv1x1(layer.weight_conv1, z), training), 0)
@@ -115,8 +119,14 @@ def _patchwise_reference(layer, x, training):
     "kwargs",
     [
         {"kernel_size": 3, "relation_channels": 3, "share_planes": 2},
-        {"kernel_size": 3, "dilation": 2, "relation_channels": 2, "value_channels": 6,
-         "share_planes": 3, "position_encoding": False},
+        {
+            "kernel_size": 3,
+            "dilation": 2,
+            "relation_channels": 2,
+            "value_channels": 6,
+            "share_planes": 3,
+            "position_encoding": False,
+        },
         {"kernel_size": 5, "relation_channels": 2, "share_planes": 4},
     ],
 )
@@ -138,8 +148,14 @@ def test_san_pairwise_closed_form(kwargs, training):
     "kwargs",
     [
         {"kernel_size": 3, "relation_channels": 2, "share_planes": 2},
-        {"kernel_size": 3, "dilation": 2, "relation_channels": 1, "value_channels": 6,
-         "share_planes": 3, "softmax": False},
+        {
+            "kernel_size": 3,
+            "dilation": 2,
+            "relation_channels": 1,
+            "value_channels": 6,
+            "share_planes": 3,
+            "softmax": False,
+        },
         {"kernel_size": 5, "relation_channels": 1, "share_planes": 4},
     ],
 )

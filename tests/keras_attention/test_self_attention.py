@@ -50,7 +50,7 @@ def test_mhsa_closed_form(kwargs):
     heads = kwargs["num_heads"]
     kv_heads = kwargs.get("num_key_value_heads", heads)
     d = kwargs.get("key_dim", 12 // heads)
-    scale = kwargs.get("scale", d ** -0.5)
+    scale = kwargs.get("scale", d**-0.5)
     tokens = x.astype("float64").reshape(2, 12, 12)
     q = _dense(tokens, layer.query).reshape(2, 12, heads, d)
     k = _dense(tokens, layer.key).reshape(2, 12, kv_heads, d)
@@ -83,13 +83,13 @@ def _max_pool(x, windows):
             continue
         n = x.shape[axis] // w
         x = np.take(x, np.arange(n * w), axis=axis)
-        shape = x.shape[:axis] + (n, w) + x.shape[axis + 1:]
+        shape = x.shape[:axis] + (n, w) + x.shape[axis + 1 :]
         x = x.reshape(shape).max(axis=axis + 1)
     return x
 
 
 def _non_local_reference(layer, x, pairwise, windows, scale):
-    b, c = x.shape[0], x.shape[-1]
+    b = x.shape[0]
     x = x.astype("float64")
     flat = lambda t: t.reshape(b, -1, t.shape[-1])  # noqa: E731
     g = flat(_max_pool(_dense(x, layer.g), windows))
@@ -108,13 +108,18 @@ def _non_local_reference(layer, x, pairwise, windows, scale):
         inner = query.shape[-1]
         # the concatenation, built here on purpose
         pairs = np.concatenate(
-            [np.broadcast_to(query[:, :, None], (b, query.shape[1], n_prime, inner)),
-             np.broadcast_to(key[:, None], (b, query.shape[1], n_prime, inner))], axis=-1)
+            [
+                np.broadcast_to(query[:, :, None], (b, query.shape[1], n_prime, inner)),
+                np.broadcast_to(key[:, None], (b, query.shape[1], n_prime, inner)),
+            ],
+            axis=-1,
+        )
         f = np.maximum(pairs @ w, 0.0) / n_prime
     y = _dense(f @ g, layer.out)
     norm = layer.out_norm
-    y = (_numpy(norm.gamma) * (y - _numpy(norm.moving_mean))
-         / np.sqrt(_numpy(norm.moving_variance) + norm.epsilon) + _numpy(norm.beta))
+    y = _numpy(norm.gamma) * (y - _numpy(norm.moving_mean)) / np.sqrt(
+        _numpy(norm.moving_variance) + norm.epsilon
+    ) + _numpy(norm.beta)
     return y.reshape(x.shape) + x, f
 
 
@@ -127,25 +132,31 @@ SHAPES = {
 
 @pytest.mark.parametrize("subsample", [False, True], ids=["full", "subsample"])
 @pytest.mark.parametrize("rank", sorted(SHAPES))
-@pytest.mark.parametrize("pairwise",
-                         ["embedded_gaussian", "gaussian", "dot_product", "concatenation"])
+@pytest.mark.parametrize(
+    "pairwise", ["embedded_gaussian", "gaussian", "dot_product", "concatenation"]
+)
 def test_nonlocal_closed_form(pairwise, rank, subsample):
     shape, windows = SHAPES[rank]
     x = (_random(shape, seed=2) * 0.5).astype("float32")
-    layer = L.NonLocal(pairwise=pairwise, subsample=subsample, inner_channels=4,
-                       scale="input" if pairwise == "gaussian" else "inner")
+    layer = L.NonLocal(
+        pairwise=pairwise,
+        subsample=subsample,
+        inner_channels=4,
+        scale="input" if pairwise == "gaussian" else "inner",
+    )
     layer.build(shape)
     randomize_weights(layer, seed=3)
     outputs, attention = layer(x, training=False, return_attention=True)
-    scale = 6 ** -0.5 if pairwise == "gaussian" else 4 ** -0.5
-    expected, f = _non_local_reference(layer, x, pairwise, windows if subsample else
-                                       (1,) * len(windows), scale)
+    scale = 6**-0.5 if pairwise == "gaussian" else 4**-0.5
+    expected, f = _non_local_reference(
+        layer, x, pairwise, windows if subsample else (1,) * len(windows), scale
+    )
     assert tuple(attention.shape) == f.shape
     np.testing.assert_allclose(_numpy(attention), f, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_numpy(outputs), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("scale, value", [("inner", 4 ** -0.5), ("input", 16 ** -0.5), (None, 1.0)])
+@pytest.mark.parametrize("scale, value", [("inner", 4**-0.5), ("input", 16**-0.5), (None, 1.0)])
 def test_nonlocal_scale_options(scale, value):
     x = (_random((2, 3, 4, 16), seed=4) * 0.5).astype("float32")
     layer = L.NonLocal(inner_channels=4, scale=scale)
@@ -170,5 +181,5 @@ def test_nonlocal_factory_matches_timm_width(channels, inner):
     layer = create_attention("nl", channels)
     assert type(layer) is L.NonLocal
     assert layer.inner == inner
-    assert layer.scale_value == pytest.approx(channels ** -0.5)
+    assert layer.scale_value == pytest.approx(channels**-0.5)
     assert layer.pairwise == "embedded_gaussian" and not layer.subsample

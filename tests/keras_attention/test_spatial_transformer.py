@@ -56,8 +56,11 @@ def test_identity_resize_keeps_corner_pixels_only_with_align_corners():
     # pixels lie outside the corner centres and blend in the zero padding.
     images = _images((1, 4, 4, 1))
     theta = np.array([[[1, 0, 0], [0, 1, 0]]], "float32")
-    aligned = _numpy(L.BilinearSampler(align_corners=True)(
-        [images, L.AffineGrid((7, 7), align_corners=True)(theta)]))
+    aligned = _numpy(
+        L.BilinearSampler(align_corners=True)(
+            [images, L.AffineGrid((7, 7), align_corners=True)(theta)]
+        )
+    )
     np.testing.assert_allclose(aligned[0, ::2, ::2], images[0], rtol=0, atol=1e-6)
     half_pixel = _numpy(L.BilinearSampler()([images, L.AffineGrid((7, 7))(theta)]))
     # output pixel 0 sits at input coordinate ((1/7) * 4 - 1) / 2 = -3/14 (pixel units):
@@ -65,10 +68,15 @@ def test_identity_resize_keeps_corner_pixels_only_with_align_corners():
     np.testing.assert_allclose(half_pixel[0, 0, 0], images[0, 0, 0] * (11 / 14) ** 2, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {}, {"align_corners": True}, {"transform": "tps"},
-    {"transform": "tps", "tps_grid_size": (3, 5), "align_corners": True},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"align_corners": True},
+        {"transform": "tps"},
+        {"transform": "tps", "tps_grid_size": (3, 5), "align_corners": True},
+    ],
+)
 def test_fresh_spatial_transformer_is_the_identity(kwargs):
     images = _images((2, 9, 11, 3))
     layer = L.SpatialTransformer(**kwargs)
@@ -79,8 +87,11 @@ def test_fresh_spatial_transformer_is_the_identity(kwargs):
     exact = kwargs.get("align_corners") and kwargs.get("transform") != "tps"
     tolerance = (1e-6 if exact else 1e-5) * np.abs(images).max()
     np.testing.assert_allclose(_numpy(out), images, rtol=0, atol=tolerance)
-    expected = _numpy(affine_grid(np.array([[1, 0, 0, 0, 1, 0]] * 2, "float32"), 9, 11,
-                                  kwargs.get("align_corners", False)))
+    expected = _numpy(
+        affine_grid(
+            np.array([[1, 0, 0, 0, 1, 0]] * 2, "float32"), 9, 11, kwargs.get("align_corners", False)
+        )
+    )
     np.testing.assert_allclose(_numpy(grid), expected, rtol=0, atol=2e-6)
 
 
@@ -145,8 +156,7 @@ def test_localization_head_gets_the_torch_theta_gradient():
     np.testing.assert_allclose(output, data["output"][:1], rtol=1e-5, atol=1e-5)
     bias_grad = dict(zip([v.path for v in layer.trainable_variables], grads))[head.bias.path]
     reference = data["grad_theta"][0].reshape(-1)
-    np.testing.assert_allclose(bias_grad, reference, rtol=1e-5,
-                               atol=1e-5 * np.abs(reference).max())
+    np.testing.assert_allclose(bias_grad, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 
 
 def test_tps_grid_for_dynamic_sizes_matches_the_static_path():

@@ -79,7 +79,10 @@ def use_fake_hub(monkeypatch, hub, cache_dir, offline=False):
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     # what HF_ENDPOINT set before `import huggingface_hub` gives
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        huggingface_hub.constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub.url + "/{repo_id}/resolve/{revision}/{filename}",
+    )
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)

@@ -25,5 +25,6 @@ def test_architecture_matches_its_pin(name):
     for index, (got, want) in enumerate(zip(actual, expected)):
         assert got == want, f"{name}: weight-holding layer {index} is {got!r}, pinned {want!r}"
     assert len(actual) == len(expected), (
-        f"{name}: {len(actual)} weight-holding layers, pinned {len(expected)}")
+        f"{name}: {len(actual)} weight-holding layers, pinned {len(expected)}"
+    )
     keras.backend.clear_session()

@@ -29,8 +29,7 @@ def build_tiny(fixture_id, size=None, **kwargs):
     name, native, classes, fields = TINY[fixture_id]
     size = size or native
     kwargs.setdefault("classifier_activation", None)
-    return models.build(name, input_shape=(size, size, 3), num_classes=classes,
-                        **kwargs, **fields)
+    return models.build(name, input_shape=(size, size, 3), num_classes=classes, **kwargs, **fields)
 
 
 def predict(model, images):
@@ -80,8 +79,11 @@ def test_checkpoint_of_another_architecture_is_refused():
     state, _ = fixture("byob_gc_tiny")
     model = build_tiny("byob_attn_tiny")
     # stem and first stage agree; stage 2's bottleneck is 24 wide there, 16 here
-    with pytest.raises(ValueError, match=r"weight 'stages\.1\.0\.conv1_1x1\.conv\.weight' "
-                                         r"has shape \(1, 1, 32, 24\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight 'stages\.1\.0\.conv1_1x1\.conv\.weight' "
+        r"has shape \(1, 1, 32, 24\)",
+    ):
         load_timm_state_dict(model, state)
 
 
@@ -109,14 +111,18 @@ def test_bottleneck_tables_resized_when_loaded_at_another_resolution():
         for table in ("height_rel", "width_rel"):
             saved = state[f"{block.replace('-', '.')}.self_attn.pos_embed.{table}"]
             assert saved.shape[0] != 2 * size - 1
-            np.testing.assert_allclose(keras.ops.convert_to_numpy(getattr(layer, table)),
-                                       linear_resize(saved, 2 * size - 1), rtol=1e-6,
-                                       atol=1e-7)
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(getattr(layer, table)),
+                linear_resize(saved, 2 * size - 1),
+                rtol=1e-6,
+                atol=1e-7,
+            )
     # every other weight loads unchanged
     qkv = model.get_layer("stages-3-0-self_attn").qkv.kernel
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(qkv),
-        np.transpose(state["stages.3.0.self_attn.qkv.weight"], (2, 3, 1, 0)))
+        np.transpose(state["stages.3.0.self_attn.qkv.weight"], (2, 3, 1, 0)),
+    )
     images = np.random.default_rng(0).standard_normal((1, 96, 96, 3)).astype("float32")
     assert np.all(np.isfinite(predict(model, images)))
 
@@ -135,9 +141,17 @@ def test_registry_entries():
 def test_layer_names_follow_timm_module_paths():
     model = build_tiny("byob_attn_tiny")
     names = {layer.name for layer in model.layers}
-    for expected in ("stem-conv1-conv", "stem-conv1-bn", "stem-conv3-bn-act", "stem-pool",
-                     "stages-0-0-shortcut-conv", "stages-1-1-self_attn",
-                     "stages-1-1-post_attn", "stages-3-1-conv3_1x1-bn", "head-fc"):
+    for expected in (
+        "stem-conv1-conv",
+        "stem-conv1-bn",
+        "stem-conv3-bn-act",
+        "stem-pool",
+        "stages-0-0-shortcut-conv",
+        "stages-1-1-self_attn",
+        "stages-1-1-post_attn",
+        "stages-3-1-conv3_1x1-bn",
+        "head-fc",
+    ):
         assert expected in names
 
 
@@ -170,8 +184,8 @@ def test_mixed_bfloat16_forward(name):
 
 
 def timm_parity(name, size, batch, tmp_path, timm_kwargs=None, state_fn=None):
-    import torch
     import timm
+    import torch
     from safetensors.torch import save_file
 
     from tools.make_byob_fixtures import float_state, randomise
@@ -204,8 +218,9 @@ PARITY = [
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name,size,batch,timm_kwargs", PARITY,
-                         ids=[f"{p[0]}-{p[1]}" for p in PARITY])
+@pytest.mark.parametrize(
+    "name,size,batch,timm_kwargs", PARITY, ids=[f"{p[0]}-{p[1]}" for p in PARITY]
+)
 def test_live_timm_parity(name, size, batch, timm_kwargs, tmp_path):
     pytest.importorskip("timm", reason="live oracle needs the `oracle` extra (timm, torch)")
     expected, images, path = timm_parity(name, size, batch, tmp_path, timm_kwargs)
@@ -216,8 +231,10 @@ def test_live_timm_parity(name, size, batch, timm_kwargs, tmp_path):
     # Random deep ReLU networks map different images to similar logits; the difference
     # between the two images' logits checks the input-dependent part on its own scale.
     contrast = relative_error(logits[0] - logits[1], expected[0] - expected[1])
-    print(f"{name} @ {size}: max relative logit error {error:.2e}, of the image "
-          f"contrast {contrast:.2e}")
+    print(
+        f"{name} @ {size}: max relative logit error {error:.2e}, of the image "
+        f"contrast {contrast:.2e}"
+    )
     assert error < MAX_RELATIVE_ERROR
     assert contrast < 10 * MAX_RELATIVE_ERROR
 
@@ -245,8 +262,9 @@ def test_botnet_256_checkpoint_at_320_matches_timm_with_interpolated_tables(tmp_
                 out[key] = torch.from_numpy(linear_resize(value.numpy(), rows).astype("float32"))
         return out
 
-    expected, images, _ = timm_parity("botnet26t_256", 320, 1, tmp_path, {"img_size": 320},
-                                      state_fn=resized)
+    expected, images, _ = timm_parity(
+        "botnet26t_256", 320, 1, tmp_path, {"img_size": 320}, state_fn=resized
+    )
     model = models.build("botnet26t_256", input_shape=(320, 320, 3), classifier_activation=None)
     load_timm_state_dict(model, load_file(str(tmp_path / "native.safetensors")))
     logits = predict(model, images)

@@ -43,8 +43,14 @@ def _env(**extra):
 
 
 def _run(*args, env=None, timeout=120):
-    return subprocess.run([*_command(), *args], capture_output=True, text=True,
-                          env=env or _env(), timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [*_command(), *args],
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def _one_error_line(result, *fragments, status=1):
@@ -68,13 +74,17 @@ def digit_png(tmp_path):
 
 # ------------------------------------------------------------ registry commands, no TF
 
+
 def test_list_info_and_attention_import_neither_keras_nor_tensorflow():
-    code = ("import sys\nimport zoo.tasks\nfrom zoo.cli import main\n"
-            "assert main(['list']) == 0 and main(['info', 'seresnet50']) == 0\n"
-            "assert main(['attention']) == 0\n"
-            "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=_env(), timeout=120)
+    code = (
+        "import sys\nimport zoo.tasks\nfrom zoo.cli import main\n"
+        "assert main(['list']) == 0 and main(['info', 'seresnet50']) == 0\n"
+        "assert main(['attention']) == 0\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
 
@@ -87,7 +97,8 @@ def test_list_takes_a_wildcard_like_timm_list_models():
     with pytest.raises(ValueError, match="pattern must be a string"):
         zoo.list_models(True)
     assert zoo.list_models("*se*", pretrained=True) == [
-        name for name in expected if registry.get_spec(name).weights]
+        name for name in expected if registry.get_spec(name).weights
+    ]
     result = _run("list", "*se*")
     assert result.returncode == 0, result.stderr
     assert [row.split()[0] for row in result.stdout.splitlines()[1:]] == expected
@@ -96,33 +107,48 @@ def test_list_takes_a_wildcard_like_timm_list_models():
 
 # ------------------------------------------------------------ errors on one line
 
+
 def test_unknown_model_names_the_closest(digit_png):
-    line = _one_error_line(_run("info", "seresnet5"), "unknown model 'seresnet5'",
-                           "did you mean 'seresnet50'")
+    line = _one_error_line(
+        _run("info", "seresnet5"), "unknown model 'seresnet5'", "did you mean 'seresnet50'"
+    )
     assert "--debug" in line
     _one_error_line(_run("predict", "seresnet5", str(digit_png)), "did you mean 'seresnet50'")
 
 
 def test_bad_flag_is_one_usage_line():
-    _one_error_line(_run("predict", "stn_cnn", "x.png", "--bogus"),
-                    "unrecognized arguments: --bogus", status=2)
-    _one_error_line(_run("export", "stn_cnn", "--input-shape", "28x28"),
-                    "expected HEIGHTxWIDTHxCHANNELS", status=2)
+    _one_error_line(
+        _run("predict", "stn_cnn", "x.png", "--bogus"), "unrecognized arguments: --bogus", status=2
+    )
+    _one_error_line(
+        _run("export", "stn_cnn", "--input-shape", "28x28"),
+        "expected HEIGHTxWIDTHxCHANNELS",
+        status=2,
+    )
 
 
 def test_missing_files_are_named(tmp_path, digit_png):
-    _one_error_line(_run("predict", "stn_cnn", str(tmp_path / "nope.png")),
-                    f"no such image file: {tmp_path / 'nope.png'}")
-    _one_error_line(_run("predict", "stn_cnn", str(digit_png), "--weights",
-                         str(tmp_path / "run" / "model.keras")),
-                    "is neither a file nor a weights tag of stn_cnn (rts_mnist)")
+    _one_error_line(
+        _run("predict", "stn_cnn", str(tmp_path / "nope.png")),
+        f"no such image file: {tmp_path / 'nope.png'}",
+    )
+    _one_error_line(
+        _run(
+            "predict", "stn_cnn", str(digit_png), "--weights", str(tmp_path / "run" / "model.keras")
+        ),
+        "is neither a file nor a weights tag of stn_cnn (rts_mnist)",
+    )
 
 
 def test_model_without_weights_refuses_predict_and_export(digit_png):
     assert not registry.get_spec("cbam_resnet50").weights
     for args in (("predict", "cbam_resnet50", str(digit_png)), ("export", "cbam_resnet50")):
-        _one_error_line(_run(*args), "cbam_resnet50 has no pretrained weights",
-                        "--weights none", "--weights FILE")
+        _one_error_line(
+            _run(*args),
+            "cbam_resnet50 has no pretrained weights",
+            "--weights none",
+            "--weights FILE",
+        )
 
 
 def test_debug_shows_the_traceback():
@@ -154,8 +180,13 @@ def test_query_not_found_is_one_line(digit_png):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        result = _run("query", "nope", str(digit_png), "--rest",
-                      f"http://127.0.0.1:{server.server_address[1]}")
+        result = _run(
+            "query",
+            "nope",
+            str(digit_png),
+            "--rest",
+            f"http://127.0.0.1:{server.server_address[1]}",
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -181,14 +212,19 @@ def test_offline_download_is_one_line_naming_the_file(tmp_path, digit_png):
         "registry._REGISTRY['seresnet50'] = dataclasses.replace(spec, weights=(entry,))\n"
         f"sys.exit(main(['predict', 'seresnet50', {str(digit_png)!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=_env(KERAS_HOME=str(tmp_path / "keras")), timeout=300)
-    line = _one_error_line(result, "could not download seresnet50 weights 'imagenet'",
-                           "copy it to")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(KERAS_HOME=str(tmp_path / "keras")),
+        timeout=300,
+    )
+    line = _one_error_line(result, "could not download seresnet50 weights 'imagenet'", "copy it to")
     assert str(tmp_path / "keras") in line
 
 
 # ------------------------------------------------------------ printed commands
+
 
 def test_printed_commands_work_in_a_fresh_shell(monkeypatch):
     """The demo prints the console script by absolute path, which runs from a shell that
@@ -198,13 +234,15 @@ def test_printed_commands_work_in_a_fresh_shell(monkeypatch):
     command = printed.split()
     assert pathlib.Path(command[0]).is_absolute()
     bare = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": os.environ.get("HOME", "/")}
-    result = subprocess.run([*command, "list", "stn_*"], capture_output=True, text=True,
-                            env=bare, cwd="/", timeout=120)
+    result = subprocess.run(
+        [*command, "list", "stn_*"], capture_output=True, text=True, env=bare, cwd="/", timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1].split()[0] == "stn_cnn"
 
 
 # ------------------------------------------------------------ pretrained by default
+
 
 def _top_line(path, probabilities, top=5):
     best = np.argsort(-probabilities)[:top]
@@ -240,8 +278,11 @@ def test_zoo_load_warns_once_about_random_weights(monkeypatch):
     from zoo.models import RandomWeightsWarning
 
     monkeypatch.setattr("zoo.models._WARNED_RANDOM", set())
-    with pytest.warns(RandomWeightsWarning, match=r"zoo.load\('stn_cnn'\) returns random "
-                      r"weights; pretrained ones exist: weights='rts_mnist'"):
+    with pytest.warns(
+        RandomWeightsWarning,
+        match=r"zoo.load\('stn_cnn'\) returns random "
+        r"weights; pretrained ones exist: weights='rts_mnist'",
+    ):
         zoo.load("stn_cnn")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RandomWeightsWarning)
@@ -251,6 +292,7 @@ def test_zoo_load_warns_once_about_random_weights(monkeypatch):
 
 
 # ------------------------------------------------------------ RAM
+
 
 def test_ram_predicts(digit_png, capsys):
     assert cli.main(["predict", "ram", str(digit_png), "--top", "3"]) == 0
@@ -277,14 +319,17 @@ def test_ram_exports_with_an_image_signature(digit_png, tmp_path, capsys):
 def test_export_without_the_image_signature(tmp_path, capsys):
     import tensorflow as tf
 
-    assert cli.main(["export", "stn_cnn", "--base-path", str(tmp_path),
-                     "--no-image-signature"]) == 0
+    assert (
+        cli.main(["export", "stn_cnn", "--base-path", str(tmp_path), "--no-image-signature"]) == 0
+    )
     assert "exported stn_cnn (rts_mnist)" in capsys.readouterr().out
     assert set(tf.saved_model.load(str(tmp_path / "stn_cnn" / "1")).signatures) == {
-        "serving_default"}
+        "serving_default"
+    }
 
 
 # ------------------------------------------------------------ what train writes
+
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -295,9 +340,16 @@ def trained_run(tmp_path_factory):
     images = rng.integers(0, 256, size=(16, 42, 42, 1), dtype=np.uint8)
     labels = rng.integers(0, 4, size=16)
     run_dir = tmp_path_factory.mktemp("runs") / "stn"
-    model, history = zoo.train.fit("stn_cnn", (images, labels), epochs=1, steps_per_epoch=1,
-                                   batch_size=8, run_dir=str(run_dir), validation=False,
-                                   verbose=0)
+    model, history = zoo.train.fit(
+        "stn_cnn",
+        (images, labels),
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=8,
+        run_dir=str(run_dir),
+        validation=False,
+        verbose=0,
+    )
     return run_dir, model
 
 
@@ -320,42 +372,74 @@ def test_predict_and_export_take_what_train_writes(trained_run, digit_png, tmp_p
     assert capsys.readouterr().out.splitlines() == expected
     weights_file = tmp_path / "stn.weights.h5"
     model.save_weights(weights_file)
-    assert cli.main(["predict", "stn_cnn", str(digit_png), "--weights", str(weights_file),
-                     "--num-classes", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "stn_cnn",
+                str(digit_png),
+                "--weights",
+                str(weights_file),
+                "--num-classes",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == expected
 
-    assert cli.main(["export", "stn_cnn", "--weights", str(keras_file),
-                     "--base-path", str(tmp_path / "models")]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "stn_cnn",
+                "--weights",
+                str(keras_file),
+                "--base-path",
+                str(tmp_path / "models"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     loaded = tf.saved_model.load(str(tmp_path / "models" / "stn_cnn" / "1"))
     exact = tmp_path / "exact.png"  # at the input size: no resize on either side
     Image.fromarray(_pixels(digit_png, (42, 42))[0, ..., 0].astype("uint8")).save(exact)
     answer = loaded.signatures["serving_images"](images=tf.constant([exact.read_bytes()]))
     # the run's model outputs logits; the image signature turns them into probabilities
-    np.testing.assert_allclose(answer["probabilities"].numpy()[0], _softmax(logits)[0],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        answer["probabilities"].numpy()[0], _softmax(logits)[0], rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.slow
-def test_train_output_loads_exports_and_serves_in_fresh_processes(trained_run, digit_png,
-                                                                  tmp_path):
+def test_train_output_loads_exports_and_serves_in_fresh_processes(trained_run, digit_png, tmp_path):
     """train -> predict -> export -> serve as separate commands, and the saved model loads
     in a fresh process with keras_attention imported (Keras 3.15 imports a module named in
     a saved config only for its own packages, so the layers must be registered first)."""
     run_dir, model = trained_run
     keras_file = str(run_dir / "model.keras")
-    code = ("import keras_attention, keras, numpy as np, sys\n"
-            f"model = keras.saving.load_model({keras_file!r})\n"
-            "print(type(model.get_layer('spatial_transformer')).__module__)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=_env(), timeout=300)
+    code = (
+        "import keras_attention, keras, numpy as np, sys\n"
+        f"model = keras.saving.load_model({keras_file!r})\n"
+        "print(type(model.get_layer('spatial_transformer')).__module__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1].startswith("keras_attention.")
-    predicted = _run("predict", "stn_cnn", str(digit_png), "--weights", keras_file,
-                     timeout=300)
+    predicted = _run("predict", "stn_cnn", str(digit_png), "--weights", keras_file, timeout=300)
     assert predicted.returncode == 0 and predicted.stderr == "", predicted.stderr
-    exported = _run("export", "stn_cnn", "--weights", keras_file, "--base-path",
-                    str(tmp_path / "models"), timeout=300)
+    exported = _run(
+        "export",
+        "stn_cnn",
+        "--weights",
+        keras_file,
+        "--base-path",
+        str(tmp_path / "models"),
+        timeout=300,
+    )
     assert exported.returncode == 0 and exported.stderr == "", exported.stderr
     assert (tmp_path / "models" / "stn_cnn" / "1" / "saved_model.pb").is_file()
 
@@ -374,6 +458,8 @@ def test_predict_a_grayscale_run_of_a_colour_architecture(monkeypatch, tmp_path,
     Image.fromarray(pixels).save(path)
     x = (pixels.reshape(1, 9, 11, 1) / 255.0 - 0.25) / (1.75 / 3)
     expected = np.asarray(model(x.astype("float32"), training=False))[0]
-    assert cli.main(["predict", NAME, str(path), "--weights", str(weights),
-                     "--input-shape", "9x11x1"]) == 0
+    assert (
+        cli.main(["predict", NAME, str(path), "--weights", str(weights), "--input-shape", "9x11x1"])
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == [_top_line(path, expected)]

@@ -58,8 +58,18 @@ def test_list_and_info(tiny, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "weights 'local'" in out and "metric: none (test fixture)" in out
     assert "architecture:" not in out
-    _register(monkeypatch, [_spec("local", "file:///x.weights.h5", None, file_format="weights.h5",
-                                  architecture={"width": 6, "core": "rnn"})])
+    _register(
+        monkeypatch,
+        [
+            _spec(
+                "local",
+                "file:///x.weights.h5",
+                None,
+                file_format="weights.h5",
+                architecture={"width": 6, "core": "rnn"},
+            )
+        ],
+    )
     assert main(["info", NAME]) == 0
     assert "    architecture: width=6, core='rnn'\n" in capsys.readouterr().out
     assert main(["info", "nope"]) == 1
@@ -71,7 +81,8 @@ def test_predict_prints_the_top_classes(tiny, png_files, capsys):
     assert main(["predict", NAME, *paths, "--weights", "local", "--top", "3"]) == 0
     expected = _expected_scores(tiny, pixels)
     assert _result_lines(capsys.readouterr().out) == [
-        _top_line(path, row, 3) for path, row in zip(paths, expected)]
+        _top_line(path, row, 3) for path, row in zip(paths, expected)
+    ]
 
 
 def test_export_then_query_over_rest_and_grpc(tiny, png_files, tmp_path, capsys):
@@ -84,14 +95,18 @@ def test_export_then_query_over_rest_and_grpc(tiny, png_files, tmp_path, capsys)
     assert (base / NAME / "1" / "saved_model.pb").is_file()
     capsys.readouterr()
     expected = _expected_scores(tiny, pixels)
-    server = serving.Server(single_model_config(NAME, str(base / NAME)), rest_api_port=0,
-                            port=0, host="127.0.0.1")
+    server = serving.Server(
+        single_model_config(NAME, str(base / NAME)), rest_api_port=0, port=0, host="127.0.0.1"
+    )
     with server:
-        for flag, target in (("--rest", f"http://127.0.0.1:{server.rest_api_port}"),
-                             ("--grpc", f"127.0.0.1:{server.port}")):
+        for flag, target in (
+            ("--rest", f"http://127.0.0.1:{server.rest_api_port}"),
+            ("--grpc", f"127.0.0.1:{server.port}"),
+        ):
             assert main(["query", NAME, *paths, flag, target, "--top", str(CLASSES)]) == 0
             assert _result_lines(capsys.readouterr().out) == [
-                _top_line(path, row, CLASSES) for path, row in zip(paths, expected)]
+                _top_line(path, row, CLASSES) for path, row in zip(paths, expected)
+            ]
     assert main(["query", NAME, *paths]) == 1
     assert "error: give exactly one of --rest URL or --grpc" in capsys.readouterr().err
     assert zoo.list_models()  # the registry is intact after the CLI ran

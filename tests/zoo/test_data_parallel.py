@@ -74,8 +74,14 @@ def _run(tmp_path, backend, mode, env_extra=None):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(repo=REPO))
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
-    done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True,
-                          text=True, timeout=600, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, str(script), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads(lines[-1][7:])
@@ -100,6 +106,7 @@ def test_mirrored_strategy_two_logical_cpus_matches_one_device(tmp_path):
 @pytest.mark.slow
 def test_jax_data_parallel_two_host_devices_matches_one_device(tmp_path):
     pytest.importorskip("jax")
-    results = _run(tmp_path, "jax", "data_parallel",
-                   {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    results = _run(
+        tmp_path, "jax", "data_parallel", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    )
     _same_curve(results, "data_parallel")

@@ -12,8 +12,11 @@ from zoo import cli, demo
 
 
 def _answers(printed):
-    lines = dict(line.strip().split(":", 1) for line in printed.splitlines()
-                 if "labels:" in line or "predictions:" in line or "top-1:" in line)
+    lines = dict(
+        line.strip().split(":", 1)
+        for line in printed.splitlines()
+        if "labels:" in line or "predictions:" in line or "top-1:" in line
+    )
     return {key: json.loads(value) for key, value in lines.items()}
 
 
@@ -53,8 +56,11 @@ def test_demo_trains_and_writes_the_attention_png(tmp_path, capsys):
     assert image.shape == (2 * 28 * 4, 8 * 28 * 4, 3)
     assert not list(tmp_path.glob("*.tmp"))
     # The exported model answered over REST and gRPC, identically, mostly right.
-    lines = dict(line.strip().split(":", 1) for line in printed.splitlines() if "labels:" in line
-                 or "predictions:" in line)
+    lines = dict(
+        line.strip().split(":", 1)
+        for line in printed.splitlines()
+        if "labels:" in line or "predictions:" in line
+    )
     truth = json.loads(lines["true labels"])
     assert json.loads(lines["REST predictions"]) == json.loads(lines["gRPC predictions"])
     assert sum(a == b for a, b in zip(json.loads(lines["REST predictions"]), truth)) >= 3

@@ -21,9 +21,16 @@ SHA256 = hashlib.sha256(DATA).hexdigest()
 
 
 def _hub_spec(sha256=SHA256, filename=FILE):
-    return WeightsSpec(tag="imagenet", url=f"hf://{REPO}/{filename}", file_format="safetensors",
-                       sha256=sha256, input_size=(9, 11), num_classes=5, trained_on="random",
-                       metric="none (test fixture)")
+    return WeightsSpec(
+        tag="imagenet",
+        url=f"hf://{REPO}/{filename}",
+        file_format="safetensors",
+        sha256=sha256,
+        input_size=(9, 11),
+        num_classes=5,
+        trained_on="random",
+        metric="none (test fixture)",
+    )
 
 
 @pytest.fixture
@@ -80,15 +87,19 @@ def test_unreachable_hub_without_the_file_says_so(monkeypatch, tmp_path):
     import huggingface_hub.utils._http as hub_http
 
     monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)
-    with pytest.raises(WeightsError, match="is not in the Hugging Face cache .* and the Hub "
-                                           "could not be reached"):
+    with pytest.raises(
+        WeightsError, match="is not in the Hugging Face cache .* and the Hub could not be reached"
+    ):
         fetch(NAME, _hub_spec())
 
 
 def test_sha256_mismatch_is_refused_and_the_file_removed(hub):
-    with pytest.raises(WeightsError, match=f"sha256 mismatch for {FILE} of {REPO} at "
-                                           f"revision main: expected 0+, got {SHA256}; the "
-                                           f"file was removed"):
+    with pytest.raises(
+        WeightsError,
+        match=f"sha256 mismatch for {FILE} of {REPO} at "
+        f"revision main: expected 0+, got {SHA256}; the "
+        f"file was removed",
+    ):
         fetch(NAME, _hub_spec(sha256="0" * 64))
     assert fetch(NAME, _hub_spec()).read_bytes() == DATA
     assert len(hub.downloads()) == 2  # the bad copy was not reused
@@ -97,8 +108,10 @@ def test_sha256_mismatch_is_refused_and_the_file_removed(hub):
 def test_a_file_missing_on_the_hub_is_one_line(hub):
     with pytest.raises(WeightsError) as error:
         fetch(NAME, _hub_spec(filename="absent.safetensors"))
-    assert str(error.value).startswith(f"could not download {NAME} weights 'imagenet' "
-                                       f"(absent.safetensors of {REPO} at revision main): ")
+    assert str(error.value).startswith(
+        f"could not download {NAME} weights 'imagenet' "
+        f"(absent.safetensors of {REPO} at revision main): "
+    )
     assert "\n" not in str(error.value)
 
 
@@ -142,15 +155,22 @@ def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, tmp_path):
         "    print(error)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf_cache"),
-           "HF_ENDPOINT": hub.url,
-           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hf_cache"),
+        "HF_ENDPOINT": hub.url,
+        "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     found, error = result.stdout.strip().splitlines()
     assert open(found, "rb").read() == DATA
-    assert error.startswith("net weights 'imagenet': model.safetensors of timm/absent at "
-                            "revision main is not in the Hugging Face cache")
+    assert error.startswith(
+        "net weights 'imagenet': model.safetensors of timm/absent at "
+        "revision main is not in the Hugging Face cache"
+    )
     assert "HF_HUB_OFFLINE is set" in error
     assert hub.requests == []

@@ -16,8 +16,16 @@ from zoo import registry
 
 def test_every_timm_architecture_has_imagenet_weights_from_the_hub():
     with_timm = {name for name, spec in registry.all_specs().items() if spec.timm_name}
-    assert with_timm == {"resnet50", "seresnet50", "seresnext50_32x4d", "ecaresnet50d",
-                         "gcresnet50t", "botnet26t_256", "halonet26t", "lambda_resnet26t"}
+    assert with_timm == {
+        "resnet50",
+        "seresnet50",
+        "seresnext50_32x4d",
+        "ecaresnet50d",
+        "gcresnet50t",
+        "botnet26t_256",
+        "halonet26t",
+        "lambda_resnet26t",
+    }
     for name in with_timm:
         entry = registry.get_spec(name).weights_for("imagenet")
         checkpoint = entry.source.removeprefix("timm/")

@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import os
 import socket
 import threading
 
@@ -54,7 +53,7 @@ def _numpy_forward(state, x):
     y = np.zeros((n, oh, ow, 4))
     for i in range(3):
         for j in range(3):
-            patch = padded[:, i:i + 2 * oh:2, j:j + 2 * ow:2]
+            patch = padded[:, i : i + 2 * oh : 2, j : j + 2 * ow : 2]
             y += np.einsum("nhwc,oc->nhwo", patch, w[:, :, i, j])
     y = (y - state["bn1.running_mean"]) / np.sqrt(state["bn1.running_var"] + 1e-5)
     y = np.maximum(y * state["bn1.weight"] + state["bn1.bias"], 0.0)
@@ -75,7 +74,8 @@ def http_root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
+    )
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -96,15 +96,32 @@ def _sha256(path):
 
 
 def _register(monkeypatch, weights=()):
-    monkeypatch.setitem(registry._REGISTRY, NAME, registry.ModelSpec(
-        name=NAME, body=_tiny_body, default_input_shape=(9, 11, 3), num_classes=CLASSES,
-        weights=tuple(weights), mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0)))
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        NAME,
+        registry.ModelSpec(
+            name=NAME,
+            body=_tiny_body,
+            default_input_shape=(9, 11, 3),
+            num_classes=CLASSES,
+            weights=tuple(weights),
+            mean=(0.5, 0.25, 0.0),
+            std=(0.5, 0.25, 1.0),
+        ),
+    )
 
 
 def _spec(tag, url, sha256, **overrides):
-    fields = dict(tag=tag, url=url, file_format="safetensors", sha256=sha256,
-                  input_size=(9, 11), num_classes=CLASSES, trained_on="random numbers",
-                  metric="none (test fixture)")
+    fields = dict(
+        tag=tag,
+        url=url,
+        file_format="safetensors",
+        sha256=sha256,
+        input_size=(9, 11),
+        num_classes=CLASSES,
+        trained_on="random numbers",
+        metric="none (test fixture)",
+    )
     fields.update(overrides)
     return WeightsSpec(**fields)
 
@@ -131,7 +148,9 @@ def test_tag_downloads_over_http_converts_and_caches(monkeypatch, keras_home, ch
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
     assert requests == ["/tiny.safetensors"]
     assert sorted(p.name for p in keras_home.iterdir()) == [
-        f"{NAME}.random.9x11.weights.h5", f"{NAME}.random.tiny.safetensors"]
+        f"{NAME}.random.9x11.weights.h5",
+        f"{NAME}.random.tiny.safetensors",
+    ]
     # the second load converts nothing and downloads nothing
     (keras_home / f"{NAME}.random.tiny.safetensors").unlink()
     again = zoo.load(NAME, weights="random", classifier_activation=None)
@@ -176,11 +195,14 @@ def test_a_preseeded_cache_needs_no_network(monkeypatch, keras_home, checkpoint)
     state, path, _, _ = checkpoint
     keras_home.mkdir(parents=True)
     (keras_home / f"{NAME}.random.tiny.safetensors").write_bytes(path.read_bytes())
-    _register(monkeypatch, [_spec("random", "http://127.0.0.1:9/tiny.safetensors",
-                                  _sha256(path))])
+    _register(monkeypatch, [_spec("random", "http://127.0.0.1:9/tiny.safetensors", _sha256(path))])
     model = zoo.load(NAME, weights="random", classifier_activation=None)
-    np.testing.assert_allclose(model.predict(_images(), verbose=0),
-                               _numpy_forward(state, _images())[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(_images(), verbose=0),
+        _numpy_forward(state, _images())[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_local_safetensors_heads_and_features(monkeypatch, keras_home, checkpoint):
@@ -189,26 +211,28 @@ def test_local_safetensors_heads_and_features(monkeypatch, keras_home, checkpoin
     x = _images()
     logits, feature_map = _numpy_forward(state, x)
     headless = zoo.load(NAME, weights=path, include_top=False, pooling="avg")
-    np.testing.assert_allclose(headless.predict(x, verbose=0), feature_map.mean(axis=(1, 2)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        headless.predict(x, verbose=0), feature_map.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5
+    )
     features = zoo.load(NAME, weights=str(path), features_only=True)
-    np.testing.assert_allclose(features.predict(x, verbose=0)["stem"], feature_map,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        features.predict(x, verbose=0)["stem"], feature_map, rtol=1e-5, atol=1e-5
+    )
     # another class count: pretrained backbone, new classifier
     fine_tune = zoo.load(NAME, weights=str(path), num_classes=3, classifier_activation=None)
     assert fine_tune.get_layer("fc").kernel.shape == (4, 3)
-    np.testing.assert_allclose(fine_tune.get_layer("bn1").moving_mean.numpy(),
-                               state["bn1.running_mean"])
+    np.testing.assert_allclose(
+        fine_tune.get_layer("bn1").moving_mean.numpy(), state["bn1.running_mean"]
+    )
     # other input sizes load the same weights
-    bigger = zoo.load(NAME, weights=str(path), input_shape=(13, 8, 3),
-                      classifier_activation=None)
+    bigger = zoo.load(NAME, weights=str(path), input_shape=(13, 8, 3), classifier_activation=None)
     y = _images((1, 13, 8, 3))
-    np.testing.assert_allclose(bigger.predict(y, verbose=0), _numpy_forward(state, y)[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        bigger.predict(y, verbose=0), _numpy_forward(state, y)[0], rtol=1e-5, atol=1e-5
+    )
 
 
-def test_wrong_architecture_names_the_first_mismatching_weight(monkeypatch, keras_home,
-                                                                tmp_path):
+def test_wrong_architecture_names_the_first_mismatching_weight(monkeypatch, keras_home, tmp_path):
     _register(monkeypatch)
     state = _state()
     state["conv1.weight"] = state["conv1.weight"][:3]
@@ -218,22 +242,25 @@ def test_wrong_architecture_names_the_first_mismatching_weight(monkeypatch, kera
     state = _state()
     state["layer1.0.conv1.weight"] = np.zeros((1,), "float32")
     save_file(state, str(tmp_path / "extra.safetensors"))
-    with pytest.raises(WeightsError, match=r"weight 'layer1.0.conv1.weight' \(shape \(1,\)\) "
-                                           r"matches no layer"):
+    with pytest.raises(
+        WeightsError,
+        match=r"weight 'layer1.0.conv1.weight' \(shape \(1,\)\) "
+        r"matches no layer",
+    ):
         zoo.load(NAME, weights=str(tmp_path / "extra.safetensors"))
     state = _state()
     del state["bn1.running_var"]
     save_file(state, str(tmp_path / "missing.safetensors"))
-    with pytest.raises(WeightsError, match="layer 'bn1' .* wants checkpoint has no weight "
-                                           "'bn1.running_var'"):
+    with pytest.raises(
+        WeightsError, match="layer 'bn1' .* wants checkpoint has no weight 'bn1.running_var'"
+    ):
         zoo.load(NAME, weights=str(tmp_path / "missing.safetensors"))
     (tmp_path / "garbage.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
         zoo.load(NAME, weights=str(tmp_path / "garbage.safetensors"))
 
 
-def test_keras_weight_files_round_trip_and_mismatches_are_named(monkeypatch, keras_home,
-                                                                  tmp_path):
+def test_keras_weight_files_round_trip_and_mismatches_are_named(monkeypatch, keras_home, tmp_path):
     _register(monkeypatch)
     source = zoo.build(NAME)
     source.save_weights(str(tmp_path / "tiny.weights.h5"))
@@ -244,11 +271,18 @@ def test_keras_weight_files_round_trip_and_mismatches_are_named(monkeypatch, ker
         np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
     # a model without the BN layer would load the convolution silently with plain Keras
     inputs = keras.Input((9, 11, 3))
-    other = keras.Model(inputs, keras.layers.Dense(CLASSES)(
-        keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))))
+    other = keras.Model(
+        inputs,
+        keras.layers.Dense(CLASSES)(
+            keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+        ),
+    )
     other.save_weights(str(tmp_path / "other.weights.h5"))
-    with pytest.raises(WeightsError, match="at 'layers/batch_normalization/vars/0' the model "
-                                           r"expects shape \(4,\) and the file holds nothing"):
+    with pytest.raises(
+        WeightsError,
+        match="at 'layers/batch_normalization/vars/0' the model "
+        r"expects shape \(4,\) and the file holds nothing",
+    ):
         zoo.load(NAME, weights=str(tmp_path / "other.weights.h5"))
 
 
@@ -258,17 +292,24 @@ def _tiny_body_of_width(inputs, width=4):
 
 
 def test_tagged_keras_weights_build_the_architecture_they_were_saved_from(
-        monkeypatch, keras_home, tmp_path):
-    monkeypatch.setitem(registry._REGISTRY, NAME, registry.ModelSpec(
-        name=NAME, body=_tiny_body_of_width, default_input_shape=(9, 11, 3),
-        num_classes=CLASSES))
+    monkeypatch, keras_home, tmp_path
+):
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        NAME,
+        registry.ModelSpec(
+            name=NAME, body=_tiny_body_of_width, default_input_shape=(9, 11, 3), num_classes=CLASSES
+        ),
+    )
     source = zoo.build(NAME, width=6)
     path = tmp_path / "wide.weights.h5"
     source.save_weights(str(path))
-    wide = _spec("wide", path.as_uri(), _sha256(path), file_format="weights.h5",
-                 architecture={"width": 6})
-    monkeypatch.setitem(registry._REGISTRY, NAME, dataclasses.replace(
-        registry._REGISTRY[NAME], weights=(wide,)))
+    wide = _spec(
+        "wide", path.as_uri(), _sha256(path), file_format="weights.h5", architecture={"width": 6}
+    )
+    monkeypatch.setitem(
+        registry._REGISTRY, NAME, dataclasses.replace(registry._REGISTRY[NAME], weights=(wide,))
+    )
     x = _images()
     for kwargs in ({}, {"width": 6}):
         loaded = zoo.load(NAME, weights="wide", **kwargs)
@@ -281,8 +322,11 @@ def test_argument_errors_list_the_valid_choices(monkeypatch, keras_home, tmp_pat
     _register(monkeypatch, [_spec("random", "http://127.0.0.1:9/x.safetensors", None)])
     with pytest.raises(ValueError, match=f"unknown model 'nope'; registered models: .*{NAME}"):
         zoo.load("nope")
-    with pytest.raises(ValueError, match="unknown weights 'imagenet' for tiny_test_net: tags "
-                                         "are random; or pass a path ending in .safetensors"):
+    with pytest.raises(
+        ValueError,
+        match="unknown weights 'imagenet' for tiny_test_net: tags "
+        "are random; or pass a path ending in .safetensors",
+    ):
         zoo.load(NAME, weights="imagenet")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         zoo.load(NAME, weights=str(tmp_path / "absent.weights.h5"))
@@ -310,8 +354,11 @@ def test_decode_predictions():
     scores[0, [1, 0, 999]] = [0.5, 0.3, 0.2]
     scores[1, 954] = 1.0  # banana
     first, second = zoo.decode_predictions(scores, top=3)
-    assert first == [("n01443537", "goldfish", 0.5), ("n01440764", "tench", 0.30000001192092896),
-                     ("n15075141", "toilet tissue", 0.20000000298023224)]
+    assert first == [
+        ("n01443537", "goldfish", 0.5),
+        ("n01440764", "tench", 0.30000001192092896),
+        ("n15075141", "toilet tissue", 0.20000000298023224),
+    ]
     assert second[0] == ("n07753592", "banana", 1.0)
     with pytest.raises(ValueError, match=r"expects a \(batch, 1000\) array"):
         zoo.decode_predictions(np.zeros((2, 10)))

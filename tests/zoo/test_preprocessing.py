@@ -16,10 +16,19 @@ from zoo import registry
 from zoo.models import ZooModel
 from zoo.preprocessing import ImagePreprocessing
 
-FIXTURE = (pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
-           / "preprocessing_chelsea.npz")
-TIMM_MODELS = ("resnet50", "seresnet50", "seresnext50_32x4d", "ecaresnet50d", "gcresnet50t",
-               "botnet26t_256", "halonet26t", "lambda_resnet26t")
+FIXTURE = (
+    pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "zoo" / "preprocessing_chelsea.npz"
+)
+TIMM_MODELS = (
+    "resnet50",
+    "seresnet50",
+    "seresnext50_32x4d",
+    "ecaresnet50d",
+    "gcresnet50t",
+    "botnet26t_256",
+    "halonet26t",
+    "lambda_resnet26t",
+)
 
 
 def _fixture_cases():
@@ -27,7 +36,7 @@ def _fixture_cases():
     cases = {}
     for key in data.files:
         if key.startswith("config_"):
-            case = key[len("config_"):]
+            case = key[len("config_") :]
             preprocessing = ImagePreprocessing.from_config(json.loads(str(data[key])))
             pixels = data[f"pixels_{case}"]
             mean = np.asarray(preprocessing.mean, np.float32)
@@ -67,8 +76,9 @@ def test_registry_carries_the_eval_transform_of_each_checkpoint():
     for name in TIMM_MODELS:
         entry = registry.get_spec(name).weights_for("imagenet")
         assert entry.preprocessing.size == entry.input_size
-        assert entry.preprocessing.source.startswith(f"timm 1.0.29 pretrained_cfg of "
-                                                     f"{entry.source.removeprefix('timm/')}")
+        assert entry.preprocessing.source.startswith(
+            f"timm 1.0.29 pretrained_cfg of {entry.source.removeprefix('timm/')}"
+        )
     lambda_resnet = registry.get_spec("lambda_resnet26t").weights_for("imagenet")
     assert lambda_resnet.preprocessing.crop_pct == 0.94
 
@@ -83,14 +93,17 @@ def test_geometry_of_the_resize():
     assert squash.resized_size(300, 451) == (80, 66)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(size=(0, 3)), "size must be"),
-    (dict(crop_pct=1.5), r"crop_pct must be in \(0, 1\]"),
-    (dict(crop_mode="border"), "crop_mode must be one of center, squash"),
-    (dict(interpolation="cubic"), "interpolation must be one of"),
-    (dict(mean=(0.5, 0.5)), "mean and std must both have 1 or 3 values"),
-    (dict(std=(1.0, 0.0, 1.0)), "std must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(size=(0, 3)), "size must be"),
+        (dict(crop_pct=1.5), r"crop_pct must be in \(0, 1\]"),
+        (dict(crop_mode="border"), "crop_mode must be one of center, squash"),
+        (dict(interpolation="cubic"), "interpolation must be one of"),
+        (dict(mean=(0.5, 0.5)), "mean and std must both have 1 or 3 values"),
+        (dict(std=(1.0, 0.0, 1.0)), "std must be positive"),
+    ],
+)
 def test_bad_config_names_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImagePreprocessing(**{"size": (8, 8), **kwargs})
@@ -118,8 +131,9 @@ def test_preprocessing_survives_save_and_load(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "tiny.keras")
     assert isinstance(loaded, ZooModel) and loaded.preprocessing == model.preprocessing
     images = loaded.preprocessing.load([io.BytesIO(JPEG)])
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6
+    )
     pixels = np.full((1, 24, 20, 3), 255.0, np.float32)
     white = (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(loaded.preprocess_input(pixels)[0, 0, 0], white, rtol=1e-6)
@@ -129,13 +143,18 @@ def test_preprocessing_survives_save_and_load(tmp_path):
 def test_zoo_models_carry_their_weights_preprocessing(tmp_path):
     model = zoo.build("lambda_resnet26t", include_top=False, pooling="avg")
     assert isinstance(model, ZooModel)
-    assert model.preprocessing == registry.get_spec("lambda_resnet26t").weights_for(
-        "imagenet").preprocessing
+    assert (
+        model.preprocessing
+        == registry.get_spec("lambda_resnet26t").weights_for("imagenet").preprocessing
+    )
     other_size = zoo.build("seresnet50", input_shape=(160, 192, 3), include_top=False)
     assert other_size.preprocessing.size == (160, 192) and other_size.preprocessing.crop_pct == 0.95
     stn = zoo.build("stn_cnn")  # trained here: squash to 42 x 42, grayscale in [0, 1]
     assert (stn.preprocessing.crop_mode, stn.preprocessing.mean, stn.preprocessing.std) == (
-        "squash", (0.0,), (1.0,))
+        "squash",
+        (0.0,),
+        (1.0,),
+    )
     stn.save(tmp_path / "stn.keras")
     assert keras.saving.load_model(tmp_path / "stn.keras").preprocessing == stn.preprocessing
 
@@ -182,8 +201,11 @@ def test_registry_facts_equal_timm_pretrained_cfg():
         cfg = timm.models.get_pretrained_cfg(entry.source.removeprefix("timm/"))
         p = entry.preprocessing
         assert (3, *p.size) == tuple(cfg.input_size), name
-        assert (p.crop_pct, p.crop_mode, p.interpolation) == (cfg.crop_pct, cfg.crop_mode,
-                                                               cfg.interpolation), name
+        assert (p.crop_pct, p.crop_mode, p.interpolation) == (
+            cfg.crop_pct,
+            cfg.crop_mode,
+            cfg.interpolation,
+        ), name
         assert (p.mean, p.std) == (tuple(cfg.mean), tuple(cfg.std)), name
 
 
@@ -197,20 +219,35 @@ def test_host_side_equals_timm_on_photographs_for_every_checkpoint():
     from timm.data import create_transform, resolve_data_config
 
     files = _photo_files()
-    configs = {name: (registry.get_spec(name).weights_for("imagenet").preprocessing,
-                      resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(
-                          registry.get_spec(name).weights_for("imagenet").source[5:]).to_dict()))
-               for name in TIMM_MODELS}
+    configs = {
+        name: (
+            registry.get_spec(name).weights_for("imagenet").preprocessing,
+            resolve_data_config(
+                pretrained_cfg=timm.models.get_pretrained_cfg(
+                    registry.get_spec(name).weights_for("imagenet").source[5:]
+                ).to_dict()
+            ),
+        )
+        for name in TIMM_MODELS
+    }
     for size, crop_pct, mode in (((96, 128), 0.875, "center"), ((128, 96), 0.9, "squash")):
         configs[f"{mode}{size}"] = (
             ImagePreprocessing(size=size, crop_pct=crop_pct, crop_mode=mode),
-            dict(input_size=(3, *size), crop_pct=crop_pct, crop_mode=mode,
-                 interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+            dict(
+                input_size=(3, *size),
+                crop_pct=crop_pct,
+                crop_mode=mode,
+                interpolation="bicubic",
+                mean=(0.485, 0.456, 0.406),
+                std=(0.229, 0.224, 0.225),
+            ),
+        )
     for name, (preprocessing, timm_config) in configs.items():
         transform = create_transform(**timm_config)
         batch = preprocessing.load([io.BytesIO(data) for data in files.values()])
         for got, (file_name, data) in zip(batch, files.items()):
             with Image.open(io.BytesIO(data)) as image:
                 expected = transform(image.convert("RGB")).permute(1, 2, 0).numpy()
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6,
-                                       err_msg=f"{name} on {file_name}")
+            np.testing.assert_allclose(
+                got, expected, rtol=0, atol=1e-6, err_msg=f"{name} on {file_name}"
+            )

@@ -45,9 +45,13 @@ def _assert_logits_close(actual, expected):
 def test_fixture_converts_to_pytorchcv_logits(case_id):
     path, arrays, config = _fixture(case_id)
     x = arrays["input"]
-    model = zoo.build(config["model"], input_shape=x.shape[1:],
-                      num_classes=arrays["logits"].shape[-1], classifier_activation=None,
-                      **config["kwargs"])
+    model = zoo.build(
+        config["model"],
+        input_shape=x.shape[1:],
+        num_classes=arrays["logits"].shape[-1],
+        classifier_activation=None,
+        **config["kwargs"],
+    )
     load_pytorchcv_state_dict(model, load_state_dict(path), config["model"])
     _assert_logits_close(model.predict(x, verbose=0), arrays["logits"])
 
@@ -57,13 +61,15 @@ def test_default_cbam_build_refuses_pytorchcv_weights():
     the mismatch instead of loading a wrong kernel order."""
     path, arrays, config = _fixture("pytorchcv_cbam_tiny")
     kwargs = {k: v for k, v in config["kwargs"].items() if k != "attention_kwargs"}
-    model = zoo.build("cbam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10,
-                      **kwargs)
+    model = zoo.build(
+        "cbam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10, **kwargs
+    )
     with pytest.raises(ValueError, match="has biases; the layer has use_bias=False"):
         load_pytorchcv_state_dict(model, load_state_dict(path), "cbam_resnet50")
     kwargs["attention_kwargs"] = {"use_bias": True, "pooling_order": "mean_max"}
-    model = zoo.build("cbam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10,
-                      **kwargs)
+    model = zoo.build(
+        "cbam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10, **kwargs
+    )
     with pytest.raises(ValueError, match=r"stacks \[max, mean\].*pooling_order='mean_max'"):
         load_pytorchcv_state_dict(model, load_state_dict(path), "cbam_resnet50")
 
@@ -71,8 +77,9 @@ def test_default_cbam_build_refuses_pytorchcv_weights():
 def test_checkpoint_of_another_depth_names_the_first_missing_weight():
     path, arrays, config = _fixture("pytorchcv_bam_tiny")
     kwargs = {**config["kwargs"], "layers": (1, 1, 2, 1)}
-    model = zoo.build("bam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10,
-                      **kwargs)
+    model = zoo.build(
+        "bam_resnet50", input_shape=arrays["input"].shape[1:], num_classes=10, **kwargs
+    )
     with pytest.raises(ValueError, match=r"weight 'features\.stage1\.unit2\.res_unit\.body"):
         load_pytorchcv_state_dict(model, load_state_dict(path), "bam_resnet50")
 
@@ -94,7 +101,8 @@ def http_root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
+    )
     server.requests = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}", server.requests
@@ -127,18 +135,25 @@ def _register_release(monkeypatch, case_id, url, sha1):
     real = spec.weights_for("imagenet")
     size = tuple(arrays["input"].shape[1:3])
     weights = dataclasses.replace(
-        real, url=url, sha1=sha1, num_classes=arrays["logits"].shape[-1], input_size=size,
+        real,
+        url=url,
+        sha1=sha1,
+        num_classes=arrays["logits"].shape[-1],
+        input_size=size,
         preprocessing=real.preprocessing.with_size(size),
-        architecture={**real.architecture, **config["kwargs"]})
-    monkeypatch.setitem(registry._REGISTRY, spec.name,
-                        dataclasses.replace(spec, weights=(weights,)))
+        architecture={**real.architecture, **config["kwargs"]},
+    )
+    monkeypatch.setitem(
+        registry._REGISTRY, spec.name, dataclasses.replace(spec, weights=(weights,))
+    )
     return config["model"], arrays
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", sorted(CASES))
-def test_tag_downloads_zip_verifies_sha1_converts_and_caches(monkeypatch, keras_home,
-                                                             http_root, case_id):
+def test_tag_downloads_zip_verifies_sha1_converts_and_caches(
+    monkeypatch, keras_home, http_root, case_id
+):
     root, base, requests = http_root
     name, sha1 = _serve_release(root, case_id)
     model_name, arrays = _register_release(monkeypatch, case_id, f"{base}/{name}.zip", sha1)
@@ -146,10 +161,12 @@ def test_tag_downloads_zip_verifies_sha1_converts_and_caches(monkeypatch, keras_
     _assert_logits_close(model.predict(arrays["input"], verbose=0), arrays["logits"])
     assert requests == [f"/{name}.zip"]
     size = "x".join(str(d) for d in arrays["input"].shape[1:3])
-    assert sorted(p.name for p in keras_home.iterdir()) == sorted([
-        f"{model_name}.imagenet.{name}", f"{model_name}.imagenet.{size}.weights.h5"])
-    assert (keras_home / f"{model_name}.imagenet.{name}").read_bytes() == \
-        (FIXTURES / f"{case_id}.pth").read_bytes()
+    assert sorted(p.name for p in keras_home.iterdir()) == sorted(
+        [f"{model_name}.imagenet.{name}", f"{model_name}.imagenet.{size}.weights.h5"]
+    )
+    assert (keras_home / f"{model_name}.imagenet.{name}").read_bytes() == (
+        FIXTURES / f"{case_id}.pth"
+    ).read_bytes()
     # the conversion is reused: no second download
     zoo.load(model_name, weights="imagenet")
     assert requests == [f"/{name}.zip"]
@@ -159,8 +176,9 @@ def test_wrong_sha1_leaves_nothing_in_the_cache(monkeypatch, keras_home, http_ro
     root, base, requests = http_root
     name, sha1 = _serve_release(root, "pytorchcv_cbam_tiny")
     wrong = "0" * 40
-    model_name, _ = _register_release(monkeypatch, "pytorchcv_cbam_tiny",
-                                      f"{base}/{name}.zip", wrong)
+    model_name, _ = _register_release(
+        monkeypatch, "pytorchcv_cbam_tiny", f"{base}/{name}.zip", wrong
+    )
     with pytest.raises(WeightsError, match=f"sha1 mismatch .*expected {wrong}, got {sha1}"):
         zoo.load(model_name, weights="imagenet")
     assert requests == [f"/{name}.zip"]
@@ -170,10 +188,12 @@ def test_wrong_sha1_leaves_nothing_in_the_cache(monkeypatch, keras_home, http_ro
 def test_archive_without_a_single_checkpoint_is_refused(monkeypatch, keras_home, http_root):
     root, base, _ = http_root
     checkpoint = (FIXTURES / "pytorchcv_cbam_tiny.pth").read_bytes()
-    name, sha1 = _serve_release(root, "pytorchcv_cbam_tiny",
-                                members={"a.pth": checkpoint, "b.pth": checkpoint})
-    model_name, _ = _register_release(monkeypatch, "pytorchcv_cbam_tiny",
-                                      f"{base}/{name}.zip", sha1)
+    name, sha1 = _serve_release(
+        root, "pytorchcv_cbam_tiny", members={"a.pth": checkpoint, "b.pth": checkpoint}
+    )
+    model_name, _ = _register_release(
+        monkeypatch, "pytorchcv_cbam_tiny", f"{base}/{name}.zip", sha1
+    )
     with pytest.raises(WeightsError, match=r"exactly one \.pth checkpoint; it holds \['a.pth'"):
         zoo.load(model_name, weights="imagenet")
     assert list(keras_home.iterdir()) == []
@@ -184,15 +204,15 @@ def test_corrupt_archive_is_a_clear_error(monkeypatch, keras_home, http_root):
     name, sha1 = _serve_release(root, "pytorchcv_cbam_tiny")
     data = (root / f"{name}.zip").read_bytes()
     (root / f"{name}.zip").write_bytes(data[: len(data) // 3])
-    model_name, _ = _register_release(monkeypatch, "pytorchcv_cbam_tiny",
-                                      f"{base}/{name}.zip", sha1)
+    model_name, _ = _register_release(
+        monkeypatch, "pytorchcv_cbam_tiny", f"{base}/{name}.zip", sha1
+    )
     with pytest.raises(WeightsError, match="is not a readable zip archive"):
         zoo.load(model_name, weights="imagenet")
     assert list(keras_home.iterdir()) == []
 
 
-def test_release_with_a_malicious_pickle_runs_nothing(monkeypatch, keras_home, http_root,
-                                                      tmp_path):
+def test_release_with_a_malicious_pickle_runs_nothing(monkeypatch, keras_home, http_root, tmp_path):
     """A checkpoint whose unpickling would run a command, served with its true SHA-1 (a
     compromised release): the load fails naming the global and the command never runs."""
     import os
@@ -212,8 +232,12 @@ def test_release_with_a_malicious_pickle_runs_nothing(monkeypatch, keras_home, h
     name = "evil-0000-00000000.pth"
     with zipfile.ZipFile(root / f"{name}.zip", "w") as archive:
         archive.writestr(name, checkpoint)
-    model_name, _ = _register_release(monkeypatch, "pytorchcv_cbam_tiny", f"{base}/{name}.zip",
-                                      hashlib.sha1(checkpoint).hexdigest())
+    model_name, _ = _register_release(
+        monkeypatch,
+        "pytorchcv_cbam_tiny",
+        f"{base}/{name}.zip",
+        hashlib.sha1(checkpoint).hexdigest(),
+    )
     with pytest.raises(WeightsError, match=r"refers to posix\.system.*refusing"):
         zoo.load(model_name, weights="imagenet")
     assert not marker.exists()
@@ -240,11 +264,14 @@ def test_registry_entries_match_pytorchcv_records(model_name):
     error, sha1, release = model_store.get_model_name_suffix_data(model_name)
     spec = zoo.model_info(model_name).weights_for("imagenet")
     assert spec.sha1 == sha1
-    assert spec.url == (f"{model_store.imgclsmob_repo_url}/releases/download/{release}/"
-                        f"{model_name}-{error}-{sha1[:8]}.pth.zip")
+    assert spec.url == (
+        f"{model_store.imgclsmob_repo_url}/releases/download/{release}/"
+        f"{model_name}-{error}-{sha1[:8]}.pth.zip"
+    )
     assert f"top-5 error {int(error) / 100}%" in spec.metric
-    rows = {row[0]: row for row in model_store.load_csv(
-        model_store.get_model_metainfos_file_path())}
+    rows = {
+        row[0]: row for row in model_store.load_csv(model_store.get_model_metainfos_file_path())
+    }
     _, _, _, _, _, _, _, dataset, size, scale, _, _ = rows[model_name]
     assert (dataset, int(size), float(scale)) == ("in1k", 224, spec.preprocessing.crop_pct)
     assert spec.input_size == (224, 224)
@@ -255,11 +282,12 @@ def test_registry_entries_match_pytorchcv_records(model_name):
 
 @pytest.mark.oracle
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name, zip_format",
-                         [("cbam_resnet50", True), ("bam_resnet50", False)])
-def test_full_model_matches_pytorchcv_through_the_download_path(tmp_path, monkeypatch,
-                                                                 keras_home, model_name,
-                                                                 zip_format):
+@pytest.mark.parametrize(
+    "model_name, zip_format", [("cbam_resnet50", True), ("bam_resnet50", False)]
+)
+def test_full_model_matches_pytorchcv_through_the_download_path(
+    tmp_path, monkeypatch, keras_home, model_name, zip_format
+):
     """pytorchcv's `get_model(name, pretrained=False)`, every parameter and BN statistic
     randomised, `torch.save`d (the zip format, or the legacy one of files saved before
     PyTorch 1.6) and zipped like a release, loaded by tag through `file://`
@@ -277,10 +305,13 @@ def test_full_model_matches_pytorchcv_through_the_download_path(tmp_path, monkey
         archive.write(checkpoint, checkpoint.name)
     spec = registry.get_spec(model_name)
     weights = dataclasses.replace(
-        spec.weights_for("imagenet"), url=(tmp_path / f"{checkpoint.name}.zip").as_uri(),
-        sha1=hashlib.sha1(checkpoint.read_bytes()).hexdigest())
-    monkeypatch.setitem(registry._REGISTRY, model_name,
-                        dataclasses.replace(spec, weights=(weights,)))
+        spec.weights_for("imagenet"),
+        url=(tmp_path / f"{checkpoint.name}.zip").as_uri(),
+        sha1=hashlib.sha1(checkpoint.read_bytes()).hexdigest(),
+    )
+    monkeypatch.setitem(
+        registry._REGISTRY, model_name, dataclasses.replace(spec, weights=(weights,))
+    )
     x = np.random.default_rng(4).normal(size=(2, 224, 224, 3)).astype("float32")
     with torch.no_grad():
         expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
@@ -299,25 +330,30 @@ def test_cli_info_shows_source_sha1_architecture_and_metric(capsys):
     spec = zoo.model_info("cbam_resnet50").weights_for("imagenet")
     assert "weights 'imagenet': pytorchcv/cbam_resnet50" in out
     assert f"sha1 {spec.sha1}; input (224, 224)" in out
-    assert ("architecture: attention_kwargs={'use_bias': True, 'pooling_order': 'max_mean', "
-            "'divisor': None}") in out
+    assert (
+        "architecture: attention_kwargs={'use_bias': True, 'pooling_order': 'max_mean', "
+        "'divisor': None}"
+    ) in out
     assert "metric: top-1 79.83% / top-5 94.95% at 224, crop 0.875" in out
 
 
 @pytest.mark.slow
-def test_cli_predict_loads_the_release_over_http(monkeypatch, keras_home, http_root, tmp_path,
-                                                 capsys):
+def test_cli_predict_loads_the_release_over_http(
+    monkeypatch, keras_home, http_root, tmp_path, capsys
+):
     from PIL import Image
 
     from zoo.cli import main
 
     root, base, requests = http_root
     name, sha1 = _serve_release(root, "pytorchcv_bam_tiny")
-    model_name, arrays = _register_release(monkeypatch, "pytorchcv_bam_tiny",
-                                           f"{base}/{name}.zip", sha1)
+    model_name, arrays = _register_release(
+        monkeypatch, "pytorchcv_bam_tiny", f"{base}/{name}.zip", sha1
+    )
     image = tmp_path / "noise.png"
-    Image.fromarray(np.random.default_rng(5).integers(0, 256, (90, 80, 3), dtype=np.uint8)
-                    ).save(image)
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (90, 80, 3), dtype=np.uint8)).save(
+        image
+    )
     assert main(["predict", model_name, str(image), "--weights", "imagenet", "--top", "2"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     model = zoo.load(model_name, weights="imagenet")

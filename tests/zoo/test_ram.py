@@ -12,9 +12,8 @@ import pytest
 from keras import ops
 
 import zoo
-from zoo import catalog
+from zoo import catalog, tasks
 from zoo import ram as ram_module
-from zoo import tasks
 from zoo.ram import RecurrentAttentionModel, build_ram, predict_with_glimpses
 
 BACKEND = keras.backend.backend()
@@ -44,8 +43,7 @@ def gradients(fn, values):
 
     tensors = [torch.tensor(v, requires_grad=True) for v in values]
     fn(*tensors).backward()
-    return [np.zeros_like(v) if t.grad is None else t.grad.numpy()
-            for v, t in zip(values, tensors)]
+    return [np.zeros_like(v) if t.grad is None else t.grad.numpy() for v, t in zip(values, tensors)]
 
 
 def test_reinforce_surrogate_gradient_is_the_closed_form():
@@ -78,10 +76,10 @@ def test_reinforce_surrogate_gradient_is_the_closed_form():
     np.testing.assert_allclose(g_b, 2 * (baseline - reward) / batch, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(g_lp, np.zeros_like(log_probs))
     # The value itself: regression + surrogate.
-    log_pi = (-0.5 * np.sum(((samples - mu) / std) ** 2, -1) - 2 * math.log(std)
-              - math.log(2 * math.pi))
-    expected = (np.mean(np.sum((baseline - reward) ** 2, 1))
-                - np.mean(np.sum(advantage * log_pi, 1)))
+    log_pi = (
+        -0.5 * np.sum(((samples - mu) / std) ** 2, -1) - 2 * math.log(std) - math.log(2 * math.pi)
+    )
+    expected = np.mean(np.sum((baseline - reward) ** 2, 1)) - np.mean(np.sum(advantage * log_pi, 1))
     value = ops.convert_to_numpy(loss(w, baseline, log_probs))
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
@@ -90,8 +88,9 @@ def test_log_prob_is_the_gaussian_density():
     model = RecurrentAttentionModel(location_std=0.3, **TINY)
     sample, mean = np.array([[0.1, -0.4]], np.float32), np.array([[0.3, 0.2]], np.float32)
     density = np.prod(np.exp(-0.5 * ((sample - mean) / 0.3) ** 2) / (0.3 * np.sqrt(2 * np.pi)))
-    np.testing.assert_allclose(ops.convert_to_numpy(model.log_prob(sample, mean)),
-                               [np.log(density)], rtol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model.log_prob(sample, mean)), [np.log(density)], rtol=1e-5
+    )
 
 
 def test_training_call_records_terms_and_compute_loss_adds_them():
@@ -102,8 +101,9 @@ def test_training_call_records_terms_and_compute_loss_adds_them():
     y_pred = model(x, training=True)
     log_pi, baseline, log_probs = model._rl_terms
     assert tuple(log_pi.shape) == tuple(baseline.shape) == (5, TINY["num_glimpses"] - 1)
-    ce = ops.convert_to_numpy(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-        y, y_pred))
+    ce = ops.convert_to_numpy(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, y_pred)
+    )
     rl = ops.convert_to_numpy(model.reinforce_loss(y, log_pi, baseline, log_probs))
     total = ops.convert_to_numpy(model.compute_loss(x, y, y_pred, training=True))
     np.testing.assert_allclose(total, ce + rl, rtol=1e-5)
@@ -112,8 +112,11 @@ def test_training_call_records_terms_and_compute_loss_adds_them():
     y_eval = model(x, training=False)
     np.testing.assert_allclose(
         ops.convert_to_numpy(model.compute_loss(x, y, y_eval, training=False)),
-        ops.convert_to_numpy(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-            y, y_eval)), rtol=1e-5)
+        ops.convert_to_numpy(
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, y_eval)
+        ),
+        rtol=1e-5,
+    )
 
 
 def test_inference_averages_mc_samples_in_sample_major_order():
@@ -128,8 +131,9 @@ def test_inference_averages_mc_samples_in_sample_major_order():
     tiled, tiled_locations = single(np.concatenate([x] * 3), return_locations=True)
     expected = ops.convert_to_numpy(tiled).reshape(3, 4, 10).mean(axis=0)
     np.testing.assert_allclose(ops.convert_to_numpy(averaged), expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(ops.convert_to_numpy(locations),
-                                  ops.convert_to_numpy(tiled_locations)[:4])
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(locations), ops.convert_to_numpy(tiled_locations)[:4]
+    )
 
 
 def test_predict_with_glimpses_locations_and_seeding():
@@ -154,16 +158,22 @@ def test_predict_with_glimpses_locations_and_seeding():
 
 def test_fit_trains_every_part_and_config_round_trips():
     model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4, **TINY)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     before = {v.path: ops.convert_to_numpy(v) for v in model.trainable_variables}
     x = np.random.default_rng(3).uniform(size=(16, 20, 20, 1)).astype(np.float32)
     y = np.arange(16) % 10
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = {path for path, v in before.items()
-               if not np.array_equal(v, ops.convert_to_numpy(
-                   next(w for w in model.trainable_variables if w.path == path)))}
+    changed = {
+        path
+        for path, v in before.items()
+        if not np.array_equal(
+            v, ops.convert_to_numpy(next(w for w in model.trainable_variables if w.path == path))
+        )
+    }
     for part in ("glimpse_hg", "glimpse_hl", "core", "location", "baseline", "classifier"):
         assert any(f"/{part}/" in path or path.startswith(f"{part}/") for path in changed), part
     clone = RecurrentAttentionModel.from_config(model.get_config())
@@ -207,8 +217,7 @@ def test_probability_reward_is_the_true_class_probability_held_fixed():
 
     reward = np.exp(log_probs[np.arange(batch), labels])[:, None]
     advantage = reward - baseline
-    expected = (np.mean(np.sum((baseline - reward) ** 2, 1))
-                - np.mean(np.sum(advantage * log_pi, 1)))
+    expected = np.mean(np.sum((baseline - reward) ** 2, 1)) - np.mean(np.sum(advantage * log_pi, 1))
     value = ops.convert_to_numpy(loss(log_pi, baseline, log_probs))
     np.testing.assert_allclose(value, expected, rtol=1e-5)
     g_pi, g_b, g_lp = gradients(loss, [log_pi, baseline, log_probs])
@@ -217,12 +226,20 @@ def test_probability_reward_is_the_true_class_probability_held_fixed():
     np.testing.assert_array_equal(g_lp, np.zeros_like(log_probs))
     # One-hot labels give the same loss.
     np.testing.assert_allclose(
-        ops.convert_to_numpy(model.reinforce_loss(np.eye(10, dtype=np.float32)[labels],
-                                                  log_pi, baseline, log_probs)), value, rtol=1e-6)
+        ops.convert_to_numpy(
+            model.reinforce_loss(np.eye(10, dtype=np.float32)[labels], log_pi, baseline, log_probs)
+        ),
+        value,
+        rtol=1e-6,
+    )
     # The paper's reward differs on the same inputs (right = 1, wrong = 0).
     paper = RecurrentAttentionModel(**TINY)
-    assert not np.allclose(ops.convert_to_numpy(paper.reinforce_loss(
-        ops.convert_to_tensor(labels), log_pi, baseline, log_probs)), value)
+    assert not np.allclose(
+        ops.convert_to_numpy(
+            paper.reinforce_loss(ops.convert_to_tensor(labels), log_pi, baseline, log_probs)
+        ),
+        value,
+    )
 
 
 def _fit_one_epoch(watched, **kwargs):
@@ -230,8 +247,10 @@ def _fit_one_epoch(watched, **kwargs):
     images, the final loss, and the weight named by `watched(model)` before and after."""
     model = build_ram((20, 20, 1), 10, classifier_activation=None, seed=4, **kwargs, **TINY)
     x = np.random.default_rng(2).uniform(size=(8, 20, 20, 1)).astype(np.float32)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     before = ops.convert_to_numpy(watched(model)).copy()
     history = model.fit(x, np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
     after = ops.convert_to_numpy(watched(model))
@@ -239,8 +258,9 @@ def _fit_one_epoch(watched, **kwargs):
 
 
 def test_probability_reward_trains_with_fit_and_round_trips():
-    model, _, loss, before, after = _fit_one_epoch(lambda m: m.baseline.kernel,
-                                                   reward="probability")
+    model, _, loss, before, after = _fit_one_epoch(
+        lambda m: m.baseline.kernel, reward="probability"
+    )
     assert np.isfinite(loss)
     # The baseline regresses on the continuous reward, so it moves.
     assert not np.allclose(after, before)
@@ -253,8 +273,13 @@ def test_conv_glimpse_network_stacks_the_scales_as_channels():
     """With center-tap kernels, conv1 copies scale j's patch into its channel j and the two
     stride-2 convolutions subsample it: the features are the patches at rows / columns
     3, 7, 11 of 12 ('same' padding, stride 2, twice), scale j in channel j."""
-    model = build_ram((30, 30, 1), 10, glimpse_network="conv", seed=0,
-                      **{**TINY, "glimpse_size": 12, "num_scales": 3})
+    model = build_ram(
+        (30, 30, 1),
+        10,
+        glimpse_network="conv",
+        seed=0,
+        **{**TINY, "glimpse_size": 12, "num_scales": 3},
+    )
     conv1, conv2, conv3 = model.glimpse_convs
     k1 = np.zeros((3, 3, 3, 32), np.float32)
     for scale in range(3):
@@ -279,8 +304,9 @@ def test_conv_glimpse_network_stacks_the_scales_as_channels():
 
 
 def test_conv_glimpse_network_trains_with_fit_and_round_trips():
-    model, x, loss, before, after = _fit_one_epoch(lambda m: m.glimpse_convs[0].kernel,
-                                                   glimpse_network="conv")
+    model, x, loss, before, after = _fit_one_epoch(
+        lambda m: m.glimpse_convs[0].kernel, glimpse_network="conv"
+    )
     assert np.isfinite(loss)
     assert not np.allclose(after, before)
     config = model.get_config()
@@ -289,19 +315,28 @@ def test_conv_glimpse_network_trains_with_fit_and_round_trips():
     clone(x[:1])
     clone.set_weights(model.get_weights())
     model.mc_samples = clone.mc_samples = 0  # follow the policy means: no sampling
-    np.testing.assert_allclose(ops.convert_to_numpy(clone(x, training=False)),
-                               ops.convert_to_numpy(model(x, training=False)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(clone(x, training=False)),
+        ops.convert_to_numpy(model(x, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\), got 1.0"):
         RecurrentAttentionModel(dropout=1.0)
-    with pytest.raises(ValueError, match=r"`reward` must be one of \('correct', 'probability'\), "
-                                         r"got reward='accuracy'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`reward` must be one of \('correct', 'probability'\), "
+        r"got reward='accuracy'",
+    ):
         RecurrentAttentionModel(reward="accuracy")
-    with pytest.raises(ValueError, match=r"`glimpse_network` must be one of \('dense', 'conv'\), "
-                                         r"got glimpse_network='cnn'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`glimpse_network` must be one of \('dense', 'conv'\), "
+        r"got glimpse_network='cnn'",
+    ):
         RecurrentAttentionModel(glimpse_network="cnn")
     with pytest.raises(ValueError, match="`core` must be one of"):
         RecurrentAttentionModel(core="gru")
@@ -314,8 +349,12 @@ def test_arguments_are_checked():
 def _recorded(tag):
     spec = zoo.model_info("ram").weights_for(tag)
     results = catalog.RAM_RESULTS[tag]
-    return (spec, results["test_error"].value, catalog.RAM_MC_SAMPLES,
-            results["test_error_greedy"].value)
+    return (
+        spec,
+        results["test_error"].value,
+        catalog.RAM_MC_SAMPLES,
+        results["test_error_greedy"].value,
+    )
 
 
 @pytest.mark.slow
@@ -345,8 +384,7 @@ def test_shipped_weights_reproduce_their_recorded_error(tag):
     if BACKEND != "tensorflow":
         return  # another stream: the seeds' spread (0.8 points) would swamp the comparison
     # The other sampler seeds the registry quotes.
-    quoted = [catalog.RAM_RESULTS[tag][f"test_error_sampler_seed_{seed}"].value
-              for seed in (1, 2)]
+    quoted = [catalog.RAM_RESULTS[tag][f"test_error_sampler_seed_{seed}"].value for seed in (1, 2)]
     for seed, recorded in zip((1, 2), quoted):
         probs, _ = predict_with_glimpses(model, x, batch_size=100, seed=seed)
         error = 100 * np.mean(probs.argmax(1) != y)

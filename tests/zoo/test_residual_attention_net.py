@@ -21,10 +21,9 @@ and against the paper with 0.5% tolerance for Attention-56 (rounding to 0.1M) an
 Attention-92 (the unexplained paper / prototxt gap).
 """
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from keras_attention.layers import ResidualAttention, SoftMaskBranch
@@ -93,19 +92,26 @@ def test_stage_structure_at_224(name):
     for stage, (n, size, width, downsamples) in enumerate(
         zip(MODULES[name], (56, 28, 14), (256, 512, 1024), (3, 2, 1)), start=1
     ):
-        expected += [(f"attention{stage}_{i}", (None, size, size, width), downsamples)
-                     for i in range(1, n + 1)]
+        expected += [
+            (f"attention{stage}_{i}", (None, size, size, width), downsamples)
+            for i in range(1, n + 1)
+        ]
     got = [(m.name, tuple(m.input.shape), m.num_downsamples) for m in modules]
     assert got == expected
     for module in modules:
         assert (module.pre_units, module.trunk_units, module.units_per_level) == (1, 2, 1)
         # the official prototxts: Sigmoid masks in Attention-56, TanH in Attention-92
-        assert module.mask_activation == {"residual_attention_56": "sigmoid",
-                                          "residual_attention_92": "tanh"}[name]
+        assert (
+            module.mask_activation
+            == {"residual_attention_56": "sigmoid", "residual_attention_92": "tanh"}[name]
+        )
     assert tuple(model.get_layer("post_res_4-act").output.shape) == (None, 7, 7, 2048)
     spec = registry.get_spec(name)
     assert (spec.timm_name, spec.classifier_name, spec.family, spec.weights) == (
-        None, "fc", "residual_attention", ()
+        None,
+        "fc",
+        "residual_attention",
+        (),
     )
     assert spec.default_input_shape == (224, 224, 3)
 
@@ -258,12 +264,15 @@ def test_mixed_bfloat16_builds_and_runs(name):
 def test_one_training_step(name):
     model = build(name, input_shape=(64, 64, 3), num_classes=3, classifier_activation=None)
     # eager: tracing the ~1000-layer graph costs far more than one step at 64 x 64
-    model.compile(optimizer=keras.optimizers.SGD(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
     before = ops.convert_to_numpy(model.get_layer("conv1").kernel).copy()
     mask_before = ops.convert_to_numpy(
-        model.get_layer("attention1_1").soft_mask.head_convs[1].kernel).copy()
+        model.get_layer("attention1_1").soft_mask.head_convs[1].kernel
+    ).copy()
     images = keras.random.uniform((4, 64, 64, 3), seed=4)
     labels = np.array([0, 1, 2, 1])
     history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
@@ -272,5 +281,6 @@ def test_one_training_step(name):
     # the gradient reaches the stem and the mask branch
     assert not np.allclose(ops.convert_to_numpy(model.get_layer("conv1").kernel), before)
     mask_after = ops.convert_to_numpy(
-        model.get_layer("attention1_1").soft_mask.head_convs[1].kernel)
+        model.get_layer("attention1_1").soft_mask.head_convs[1].kernel
+    )
     assert not np.allclose(mask_after, mask_before)

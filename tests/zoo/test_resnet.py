@@ -20,9 +20,17 @@ from zoo.backbones.resnet import aa_depths, resnet_body
 from zoo.convert.timm import load_timm_state_dict
 
 MAX_RELATIVE_ERROR = 1e-4
-RESNET_MODELS = ("resnet50", "seresnet50", "seresnext50_32x4d", "ecaresnet50d",
-                 "cbam_resnet50", "bam_resnet50", "nl_resnet50", "aa_resnet50",
-                 "cgnl_resnet50")
+RESNET_MODELS = (
+    "resnet50",
+    "seresnet50",
+    "seresnext50_32x4d",
+    "ecaresnet50d",
+    "cbam_resnet50",
+    "bam_resnet50",
+    "nl_resnet50",
+    "aa_resnet50",
+    "cgnl_resnet50",
+)
 
 
 def relative_error(actual, expected):
@@ -66,9 +74,13 @@ def randomize_keras_layer(layer, seed):
 def test_reduced_timm_resnet_logits(case_id):
     state, arrays, config = fixture(case_id)
     height, width = arrays["input"].shape[1:3]
-    model = models.build(config["model"], input_shape=(height, width, 3),
-                         num_classes=config["num_classes"], classifier_activation=None,
-                         **config["body_kwargs"])
+    model = models.build(
+        config["model"],
+        input_shape=(height, width, 3),
+        num_classes=config["num_classes"],
+        classifier_activation=None,
+        **config["body_kwargs"],
+    )
     load_timm_state_dict(model, state)
     logits = to_numpy(model(arrays["input"], training=False))
     assert relative_error(logits, arrays["logits"]) < MAX_RELATIVE_ERROR
@@ -77,11 +89,15 @@ def test_reduced_timm_resnet_logits(case_id):
 def test_fixture_with_a_layer_missing_names_the_unused_weight():
     state, _, config = fixture("resnet_nl_tiny")
     kwargs = dict(config["body_kwargs"], attention_positions=[[2, 1], [3, 0]])
-    model = models.build(config["model"], input_shape=(70, 54, 3),
-                         num_classes=config["num_classes"], **kwargs)
+    model = models.build(
+        config["model"], input_shape=(70, 54, 3), num_classes=config["num_classes"], **kwargs
+    )
     # the 12 tensors of the left-out block: t, p, g, z (weight, bias), norm (4)
-    with pytest.raises(ValueError, match=r"weight 'layer3\.1\.nl\.[a-z_.]+' \(shape "
-                                         r"\([\d, ]+\)\) matches no layer; 12 unused"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight 'layer3\.1\.nl\.[a-z_.]+' \(shape "
+        r"\([\d, ]+\)\) matches no layer; 12 unused",
+    ):
         load_timm_state_dict(model, state)
 
 
@@ -90,56 +106,102 @@ def test_fixture_with_a_layer_missing_names_the_unused_weight():
 
 
 def test_resnet50_layout_follows_timm_module_paths():
-    model = models.build("ecaresnet50d", include_top=False, input_shape=(64, 64, 3),
-                         layers=(1, 2, 1, 1))
+    model = models.build(
+        "ecaresnet50d", include_top=False, input_shape=(64, 64, 3), layers=(1, 2, 1, 1)
+    )
     names = [layer.name for layer in model.layers if layer.weights]
-    assert names[:8] == ["conv1-0", "conv1-1", "conv1-3", "conv1-4", "conv1-6", "bn1",
-                         "layer1-0-conv1", "layer1-0-bn1"]
+    assert names[:8] == [
+        "conv1-0",
+        "conv1-1",
+        "conv1-3",
+        "conv1-4",
+        "conv1-6",
+        "bn1",
+        "layer1-0-conv1",
+        "layer1-0-bn1",
+    ]
     # stride-1 first stage: the d shortcut has no pool (timm's Identity at index 0)
     assert "layer1-0-downsample-0" not in [layer.name for layer in model.layers]
     assert [n for n in names if n.startswith("layer2-0-downsample")] == [
-        "layer2-0-downsample-1", "layer2-0-downsample-2"]
+        "layer2-0-downsample-1",
+        "layer2-0-downsample-2",
+    ]
     assert type(model.get_layer("layer2-0-downsample-0")) is keras.layers.AveragePooling2D
     # the attention scales the residual branch after bn3, before the shortcut is added
     se = model.get_layer("layer2-1-se")
     assert se.input is model.get_layer("layer2-1-bn3").output
     assert model.get_layer("layer2-1-add").input[0] is se.output
     assert [n for n in names if n.startswith("layer2-1")] == [
-        "layer2-1-conv1", "layer2-1-bn1", "layer2-1-conv2", "layer2-1-bn2", "layer2-1-conv3",
-        "layer2-1-bn3", "layer2-1-se"]
+        "layer2-1-conv1",
+        "layer2-1-bn1",
+        "layer2-1-conv2",
+        "layer2-1-bn2",
+        "layer2-1-conv3",
+        "layer2-1-bn3",
+        "layer2-1-se",
+    ]
 
 
 def test_features_are_timm_feature_info_maps():
-    model = models.build("seresnet50", features_only=True, input_shape=(64, 96, 3),
-                         layers=(1, 1, 1, 1))
+    model = models.build(
+        "seresnet50", features_only=True, input_shape=(64, 96, 3), layers=(1, 1, 1, 1)
+    )
     shapes = {key: tuple(value.shape[1:]) for key, value in model.output.items()}
-    assert shapes == {"stem": (32, 48, 64), "stage1": (16, 24, 256), "stage2": (8, 12, 512),
-                      "stage3": (4, 6, 1024), "stage4": (2, 3, 2048)}
+    assert shapes == {
+        "stem": (32, 48, 64),
+        "stage1": (16, 24, 256),
+        "stage2": (8, 12, 512),
+        "stage3": (4, 6, 1024),
+        "stage4": (2, 3, 2048),
+    }
 
 
 def test_invalid_configurations_raise():
     inputs = keras.Input((32, 32, 3))
-    with pytest.raises(ValueError, match=r"stem_type must be one of \('', 'deep', "
-                                         r"'deep_tiered'\), got 'tiered'"):
+    with pytest.raises(
+        ValueError,
+        match=r"stem_type must be one of \('', 'deep', "
+        r"'deep_tiered'\), got 'tiered'",
+    ):
         resnet_body(inputs, stem_type="tiered")
     with pytest.raises(ValueError, match="basic blocks support only cardinality=1"):
         resnet_body(inputs, block="basic", cardinality=32, base_width=4)
-    with pytest.raises(ValueError, match="attention_placement='replace_conv' needs "
-                                         "attention='aa_conv'"):
+    with pytest.raises(
+        ValueError, match="attention_placement='replace_conv' needs attention='aa_conv'"
+    ):
         resnet_body(inputs, attention="se", attention_placement="replace_conv")
-    with pytest.raises(ValueError, match=r"take \['key_ratio', 'num_heads', 'relative', "
-                                         r"'value_ratio'\], got \['dk'\]"):
-        resnet_body(inputs, attention="aa_conv", attention_placement="replace_conv",
-                    attention_kwargs={"dk": 8})
+    with pytest.raises(
+        ValueError,
+        match=r"take \['key_ratio', 'num_heads', 'relative', "
+        r"'value_ratio'\], got \['dk'\]",
+    ):
+        resnet_body(
+            inputs,
+            attention="aa_conv",
+            attention_placement="replace_conv",
+            attention_kwargs={"dk": 8},
+        )
     with pytest.raises(ValueError, match="'after_blocks' needs attention_positions"):
         resnet_body(inputs, attention="nl", attention_placement="after_blocks")
 
 
 def test_every_other_block_places_attention_in_even_blocks():
-    model = keras.Model(*_io(resnet_body, layers=(3, 1, 2, 1), channels=(4, 8, 8, 8),
-                             attention="se", attention_placement="every_other_block"))
+    model = keras.Model(
+        *_io(
+            resnet_body,
+            layers=(3, 1, 2, 1),
+            channels=(4, 8, 8, 8),
+            attention="se",
+            attention_placement="every_other_block",
+        )
+    )
     assert [layer.name for layer in layers_of(model, L.SqueezeExcite)] == [
-        "layer1-0-se", "layer1-2-se", "layer2-0-se", "layer3-0-se", "layer4-0-se"]
+        "layer1-0-se",
+        "layer1-2-se",
+        "layer2-0-se",
+        "layer3-0-se",
+        "layer4-0-se",
+    ]
 
 
 def _io(body, shape=(32, 32, 3), **kwargs):
@@ -162,8 +224,12 @@ def test_bam_resnet50_equals_resnet50_when_bam_is_a_constant_gain():
     dividing the 1x1 convolutions that read each BAM output (the next stage's conv1 and
     shortcut) by 1.5 must give back resnet50's logits exactly - which fails if a BAM sits
     anywhere else or is missing."""
-    kwargs = dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), input_shape=(64, 64, 3),
-                  classifier_activation=None)
+    kwargs = dict(
+        layers=(1, 1, 1, 1),
+        channels=(16, 32, 64, 128),
+        input_shape=(64, 64, 3),
+        classifier_activation=None,
+    )
     plain = models.build("resnet50", **kwargs)
     bam = models.build("bam_resnet50", **kwargs)
     assert [layer.name for layer in layers_of(bam, L.BAM)] == ["bam1", "bam2", "bam3"]
@@ -193,10 +259,16 @@ def test_nl_resnet50_places_timm_non_local_blocks_after_every_other_block():
     model = models.build("nl_resnet50", input_shape=(64, 64, 3))
     blocks = layers_of(model, L.NonLocal)
     assert [layer.name for layer in blocks] == [
-        "layer2-1-nl", "layer2-3-nl", "layer3-1-nl", "layer3-3-nl", "layer3-5-nl"]
+        "layer2-1-nl",
+        "layer2-3-nl",
+        "layer3-1-nl",
+        "layer3-3-nl",
+        "layer3-5-nl",
+    ]
     # timm NonLocalAttn: inner width make_divisible(C / 8, 8), scale C ** -0.5
-    assert [(layer.inner, layer.scale_value) for layer in blocks] == [
-        (64, 512 ** -0.5)] * 2 + [(128, 1024 ** -0.5)] * 3
+    assert [(layer.inner, layer.scale_value) for layer in blocks] == [(64, 512**-0.5)] * 2 + [
+        (128, 1024**-0.5)
+    ] * 3
     assert blocks[0].input is model.get_layer("layer2-1-act3").output
     assert model.get_layer("layer2-2-conv1").input is blocks[0].output
 
@@ -219,9 +291,10 @@ def _cgnl_closed_form(layer, x):
     out_per_group = channels // groups
     z = np.empty(x.shape)
     for k in range(groups):
-        z[..., k * out_per_group:(k + 1) * out_per_group] = (
-            y[..., k * per_group:(k + 1) * per_group]
-            @ kernel[:, k * out_per_group:(k + 1) * out_per_group])
+        z[..., k * out_per_group : (k + 1) * out_per_group] = (
+            y[..., k * per_group : (k + 1) * per_group]
+            @ kernel[:, k * out_per_group : (k + 1) * out_per_group]
+        )
     grouped = z.reshape(batch, height, width, groups, out_per_group)
     mean = grouped.mean(axis=(1, 2, 4), keepdims=True)
     var = grouped.var(axis=(1, 2, 4), keepdims=True)
@@ -251,16 +324,26 @@ def test_cgnl_resnet50_block_before_the_last_res4_block_matches_closed_form():
 def _aa_parameters(f_in, f_out, dk, dv, heads, height, width):
     """Parameters of one augmented convolution: conv branch (bias), qkv (bias), attention
     output projection (bias), relative tables (2W - 1 and 2H - 1 rows of dk / heads)."""
-    return (9 * f_in * (f_out - dv) + (f_out - dv) + f_in * (2 * dk + dv) + 2 * dk + dv
-            + dv * dv + dv + (2 * width - 1 + 2 * height - 1) * (dk // heads))
+    return (
+        9 * f_in * (f_out - dv)
+        + (f_out - dv)
+        + f_in * (2 * dk + dv)
+        + 2 * dk
+        + dv
+        + dv * dv
+        + dv
+        + (2 * width - 1 + 2 * height - 1) * (dk // heads)
+    )
 
 
 def test_aa_resnet50_augments_every_stage_2_to_4_conv_with_the_paper_ratios():
     model = models.build("aa_resnet50")
     augmented = layers_of(model, L.AttentionAugmentedConv2D)
     assert [layer.name for layer in augmented] == (
-        [f"layer2-{b}-conv2" for b in range(4)] + [f"layer3-{b}-conv2" for b in range(6)]
-        + [f"layer4-{b}-conv2" for b in range(3)])
+        [f"layer2-{b}-conv2" for b in range(4)]
+        + [f"layer3-{b}-conv2" for b in range(6)]
+        + [f"layer4-{b}-conv2" for b in range(3)]
+    )
     # kappa = 2 upsilon = 0.2 of F_out, rounded to multiples of the 8 heads
     assert aa_depths(128) == (24, 16) and aa_depths(256) == (48, 24)
     assert aa_depths(512) == (104, 48)
@@ -270,9 +353,15 @@ def test_aa_resnet50_augments_every_stage_2_to_4_conv_with_the_paper_ratios():
         width = 64 * 2 ** (stage - 1)
         dk, dv = aa_depths(width)
         assert (layer.filters, layer.dk, layer.dv, layer.num_heads, layer.relative) == (
-            width, dk, dv, 8, True)
-        assert layer.count_params() == _aa_parameters(width, width, dk, dv, 8, sizes[stage],
-                                                      sizes[stage])
+            width,
+            dk,
+            dv,
+            8,
+            True,
+        )
+        assert layer.count_params() == _aa_parameters(
+            width, width, dk, dv, 8, sizes[stage], sizes[stage]
+        )
         # strided blocks pool 2x2 first, so the attention runs at the output resolution
         pooled = layer.name.endswith("-0-conv2")
         source = model.get_layer(f"{layer.name[:-6]}-act1").output
@@ -284,21 +373,32 @@ def test_aa_resnet50_augments_every_stage_2_to_4_conv_with_the_paper_ratios():
     plain = models.build("resnet50")
     convs = sum(9 * (64 * 2 ** (s - 1)) ** 2 for s in (2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4))
     assert model.count_params() == plain.count_params() - convs + sum(
-        layer.count_params() for layer in augmented)
+        layer.count_params() for layer in augmented
+    )
 
 
 def test_aa_resnet50_needs_a_fixed_input_size():
-    with pytest.raises(ValueError, match=r"aa_resnet50 needs a fixed height and width "
-                                         r"\(relative position tables"):
+    with pytest.raises(
+        ValueError,
+        match=r"aa_resnet50 needs a fixed height and width "
+        r"\(relative position tables",
+    ):
         models.build("aa_resnet50", input_shape=(None, None, 3))
 
 
 def test_aa_resnet_trains_a_step_through_the_relative_position_tables():
-    model = models.build("aa_resnet50", input_shape=(64, 64, 3), num_classes=3,
-                         layers=(1, 1, 1, 1), channels=(16, 32, 64, 128),
-                         classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = models.build(
+        "aa_resnet50",
+        input_shape=(64, 64, 3),
+        num_classes=3,
+        layers=(1, 1, 1, 1),
+        channels=(16, 32, 64, 128),
+        classifier_activation=None,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     tables = [layer.key_rel_w for layer in layers_of(model, L.AttentionAugmentedConv2D)]
     assert len(tables) == 3
     before = [to_numpy(table).copy() for table in tables]
@@ -343,8 +443,9 @@ def _timm_model(name):
     from tools.make_resnet_fixtures import add_after_blocks, timm_resnet
 
     if name == "cbam_resnet50":
-        return timm_resnet(dict(block="bottleneck", layers=[3, 4, 6, 3],
-                                block_args=dict(attn_layer="cbam")))
+        return timm_resnet(
+            dict(block="bottleneck", layers=[3, 4, 6, 3], block_args=dict(attn_layer="cbam"))
+        )
     if name == "nl_resnet50":
         from zoo.backbones.resnet import NL_POSITIONS
 
@@ -353,8 +454,14 @@ def _timm_model(name):
     return timm.create_model(name, pretrained=False)
 
 
-TIMM_PARITY = ("resnet50", "seresnet50", "seresnext50_32x4d", "ecaresnet50d",
-               "cbam_resnet50", "nl_resnet50")
+TIMM_PARITY = (
+    "resnet50",
+    "seresnet50",
+    "seresnext50_32x4d",
+    "ecaresnet50d",
+    "cbam_resnet50",
+    "nl_resnet50",
+)
 
 
 @pytest.mark.oracle
@@ -375,8 +482,7 @@ def test_live_timm_parity(name, tmp_path):
     model = models.build(name, input_shape=(None, None, 3), classifier_activation=None)
     load_timm_state_dict(model, load_file(str(path)))
     for size, batch in ((224, 2), (200, 1)):
-        images = torch.randn((batch, 3, size, size),
-                             generator=torch.Generator().manual_seed(1))
+        images = torch.randn((batch, 3, size, size), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             expected = reference(images).numpy()
         logits = to_numpy(model(images.permute(0, 2, 3, 1).numpy(), training=False))

@@ -15,10 +15,9 @@ biases `PairwiseSelfAttention` drops because they cancel (position convolution b
 `p_i - p_j`, last weight convolution bias in the softmax): 10,531,592, still 10.5M.
 """
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from keras_attention.layers import PairwiseSelfAttention, PatchwiseSelfAttention
@@ -90,7 +89,8 @@ def test_parameter_count_matches_official_code_and_paper(name):
     assert _count(model.trainable_weights) == official - _dropped_biases(sa_type)
     # the rest are the BatchNorm running statistics, which PyTorch does not count
     assert {w.path.rsplit("/", 1)[-1] for w in model.non_trainable_weights} == {
-        "moving_mean", "moving_variance"
+        "moving_mean",
+        "moving_variance",
     }
 
 
@@ -102,17 +102,31 @@ def test_stage_structure_at_224(name):
     for stage, (blocks, kernel, width, size) in enumerate(
         zip(LAYERS, KERNELS, WIDTHS, (112, 56, 28, 14, 7))
     ):
-        expected += [(f"layer{stage}-{i}-sam", (None, size, size, width), kernel, width // 16,
-                      width // 4, 8) for i in range(blocks)]
-    got = [(s.name, tuple(s.input.shape), s.kernel_size, s.relation_channels,
-            s.value_channels, s.share_planes) for s in sams]
+        expected += [
+            (f"layer{stage}-{i}-sam", (None, size, size, width), kernel, width // 16, width // 4, 8)
+            for i in range(blocks)
+        ]
+    got = [
+        (
+            s.name,
+            tuple(s.input.shape),
+            s.kernel_size,
+            s.relation_channels,
+            s.value_channels,
+            s.share_planes,
+        )
+        for s in sams
+    ]
     assert got == expected
     if name == "san10_patchwise":
         assert not any(s.softmax for s in sams)  # as the official code
     assert tuple(model.get_layer("act4").output.shape) == (None, 7, 7, 2048)
     spec = registry.get_spec(name)
     assert (spec.timm_name, spec.classifier_name, spec.family, spec.weights) == (
-        None, "fc", "san", ()
+        None,
+        "fc",
+        "san",
+        (),
     )
     assert spec.default_input_shape == (224, 224, 3)
 
@@ -164,8 +178,13 @@ def test_forward_equals_official_composition(monkeypatch, name):
     real = model(images, training=False)
     assert _max_relative(real, _reference_features(model, images, False)) < 1e-4
     with monkeypatch.context() as patch:
-        patch.setattr(SAM_CLASS[name], "call", lambda self, inputs, training=None, **kw:
-                      ops.zeros_like(inputs[..., : self.value_channels]))
+        patch.setattr(
+            SAM_CLASS[name],
+            "call",
+            lambda self, inputs, training=None, **kw: ops.zeros_like(
+                inputs[..., : self.value_channels]
+            ),
+        )
         zeroed = model(images, training=False)
         assert _max_relative(zeroed, _reference_features(model, images, True)) < 1e-4
     assert _max_relative(real, zeroed) > 1e-2
@@ -214,9 +233,11 @@ def test_mixed_bfloat16_builds_and_runs(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_training_step(name):
     model = build(name, input_shape=(128, 128, 3), num_classes=3, classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
     sam = model.get_layer("layer1-0-sam")
     before = ops.convert_to_numpy(sam.query.kernel).copy()
     images = keras.random.uniform((2, 128, 128, 3), seed=4)

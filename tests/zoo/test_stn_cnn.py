@@ -33,8 +33,9 @@ def test_fresh_transformer_is_the_identity():
     np.testing.assert_allclose(_transformer_output(same_size, x), x, atol=1e-5)
     # The localisation network starts at theta = identity whatever the input.
     loc = same_size.get_layer("spatial_transformer").localization
-    np.testing.assert_allclose(ops.convert_to_numpy(loc(x)),
-                               np.tile([[1, 0, 0, 0, 1, 0]], (3, 1)), atol=1e-7)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loc(x)), np.tile([[1, 0, 0, 0, 1, 0]], (3, 1)), atol=1e-7
+    )
     # 42 -> 28 with the identity (align_corners=False) averages 1.5-pixel cells: a constant
     # image stays constant, and a column step edge moves to the matching place.
     down = build_stn_cnn()
@@ -49,8 +50,10 @@ def test_fresh_transformer_is_the_identity():
 
 def test_fit_reaches_the_localisation_network():
     model = build_stn_cnn(classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.SGD(0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     loc = model.get_layer("spatial_transformer").localization
     before = [ops.convert_to_numpy(w) for w in loc.trainable_weights]
     x, y, _ = tasks.rts_mnist("test", seed=0)

@@ -47,16 +47,15 @@ def test_translated_canvas_holds_the_exact_digit_at_its_offset(test_digits):
     assert offsets.min() <= 1 and offsets.max() >= 31
     for i in range(0, 1000, 37):
         r, c = offsets[i]
-        np.testing.assert_array_equal(images[i, r:r + 28, c:c + 28], digits[i])
+        np.testing.assert_array_equal(images[i, r : r + 28, c : c + 28], digits[i])
         outside = images[i].copy()
-        outside[r:r + 28, c:c + 28] = 0
+        outside[r : r + 28, c : c + 28] = 0
         assert not outside.any()
 
 
 def test_cluttered_rebuilds_from_metadata_and_clutter_never_uses_the_digit(test_digits):
     digits, _ = test_digits
-    images, _, meta = tasks.cluttered_mnist("test", size=60, num_clutter=4, clutter_size=8,
-                                            seed=2)
+    images, _, meta = tasks.cluttered_mnist("test", size=60, num_clutter=4, clutter_size=8, seed=2)
     sources, crops, places = meta["clutter_sources"], meta["clutter_crops"], meta["clutter_offsets"]
     assert sources.shape == (1000, 4) and crops.shape == places.shape == (1000, 4, 2)
     assert sources.min() >= 0 and sources.max() < 1000
@@ -65,13 +64,14 @@ def test_cluttered_rebuilds_from_metadata_and_clutter_never_uses_the_digit(test_
         canvas = np.zeros((60, 60, 1), np.float32)
         for k in range(4):
             (sr, sc), (r, c) = crops[i, k], places[i, k]
-            canvas[r:r + 8, c:c + 8] = np.maximum(canvas[r:r + 8, c:c + 8],
-                                                  digits[sources[i, k], sr:sr + 8, sc:sc + 8])
+            canvas[r : r + 8, c : c + 8] = np.maximum(
+                canvas[r : r + 8, c : c + 8], digits[sources[i, k], sr : sr + 8, sc : sc + 8]
+            )
         r, c = meta["offsets"][i]
-        canvas[r:r + 28, c:c + 28] = np.maximum(canvas[r:r + 28, c:c + 28], digits[i])
+        canvas[r : r + 28, c : c + 28] = np.maximum(canvas[r : r + 28, c : c + 28], digits[i])
         np.testing.assert_array_equal(images[i], canvas)
         # The digit's ink is there, undimmed.
-        window = images[i, r:r + 28, c:c + 28]
+        window = images[i, r : r + 28, c : c + 28]
         assert np.all(window >= digits[i])
 
 
@@ -98,10 +98,12 @@ def test_no_test_pixel_reaches_a_training_image():
         rebuilt = np.zeros((60, 60, 1), np.float32)
         for k in range(4):
             (sr, sc), (r, c) = meta["clutter_crops"][i, k], meta["clutter_offsets"][i, k]
-            piece = train_digits[meta["clutter_sources"][i, k], sr:sr + 8, sc:sc + 8]
-            rebuilt[r:r + 8, c:c + 8] = np.maximum(rebuilt[r:r + 8, c:c + 8], piece)
+            piece = train_digits[meta["clutter_sources"][i, k], sr : sr + 8, sc : sc + 8]
+            rebuilt[r : r + 8, c : c + 8] = np.maximum(rebuilt[r : r + 8, c : c + 8], piece)
         r, c = meta["offsets"][i]
-        rebuilt[r:r + 28, c:c + 28] = np.maximum(rebuilt[r:r + 28, c:c + 28], train_digits[i])
+        rebuilt[r : r + 28, c : c + 28] = np.maximum(
+            rebuilt[r : r + 28, c : c + 28], train_digits[i]
+        )
         np.testing.assert_array_equal(images[i], rebuilt)
 
 
@@ -121,12 +123,16 @@ def test_rts_is_the_rotated_scaled_digit_at_its_offset(test_digits):
         rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         inverse = rot.T / scales[i]
         patch = ndimage.affine_transform(
-            digits[i, :, :, 0].astype(np.float64), inverse,
+            digits[i, :, :, 0].astype(np.float64),
+            inverse,
             offset=np.array([13.5, 13.5]) - inverse @ np.array([23.5, 23.5]),
-            output_shape=(48, 48), order=1, mode="constant")
+            output_shape=(48, 48),
+            order=1,
+            mode="constant",
+        )
         canvas = np.zeros((42 + 96, 42 + 96))
         r, c = offsets[i] + 48
-        canvas[r:r + 48, c:c + 48] = patch
+        canvas[r : r + 48, c : c + 48] = patch
         np.testing.assert_allclose(images[i, :, :, 0], canvas[48:90, 48:90], atol=1e-5)
 
 

@@ -56,8 +56,10 @@ def test_round_trip_against_live_torch_save(tmp_path, name):
     path = tmp_path / "state.pth"
     torch.save(state, path, _use_new_zipfile_serialization=FORMATS[name])
     loaded = load_state_dict(path)
-    _assert_state_equal(loaded, {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-                                 for k, v in state.items()})
+    _assert_state_equal(
+        loaded,
+        {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in state.items()},
+    )
 
 
 # -- malicious and broken files -------------------------------------------------------
@@ -80,8 +82,10 @@ def _zip_checkpoint(path, payload, extra=()):
 
 
 def _legacy_checkpoint(path, payload):
-    header = [pickle.dumps(v, protocol=2) for v in
-              (LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": 1001, "little_endian": True})]
+    header = [
+        pickle.dumps(v, protocol=2)
+        for v in (LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": 1001, "little_endian": True})
+    ]
     path.write_bytes(b"".join(header) + payload + pickle.dumps([], protocol=2))
 
 
@@ -105,9 +109,13 @@ def test_pickle_that_would_run_a_command_is_refused(tmp_path, layout, where):
 def test_builtins_eval_through_stack_global_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     # protocol 4 uses STACK_GLOBAL; the callable is builtins.exec
-    payload = (b"\x80\x04\x8c\x08builtins\x94\x8c\x04exec\x94\x93\x94"
-               + b"\x8c" + bytes([len(f"open({str(marker)!r}, 'w')")])
-               + f"open({str(marker)!r}, 'w')".encode() + b"\x94\x85\x94R\x94.")
+    payload = (
+        b"\x80\x04\x8c\x08builtins\x94\x8c\x04exec\x94\x93\x94"
+        + b"\x8c"
+        + bytes([len(f"open({str(marker)!r}, 'w')")])
+        + f"open({str(marker)!r}, 'w')".encode()
+        + b"\x94\x85\x94R\x94."
+    )
     path = tmp_path / "evil.pth"
     _zip_checkpoint(path, payload)
     with pytest.raises(UnsafeCheckpointError, match=r"builtins\.exec"):
@@ -163,10 +171,26 @@ def _text(value):
 def _rebuild_pickle(size, stride, offset=0, numel=4):
     """`{"w": tensor}` as torch pickles it (protocol 2, written opcode by opcode), with a
     chosen layout on float32 storage "0" of `numel` elements."""
-    storage_id = (b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text("0")
-                  + _text("cpu") + b"K" + bytes([numel]) + b"tQ")
-    tensor = (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage_id + b"K" + bytes([offset])
-              + _int_tuple(size) + _int_tuple(stride) + b"\x89Nt" + b"R")
+    storage_id = (
+        b"("
+        + _text("storage")
+        + b"ctorch\nFloatStorage\n"
+        + _text("0")
+        + _text("cpu")
+        + b"K"
+        + bytes([numel])
+        + b"tQ"
+    )
+    tensor = (
+        b"ctorch._utils\n_rebuild_tensor_v2\n("
+        + storage_id
+        + b"K"
+        + bytes([offset])
+        + _int_tuple(size)
+        + _int_tuple(stride)
+        + b"\x89Nt"
+        + b"R"
+    )
     return b"\x80\x02}" + _text("w") + tensor + b"s."
 
 

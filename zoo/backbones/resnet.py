@@ -326,8 +326,7 @@ RESNET50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
 resnet50 = _variant(**RESNET50)
 seresnet50 = _variant(**RESNET50, attention="se")
 seresnext50_32x4d = _variant(**RESNET50, cardinality=32, base_width=4, attention="se")
-ecaresnet50d = _variant(**RESNET50, stem_width=32, stem_type="deep", avg_down=True,
-                        attention="eca")
+ecaresnet50d = _variant(**RESNET50, stem_width=32, stem_type="deep", avg_down=True, attention="eca")
 
 # timm registers no CBAM ResNet; this is timm's
 # ResNet(Bottleneck, [3, 4, 6, 3], block_args=dict(attn_layer="cbam")), i.e. CbamModule
@@ -345,8 +344,9 @@ bam_resnet50 = _variant(**RESNET50, attention="bam", attention_placement="betwee
 # block is timm's NonLocalAttn (embedded Gaussian, inner width C / 8, scale C ** -0.5), so a
 # timm ResNet-50 with NonLocalAttn modules at the same places is the reference.
 NL_POSITIONS = ((2, 1), (2, 3), (3, 1), (3, 3), (3, 5))
-nl_resnet50 = _variant(**RESNET50, attention="nl", attention_placement="after_blocks",
-                       attention_positions=NL_POSITIONS)
+nl_resnet50 = _variant(
+    **RESNET50, attention="nl", attention_placement="after_blocks", attention_positions=NL_POSITIONS
+)
 
 # AA-ResNet-50 (Bello et al., ICCV 2019): every 3x3 convolution of stages 2-4 augmented,
 # kappa = 2 * upsilon = 0.2, Nh = 8, relative position logits (so the input size is fixed).
@@ -355,5 +355,10 @@ aa_resnet50 = _variant(**RESNET50, attention="aa_conv", attention_placement="rep
 # CGNL-ResNet-50 (Yue et al., NeurIPS 2018): one compact generalized non-local block (dot
 # product kernel, inner width C / 2, 8 groups, no scaling) right before the last residual
 # block of res4 (after layer3.4), as in the authors' code.
-cgnl_resnet50 = _variant(**RESNET50, attention="cgnl", attention_placement="after_blocks",
-                         attention_positions=((3, 4),), attention_kwargs={"groups": 8})
+cgnl_resnet50 = _variant(
+    **RESNET50,
+    attention="cgnl",
+    attention_placement="after_blocks",
+    attention_positions=((3, 4),),
+    attention_kwargs={"groups": 8},
+)

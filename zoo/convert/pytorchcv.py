@@ -38,8 +38,9 @@ def pytorchcv_converter(layer_class, *, check=None, module=""):
     """Register the decorated `weight_map(config)` as `layer_class`'s pytorchcv converter."""
 
     def register(weight_map):
-        CONVERTERS[layer_class] = TimmConverter(layer_class, weight_map, check, module,
-                                                source=SOURCE)
+        CONVERTERS[layer_class] = TimmConverter(
+            layer_class, weight_map, check, module, source=SOURCE
+        )
         return weight_map
 
     return register
@@ -73,34 +74,38 @@ def _dense(config):
 
 def _check_cbam_channel_gate(config, state, prefix):
     if not config["use_bias"]:
-        raise ValueError("pytorchcv's CBAM MLP (nn.Linear) has biases; the layer has "
-                         "use_bias=False")
+        raise ValueError(
+            "pytorchcv's CBAM MLP (nn.Linear) has biases; the layer has use_bias=False"
+        )
 
 
 @pytorchcv_converter(L.ChannelGate, check=_check_cbam_channel_gate, module="ChannelGate")
 def channel_gate_weights(config):
     """`mlp.fc1` / `mlp.fc2` are `nn.Linear` (with bias) applied to the pooled vectors."""
     return {
-        "reduce/kernel": TimmWeight("mlp.fc1.weight",
-                                    lambda array, variable: linear_as_pointwise_kernel(array)),
+        "reduce/kernel": TimmWeight(
+            "mlp.fc1.weight", lambda array, variable: linear_as_pointwise_kernel(array)
+        ),
         "reduce/bias": TimmWeight("mlp.fc1.bias"),
-        "expand/kernel": TimmWeight("mlp.fc2.weight",
-                                    lambda array, variable: linear_as_pointwise_kernel(array)),
+        "expand/kernel": TimmWeight(
+            "mlp.fc2.weight", lambda array, variable: linear_as_pointwise_kernel(array)
+        ),
         "expand/bias": TimmWeight("mlp.fc2.bias"),
     }
 
 
 def _check_spatial_gate(config, state, prefix):
     if config["pooling_order"] != "max_mean":
-        raise ValueError(f"pytorchcv's CBAM spatial gate stacks [max, mean]; the layer has "
-                         f"pooling_order={config['pooling_order']!r} (use 'max_mean')")
+        raise ValueError(
+            f"pytorchcv's CBAM spatial gate stacks [max, mean]; the layer has "
+            f"pooling_order={config['pooling_order']!r} (use 'max_mean')"
+        )
 
 
 @pytorchcv_converter(L.SpatialGate, check=_check_spatial_gate, module="SpatialGate")
 def spatial_gate_weights(config):
     """`conv` is a `conv7x7_block` without activation: `conv.conv` (no bias), `conv.bn`."""
-    return {**conv_weights("conv/", "conv.conv.", False),
-            **batch_norm_weights("norm/", "conv.bn.")}
+    return {**conv_weights("conv/", "conv.conv.", False), **batch_norm_weights("norm/", "conv.bn.")}
 
 
 def _check_cbam(config, state, prefix):
@@ -124,20 +129,31 @@ BAM_DILATION = 4  # SpatialGate's default, the one BamBlock uses
 
 def _check_bam(config, state, prefix):
     if config["combine"] != "product":
-        raise ValueError(f"pytorchcv's BamBlock multiplies the branches; the layer has "
-                         f"combine={config['combine']!r}")
+        raise ValueError(
+            f"pytorchcv's BamBlock multiplies the branches; the layer has "
+            f"combine={config['combine']!r}"
+        )
     if config["dilation_rate"] != BAM_DILATION:
-        raise ValueError(f"pytorchcv's BamBlock dilates by {BAM_DILATION}; the layer has "
-                         f"dilation_rate={config['dilation_rate']!r}")
-    stored = {match.group(1) for key in state
-              if (match := re.match(re.escape(prefix) + r"sp_att\.dil_convs\.conv(\d+)\.", key))}
+        raise ValueError(
+            f"pytorchcv's BamBlock dilates by {BAM_DILATION}; the layer has "
+            f"dilation_rate={config['dilation_rate']!r}"
+        )
+    stored = {
+        match.group(1)
+        for key in state
+        if (match := re.match(re.escape(prefix) + r"sp_att\.dil_convs\.conv(\d+)\.", key))
+    }
     if len(stored) != config["num_dilated_convs"]:
-        raise ValueError(f"checkpoint has {len(stored)} dilated convolutions under "
-                         f"{prefix}sp_att.dil_convs; the layer has "
-                         f"num_dilated_convs={config['num_dilated_convs']}")
+        raise ValueError(
+            f"checkpoint has {len(stored)} dilated convolutions under "
+            f"{prefix}sp_att.dil_convs; the layer has "
+            f"num_dilated_convs={config['num_dilated_convs']}"
+        )
     if any(key.startswith(prefix + "ch_att.main_fcs.") for key in state):
-        raise ValueError(f"checkpoint has more than one DenseBlock under {prefix}ch_att; the "
-                         f"layer's channel branch has one")
+        raise ValueError(
+            f"checkpoint has more than one DenseBlock under {prefix}ch_att; the "
+            f"layer's channel branch has one"
+        )
 
 
 @pytorchcv_converter(L.BAM, check=_check_bam, module="BamBlock")
@@ -153,10 +169,12 @@ def bam_weights(config):
         **conv_weights("spatial_final/", "sp_att.final_conv.", True),
     }
     for i in range(config["num_dilated_convs"]):
-        mapping.update(conv_weights(f"dilated_conv_{i}/", f"sp_att.dil_convs.conv{i + 1}.conv.",
-                                    True))
-        mapping.update(batch_norm_weights(f"dilated_norm_{i}/",
-                                          f"sp_att.dil_convs.conv{i + 1}.bn."))
+        mapping.update(
+            conv_weights(f"dilated_conv_{i}/", f"sp_att.dil_convs.conv{i + 1}.conv.", True)
+        )
+        mapping.update(
+            batch_norm_weights(f"dilated_norm_{i}/", f"sp_att.dil_convs.conv{i + 1}.bn.")
+        )
     return mapping
 
 
@@ -171,10 +189,11 @@ def _resnet_paths(unit_body, extra_rules=()):
         (r"conv1", lambda m: "features.init_block.conv.conv"),
         (r"bn1", lambda m: "features.init_block.conv.bn"),
         (r"fc", lambda m: "output"),
-        (r"layer(\d+)-(\d+)-conv(\d)",
-         lambda m: _unit(unit_body, m) + f"body.conv{m.group(3)}.conv"),
-        (r"layer(\d+)-(\d+)-bn(\d)",
-         lambda m: _unit(unit_body, m) + f"body.conv{m.group(3)}.bn"),
+        (
+            r"layer(\d+)-(\d+)-conv(\d)",
+            lambda m: _unit(unit_body, m) + f"body.conv{m.group(3)}.conv",
+        ),
+        (r"layer(\d+)-(\d+)-bn(\d)", lambda m: _unit(unit_body, m) + f"body.conv{m.group(3)}.bn"),
         (r"layer(\d+)-(\d+)-downsample-0", lambda m: _unit(unit_body, m) + "identity_conv.conv"),
         (r"layer(\d+)-(\d+)-downsample-1", lambda m: _unit(unit_body, m) + "identity_conv.bn"),
         *extra_rules,
@@ -198,13 +217,19 @@ MODULE_PATHS = {
     # CbamResUnit: body (ResBottleneck), identity_conv, cbam (after the body's last BN)
     "cbam_resnet50": _resnet_paths(
         "features.stage{s}.unit{u}.",
-        [(r"layer(\d+)-(\d+)-se",
-          lambda m: f"features.stage{m.group(1)}.unit{int(m.group(2)) + 1}.cbam")]),
+        [
+            (
+                r"layer(\d+)-(\d+)-se",
+                lambda m: f"features.stage{m.group(1)}.unit{int(m.group(2)) + 1}.cbam",
+            )
+        ],
+    ),
     # BamResUnit: `bam` on the input of each stage's strided first unit (= on the output of
     # the previous stage: our `bam{s}` after stage s), then `res_unit` (ResUnit)
     "bam_resnet50": _resnet_paths(
         "features.stage{s}.unit{u}.res_unit.",
-        [(r"bam(\d+)", lambda m: f"features.stage{int(m.group(1)) + 1}.unit1.bam")]),
+        [(r"bam(\d+)", lambda m: f"features.stage{int(m.group(1)) + 1}.unit1.bam")],
+    ),
 }
 
 
@@ -217,7 +242,14 @@ def load_pytorchcv_state_dict(model, state, pytorchcv_model, *, skip_prefixes=()
     try:
         module_path = MODULE_PATHS[pytorchcv_model]
     except KeyError:
-        raise ValueError(f"no pytorchcv layout for {pytorchcv_model!r}; known: "
-                         f"{', '.join(sorted(MODULE_PATHS))}") from None
-    load_timm_state_dict(model, state, skip_prefixes=skip_prefixes, converters=CONVERTERS,
-                         module_path=module_path, source=SOURCE)
+        raise ValueError(
+            f"no pytorchcv layout for {pytorchcv_model!r}; known: {', '.join(sorted(MODULE_PATHS))}"
+        ) from None
+    load_timm_state_dict(
+        model,
+        state,
+        skip_prefixes=skip_prefixes,
+        converters=CONVERTERS,
+        module_path=module_path,
+        source=SOURCE,
+    )

@@ -420,8 +420,9 @@ class _RecordingState(dict):
         return value
 
 
-def load_timm_state_dict(model, state, *, skip_prefixes=(), converters=None,
-                         module_path=timm_path, source="timm"):
+def load_timm_state_dict(
+    model, state, *, skip_prefixes=(), converters=None, module_path=timm_path, source="timm"
+):
     """Load a whole timm state dict into a zoo model whose layer names are timm's module
     paths with `-` for `.` (see zoo/backbones/common.py).
 

@@ -91,24 +91,29 @@ class _PendingTensor:
             raise CheckpointError(f"storage {storage.key!r} has no data in the file")
         size, stride, offset = self.size, self.stride, self.offset
         if (
-            not isinstance(offset, int) or offset < 0
+            not isinstance(offset, int)
+            or offset < 0
             or len(size) != len(stride)
             or any(not isinstance(v, int) or v < 0 for v in (*size, *stride))
         ):
             raise CheckpointError(
                 f"tensor on storage {storage.key!r} has an invalid layout: offset {offset}, "
-                f"size {tuple(size)}, stride {tuple(stride)}")
+                f"size {tuple(size)}, stride {tuple(stride)}"
+            )
         count = int(np.prod(size, dtype=np.int64))
         if count:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
             if last >= storage.array.size:
                 raise CheckpointError(
                     f"tensor of size {tuple(size)} at offset {offset} reaches element {last} "
-                    f"of storage {storage.key!r}, which holds {storage.array.size}")
+                    f"of storage {storage.key!r}, which holds {storage.array.size}"
+                )
         if count:
             array = np.lib.stride_tricks.as_strided(
-                storage.array[offset:], shape=tuple(size),
-                strides=tuple(s * storage.array.itemsize for s in stride), writeable=False,
+                storage.array[offset:],
+                shape=tuple(size),
+                strides=tuple(s * storage.array.itemsize for s in stride),
+                writeable=False,
             ).copy()
         else:
             array = np.zeros(tuple(size), storage.array.dtype)
@@ -117,8 +122,9 @@ class _PendingTensor:
         return array
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     if not isinstance(storage, _Storage):
         raise CheckpointError("_rebuild_tensor_v2 called on something other than a storage")
     if not isinstance(size, tuple) or not isinstance(stride, tuple):
@@ -150,11 +156,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             allowed = ", ".join(sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS))
             raise UnsafeCheckpointError(
                 f"the checkpoint's pickle refers to {module}.{name}, which a state dict does "
-                f"not hold; refusing to load it (only {allowed} are allowed)") from None
+                f"not hold; refusing to load it (only {allowed} are allowed)"
+            ) from None
 
     def persistent_load(self, pid):
-        if (not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage"
-                or not isinstance(pid[1], _StorageType)):
+        if (
+            not isinstance(pid, tuple)
+            or len(pid) not in (5, 6)
+            or pid[0] != "storage"
+            or not isinstance(pid[1], _StorageType)
+        ):
             raise CheckpointError(f"unsupported persistent id in the checkpoint: {pid!r:.200}")
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         if len(pid) == 6 and pid[5] is not None:
@@ -188,27 +199,30 @@ def _unpickle(data, storages):
     except CheckpointError:
         raise
     except Exception as error:  # truncated or malformed pickles raise many types
-        raise CheckpointError(f"the checkpoint's pickle is malformed: {type(error).__name__}: "
-                              f"{error}") from None
+        raise CheckpointError(
+            f"the checkpoint's pickle is malformed: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _storage_array(storage, raw, byteorder):
     dtype = storage.storage_type.dtype.newbyteorder("<" if byteorder == "little" else ">")
     expected = storage.numel * dtype.itemsize
     if len(raw) != expected:
-        raise CheckpointError(f"storage {storage.key!r} holds {len(raw)} bytes; its "
-                              f"{storage.numel} elements of {storage.storage_type.name} "
-                              f"need {expected}")
+        raise CheckpointError(
+            f"storage {storage.key!r} holds {len(raw)} bytes; its "
+            f"{storage.numel} elements of {storage.storage_type.name} "
+            f"need {expected}"
+        )
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
 
 
 def _load_zip(archive):
     names = archive.namelist()
-    pickles = [name for name in names if name.endswith("data.pkl")
-               and name.count("/") == 1]
+    pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
     if len(pickles) != 1:
-        raise CheckpointError("the zip holds no single <archive>/data.pkl; not a torch.save "
-                              "checkpoint")
+        raise CheckpointError(
+            "the zip holds no single <archive>/data.pkl; not a torch.save checkpoint"
+        )
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "little"
     if prefix + "byteorder" in names:
@@ -222,12 +236,15 @@ def _load_zip(archive):
         try:
             info = archive.getinfo(member)
         except KeyError:
-            raise CheckpointError(f"the checkpoint lacks the data of storage {key!r} "
-                                  f"({member})") from None
+            raise CheckpointError(
+                f"the checkpoint lacks the data of storage {key!r} ({member})"
+            ) from None
         if info.file_size != storage.numel * storage.storage_type.dtype.itemsize:
-            raise CheckpointError(f"storage {key!r} holds {info.file_size} bytes; its "
-                                  f"{storage.numel} elements of {storage.storage_type.name} "
-                                  f"need {storage.numel * storage.storage_type.dtype.itemsize}")
+            raise CheckpointError(
+                f"storage {key!r} holds {info.file_size} bytes; its "
+                f"{storage.numel} elements of {storage.storage_type.name} "
+                f"need {storage.numel * storage.storage_type.dtype.itemsize}"
+            )
         storage.array = _storage_array(storage, archive.read(member), byteorder)
     return result
 
@@ -236,14 +253,15 @@ def _load_legacy(handle, size):
     storages = {}
     header = [_unpickle(handle, {}) for _ in range(3)]
     if header[0] != LEGACY_MAGIC or header[1] != LEGACY_PROTOCOL:
-        raise CheckpointError("not a PyTorch checkpoint: neither a zip archive nor a legacy "
-                              "torch.save file (wrong magic number)")
+        raise CheckpointError(
+            "not a PyTorch checkpoint: neither a zip archive nor a legacy "
+            "torch.save file (wrong magic number)"
+        )
     little = isinstance(header[2], dict) and header[2].get("little_endian", True)
     result = _unpickle(handle, storages)
     keys = _unpickle(handle, {})
     if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
-        raise CheckpointError("the legacy checkpoint's storage list does not match its "
-                              "tensors")
+        raise CheckpointError("the legacy checkpoint's storage list does not match its tensors")
     for key in map(str, keys):
         storage = storages[key]
         count = handle.read(8)
@@ -252,10 +270,11 @@ def _load_legacy(handle, size):
         (numel,) = struct.unpack("<q" if little else ">q", count)
         nbytes = numel * storage.storage_type.dtype.itemsize
         if numel != storage.numel or nbytes > size - handle.tell():
-            raise CheckpointError(f"storage {key!r}: the file records {numel} elements, the "
-                                  f"pickle {storage.numel}, {size - handle.tell()} bytes left")
-        storage.array = _storage_array(storage, handle.read(nbytes),
-                                       "little" if little else "big")
+            raise CheckpointError(
+                f"storage {key!r}: the file records {numel} elements, the "
+                f"pickle {storage.numel}, {size - handle.tell()} bytes left"
+            )
+        storage.array = _storage_array(storage, handle.read(nbytes), "little" if little else "big")
     return result
 
 
