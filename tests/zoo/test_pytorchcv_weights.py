@@ -328,7 +328,7 @@ def test_cli_info_shows_source_sha1_architecture_and_metric(capsys):
     assert main(["info", "cbam_resnet50"]) == 0
     out = capsys.readouterr().out
     spec = zoo.model_info("cbam_resnet50").weights_for("imagenet")
-    assert "weights 'imagenet': pytorchcv/cbam_resnet50" in out
+    assert "weights 'imagenet' (default for predict / export): pytorchcv/cbam_resnet50" in out
     assert f"sha1 {spec.sha1}; input (224, 224)" in out
     assert (
         "architecture: attention_kwargs={'use_bias': True, 'pooling_order': 'max_mean', "

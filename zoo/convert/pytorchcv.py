@@ -20,6 +20,7 @@ import re
 import keras
 
 from keras_attention import layers as L
+from zoo.convert import timm
 from zoo.convert.timm import (
     TimmConverter,
     TimmWeight,
@@ -51,22 +52,12 @@ def linear_as_pointwise_kernel(weight):
     return dense_kernel(weight)[None, None]
 
 
-# -- torch.nn leaves (named as in torch, like timm's) ----------------------------------
+# -- torch.nn leaves: named as in torch, so timm's weight maps apply unchanged -------------
 
-
-@pytorchcv_converter(keras.layers.Conv2D, module="nn.Conv2d")
-def _conv2d(config):
-    return conv_weights("", "", config["use_bias"])
-
-
-@pytorchcv_converter(keras.layers.BatchNormalization, module="nn.BatchNorm2d / BatchNorm1d")
-def _batch_norm(config):
-    return batch_norm_weights("", "")
-
-
-@pytorchcv_converter(keras.layers.Dense, module="nn.Linear")
-def _dense(config):
-    return conv_weights("", "", config["use_bias"], kernel=dense_kernel)
+for _leaf in (keras.layers.Conv2D, keras.layers.BatchNormalization, keras.layers.Dense):
+    pytorchcv_converter(_leaf, module=timm.CONVERTERS[_leaf].timm_module)(
+        timm.CONVERTERS[_leaf].weight_map
+    )
 
 
 # -- CBAM (cbamresnet.py) ----------------------------------------------------------------
