@@ -105,7 +105,7 @@ def hub_file(url):
 
 
 def _fetch_from_hub(model_name, spec):
-    import huggingface_hub
+    import huggingface_hub.constants
     from huggingface_hub import errors
 
     repo_id, filename = hub_file(spec.url)

@@ -74,7 +74,7 @@ class FakeHub:
 
 def use_fake_hub(monkeypatch, hub, cache_dir, offline=False):
     """Point `huggingface_hub` at `hub` with an empty cache in `cache_dir`."""
-    import huggingface_hub
+    import huggingface_hub.constants
 
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     # what HF_ENDPOINT set before `import huggingface_hub` gives

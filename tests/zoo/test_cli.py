@@ -141,11 +141,11 @@ def test_missing_files_are_named(tmp_path, digit_png):
 
 
 def test_model_without_weights_refuses_predict_and_export(digit_png):
-    assert not registry.get_spec("cbam_resnet50").weights
-    for args in (("predict", "cbam_resnet50", str(digit_png)), ("export", "cbam_resnet50")):
+    assert not registry.get_spec("nl_resnet50").weights
+    for args in (("predict", "nl_resnet50", str(digit_png)), ("export", "nl_resnet50")):
         _one_error_line(
             _run(*args),
-            "cbam_resnet50 has no pretrained weights",
+            "nl_resnet50 has no pretrained weights",
             "--weights none",
             "--weights FILE",
         )
@@ -261,7 +261,7 @@ def test_predict_loads_the_default_weights(digit_png, capsys):
 
     assert registry.get_spec("stn_cnn").default_weights == "rts_mnist"
     assert registry.get_spec("seresnet50").default_weights == "imagenet"
-    assert registry.get_spec("cbam_resnet50").default_weights is None
+    assert registry.get_spec("nl_resnet50").default_weights is None
     model = zoo.load("stn_cnn", weights="rts_mnist")
     expected = model.predict(_pixels(digit_png, (42, 42)) / 255.0, verbose=0)[0]
     with warnings.catch_warnings():

@@ -51,7 +51,7 @@ def test_downloads_once_into_the_hugging_face_cache(hub, tmp_path):
 
 
 def test_a_timm_users_cached_file_is_used_offline_without_requests(hub, monkeypatch):
-    import huggingface_hub
+    import huggingface_hub.constants
 
     # what timm's pretrained=True does (timm.models._hub.load_state_dict_from_hf)
     cached = huggingface_hub.hf_hub_download(REPO, FILE)
@@ -66,7 +66,7 @@ def test_a_timm_users_cached_file_is_used_offline_without_requests(hub, monkeypa
 
 
 def test_offline_without_the_file_names_what_to_fetch(hub, monkeypatch):
-    import huggingface_hub
+    import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsError) as error:
@@ -137,7 +137,7 @@ def test_hf_hub_offline_environment_variable_in_a_fresh_process(hub, tmp_path):
     import subprocess
     import sys
 
-    import huggingface_hub
+    import huggingface_hub.constants
 
     huggingface_hub.hf_hub_download(REPO, FILE)  # a timm user's cache
     hub.requests.clear()
