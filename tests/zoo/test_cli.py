@@ -415,12 +415,13 @@ def test_predict_and_export_take_what_train_writes(trained_run, digit_png, tmp_p
 @pytest.mark.slow
 def test_train_output_loads_exports_and_serves_in_fresh_processes(trained_run, digit_png, tmp_path):
     """train -> predict -> export -> serve as separate commands, and the saved model loads
-    in a fresh process with keras_attention imported (Keras 3.15 imports a module named in
-    a saved config only for its own packages, so the layers must be registered first)."""
+    in a fresh process with keras_attention and zoo.models imported (Keras 3.15 imports a
+    module named in a saved config only for its own packages, so the layers and `ZooModel`
+    must be registered first)."""
     run_dir, model = trained_run
     keras_file = str(run_dir / "model.keras")
     code = (
-        "import keras_attention, keras, numpy as np, sys\n"
+        "import keras_attention, zoo.models, keras, numpy as np, sys\n"
         f"model = keras.saving.load_model({keras_file!r})\n"
         "print(type(model.get_layer('spatial_transformer')).__module__)\n"
     )
