@@ -650,3 +650,22 @@ def mmcv_generalized_attention(
     out = (attention @ value.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
     out = conv2d(state, "proj_conv", out.reshape(n, num_heads * d, h, w))
     return state["gamma"] * out + x
+
+
+def built_randomized(layer, shape, seed):
+    """`layer` built for `shape` with every weight and BatchNorm statistic randomised."""
+    from tests.layer_harness import randomize_weights
+
+    layer.build(shape)
+    randomize_weights(layer, seed=seed)
+    return layer
+
+
+def assert_close_nchw(ours, reference_nchw, rtol=1e-5):
+    """Our NHWC output against a transcription's NCHW output, `rtol` relative to the
+    reference's largest magnitude."""
+    reference = to_nhwc(reference_nchw)
+    ours = numpy64(ours)
+    assert ours.shape == reference.shape
+    scale = np.max(np.abs(reference))
+    np.testing.assert_allclose(ours, reference, rtol=rtol, atol=rtol * scale)

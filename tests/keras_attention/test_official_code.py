@@ -10,27 +10,12 @@ import pytest
 
 from keras_attention import layers as L
 from tests.keras_attention import official_code as O
-from tests.layer_harness import randomize_weights
 
 RTOL = 1e-5
 
 
 def _input(shape, seed, scale=1.0):
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype("float32")
-
-
-def _built(layer, shape, seed):
-    layer.build(shape)
-    randomize_weights(layer, seed=seed)
-    return layer
-
-
-def _assert_close(ours, reference_nchw):
-    reference = O.to_nhwc(reference_nchw)
-    ours = O.numpy64(ours)
-    assert ours.shape == reference.shape
-    scale = np.max(np.abs(reference))
-    np.testing.assert_allclose(ours, reference, rtol=RTOL, atol=RTOL * scale)
 
 
 # --------------------------------------------------------------------------------------
@@ -43,26 +28,26 @@ def test_non_local_default_scale_is_mmcv_per_mode(mode, sub_sample):
     # mmcv's default use_scale=True scales the embedded Gaussian only; the layer's default
     # scale="auto" must follow it in every mode.
     x = _input((2, 6, 8, 12), seed=0)
-    layer = _built(L.NonLocal(pairwise=mode, subsample=sub_sample), x.shape, seed=1)
+    layer = O.built_randomized(L.NonLocal(pairwise=mode, subsample=sub_sample), x.shape, seed=1)
     expected = O.mmcv_non_local_2d(
         O.export_non_local(layer), O.to_nchw(x), mode, use_scale=True, sub_sample=sub_sample
     )
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 @pytest.mark.parametrize("mode", ["gaussian", "embedded_gaussian"])
 def test_non_local_paper_scale_is_mmcv_without_use_scale(mode):
     # The paper: f = exp(theta_i . phi_j) (or x_i . x_j) with no temperature.
     x = _input((2, 5, 7, 12), seed=2)
-    layer = _built(L.NonLocal(pairwise=mode, scale=None), x.shape, seed=3)
+    layer = O.built_randomized(L.NonLocal(pairwise=mode, scale=None), x.shape, seed=3)
     expected = O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), mode, use_scale=False)
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 def test_non_local_gaussian_inner_scale_differs_from_mmcv():
     # The former default (inner_channels ** -0.5 in the Gaussian mode too) is not mmcv's.
     x = _input((2, 5, 7, 12), seed=4)
-    layer = _built(L.NonLocal(pairwise="gaussian", scale="inner"), x.shape, seed=5)
+    layer = O.built_randomized(L.NonLocal(pairwise="gaussian", scale="inner"), x.shape, seed=5)
     expected = O.to_nhwc(O.mmcv_non_local_2d(O.export_non_local(layer), O.to_nchw(x), "gaussian"))
     assert np.max(np.abs(O.numpy64(layer(x, training=False)) - expected)) > 1e-2
 
@@ -83,20 +68,20 @@ def test_non_local_gaussian_inner_scale_differs_from_mmcv():
 )
 def test_global_context_matches_gcnet_context_block(fusion, fusion_types, pooling):
     x = _input((2, 6, 9, 64), seed=6)
-    layer = _built(L.GlobalContext(fusion=fusion, pooling=pooling), x.shape, seed=7)
+    layer = O.built_randomized(L.GlobalContext(fusion=fusion, pooling=pooling), x.shape, seed=7)
     expected = O.gcnet_context_block(
         O.export_global_context(layer),
         O.to_nchw(x),
         pooling_type="att" if pooling == "attention" else "avg",
         fusion_types=fusion_types,
     )
-    _assert_close(layer(x), expected)
+    O.assert_close_nchw(layer(x), expected)
 
 
 def test_global_context_combined_fusion_gates_before_adding():
     # Distinguishes the official order from add-then-gate: (x + a) * s != x * s + a.
     x = _input((2, 6, 9, 64), seed=8)
-    layer = _built(L.GlobalContext(fusion=("add", "multiply")), x.shape, seed=9)
+    layer = O.built_randomized(L.GlobalContext(fusion=("add", "multiply")), x.shape, seed=9)
     assert layer.fusions == ("multiply", "add")
     assert [w.path.split("/")[-2] for w in layer.weights].count("multiply_reduce") == 2
     state = O.export_global_context(layer)
@@ -114,11 +99,11 @@ def test_global_context_combined_fusion_gates_before_adding():
 @pytest.mark.parametrize("groups, use_scale", [(1, False), (2, True)])
 def test_cgnl_dot_matches_spatial_cgnl(groups, use_scale):
     x = _input((2, 5, 7, 16), seed=10)
-    layer = _built(
+    layer = O.built_randomized(
         L.CompactGeneralizedNonLocal(groups=groups, use_scale=use_scale), x.shape, seed=11
     )
     expected = O.cgnl_official(O.export_cgnl(layer), O.to_nchw(x), groups, "dot", use_scale)
-    _assert_close(layer(x), expected)
+    O.assert_close_nchw(layer(x), expected)
 
 
 @pytest.mark.parametrize("groups, use_scale, order", [(1, False, 2), (2, True, 3)])
@@ -126,7 +111,7 @@ def test_cgnl_gaussian_constant_factors_match_spatial_cgnlx(groups, use_scale, o
     # Large features (|theta| ~ 10), so the constant beta and the exact per-entry factors
     # differ well above the tolerance (checked below).
     x = _input((2, 5, 7, 16), seed=12, scale=4.0)
-    layer = _built(
+    layer = O.built_randomized(
         L.CompactGeneralizedNonLocal(
             kernel="gaussian",
             groups=groups,
@@ -140,7 +125,7 @@ def test_cgnl_gaussian_constant_factors_match_spatial_cgnlx(groups, use_scale, o
     expected = O.cgnl_official(
         O.export_cgnl(layer), O.to_nchw(x), groups, "gaussian", use_scale, order
     )
-    _assert_close(layer(x), expected)
+    O.assert_close_nchw(layer(x), expected)
     exact = L.CompactGeneralizedNonLocal.from_config(
         dict(layer.get_config(), gaussian_factors="exact")
     )
@@ -156,20 +141,20 @@ def test_cgnl_gaussian_constant_factors_match_spatial_cgnlx(groups, use_scale, o
 
 def test_object_context_official_base_oc():
     x = _input((2, 6, 9, 16), seed=14)
-    layer = _built(L.ObjectContext(mode="base", preset="official"), x.shape, seed=15)
+    layer = O.built_randomized(L.ObjectContext(mode="base", preset="official"), x.shape, seed=15)
     assert layer.activation_name == "leaky_relu" and layer.pool == 1
     expected = O.ocnet_base_oc(O.export_object_context(layer), O.to_nchw(x), 8)
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 def test_object_context_official_pyramid_oc():
     x = _input((2, 7, 10, 8), seed=16)
     sizes = (1, 2, 3)
-    layer = _built(
+    layer = O.built_randomized(
         L.ObjectContext(mode="pyramid", pyramid_sizes=sizes, preset="official"), x.shape, seed=17
     )
     expected = O.ocnet_pyramid_oc(O.export_object_context(layer), O.to_nchw(x), sizes)
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 10, 12), (2, 7, 9, 12)], ids=["even", "odd"])
@@ -178,7 +163,7 @@ def test_object_context_official_asp_oc(shape):
     # exercise the floored 2x2 max-pool and the aligned-corner upsampling back.
     x = _input(shape, seed=18)
     dilations = (1, 2, 3)
-    layer = _built(
+    layer = O.built_randomized(
         L.ObjectContext(mode="asp", preset="official", out_channels=16, dilations=dilations),
         x.shape,
         seed=19,
@@ -189,13 +174,13 @@ def test_object_context_official_asp_oc(shape):
     n = (shape[1] // 2) * (shape[2] // 2)
     assert tuple(attention.shape) == (2, n, n)
     expected = O.ocnet_asp_oc(O.export_object_context(layer), O.to_nchw(x), 8, dilations)
-    _assert_close(outputs, expected)
+    O.assert_close_nchw(outputs, expected)
 
 
 def test_object_context_paper_preset_is_not_the_official_module():
     # Same weights, paper preset (ReLU, full-resolution attention): a different function.
     x = _input((2, 6, 10, 12), seed=20)
-    official = _built(
+    official = O.built_randomized(
         L.ObjectContext(mode="asp", preset="official", out_channels=16, dilations=(1, 2, 3)),
         x.shape,
         seed=21,
@@ -217,16 +202,16 @@ def test_object_context_paper_preset_is_not_the_official_module():
 
 def test_bam_matches_official_code_on_square_maps():
     x = _input((2, 8, 8, 48), seed=22)
-    layer = _built(L.BAM(), x.shape, seed=23)
+    layer = O.built_randomized(L.BAM(), x.shape, seed=23)
     expected = O.bam_official(O.export_bam(layer), O.to_nchw(x))
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 def test_bam_pools_globally_where_the_official_code_uses_a_square_window():
     # 6 x 9: the official H x H window averages the first 6 columns only; the layer (and
     # the paper) average all of them.
     x = _input((2, 6, 9, 48), seed=24)
-    layer = _built(L.BAM(), x.shape, seed=25)
+    layer = O.built_randomized(L.BAM(), x.shape, seed=25)
     state = O.export_bam(layer)
     official = O.to_nhwc(O.bam_official(state, O.to_nchw(x)))
     ours = O.numpy64(layer(x, training=False))
@@ -241,16 +226,18 @@ def test_bam_pools_globally_where_the_official_code_uses_a_square_window():
 
 def test_san_patchwise_without_softmax_matches_official_sam():
     x = _input((2, 6, 9, 32), seed=26)
-    layer = _built(
+    layer = O.built_randomized(
         L.PatchwiseSelfAttention(kernel_size=3, share_planes=4, softmax=False), x.shape, seed=27
     )
     expected = O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4)
-    _assert_close(layer(x, training=False), expected)
+    O.assert_close_nchw(layer(x, training=False), expected)
 
 
 def test_san_patchwise_default_softmax_is_not_the_official_module():
     x = _input((2, 6, 9, 32), seed=28)
-    layer = _built(L.PatchwiseSelfAttention(kernel_size=3, share_planes=4), x.shape, seed=29)
+    layer = O.built_randomized(
+        L.PatchwiseSelfAttention(kernel_size=3, share_planes=4), x.shape, seed=29
+    )
     expected = O.to_nhwc(O.san_patchwise(O.export_san_patchwise(layer), O.to_nchw(x), 3, 4))
     assert np.max(np.abs(O.numpy64(layer(x, training=False)) - expected)) > 1e-2
 
@@ -264,7 +251,7 @@ def test_san_patchwise_default_softmax_is_not_the_official_module():
 )
 def test_generalized_attention_matches_mmcv(attention_type, kv_stride):
     x = _input((2, 5, 7, 16), seed=30)
-    layer = _built(
+    layer = O.built_randomized(
         L.GeneralizedAttention(
             num_heads=2,
             attention_type=attention_type,
@@ -282,7 +269,7 @@ def test_generalized_attention_matches_mmcv(attention_type, kv_stride):
         8,
         kv_stride=kv_stride,
     )
-    _assert_close(layer(x), expected)
+    O.assert_close_nchw(layer(x), expected)
 
 
 def test_generalized_attention_e2_without_e4_follows_the_paper_not_mmcv():
@@ -290,7 +277,7 @@ def test_generalized_attention_e2_without_e4_follows_the_paper_not_mmcv():
     # square map it runs and differs from the formula (which "1111" minus E3, E4 gives);
     # on a non-square one it fails.
     x = _input((2, 6, 6, 16), seed=32)
-    layer = _built(
+    layer = O.built_randomized(
         L.GeneralizedAttention(num_heads=2, attention_type="1100", position_embedding_dim=8),
         x.shape,
         seed=33,
@@ -303,7 +290,7 @@ def test_generalized_attention_e2_without_e4_follows_the_paper_not_mmcv():
     formula = O.mmcv_generalized_attention(
         dict(state, geom_bias=np.zeros(16)), O.to_nchw(x), 2, "1101", 8
     )
-    _assert_close(ours, formula)
+    O.assert_close_nchw(ours, formula)
     with pytest.raises(ValueError):
         wide = _input((2, 5, 7, 16), seed=34)
         O.mmcv_generalized_attention(state, O.to_nchw(wide), 2, "1100", 8)

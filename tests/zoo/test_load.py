@@ -2,11 +2,8 @@
 conversion from timm safetensors, heads, and the errors users see."""
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import socket
-import threading
 
 import keras
 import numpy as np
@@ -58,37 +55,6 @@ def _numpy_forward(state, x):
     y = (y - state["bn1.running_mean"]) / np.sqrt(state["bn1.running_var"] + 1e-5)
     y = np.maximum(y * state["bn1.weight"] + state["bn1.bias"], 0.0)
     return y.mean(axis=(1, 2)) @ state["fc.weight"].T + state["fc.bias"], y
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802
-        self.server.requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
-    )
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", server.requests
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def keras_home(tmp_path, monkeypatch):
-    home = tmp_path / "keras_home"
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    return home / "models" / "keras_attention_zoo"
 
 
 def _sha256(path):

@@ -8,12 +8,9 @@ networks with random weights and their logits (tools/make_pytorchcv_fixtures.py,
 """
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import io
 import json
-import threading
 import zipfile
 
 import numpy as np
@@ -85,36 +82,6 @@ def test_checkpoint_of_another_depth_names_the_first_missing_weight():
 
 
 # -- the download path over loopback HTTP ----------------------------------------------
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802
-        self.server.requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
-    )
-    server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", server.requests
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def keras_home(tmp_path, monkeypatch):
-    home = tmp_path / "keras_home"
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    return home / "models" / "keras_attention_zoo"
 
 
 def _serve_release(root, case_id, members=None):
