@@ -59,6 +59,13 @@ class SpatialGate(AttentionLayer):
     def build(self, input_shape):
         U.feature_map_channels(self, input_shape)
         kw = U.sublayer_kwargs(self)
+        # Under mixed precision the 2 -> 1 convolution (a tiny part of the work) runs in
+        # float32: PyTorch's CPU bfloat16 convolution backward fails on C -> 1 kernels
+        # ("slow_conv2d: grad_weight must be contiguous", torch 2.14 through Keras).
+        self._gate_dtype = None
+        if keras.backend.standardize_dtype(self.compute_dtype) in ("float16", "bfloat16"):
+            self._gate_dtype = "float32"
+            kw = {**kw, "dtype": "float32"}
         self.conv = layers.Conv2D(
             1, self.kernel_size, padding="same", use_bias=False, name="conv", **kw
         )
@@ -70,8 +77,11 @@ class SpatialGate(AttentionLayer):
         mean = U.mean_float32(inputs, axis=-1)
         maximum = ops.max(inputs, axis=-1, keepdims=True)
         pooled = [maximum, mean] if self.pooling_order == "max_mean" else [mean, maximum]
-        logits = self.norm(self.conv(ops.concatenate(pooled, axis=-1)), training=training)
-        gate = ops.sigmoid(logits)
+        pooled = ops.concatenate(pooled, axis=-1)
+        if self._gate_dtype is not None:
+            pooled = ops.cast(pooled, self._gate_dtype)
+        logits = self.norm(self.conv(pooled), training=training)
+        gate = ops.cast(ops.sigmoid(logits), inputs.dtype)
         outputs = inputs * gate
         return (outputs, gate) if return_attention else outputs
 
