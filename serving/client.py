@@ -213,12 +213,16 @@ class Client:
         signature_name=None,
         output_filter=None,
         timeout=None,
+        dequantize=True,
     ):
         """Run a predict signature; returns {output name: np.ndarray}.
 
         `inputs` is one array (single-input signatures) or {input name: array}; `bytes` values
         (encoded images) are sent as `{"b64": ...}` (REST) or DT_STRING (gRPC). Numeric arrays
         are cast to the signature's input dtypes. `output_filter` (gRPC only) limits the outputs.
+        With `dequantize` (default), the uint8 attention maps of an attention signature
+        (`attention/<layer>` with its `/scale` and `/offset`, see `serving.attention`) come
+        back as float32 maps, `offset + scale * map`, without their scale and offset.
         """
         _check_version(version, label)
         input_dtypes, output_dtypes = self._signature(
@@ -238,7 +242,8 @@ class Client:
                 array = array.astype(target)
             arrays[name] = array
         call = _Call(model, version, label, signature_name, timeout)
-        return self._transport.predict(call, arrays, output_dtypes, output_filter)
+        outputs = self._transport.predict(call, arrays, output_dtypes, output_filter)
+        return dequantize_attention(outputs) if dequantize else outputs
 
     def classify(
         self,
@@ -292,6 +297,27 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def dequantize_attention(outputs):
+    """`outputs` with each uint8 attention map (`attention/<layer>` beside float
+    `attention/<layer>/scale` and `/offset`, one value per sample) replaced by the float32
+    map `offset + scale * map`, and its scale and offset removed; other outputs unchanged."""
+    from serving.attention import KEY_PREFIX, OFFSET_SUFFIX, SCALE_SUFFIX
+
+    outputs = dict(outputs)
+    for key in [k for k in outputs if k.startswith(KEY_PREFIX)]:
+        scale_key, offset_key = key + SCALE_SUFFIX, key + OFFSET_SUFFIX
+        if key not in outputs or scale_key not in outputs or offset_key not in outputs:
+            continue  # a scale or offset itself (removed already), or not quantised
+        quantised = np.asarray(outputs[key])
+        if quantised.dtype != np.uint8:
+            continue
+        expand = (-1,) + (1,) * (quantised.ndim - 1)
+        scale = np.asarray(outputs.pop(scale_key), np.float32).reshape(expand)
+        offset = np.asarray(outputs.pop(offset_key), np.float32).reshape(expand)
+        outputs[key] = offset + scale * quantised.astype(np.float32)
+    return outputs
 
 
 def _check_version(version, label):

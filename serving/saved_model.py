@@ -305,6 +305,7 @@ def export(
     overwrite=False,
     image_signature=None,
     warmup_requests=None,
+    attention_signature=None,
 ):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
@@ -332,6 +333,14 @@ def export(
             for `serving_default`, a list of encoded image bytes for the image signature,
             `{"signature_name": ..., "inputs": {input name: array}}` for any exported signature,
             or a ready `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
+        attention_signature: `True`, a list of layer names or a dict of options to add a
+            signature `attention` (the `serving_default` inputs; its outputs plus the map of
+            every attention layer, or of the layers named, as `attention/<layer name>`) and,
+            with `image_signature`, `serving_images_attention` (encoded images in). Options:
+            `layers` (None: every attention layer whose map has a layout), `signature_name`
+            ("attention"), `size` ((height, width) of the maps' common grid; default the model
+            input's) and `dtype` ("uint8" with per-sample `/scale` and `/offset` (default),
+            "float16" (gRPC only: REST cannot write it) or "float32"). See `serving.attention`.
 
     Returns:
         The path of the new version folder.
@@ -361,6 +370,12 @@ def export(
         )
     if image_signature:
         image_signature = _image_options(model, image_signature)
+    if attention_signature and backend != "tensorflow":
+        raise ValueError("attention_signature needs the TensorFlow backend")
+    if attention_signature:
+        from serving.attention import attention_options
+
+        attention_signature = attention_options(model, attention_signature)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target) or version in existing_versions(model_dir):
         raise FileExistsError(f"version {version} of model {name!r} already exists at {model_dir}")
@@ -379,6 +394,8 @@ def export(
             signature_inputs[image_name] = {
                 "images": tf.TensorSpec((None,), tf.string, name="images")
             }
+        if attention_signature:
+            _add_attention_inputs(signature_inputs, attention_signature, image_name)
         warmup_logs = build_warmup_logs(warmup_requests, name, signature_inputs, image_name)
     os.makedirs(model_dir, exist_ok=True)
     _remove_abandoned_exports(model_dir)
@@ -400,6 +417,10 @@ def export(
                 signatures[image_signature["signature_name"]] = (
                     module.serve_images.get_concrete_function()
                 )
+            if attention_signature:
+                signatures.update(
+                    _attention_signatures(module, model, attention_signature, image_signature, tf)
+                )
             tf.saved_model.save(module, tmp, signatures=signatures)
         if warmup_logs is not None:  # inside the temporary folder: part of the atomic rename
             from serving.warmup import write_warmup_file
@@ -414,3 +435,22 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _add_attention_inputs(signature_inputs, options, image_name):
+    """The warmup inputs of the attention signatures: those of the signatures they extend."""
+    from serving.attention import IMAGE_SUFFIX
+
+    signature_inputs[options["signature_name"]] = signature_inputs["serving_default"]
+    if image_name:
+        signature_inputs[image_name + IMAGE_SUFFIX] = signature_inputs[image_name]
+
+
+def _attention_signatures(module, model, options, image_options, tf):
+    """The concrete functions of the attention signatures (`serving.attention`), tracked by
+    `module`."""
+    from serving.attention import attention_functions
+
+    functions = attention_functions(model, options, image_options, tf)
+    module.serve_attention = list(functions.values())
+    return {name: function.get_concrete_function() for name, function in functions.items()}

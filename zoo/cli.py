@@ -347,16 +347,25 @@ def _export(args):
             "decode": preprocessing.decode_tf,
             "softmax": not np.allclose(_probabilities(scores), scores, atol=1e-6),
         }
+    attention_signature = None
+    if args.attention is not None:  # --attention alone: every attention layer
+        attention_signature = list(args.attention) or True
     version_dir = serving.export(
         model,
         args.base_path,
         args.serving_name or args.name,
         version=args.version,
         image_signature=image_signature,
+        attention_signature=attention_signature,
     )
+    signatures = ["serving_default"] + (["serving_images"] if image_signature else [])
+    if attention_signature:
+        signatures += [
+            f"{name}_attention" if name != "serving_default" else "attention" for name in signatures
+        ]
     print(
         f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
-        + ("" if image_signature else " (serving_default only)")
+        f" (signatures: {', '.join(signatures)})"
     )
     return 0
 
@@ -370,11 +379,26 @@ def _query(args):
         raise UsageError("give exactly one of --rest URL or --grpc HOST:PORT")
     if args.grpc:
         _start_tensorflow_quietly()  # the gRPC stubs import TensorFlow
+    signature_name = args.signature_name or (
+        "serving_images_attention" if args.attention else "serving_images"
+    )
     payload = [pathlib.Path(path).read_bytes() for path in args.images]
     with serving.Client(rest=args.rest, grpc=args.grpc, timeout=args.timeout) as client:
         outputs = client.predict(
-            args.model_name, np.array(payload, dtype=object), signature_name=args.signature_name
+            args.model_name, np.array(payload, dtype=object), signature_name=signature_name
         )
+    if args.attention:
+        from serving.attention import KEY_PREFIX
+
+        maps = {key: value for key, value in outputs.items() if key.startswith(KEY_PREFIX)}
+        if not maps:
+            raise UsageError(
+                f"signature {signature_name!r} of {args.model_name!r} returns no attention maps"
+                f"; export the model with `{PROG} export --attention`"
+            )
+        outputs = {key: value for key, value in outputs.items() if key not in maps}
+        for path in _write_attention_pngs(args.images, maps, pathlib.Path(args.attention)):
+            print(f"attention map written to {path}")
     if "probabilities" in outputs:
         _print_top(
             args.images, outputs["probabilities"], outputs["probabilities"].shape[-1], args.top
@@ -383,6 +407,53 @@ def _query(args):
         for key, value in outputs.items():
             print(f"{key}: {np.asarray(value).tolist()}")
     return 0
+
+
+def _plain_module(package, filename):
+    """A pure-Python module file of `package` loaded on its own, without running the package's
+    `__init__` (which may import Keras and TensorFlow)."""
+    import importlib.util
+
+    location = importlib.util.find_spec(package).submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location(
+        f"_{package.replace('.', '_')}_{filename[:-3]}", pathlib.Path(location) / filename
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_attention_pngs(image_paths, maps, out_dir):
+    """One PNG per image and map in `out_dir`: a spatial map `(batch, h, w)` upsampled over
+    the image (at the image's own size), a channel map `(batch, C)` as a labelled strip.
+    Named `<image stem>.<layer>.png` (`<index>-<stem>` when two images share a stem)."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from serving.attention import KEY_PREFIX
+
+    map_images = _plain_module("zoo.train", "map_images.py")  # numpy + Pillow only
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = [pathlib.Path(path).stem for path in image_paths]
+    written = []
+    for index, (path, stem) in enumerate(zip(image_paths, stems)):
+        if stems.count(stem) > 1:
+            stem = f"{index}-{stem}"
+        with Image.open(path) as image:
+            display = np.asarray(image.convert("RGB"), "float32")[None] / 255.0
+        for key, value in maps.items():
+            layer = key[len(KEY_PREFIX) :]
+            picture = np.asarray(value, "float32")[index : index + 1]
+            if picture.ndim == 3:
+                pixels = map_images.overlay(display, picture)[0]
+            else:
+                pixels = map_images.channel_image(picture, layer)[0]
+            target = out_dir / f"{stem}.{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.png"
+            Image.fromarray(pixels).save(target)
+            written.append(target)
+    return written
 
 
 def _attention(args):
@@ -575,6 +646,15 @@ def build_parser():
         help="export serving_default only (no encoded-image signature)",
     )
     export.add_argument(
+        "--attention",
+        nargs="*",
+        metavar="LAYER",
+        default=None,
+        help="also export the `attention` and `serving_images_attention` signatures: the "
+        "predictions plus the attention maps of the layers named (default: every attention "
+        "layer), uint8 with a scale and offset per image",
+    )
+    export.add_argument(
         "--base-path",
         default="models",
         help="TF Serving's model base path minus the model name (default: models)",
@@ -593,7 +673,18 @@ def build_parser():
     query.add_argument("images", nargs="+", help="JPEG / PNG files")
     query.add_argument("--rest", default=None, help="e.g. http://localhost:8501")
     query.add_argument("--grpc", default=None, help="e.g. localhost:8500")
-    query.add_argument("--signature-name", default="serving_images")
+    query.add_argument(
+        "--signature-name",
+        default=None,
+        help="default: serving_images, or serving_images_attention with --attention",
+    )
+    query.add_argument(
+        "--attention",
+        metavar="OUT_DIR",
+        default=None,
+        help="ask for the attention maps (a model exported with --attention) and write each "
+        "one as a PNG over its image in OUT_DIR",
+    )
     query.add_argument("--timeout", type=float, default=30.0)
     query.add_argument("--top", type=int, default=5)
     query.set_defaults(handler=_query)
