@@ -18,6 +18,10 @@ encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST c
 carries its own preprocessing (a zoo model: `model.preprocessing.decode_tf`, timm's
 evaluation resize and crop) is decoded with it; others are stretched to the input size.
 
+`attention_signature=True` (or a list of layer names) adds the signatures `attention` and,
+with the image signature, `serving_images_attention`: the same inputs, the same outputs plus
+the attention map of each attention layer (see `serving.attention`).
+
 `warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
 see `serving.warmup`) into the version before it appears.
 """

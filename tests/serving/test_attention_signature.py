@@ -113,6 +113,10 @@ def served(tmp_path_factory):
         "att16",
         version=1,
         attention_signature=dict(layers=["cbam", "non-local.1"], dtype="float16"),
+        # replayed before the version loads: a broken attention signature fails the load
+        warmup_requests=[
+            {"signature_name": "attention", "inputs": {"image": np.zeros((1, HEIGHT, WIDTH, 3))}}
+        ],
     )
     export(model, base, "plain", version=1)
     config = model_server_config_pb2.ModelServerConfig()
