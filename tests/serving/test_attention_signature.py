@@ -17,6 +17,7 @@ HEIGHT, WIDTH = 12, 10  # H != W
 LAYERS = ("stn", "cbam", "se", "non-local.1")
 # graph (served) against eager (in process) float32 arithmetic
 ATOL = 1e-5
+SMALL = (5, 7)  # a common grid other than the input's: CBAM's map shrinks, non-local's grows
 
 
 def attention_model():
@@ -67,14 +68,14 @@ def footprint(grid, height, width):
     return out
 
 
-def expected_maps(model, inputs):
-    """{output key: float map} from `keras_attention.attention_map`, laid out as documented."""
-    size = (HEIGHT, WIDTH)
+def expected_maps(model, inputs, size=(HEIGHT, WIDTH)):
+    """{output key: float map} from `keras_attention.attention_map`, laid out as documented
+    on the common grid `size`."""
     maps = {name: keras_attention.attention_map(model, name, inputs) for name in LAYERS}
     nonlocal_keys = maps["non-local.1"].mean(axis=1).reshape(-1, 3, 2)  # (B, 30, 6) -> keys
     return {
-        "attention/stn": footprint(maps["stn"], HEIGHT, WIDTH),
-        "attention/cbam": maps["cbam"][..., 0],
+        "attention/stn": resize_bilinear(footprint(maps["stn"], HEIGHT, WIDTH), size),
+        "attention/cbam": resize_bilinear(maps["cbam"][..., 0], size),
         "attention/se": maps["se"][:, 0, 0, :],
         "attention/non-local.1": resize_bilinear(nonlocal_keys, size),
     }
@@ -112,7 +113,7 @@ def served(tmp_path_factory):
         base,
         "att16",
         version=1,
-        attention_signature=dict(layers=["cbam", "non-local.1"], dtype="float16"),
+        attention_signature=dict(layers=["cbam", "non-local.1"], dtype="float16", size=SMALL),
         # replayed before the version loads: a broken attention signature fails the load
         warmup_requests=[
             {"signature_name": "attention", "inputs": {"image": np.zeros((1, HEIGHT, WIDTH, 3))}}
@@ -187,12 +188,12 @@ def test_image_attention_signature(served, protocol):
 def test_float16_maps_over_grpc_and_rest_refuses_them(served):
     server, model = served
     inputs = np.random.default_rng(3).uniform(0, 1, (2, HEIGHT, WIDTH, 3)).astype("float32")
-    want = expected_maps(model, inputs)
+    want = expected_maps(model, inputs, SMALL)
     with client(server, "grpc") as c:
         got = c.predict("att16", inputs, signature_name="attention")
     assert set(got) == {"output_0", "attention/cbam", "attention/non-local.1"}
     for key in ("attention/cbam", "attention/non-local.1"):
-        assert got[key].dtype == np.float16
+        assert got[key].dtype == np.float16 and got[key].shape == (2, *SMALL)
         np.testing.assert_allclose(got[key], want[key], rtol=2**-11, atol=ATOL)
     # TF Serving's JSON writer has no float16 (util/json_tensor.cc): 400, as the real server
     with client(server, "rest") as c, pytest.raises(ServingError) as info:
