@@ -36,8 +36,9 @@ How each layer's map becomes one picture (`H x W`: the layer's input feature map
   each channel receives, averaged over the queries): `(batch, C)`, not resized;
 
 then bilinearly resized (half-pixel centres, as `tf.image.resize`) to the common grid.
-Layers whose maps fit none of these (halo attention's blocks, 1D or 3D inputs) are left out
-of `attention_signature=True` with a warning, and rejected when named.
+Layers whose maps fit none of these (halo attention's blocks, CGNL's single weight, 1D or
+3D inputs) are left out of `attention_signature=True` with a warning, and rejected when
+named.
 
 Both signatures are plain SavedModel signatures: TF Serving needs nothing new to serve them.
 `serving.Client.predict` returns the maps dequantised (float32) under `attention/<layer>`.

@@ -262,3 +262,53 @@ def test_layers_without_a_layout_are_left_out_or_rejected(tmp_path):
     ]
     with pytest.raises(ValueError, match=r"layer 'halo' \(HaloAttention\) has shape"):
         export(model, tmp_path, "m", attention_signature=["halo"])
+
+
+# blocked halo windows; CGNL's single (batch, 1, 1) weight
+NO_LAYOUT = {"HaloAttention", "CompactGeneralizedNonLocal"}
+
+
+def every_layer_case():
+    from tests.keras_attention.layer_cases import CASES
+
+    seen = set()
+    for case in CASES:
+        if case.attention_shape is None or case.cls in seen:
+            continue
+        seen.add(case.cls)
+        yield pytest.param(case, id=case.cls.__name__)
+
+
+@pytest.mark.parametrize("case", every_layer_case())
+def test_every_layer_gets_a_layout_or_a_reason(case):
+    """Each attention layer of the library (its first harness case) gets a picture of the
+    documented shape, computed in TensorFlow as the signature does, except those of
+    `NO_LAYOUT`, which are refused with a ValueError naming them."""
+    import tensorflow as tf
+
+    from serving.attention import _TappedModel, attention_options
+
+    shapes = case.input_shape if isinstance(case.input_shape, list) else [case.input_shape]
+    inputs = [keras.Input(shape[1:], batch_size=shape[0]) for shape in shapes]
+    layer = case.build_layer(name="layer")
+    model = keras.Model(inputs, layer(inputs if len(inputs) > 1 else inputs[0]))
+    if case.cls.__name__ in NO_LAYOUT:
+        with pytest.raises(ValueError, match=r"layer 'layer' \(\w+\) has shape .* no spatial"):
+            attention_options(model, dict(layers=["layer"], size=(3, 4)))
+        return
+    options = attention_options(model, dict(layers=["layer"], size=(3, 4)))
+    (plan,) = options["plans"]
+    rng = np.random.default_rng(0)
+    arrays = [rng.uniform(0, 1, shape).astype("float32") for shape in shapes]
+    if case.cls.__name__ in ("HardCrop", "GlimpseSensor"):  # integer corners / locations
+        arrays[1] = np.zeros(shapes[1], "float32")
+    tapped = _TappedModel(model, options)
+    tapped([tf.constant(a) for a in arrays] if len(arrays) > 1 else tf.constant(arrays[0]))
+    picture = tapped.maps["attention/layer"]
+    batch = shapes[0][0]
+    if plan.kind == "channel":
+        assert picture.shape == (batch, plan.grid[0])
+    else:
+        assert picture.shape == (batch, 3, 4)
+    assert picture.dtype == tf.uint8
+    assert tapped.maps["attention/layer/scale"].shape == (batch,)
