@@ -312,3 +312,23 @@ def test_every_layer_gets_a_layout_or_a_reason(case):
         assert picture.shape == (batch, 3, 4)
     assert picture.dtype == tf.uint8
     assert tapped.maps["attention/layer/scale"].shape == (batch,)
+
+
+def test_dequantize_attention_closed_form():
+    from serving.client import dequantize_attention
+
+    quantised = np.array([[[0, 255], [128, 3]], [[7, 7], [7, 7]]], np.uint8)
+    outputs = {
+        "output_0": np.ones((2, 3), np.float32),
+        "attention/a": quantised,
+        "attention/a/scale": np.array([0.5, 0.0], np.float32),
+        "attention/a/offset": np.array([-1.0, 2.0], np.float32),
+        "attention/b": np.full((2, 4), 0.25, np.float16),  # float16: as it is
+    }
+    got = dequantize_attention(outputs)
+    assert sorted(got) == ["attention/a", "attention/b", "output_0"]
+    np.testing.assert_array_equal(
+        got["attention/a"], [[[-1.0, 126.5], [63.0, 0.5]], [[2.0, 2.0], [2.0, 2.0]]]
+    )
+    assert got["attention/a"].dtype == np.float32 and got["attention/b"] is outputs["attention/b"]
+    assert "attention/a/scale" in outputs  # the caller's dict is left alone
