@@ -18,6 +18,10 @@ encoded images: input `images` (`DT_STRING [-1]`, JPEG/PNG/GIF/BMP bytes; REST c
 carries its own preprocessing (a zoo model: `model.preprocessing.decode_tf`, timm's
 evaluation resize and crop) is decoded with it; others are stretched to the input size.
 
+A segmentation model (`task="segmentation"`, or a model whose `task` attribute says so) gets
+per-pixel `class_ids` and `probabilities` instead, and an image signature that returns the
+class map at each image's size (`serving.segmentation`).
+
 `warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
 see `serving.warmup`) into the version before it appears.
 """
@@ -305,6 +309,7 @@ def export(
     overwrite=False,
     image_signature=None,
     warmup_requests=None,
+    task=None,
 ):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
@@ -332,6 +337,11 @@ def export(
             for `serving_default`, a list of encoded image bytes for the image signature,
             `{"signature_name": ..., "inputs": {input name: array}}` for any exported signature,
             or a ready `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
+        task: `"segmentation"` exports a model with one (batch, height, width, classes)
+            output as a segmentation model (`serving.segmentation`: per-pixel `class_ids` and
+            `probabilities`; an image signature that returns the class map at each image's
+            size); default: the model's `task` attribute where it has one (zoo segmentation
+            models), else a classifier / any model.
 
     Returns:
         The path of the new version folder.
@@ -359,8 +369,14 @@ def export(
         raise ValueError(
             "image_signature needs the TensorFlow backend (it decodes images with TF ops)"
         )
+    from serving import segmentation as segmentation_lib
+
+    segmentation = segmentation_lib.is_segmentation(model, task)
+    if segmentation and backend != "tensorflow":
+        raise ValueError("a segmentation model is exported on the TensorFlow backend")
     if image_signature:
-        image_signature = _image_options(model, image_signature)
+        options = segmentation_lib.image_options if segmentation else _image_options
+        image_signature = options(model, image_signature)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target) or version in existing_versions(model_dir):
         raise FileExistsError(f"version {version} of model {name!r} already exists at {model_dir}")
@@ -390,13 +406,18 @@ def export(
         if backend == "jax":
             _write_with_export_archive(model, tmp, tf)
         else:
-            fn = _serving_function(model, tf)
+            fn = (segmentation_lib.serving_function if segmentation else _serving_function)(
+                model, tf
+            )
             module = tf.Module()
             module.model_variables = list(model.variables)
             module.serve = fn
             signatures = {"serving_default": fn.get_concrete_function()}
             if image_signature:
-                module.serve_images = _image_function(model, image_signature, tf)
+                image_function = (
+                    segmentation_lib.image_function if segmentation else _image_function
+                )
+                module.serve_images = image_function(model, image_signature, tf)
                 signatures[image_signature["signature_name"]] = (
                     module.serve_images.get_concrete_function()
                 )
