@@ -212,7 +212,8 @@ def fit_segmentation(
     Args:
         model: a built Keras model, `(B, H, W, 3)` in, `(B, H, W, classes)` out (or two
             such outputs: main, auxiliary), H and W those of the scenes.
-        epochs, batch_size: default: the recipe's.
+        epochs: default: the recipe's.
+        batch_size: default: the recipe's.
         seed: seed of the initial weights' sampler (set before the caller builds the model,
             see `tools/train_segmentation.py`) and of Keras' shuffling / dropout.
         recipe: a `zoo.train.Recipe` (default `SEGMENTATION_RECIPE`).
