@@ -63,6 +63,10 @@ def test_compiled_metric_and_the_auxiliary_loss_weight():
     assert logs["loss"] == pytest.approx(cross_entropy(main) + 0.25 * cross_entropy(side), 1e-5)
     confusion = segmentation.confusion_matrix(y, main.argmax(-1), 4)
     assert logs["main_mean_iou"] == pytest.approx(segmentation.mean_iou(confusion), rel=1e-5)
+    loss = segmentation.PixelCrossEntropy(4)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, segmentation.PixelCrossEntropy) and again.num_classes == 4
+    assert float(again(y, main)) == pytest.approx(cross_entropy(main), rel=1e-5)
     with pytest.raises(ValueError, match="aux_weight must be a number >= 0"):
         segmentation.compile_segmentation(model, aux_weight=-1)
 

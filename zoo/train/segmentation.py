@@ -67,6 +67,37 @@ def mean_iou(confusion):
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class PixelCrossEntropy(keras.losses.Loss):
+    """Per-pixel categorical cross-entropy from integer labels `(B, H, W)` and a class map
+    `(B, H, W, classes)`, averaged over pixels.
+
+    The labels are one-hot encoded here rather than handed to Keras' sparse loss: with a
+    softmax output, `SparseCategoricalCrossentropy` fails in the backward pass on the
+    PyTorch backend (Keras 3.15, torch 2.x: "grad_input must be contiguous").
+
+    Args:
+        num_classes: number of classes.
+        from_logits: `y_pred` holds logits rather than probabilities.
+    """
+
+    def __init__(self, num_classes, from_logits=False, name="pixel_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        one_hot = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), self.num_classes)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "from_logits": self.from_logits,
+        }
+
+
 def normalise(model, images):
     """Scene images in [0, 1] -> the model's input: a zoo model's `preprocessing`
     normalisation (its mean and std), else the images unchanged."""
@@ -111,7 +142,7 @@ def compile_segmentation(
     recipes.exclude_from_weight_decay(optimizer, model)
 
     def loss():
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        return PixelCrossEntropy(num_classes, from_logits=from_logits)
 
     def metric():
         return keras.metrics.MeanIoU(
