@@ -6,7 +6,7 @@
 A segmentation model takes `(B, H, W, 3)` images and returns `(B, H, W, num_classes)`
 class probabilities (softmax; or logits with `from_logits=True`) at the input size. One
 with an auxiliary head for training returns two such maps, the main one first: the loss
-is the per-pixel sparse categorical cross-entropy of the main map plus `aux_weight` times
+is the per-pixel cross-entropy (`PixelCrossEntropy`) of the main map plus `aux_weight` times
 that of the auxiliary map (PSPNet's and DANet's deep supervision); the metric and the
 evaluation use the main map only.
 
