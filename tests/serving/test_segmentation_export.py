@@ -58,10 +58,13 @@ def served(tmp_path_factory):
     model = segmenter()
     model.task = "segmentation"  # what a zoo segmentation model carries
     base = tmp_path_factory.mktemp("segmentation_models")
-    export(model, base, "seg", version=1, image_signature=True)
     rng = np.random.default_rng(0)
     batch = rng.random((3, *INPUT)).astype("float32")
     pngs = [png(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)) for _ in range(2)]
+    # warmup records of both signatures: the server replays them before serving
+    export(
+        model, base, "seg", version=1, image_signature=True, warmup_requests=[batch[:1], pngs[:1]]
+    )
     with Server(
         single_model_config("seg", str(base / "seg")),
         rest_api_port=0,
