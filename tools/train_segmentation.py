@@ -40,16 +40,27 @@ def sha256(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
-def describe_recipe(recipe, epochs, batch_size, aux_weight, size):
+def describe_recipe(recipe, epochs, batch_size, aux_weight, size, background_weight=1.0):
     return (
         f"{epochs} epochs of fresh {size}x{size} training scenes, {recipe.optimizer} lr "
         f"{recipe.peak_learning_rate(batch_size):g} (warmup {recipe.warmup_epochs:g} epoch, "
         f"cosine), weight decay {recipe.weight_decay:g}, batch {batch_size}, "
         f"aux loss weight {aux_weight:g}"
+        + (f", background loss weight {background_weight:g}" if background_weight != 1 else "")
     )
 
 
-def train_one(build, name, seed, epochs, size=64, batch_size=None, aux_weight=None, **scene):
+def train_one(
+    build,
+    name,
+    seed,
+    epochs,
+    size=64,
+    batch_size=None,
+    aux_weight=None,
+    background_weight=1.0,
+    **scene,
+):
     """Build (`build(input_shape, num_classes)`) with `seed`, train and evaluate one model;
     returns `(model, entry)` where `entry` is what the results file records."""
     recipe = recipes.SEGMENTATION_RECIPE
@@ -63,6 +74,9 @@ def train_one(build, name, seed, epochs, size=64, batch_size=None, aux_weight=No
         batch_size=batch_size,
         seed=seed,
         aux_weight=aux_weight,
+        class_weights=None
+        if background_weight == 1
+        else [background_weight] + [1.0] * (scenes.NUM_CLASSES - 1),
         scene_kwargs={"size": size, **scene},
         verbose=2,
     )
@@ -75,7 +89,9 @@ def train_one(build, name, seed, epochs, size=64, batch_size=None, aux_weight=No
         "params": model.count_params(),
         "epochs": result["epochs"],
         "seconds": time.time() - start,
-        "recipe": describe_recipe(recipe, result["epochs"], result["batch_size"], aux_weight, size),
+        "recipe": describe_recipe(
+            recipe, result["epochs"], result["batch_size"], aux_weight, size, background_weight
+        ),
         "backend": keras.backend.backend(),
     }
     return model, entry
@@ -162,6 +178,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--aux-weight", type=float, default=None)
     parser.add_argument(
+        "--background-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of background pixels (digits: 1); below 1 against their ~90%% share",
+    )
+    parser.add_argument(
         "--model-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"aux_head\": true}'"
     )
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
@@ -175,7 +197,14 @@ def main(argv=None):
         )
 
     model, entry = train_one(
-        build, args.name, args.seed, args.epochs, args.size, args.batch_size, args.aux_weight
+        build,
+        args.name,
+        args.seed,
+        args.epochs,
+        args.size,
+        args.batch_size,
+        args.aux_weight,
+        args.background_weight,
     )
     print(
         f"{args.name} seed {args.seed}: mIoU {entry['mean_iou']:.4f}, pixel accuracy "

@@ -67,6 +67,12 @@ def test_compiled_metric_and_the_auxiliary_loss_weight():
     again = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(again, segmentation.PixelCrossEntropy) and again.num_classes == 4
     assert float(again(y, main)) == pytest.approx(cross_entropy(main), rel=1e-5)
+    weighted = segmentation.PixelCrossEntropy(4, class_weights=[0.1, 1.0, 2.0, 3.0])
+    picked = -np.log(np.take_along_axis(main, y[..., None].astype(int), -1))[..., 0]
+    by_hand = (picked * np.array([0.1, 1.0, 2.0, 3.0])[y]).mean()
+    assert float(weighted(y, main)) == pytest.approx(by_hand, rel=1e-5)
+    with pytest.raises(ValueError, match="class_weights must be 4 numbers >= 0"):
+        segmentation.PixelCrossEntropy(4, class_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="aux_weight must be a number >= 0"):
         segmentation.compile_segmentation(model, aux_weight=-1)
 

@@ -29,11 +29,13 @@ def test_train_one_records_the_held_out_miou():
         epochs=1,
         size=48,
         batch_size=8,
+        background_weight=0.5,
         num_scenes=8,
     )
     assert recorded["model"] == "tiny" and recorded["seed"] == 1 and recorded["epochs"] == 1
     assert 0.0 <= recorded["mean_iou"] <= 1.0 and len(recorded["class_iou"]) == 11
     assert recorded["recipe"].startswith("1 epochs of fresh 48x48 training scenes, adamw lr 0.0005")
+    assert recorded["recipe"].endswith("aux loss weight 0.4, background loss weight 0.5")
 
 
 def test_save_results_merges_with_what_other_runs_wrote(tmp_path, monkeypatch):

@@ -79,22 +79,44 @@ class PixelCrossEntropy(keras.losses.Loss):
     Args:
         num_classes: number of classes.
         from_logits: `y_pred` holds logits rather than probabilities.
+        class_weights: None, or one weight per class multiplying the loss of the pixels of
+            that class (e.g. a background weight below 1 against its ~90% share of pixels).
     """
 
-    def __init__(self, num_classes, from_logits=False, name="pixel_crossentropy", **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        from_logits=False,
+        class_weights=None,
+        name="pixel_crossentropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
+        if class_weights is not None:
+            class_weights = [float(w) for w in class_weights]
+            if len(class_weights) != num_classes or min(class_weights) < 0:
+                raise ValueError(
+                    f"class_weights must be {num_classes} numbers >= 0, got {class_weights!r}"
+                )
         self.num_classes = num_classes
         self.from_logits = from_logits
+        self.class_weights = class_weights
 
     def call(self, y_true, y_pred):
-        one_hot = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), self.num_classes)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits)
+        labels = keras.ops.cast(y_true, "int32")
+        one_hot = keras.ops.one_hot(labels, self.num_classes)
+        loss = keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits)
+        if self.class_weights is not None:
+            weights = keras.ops.convert_to_tensor(self.class_weights, loss.dtype)
+            loss = loss * keras.ops.take(weights, labels)
+        return loss
 
     def get_config(self):
         return {
             **super().get_config(),
             "num_classes": self.num_classes,
             "from_logits": self.from_logits,
+            "class_weights": self.class_weights,
         }
 
 
@@ -123,6 +145,7 @@ def compile_segmentation(
     aux_weight=DEFAULT_AUX_WEIGHT,
     num_classes=scenes.NUM_CLASSES,
     from_logits=False,
+    class_weights=None,
     jit_compile="auto",
 ):
     """Compile `model` with the recipe's optimizer (warmup + cosine over the whole run),
@@ -142,7 +165,7 @@ def compile_segmentation(
     recipes.exclude_from_weight_decay(optimizer, model)
 
     def loss():
-        return PixelCrossEntropy(num_classes, from_logits=from_logits)
+        return PixelCrossEntropy(num_classes, from_logits=from_logits, class_weights=class_weights)
 
     def metric():
         return keras.metrics.MeanIoU(
@@ -230,6 +253,7 @@ def fit_segmentation(
     scene_kwargs=None,
     num_test_scenes=None,
     from_logits=False,
+    class_weights=None,
     verbose="auto",
     jit_compile="auto",
 ):
@@ -252,6 +276,7 @@ def fit_segmentation(
         scene_kwargs: `digit_scenes` arguments (`size`, `num_scenes`, ...), both splits.
         num_test_scenes: number of held-out scenes (default: `digit_scenes`' default).
         from_logits: the model outputs logits rather than probabilities.
+        class_weights: per-class loss weights (see `PixelCrossEntropy`); default: none.
         verbose: `model.fit` verbosity.
         jit_compile: Keras' `compile` argument.
 
@@ -278,6 +303,7 @@ def fit_segmentation(
         epochs=epochs,
         aux_weight=aux_weight,
         from_logits=from_logits,
+        class_weights=class_weights,
         jit_compile=jit_compile,
     )
     start = time.perf_counter()
