@@ -21,6 +21,9 @@ evaluation resize and crop) is decoded with it; others are stretched to the inpu
 `attention_signature=True` (or a list of layer names) adds the signatures `attention` and,
 with the image signature, `serving_images_attention`: the same inputs, the same outputs plus
 the attention map of each attention layer (see `serving.attention`).
+A segmentation model (`task="segmentation"`, or a model whose `task` attribute says so) gets
+per-pixel `class_ids` and `probabilities` instead, and an image signature that returns the
+class map at each image's size (`serving.segmentation`).
 
 `warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
 see `serving.warmup`) into the version before it appears.
@@ -310,6 +313,7 @@ def export(
     image_signature=None,
     warmup_requests=None,
     attention_signature=None,
+    task=None,
 ):
     """Write `model` as a SavedModel servable at `base_path/name/version/`.
 
@@ -345,6 +349,11 @@ def export(
             ("attention"), `size` ((height, width) of the maps' common grid; default the model
             input's) and `dtype` ("uint8" with per-sample `/scale` and `/offset` (default),
             "float16" (gRPC only: REST cannot write it) or "float32"). See `serving.attention`.
+        task: `"segmentation"` exports a model with one (batch, height, width, classes)
+            output as a segmentation model (`serving.segmentation`: per-pixel `class_ids` and
+            `probabilities`; an image signature that returns the class map at each image's
+            size); default: the model's `task` attribute where it has one (zoo segmentation
+            models), else a classifier / any model.
 
     Returns:
         The path of the new version folder.
@@ -372,8 +381,16 @@ def export(
         raise ValueError(
             "image_signature needs the TensorFlow backend (it decodes images with TF ops)"
         )
+    from serving import segmentation as segmentation_lib
+
+    segmentation = segmentation_lib.is_segmentation(model, task)
+    if segmentation and backend != "tensorflow":
+        raise ValueError("a segmentation model is exported on the TensorFlow backend")
     if image_signature:
-        image_signature = _image_options(model, image_signature)
+        options = segmentation_lib.image_options if segmentation else _image_options
+        image_signature = options(model, image_signature)
+    if attention_signature and segmentation:
+        raise ValueError("attention_signature is not available for segmentation models yet")
     if attention_signature and backend != "tensorflow":
         raise ValueError("attention_signature needs the TensorFlow backend")
     if attention_signature:
@@ -411,13 +428,18 @@ def export(
         if backend == "jax":
             _write_with_export_archive(model, tmp, tf)
         else:
-            fn = _serving_function(model, tf)
+            fn = (segmentation_lib.serving_function if segmentation else _serving_function)(
+                model, tf
+            )
             module = tf.Module()
             module.model_variables = list(model.variables)
             module.serve = fn
             signatures = {"serving_default": fn.get_concrete_function()}
             if image_signature:
-                module.serve_images = _image_function(model, image_signature, tf)
+                image_function = (
+                    segmentation_lib.image_function if segmentation else _image_function
+                )
+                module.serve_images = image_function(model, image_signature, tf)
                 signatures[image_signature["signature_name"]] = (
                     module.serve_images.get_concrete_function()
                 )

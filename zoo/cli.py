@@ -307,6 +307,90 @@ def _probabilities(scores):
     return shifted / shifted.sum(-1, keepdims=True)
 
 
+def _is_segmentation(model):
+    """A segmentation model: it says so (`task`), or its one output is a per-pixel map."""
+    if getattr(model, "task", None) == "segmentation":
+        return True
+    outputs = getattr(model, "outputs", None) or []
+    return len(outputs) == 1 and len(outputs[0].shape) == 4
+
+
+def _read_rgb(path):
+    """An image file -> uint8 (height, width, 3); an unreadable file is a one-line error."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError) as error:
+        message = " ".join(str(error).split())
+        raise UsageError(f"cannot read {path} as an image ({message})") from None
+
+
+def _mask_paths(images, output):
+    """Where each image's mask goes: `<stem>.mask.png` beside it, or in the `output`
+    folder (created); never over one of the input files."""
+    if output is not None:
+        folder = pathlib.Path(output)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--output {output} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image in images:
+        image = pathlib.Path(image)
+        paths.append((folder if output is not None else image.parent) / f"{image.stem}.mask.png")
+    inputs = {pathlib.Path(image).resolve() for image in images}
+    clash = next((path for path in paths if path.resolve() in inputs), None)
+    if clash is not None:
+        raise UsageError(f"the mask {clash} would overwrite an input image; use --output")
+    if len(set(paths)) != len(paths):
+        raise UsageError("two input images share a file name: give them --output folders apart")
+    return paths
+
+
+def _write_masks(images, class_maps, output):
+    """Write each (height, width) class map as a palette PNG (`zoo.scenes.palette`: each
+    pixel's value is its class id) and print where, with the classes' pixel shares."""
+    import numpy as np
+
+    from zoo import scenes
+
+    for image, path, class_ids in zip(images, _mask_paths(images, output), class_maps):
+        class_ids = np.asarray(class_ids)
+        if class_ids.size and (class_ids.min() < 0 or class_ids.max() > 255):
+            raise UsageError("class ids outside 0-255 do not fit a palette PNG")
+        path.write_bytes(scenes.mask_png(class_ids, num_classes=256))
+        ids, counts = np.unique(class_ids, return_counts=True)
+        shares = ", ".join(
+            f"class {i} {100 * c / class_ids.size:.1f}%"
+            for i, c in sorted(zip(ids, counts), key=lambda pair: -pair[1])
+        )
+        print(f"{image}: mask {path} ({class_ids.shape[0]}x{class_ids.shape[1]}; {shares})")
+
+
+def _predict_masks(args, model, preprocessing):
+    """Segment image files: each stretched to the model input (bilinear), normalised with
+    the model's mean and std, its class probabilities stretched back to the image's size
+    and the argmax written as a palette PNG (what the exported image signature returns)."""
+    import keras
+    import numpy as np
+
+    _, height, width, _ = model.inputs[0].shape
+    mean = np.asarray(preprocessing.mean, np.float32)
+    std = np.asarray(preprocessing.std, np.float32)
+    class_maps = []
+    for path in args.images:
+        pixels = _read_rgb(path).astype(np.float32)
+        resized = keras.ops.image.resize(pixels[None], (height, width), interpolation="bilinear")
+        inputs = (keras.ops.convert_to_numpy(resized) / 255.0 - mean) / std
+        probabilities = model(inputs, training=False)
+        back = keras.ops.image.resize(probabilities, pixels.shape[:2], interpolation="bilinear")
+        class_maps.append(np.argmax(keras.ops.convert_to_numpy(back)[0], axis=-1))
+    _write_masks(args.images, class_maps, args.output)
+    return 0
+
+
 def _predict(args):
     import numpy as np
 
@@ -314,6 +398,8 @@ def _predict(args):
     if missing:
         raise UsageError(f"no such image file: {missing[0]}")
     model, preprocessing, _ = _load_model(args)
+    if _is_segmentation(model):
+        return _predict_masks(args, model, preprocessing)
     # resize, crop and normalise as the weights were evaluated (timm's eval transform)
     inputs = preprocessing.load(args.images)
     # eager calls in batches: a handful of images does not pay for tracing a graph
@@ -335,6 +421,7 @@ def _export(args):
     import serving
 
     model, preprocessing, described = _load_model(args)
+    segmentation = _is_segmentation(model)
     image_signature = None
     if not args.no_image_signature:
         import numpy as np
@@ -342,11 +429,16 @@ def _export(args):
         scores = np.asarray(
             model.predict(np.zeros((1, *model.inputs[0].shape[1:]), "float32"), verbose=0)
         )
-        # the image signature decodes with the model's preprocessing (timm's eval transform)
+        # the image signature decodes with the model's preprocessing (timm's eval transform);
+        # a segmentation model's stretches the image and normalises with its mean and std
         image_signature = {
-            "decode": preprocessing.decode_tf,
             "softmax": not np.allclose(_probabilities(scores), scores, atol=1e-6),
         }
+        if not segmentation:
+            image_signature["decode"] = preprocessing.decode_tf
+        elif getattr(model, "preprocessing", None) is None:
+            mean, std = tuple(preprocessing.mean), tuple(preprocessing.std)
+            image_signature["preprocessing"] = lambda x: (x / 255.0 - mean) / std
     attention_signature = None
     if args.attention is not None:  # --attention alone: every attention layer
         attention_signature = list(args.attention) or True
@@ -357,6 +449,7 @@ def _export(args):
         version=args.version,
         image_signature=image_signature,
         attention_signature=attention_signature,
+        task="segmentation" if segmentation else None,
     )
     signatures = ["serving_default"] + (["serving_images"] if image_signature else [])
     if attention_signature:
@@ -382,6 +475,9 @@ def _query(args):
     signature_name = args.signature_name or (
         "serving_images_attention" if args.attention else "serving_images"
     )
+    missing = [path for path in args.images if not pathlib.Path(path).is_file()]
+    if missing:
+        raise UsageError(f"no such image file: {missing[0]}")
     payload = [pathlib.Path(path).read_bytes() for path in args.images]
     with serving.Client(rest=args.rest, grpc=args.grpc, timeout=args.timeout) as client:
         outputs = client.predict(
@@ -399,7 +495,10 @@ def _query(args):
         outputs = {key: value for key, value in outputs.items() if key not in maps}
         for path in _write_attention_pngs(args.images, maps, pathlib.Path(args.attention)):
             print(f"attention map written to {path}")
-    if "probabilities" in outputs:
+    if "class_ids" in outputs and np.ndim(outputs["class_ids"]) == 3:
+        # a segmentation model's image signature: one class map per image
+        _write_masks(args.images, outputs["class_ids"], args.output)
+    elif "probabilities" in outputs:
         _print_top(
             args.images, outputs["probabilities"], outputs["probabilities"].shape[-1], args.top
         )
@@ -625,12 +724,19 @@ def build_parser():
     predict = commands.add_parser(
         "predict",
         help="classify image files with a zoo model (its pretrained weights unless "
-        "--weights says otherwise)",
+        "--weights says otherwise); a segmentation model writes each image's mask as a "
+        "palette PNG",
     )
     predict.add_argument("name")
     predict.add_argument("images", nargs="+", help="JPEG / PNG files")
     _add_weights_flags(predict)
     predict.add_argument("--top", type=int, default=5)
+    predict.add_argument(
+        "--output",
+        default=None,
+        help="segmentation models: the folder for the masks (default: beside each image, "
+        "as NAME.mask.png)",
+    )
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser(
@@ -687,6 +793,12 @@ def build_parser():
     )
     query.add_argument("--timeout", type=float, default=30.0)
     query.add_argument("--top", type=int, default=5)
+    query.add_argument(
+        "--output",
+        default=None,
+        help="segmentation models: the folder for the masks (default: beside each image, "
+        "as NAME.mask.png)",
+    )
     query.set_defaults(handler=_query)
 
     train = commands.add_parser(

@@ -53,16 +53,18 @@ def mnist_subset(split="train", normalize=True):
     return images, labels.astype("int64")
 
 
-# The tasks derived from the subset live in zoo.tasks (which imports this module); they are
-# reachable from here too, resolved on first use.
-TASKS = ("as_tf_dataset", "cluttered_mnist", "rts_mnist", "translated_mnist")
+# The tasks derived from the subset live in zoo.tasks and zoo.scenes (which import this
+# module); they are reachable from here too, resolved on first use.
+TASKS = ("as_tf_dataset", "cluttered_mnist", "rts_mnist", "translated_mnist", "digit_scenes")
+_TASK_MODULES = {"digit_scenes": "scenes"}
 
 
 def __getattr__(name):
     if name in TASKS:
-        from zoo import tasks
+        import importlib
 
-        return getattr(tasks, name)
+        module = importlib.import_module(f"zoo.{_TASK_MODULES.get(name, 'tasks')}")
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

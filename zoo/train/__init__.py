@@ -24,7 +24,8 @@ from zoo.train.fit import (
     prepare_data,
     resumable_fit,
 )
-from zoo.train.recipes import Recipe, get_recipe
+from zoo.train.recipes import SEGMENTATION_RECIPE, Recipe, get_recipe
+from zoo.train.segmentation import evaluate_segmentation, fit_segmentation
 
 __all__ = [
     "AttentionMapTensorBoard",
@@ -36,12 +37,15 @@ __all__ = [
     "Recipe",
     "RunFolder",
     "RunFolderError",
+    "SEGMENTATION_RECIPE",
     "StepBackupAndRestore",
     "TerminateOnNaNWithAdvice",
     "TrainConfig",
     "evaluate",
+    "evaluate_segmentation",
     "fit",
     "fit_config",
+    "fit_segmentation",
     "get_recipe",
     "load",
     "prepare_data",

@@ -171,6 +171,23 @@ SMALL_DATA_RECIPE = Recipe(
     clipnorm=1.0,
 )
 
+# Digit scenes are small and few: a short AdamW run, no flips (digits are not mirror
+# symmetric) and no crops (every epoch draws fresh scenes instead).
+SEGMENTATION_RECIPE = Recipe(
+    optimizer="adamw",
+    learning_rate=2e-3,
+    reference_batch_size=32,
+    batch_size=32,
+    epochs=30,
+    warmup_epochs=1.0,
+    weight_decay=1e-4,
+    label_smoothing=0.0,
+    crop_padding=0.0,
+    flip=False,
+    clipnorm=1.0,
+)
+FAMILY_RECIPES["segmentation"] = SEGMENTATION_RECIPE
+
 MODEL_RECIPES = {}
 
 
@@ -185,7 +202,7 @@ def get_recipe(name, small_data=False):
     if name is not None and name in MODEL_RECIPES:
         return MODEL_RECIPES[name]
     family = registry.get_spec(name).family if name is not None else "resnet"
-    if family in ("hard_attention", "spatial_transformer"):
+    if family in ("hard_attention", "spatial_transformer", "segmentation"):
         return FAMILY_RECIPES[family]
     if small_data:
         return SMALL_DATA_RECIPE

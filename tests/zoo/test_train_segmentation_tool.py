@@ -1,0 +1,78 @@
+"""tools/train_segmentation.py: one run recorded, runs merged, the table's verdicts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.zoo.test_train_segmentation import tiny_segmenter
+from tools import train_segmentation as tool
+
+
+def entry(model, seed, miou):
+    return {
+        "model": model,
+        "seed": seed,
+        "mean_iou": miou,
+        "pixel_accuracy": 0.9,
+        "params": 1234,
+        "seconds": 10.0,
+        "recipe": "2 epochs",
+    }
+
+
+def test_train_one_records_the_held_out_miou():
+    _, recorded = tool.train_one(
+        lambda shape, classes: tiny_segmenter(shape, classes),
+        "tiny",
+        seed=1,
+        epochs=1,
+        size=48,
+        batch_size=8,
+        background_weight=0.5,
+        num_scenes=8,
+    )
+    assert recorded["model"] == "tiny" and recorded["seed"] == 1 and recorded["epochs"] == 1
+    assert 0.0 <= recorded["mean_iou"] <= 1.0 and len(recorded["class_iou"]) == 11
+    assert recorded["recipe"].startswith("1 epochs of fresh 48x48 training scenes, adamw lr 0.0005")
+    assert recorded["recipe"].endswith("aux loss weight 0.4, background loss weight 0.5")
+
+
+def test_save_results_merges_with_what_other_runs_wrote(tmp_path, monkeypatch):
+    monkeypatch.setattr(tool, "RESULTS_JSON", tmp_path / "r.json")
+    tool.save_results({"fcn_small:seed0": entry("fcn_small", 0, 0.5)})
+    merged = tool.save_results({"danet_small:seed0": entry("danet_small", 0, 0.6)})
+    assert sorted(merged) == ["danet_small:seed0", "fcn_small:seed0"]
+    assert json.loads((tmp_path / "r.json").read_text()) == merged
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize(
+    "values, baseline, expected",
+    [
+        ([0.60, 0.62, 0.61], [0.50, 0.52, 0.51], "beats"),
+        ([0.40, 0.42, 0.41], [0.50, 0.52, 0.51], "trails"),
+        # difference 0.01, standard error sqrt(2 * 0.01**2 / 3) = 0.0082: within twice it
+        ([0.51, 0.53, 0.52], [0.50, 0.52, 0.51], "ties"),
+        ([0.505], [0.50], "beats"),  # one seed each: any difference counts
+    ],
+)
+def test_verdict(values, baseline, expected):
+    assert tool.verdict(values, baseline) == expected
+
+
+def test_table_gives_mean_spread_and_verdict(tmp_path):
+    results = {
+        f"{m}:seed{s}": entry(m, s, v)
+        for m, values in (("fcn_small", (0.5, 0.52, 0.51)), ("ccnet_small", (0.6, 0.62, 0.61)))
+        for s, v in enumerate(values)
+    }
+    results["ccnet_small:seed0"].update(file="ccnet_small.seed0.weights.h5", sha256="ab" * 32)
+    text = tool.write_table(results, tmp_path / "t.md").read_text()
+    assert (
+        "| ccnet_small | 1,234 | 2 epochs | 0.610 ± 0.010 (3 seeds) | 0.900 | beats | 10 s |"
+        in text
+    )
+    assert "| fcn_small | 1,234 | 2 epochs | 0.510 ± 0.010 (3 seeds) | 0.900 | baseline |" in text
+    assert f"| `ccnet_small.seed0.weights.h5` | `{'ab' * 32}` |" in text
+    assert np.isclose(np.std([0.6, 0.62, 0.61], ddof=1), 0.01)
