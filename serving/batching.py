@@ -21,6 +21,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from attention_zoo_common.checks import is_positive_int
 from serving.errors import ServingError, invalid
 
 # BasicBatchScheduler::Options defaults in TF Serving.
@@ -67,7 +68,7 @@ class BatchingOptions:
             "num_batch_threads",
             "max_execution_batch_size",
         ):
-            if getattr(self, name) <= 0:
+            if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name} must be positive; was {getattr(self, name)}")
         if self.batch_timeout_s < 0:
             raise ValueError("batch_timeout_micros must be non-negative")

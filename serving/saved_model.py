@@ -34,6 +34,8 @@ import re
 import shutil
 import tempfile
 
+from attention_zoo_common.checks import is_positive_int
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -247,7 +249,7 @@ def _image_options(model, options):
         raise ValueError(
             f"preprocessing must be a callable or one of {sorted(PREPROCESSING)}, got {pre!r}"
         )
-    if not isinstance(options["top_k"], int) or options["top_k"] < 1:
+    if not is_positive_int(options["top_k"]):
         raise ValueError("top_k must be a positive integer")
     if options["signature_name"] == "serving_default":
         raise ValueError("the image signature needs its own name, not serving_default")
@@ -370,7 +372,7 @@ def export(
     if version is None:
         versions = existing_versions(model_dir)
         version = versions[-1] + 1 if versions else 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_positive_int(version):
         raise ValueError(f"version must be a positive integer, got {version!r}")
     import keras
 

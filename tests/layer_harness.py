@@ -20,8 +20,8 @@ A layer taking several tensors (`call([a, b])`) declares `input_shape` as a *lis
 every check then feeds a list (random arrays, `keras.Input`s) and takes gradients w.r.t.
 each input.
 
-Each check is its own function so test files can parametrize over cases x checks and a
-failure names both.
+Each check is its own function, so a failure names the case and the check. A family's test
+module runs its cases with `test_layer_harness = harness_test(cases_<family>)`.
 """
 
 import dataclasses
@@ -376,3 +376,20 @@ def run_check(name, case, tmp_path):
         check(case, tmp_path)
     else:
         check(case)
+
+
+def harness_test(cases_module):
+    """A test function running every check on every case of `cases_module.CASES`.
+
+    Assign it to a `test_*` name of the family's test module, so pytest collects it there:
+    `test_layer_harness = harness_test(cases_channel)`. The function records the module it
+    runs (`runs_cases_of`), which `tests/keras_attention/test_case_coverage.py` checks.
+    """
+
+    @pytest.mark.parametrize("check", sorted(CHECKS))
+    @pytest.mark.parametrize("case", cases_module.CASES, ids=lambda case: case.id)
+    def test_layer_harness(case, check, tmp_path):
+        run_check(check, case, tmp_path)
+
+    test_layer_harness.runs_cases_of = cases_module.__name__
+    return test_layer_harness

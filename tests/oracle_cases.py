@@ -5,6 +5,8 @@
 - the default tests load those fixtures and compare our layer's output;
 - tests marked `oracle` run timm live in the process and compare the same way.
 
+A family's test module runs both through `timm_parity_tests(oracles_<family>)`.
+
 Every parameter and BN statistic of the timm module is randomised before the comparison,
 because freshly initialised attention modules are (close to) identities.
 """
@@ -94,3 +96,32 @@ def assert_matches(case, data):
     reference = data["output"]
     scale = np.max(np.abs(reference))
     np.testing.assert_allclose(ours, reference, rtol=RTOL, atol=RTOL * scale)
+
+
+def timm_parity_tests(oracles_module):
+    """The two test functions of the cases `oracles_module.ORACLE_CASES`: against the committed
+    fixtures, and against live timm (marked `oracle`).
+
+    Assign them to `test_*` names of the family's test module, so pytest collects them there:
+    `test_matches_committed_timm_fixture, test_matches_live_timm = timm_parity_tests(oracles_se)`
+    (one line in the module). Each records the module it runs (`runs_cases_of`), which
+    `tests/keras_attention/test_case_coverage.py` checks.
+    """
+    import pytest
+
+    cases = oracles_module.ORACLE_CASES
+    ids = [case.id for case in cases]
+
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def test_matches_committed_timm_fixture(case):
+        assert_matches(case, load_fixture(case))
+
+    @pytest.mark.oracle
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def test_matches_live_timm(case):
+        pytest.importorskip("timm", reason="live oracle needs the `oracle` extra (timm, torch)")
+        assert_matches(case, timm_run(case, seed=1))
+
+    for test in (test_matches_committed_timm_fixture, test_matches_live_timm):
+        test.runs_cases_of = oracles_module.__name__
+    return test_matches_committed_timm_fixture, test_matches_live_timm

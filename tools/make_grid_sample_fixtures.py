@@ -2,7 +2,7 @@
 
 How: with the oracle extra installed (`pip install -e .[oracle]`), run
 `python tools/make_grid_sample_fixtures.py [case ids]` from the repository root. Each case of
-tests/keras_attention/oracles_grid_sample.py runs torch `F.affine_grid` + `F.grid_sample` on
+tests/keras_attention/grid_sample_reference.py runs torch `F.affine_grid` + `F.grid_sample` on
 seed-0 inputs and stores inputs, output and the gradients w.r.t. image and theta, so the
 default test run checks `AffineGrid` + `BilinearSampler` parity without torch.
 """
@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402,F401  (before anything that may import TensorFlow)
 
-from tests.keras_attention.oracles_grid_sample import CASES, save_fixture, torch_run  # noqa: E402
+from tests.keras_attention.grid_sample_reference import CASES, save_fixture, torch_run  # noqa: E402
 
 
 def main(selected=None):

@@ -10,6 +10,8 @@ import os
 import pathlib
 import sys
 
+from attention_zoo_common.checks import is_positive_int
+
 PROG = "keras-attention-zoo"
 
 
@@ -580,7 +582,7 @@ def _serve(args):
 def _train(args):
     import zoo.train
 
-    if args.train_epochs is not None and args.train_epochs < 1:
+    if args.train_epochs is not None and not is_positive_int(args.train_epochs):
         raise SystemExit("train: --epochs must be at least 1")
     run_dir = pathlib.Path(args.run_dir or pathlib.Path("runs") / args.name)
     print(f"training {args.name} on {args.data}; run folder {run_dir.resolve()}")
@@ -631,7 +633,7 @@ def _input_shape(text):
         shape = tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 3 or min(shape) < 1:
+    if len(shape) != 3 or not all(is_positive_int(n) for n in shape):
         raise argparse.ArgumentTypeError(
             f"expected HEIGHTxWIDTHxCHANNELS, e.g. 28x28x1, got {text!r}"
         )
@@ -930,9 +932,9 @@ def main(argv=None):
     debug = "--debug" in argv
     parser = build_parser()
     args = parser.parse_args([arg for arg in argv if arg != "--debug"])
-    if getattr(args, "epochs", 1) < 1:
+    if not is_positive_int(getattr(args, "epochs", 1)):
         parser.error("--epochs must be at least 1")
-    if getattr(args, "count", 1) < 1:
+    if not is_positive_int(getattr(args, "count", 1)):
         parser.error("--count must be at least 1")
     try:
         if args.command not in _WITHOUT_TENSORFLOW:

@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from attention_zoo_common.checks import is_positive_int
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -70,7 +72,7 @@ class ImagePreprocessing:
 
     def __post_init__(self):
         size = tuple(self.size)
-        if len(size) != 2 or not all(isinstance(d, int) and d > 0 for d in size):
+        if len(size) != 2 or not all(is_positive_int(d) for d in size):
             raise ValueError(
                 f"size must be (height, width) of positive integers, got {self.size!r}"
             )

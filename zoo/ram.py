@@ -27,8 +27,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from attention_zoo_common.checks import check_positive_int
 from keras_attention.layers import GlimpseSensor
-from keras_attention.layers._utils import is_positive_int
 
 CORES = ("rnn", "lstm")
 REWARDS = ("correct", "probability")
@@ -111,8 +111,7 @@ class RecurrentAttentionModel(keras.Model):
         super().__init__(**kwargs)
         if core not in CORES:
             raise ValueError(f"`core` must be one of {CORES}, got core={core!r}.")
-        if not is_positive_int(num_glimpses):
-            raise ValueError(f"`num_glimpses` must be a positive integer, got {num_glimpses!r}.")
+        check_positive_int("num_glimpses", num_glimpses)
         if not location_std > 0:
             raise ValueError(f"`location_std` must be > 0, got {location_std!r}.")
         if not 0.0 <= dropout < 1.0:

@@ -5,6 +5,9 @@ import math
 import keras
 from keras import ops
 
+from attention_zoo_common.checks import check_positive_int as check_positive_int
+from attention_zoo_common.checks import is_positive_int as is_positive_int
+
 
 def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
     """Round `value` to a multiple of `divisor` the way timm does (`timm.layers.make_divisible`)."""
@@ -27,12 +30,6 @@ def reduced_channels(channels, reduction_ratio, divisor):
     return make_divisible(channels * reduction_ratio, divisor, round_limit=0.0)
 
 
-def is_positive_int(value):
-    """True for an `int` (not a `bool`) of at least 1: the one test behind every
-    positive-integer argument check."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def channel_bottleneck(layer, channels, fixed_width, reduction_ratio, divisor, use_bias):
     """The `reduce` / `expand` pair of 1x1 convolutions of a channel gate (SE, CBAM's
     channel gate), built for `(1, 1, channels)` inputs: `channels` -> the bottleneck width
@@ -45,13 +42,6 @@ def channel_bottleneck(layer, channels, fixed_width, reduction_ratio, divisor, u
     expand = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name="expand", **kw)
     expand.build((None, 1, 1, hidden))
     return reduce, expand
-
-
-def check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    if not is_positive_int(value):
-        raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}.")
 
 
 def check_non_negative_int(name, value):

@@ -326,15 +326,13 @@ class ObjectContext(AttentionLayer):
                 f"branch_channels={branch_channels!r}."
             )
         pyramid_sizes = tuple(pyramid_sizes) if isinstance(pyramid_sizes, (list, tuple)) else ()
-        if not pyramid_sizes or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pyramid_sizes
-        ):
+        if not pyramid_sizes or not all(U.is_positive_int(s) for s in pyramid_sizes):
             raise ValueError(
                 f"`pyramid_sizes` must be a non-empty sequence of positive integers, got "
                 f"pyramid_sizes={pyramid_sizes!r}."
             )
         dilations = tuple(dilations) if isinstance(dilations, (list, tuple)) else ()
-        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
+        if not all(U.is_positive_int(d) for d in dilations):
             raise ValueError(
                 f"`dilations` must be a sequence of positive integers, got dilations={dilations!r}."
             )

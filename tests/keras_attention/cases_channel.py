@@ -1,7 +1,7 @@
 """Harness cases: channel-domain layers (keras_attention/layers/channel.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR, SHAPE, channel_map, spatial_map
+from tests.keras_attention.case_shapes import RANK_ERROR, SHAPE, channel_map, spatial_map
 from tests.layer_harness import LayerCase
 
 CASES = [

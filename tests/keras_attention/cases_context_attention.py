@@ -1,10 +1,9 @@
 """Harness cases: scene-context self-attention (keras_attention/layers/context_attention.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR, SHAPE
+from tests.keras_attention.case_shapes import RANK_ERROR, SHAPE, SMALL
 from tests.layer_harness import LayerCase
 
-SMALL = (2, 6, 6, 16)
 # Eight channels (one query / key channel): two unscaled recurrences with randomised weights
 # otherwise give energies large enough that float32 rounding differences between XLA's
 # fused (jit) and op-by-op evaluation exceed the dynamic-size check's 1e-5 tolerance.

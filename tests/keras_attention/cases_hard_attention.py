@@ -1,7 +1,7 @@
 """Harness cases: hard attention (keras_attention/layers/hard_attention.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR, SHAPE
+from tests.keras_attention.case_shapes import RANK_ERROR, SHAPE
 from tests.layer_harness import LayerCase
 
 IMAGES = (2, 12, 12, 3)

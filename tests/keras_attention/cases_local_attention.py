@@ -1,7 +1,7 @@
 """Harness cases: neighbourhood attention (keras_attention/layers/local_attention.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR
+from tests.keras_attention.case_shapes import RANK_ERROR
 from tests.layer_harness import LayerCase
 
 # Small maps: JAX is slow per op and the window is k * k shifted views.

@@ -1,7 +1,7 @@
 """Harness cases: CBAM's gates, CBAM and BAM (keras_attention/layers/spatial.py, mixed.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import (
+from tests.keras_attention.case_shapes import (
     RANK_ERROR,
     SHAPE,
     channel_map,

@@ -6,7 +6,7 @@ inference mode and the bias-free ones in training mode.
 """
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR
+from tests.keras_attention.case_shapes import RANK_ERROR
 from tests.layer_harness import LayerCase
 
 # Three 2x2 poolings: FPA maps need height and width >= 8 (H != W throughout).

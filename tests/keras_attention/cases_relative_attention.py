@@ -1,7 +1,7 @@
 """Harness cases: relative-position self-attention (layers/relative_attention.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR
+from tests.keras_attention.case_shapes import RANK_ERROR
 from tests.layer_harness import LayerCase
 
 # Non-square, so a transposed relative table or position order cannot pass.

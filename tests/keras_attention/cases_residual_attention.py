@@ -1,7 +1,7 @@
 """Harness cases: Residual Attention Network (keras_attention/layers/residual_attention.py)."""
 
 from keras_attention import layers as L
-from tests.keras_attention.cases_common import RANK_ERROR, full_map
+from tests.keras_attention.case_shapes import RANK_ERROR, full_map
 from tests.layer_harness import LayerCase
 
 # Small: every case runs 7 checks on 3 backends on a 2-core machine.

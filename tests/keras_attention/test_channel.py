@@ -8,6 +8,12 @@ import pytest
 
 from keras_attention import layers as L
 from keras_attention.layers import _utils as U
+from tests.keras_attention import cases_channel, oracles_channel
+from tests.layer_harness import harness_test
+from tests.oracle_cases import timm_parity_tests
+
+test_layer_harness = harness_test(cases_channel)
+test_matches_committed_timm_fixture, test_matches_live_timm = timm_parity_tests(oracles_channel)
 
 
 def _numpy(x):

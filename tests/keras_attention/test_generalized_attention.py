@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from keras_attention import layers as L
-from tests.layer_harness import randomize_weights
+from tests.keras_attention import cases_generalized_attention
+from tests.layer_harness import harness_test, randomize_weights
+
+test_layer_harness = harness_test(cases_generalized_attention)
 
 
 def _numpy(x):

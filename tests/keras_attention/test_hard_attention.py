@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from keras_attention import layers as L
-from tests.layer_harness import loss_and_gradients, randomize_weights
+from tests.keras_attention import cases_hard_attention
+from tests.layer_harness import harness_test, loss_and_gradients, randomize_weights
+
+test_layer_harness = harness_test(cases_hard_attention)
 
 
 def _numpy(x):

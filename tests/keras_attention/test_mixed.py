@@ -6,7 +6,12 @@ import pytest
 
 from keras_attention import layers as L
 from keras_attention.factory import create_attention
-from tests.layer_harness import randomize_weights
+from tests.keras_attention import cases_mixed, oracles_mixed
+from tests.layer_harness import harness_test, randomize_weights
+from tests.oracle_cases import timm_parity_tests
+
+test_layer_harness = harness_test(cases_mixed)
+test_matches_committed_timm_fixture, test_matches_live_timm = timm_parity_tests(oracles_mixed)
 
 
 def _numpy(x):

@@ -9,8 +9,12 @@ import pytest
 
 from keras_attention import layers as L
 from keras_attention.factory import create_attention
+from tests.keras_attention import cases_pyramid_attention
 from tests.keras_attention import official_code as O
 from tests.keras_attention import pan_reference as P
+from tests.layer_harness import harness_test
+
+test_layer_harness = harness_test(cases_pyramid_attention)
 
 RTOL = 1e-5
 

@@ -12,7 +12,10 @@ from keras import layers, ops
 from keras_attention import create_attention
 from keras_attention.layers import ResidualAttention, SoftMaskBranch
 from keras_attention.layers import residual_attention as ra
-from tests.layer_harness import random_input, randomize_weights, to_numpy
+from tests.keras_attention import cases_residual_attention
+from tests.layer_harness import harness_test, random_input, randomize_weights, to_numpy
+
+test_layer_harness = harness_test(cases_residual_attention)
 
 C = 8
 

@@ -6,7 +6,14 @@ import pytest
 
 from keras_attention import layers as L
 from keras_attention.factory import create_attention
-from tests.layer_harness import randomize_weights
+from tests.keras_attention import cases_self_attention, oracles_self_attention
+from tests.layer_harness import harness_test, randomize_weights
+from tests.oracle_cases import timm_parity_tests
+
+test_layer_harness = harness_test(cases_self_attention)
+test_matches_committed_timm_fixture, test_matches_live_timm = timm_parity_tests(
+    oracles_self_attention
+)
 
 
 def _numpy(x):

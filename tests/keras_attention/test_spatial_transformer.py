@@ -11,8 +11,11 @@ from keras_attention.layers.spatial_transformer import (
     tps_control_points,
     tps_grid,
 )
-from tests.keras_attention import oracles_grid_sample as G
-from tests.layer_harness import randomize_weights
+from tests.keras_attention import cases_spatial_transformer
+from tests.keras_attention import grid_sample_reference as G
+from tests.layer_harness import harness_test, randomize_weights
+
+test_layer_harness = harness_test(cases_spatial_transformer)
 
 ids = [case.id for case in G.CASES]
 

@@ -344,6 +344,12 @@ def test_arguments_are_checked():
         RecurrentAttentionModel(mc_samples=-1)
     with pytest.raises(ValueError, match="`location_std` must be > 0"):
         RecurrentAttentionModel(location_std=0.0)
+    for num_glimpses in (0, True):
+        with pytest.raises(
+            ValueError,
+            match=f"`num_glimpses` must be a positive integer, got num_glimpses={num_glimpses}",
+        ):
+            RecurrentAttentionModel(num_glimpses=num_glimpses)
 
 
 def _recorded(tag):

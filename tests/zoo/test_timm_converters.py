@@ -9,11 +9,11 @@ import pytest
 
 from keras_attention import create_attention
 from keras_attention import layers as L
-from tests.keras_attention.oracle_registry import ORACLE_CASES
+from tests.keras_attention import all_oracle_cases
 from tests.oracle_cases import FIXTURES, load_fixture
 from zoo.convert import timm as timm_convert
 
-FIXTURE_CASES = [case for case in ORACLE_CASES if (FIXTURES / f"{case.id}.npz").is_file()]
+FIXTURE_CASES = [case for case in all_oracle_cases() if (FIXTURES / f"{case.id}.npz").is_file()]
 
 
 def _built(case):

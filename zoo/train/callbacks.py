@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 import keras_attention
+from attention_zoo_common.checks import is_positive_int
 from zoo.train import map_images
 from zoo.train.summaries import summary_writer
 
@@ -282,7 +283,7 @@ class StepBackupAndRestore(keras.callbacks.Callback):
 
     def __init__(self, backup_dir, save_freq="epoch"):
         super().__init__()
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq >= 1):
+        if save_freq != "epoch" and not is_positive_int(save_freq):
             raise ValueError(f"save_freq must be 'epoch' or a positive integer, got {save_freq!r}")
         self.backup_dir = str(backup_dir)
         self.save_freq = save_freq

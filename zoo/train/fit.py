@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_attention.layers._utils import is_positive_int
+from attention_zoo_common.checks import is_positive_int
 from zoo import registry
 from zoo.train import callbacks as callbacks_lib
 from zoo.train import data as data_lib

@@ -2,6 +2,7 @@
 
 B, H, W, C = 2, 6, 6, 32
 SHAPE = (B, H, W, C)
+SMALL = (B, H, W, 16)
 
 
 def channel_map(shape):
