@@ -211,6 +211,9 @@ def _build(
     before the requested head is cut from it; the layers are shared, so the requested model
     holds the loaded weights.
     """
+    if spec.kind != "backbone" and source is not None and source.converts:
+        # converters map timm / pytorchcv module paths, which only the backbones mirror
+        raise ValueError(f"{spec.name} loads Keras weights only (.weights.h5, .keras)")
     tag = source.tag if source is not None else None
     if num_classes is None:
         num_classes = spec.num_classes if source is None else source.num_classes(spec.num_classes)
@@ -220,8 +223,6 @@ def _build(
                 f"{spec.name} is a complete model: include_top, input_tensor, pooling and "
                 f"features_only do not apply"
             )
-        if source is not None and source.converts:
-            raise ValueError(f"{spec.name} is not a timm architecture; it loads Keras weights only")
         _check_head_args(None, True, num_classes)
         input_shape = _check_input_shape(spec, input_shape)
         model = spec.body(
@@ -240,8 +241,6 @@ def _build(
                 f"{spec.name} is a segmentation model: include_top, pooling and "
                 f"features_only do not apply"
             )
-        if source is not None and source.converts:
-            raise ValueError(f"{spec.name} loads Keras weights only (.weights.h5, .keras)")
         _check_head_args(None, True, num_classes)
         inputs = _inputs(spec, input_shape, input_tensor)
         outputs = spec.body(

@@ -132,7 +132,7 @@ def test_keras_weights_load_and_converted_checkpoints_are_refused(tmp_path, kera
     )
     (tmp_path / "x.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="fcn_small loads Keras weights only"):
-        zoo.load("fcn_small", weights=tmp_path / "x.safetensors", num_classes=11)
+        zoo.load("fcn_small", weights=tmp_path / "x.safetensors")
 
 
 def test_bad_arguments_are_named():
