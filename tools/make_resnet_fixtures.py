@@ -89,6 +89,35 @@ CASES = {
         dict(block="bottleneck", layers=[1, 2, 2, 1], channels=(4, 8, 16, 32)),
         ((2, 1), (3, 0), (3, 1)),
     ),
+    # dilated (timm output_stride): stage 3 dilated by 2, stage 4 by 4; deep stem, average-pool
+    # shortcuts (timm's AvgPool2dSame in the dilated stages), two blocks in stage 3
+    "resnet_eca_d_os8_tiny": (
+        "ecaresnet50d",
+        dict(layers=(1, 1, 2, 2), channels=(4, 8, 16, 32), stem_width=8, output_stride=8),
+        dict(
+            block="bottleneck",
+            layers=[1, 1, 2, 2],
+            channels=(4, 8, 16, 32),
+            stem_width=8,
+            stem_type="deep",
+            avg_down=True,
+            block_args=dict(attn_layer="eca"),
+            output_stride=8,
+        ),
+        (),
+    ),
+    # output stride 16 with basic blocks: both 3x3 convolutions of stage 4 dilated by 2
+    "resnet_basic_os16_tiny": (
+        "resnet50",
+        dict(block="basic", layers=(1, 1, 1, 2), channels=(8, 8, 16, 16), output_stride=16),
+        dict(
+            block="basic",
+            layers=[1, 1, 1, 2],
+            channels=(8, 8, 16, 16),
+            output_stride=16,
+        ),
+        (),
+    ),
 }
 
 

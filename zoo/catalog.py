@@ -265,3 +265,42 @@ register_model(
     "with the paper's MNIST localisation network, then a small CNN.",
     weights=STN_WEIGHTS,
 )
+
+_SEGMENTATION_BACKBONES = {
+    "resnet50": (
+        "dilated ResNet-50 (output stride {stride}, timm layout), 21 classes (PASCAL VOC's count)",
+        (512, 512, 3),
+        21,
+    ),
+    "small": (
+        "small dilated ResNet (4 basic blocks 16-64 wide, 3x3 stem, output stride 8) for 64x64 "
+        "images, 11 classes (zoo.datasets' digit scenes: 10 digits and background)",
+        (64, 64, 3),
+        11,
+    ),
+}
+_SEGMENTATION_HEADS = {
+    "fcn": "FCN baseline (torchvision FCNHead: 3x3 conv-BN-ReLU to C/4, 1x1 classifier)",
+    "danet": "DANet (Fu et al. 2019): position (PAM) and channel (CAM) attention branches, "
+    "conv-BN-ReLU before and after each, summed (official DANetHead)",
+    "ccnet": "CCNet (Huang et al. 2019): RCCA head, criss-cross attention twice with shared "
+    "weights, concatenated with the backbone map (official RCCAModule)",
+    "ocnet": "OCNet (Yuan et al. 2018): object context, oc_mode 'base' (default), 'pyramid' or "
+    "'asp' (official OCNet modules)",
+    "pan": "PAN (Li et al. 2018): feature pyramid attention on the last stage, global attention "
+    "upsample decoders with stages 3, 2, 1 (segmentation_models.pytorch's PANDecoder); the last "
+    "stage must be at least 8x8",
+}
+for _head, _head_description in _SEGMENTATION_HEADS.items():
+    for _backbone, (_backbone_description, _shape, _classes) in _SEGMENTATION_BACKBONES.items():
+        _stride = 16 if (_head, _backbone) == ("pan", "resnet50") else 8
+        register_model(
+            f"{_head}_{_backbone}",
+            body=f"zoo.backbones.segmentation:{_head}_{_backbone}",
+            kind="segmentation",
+            family="segmentation",
+            default_input_shape=_shape,
+            num_classes=_classes,
+            description=f"{_head_description}; {_backbone_description.format(stride=_stride)}. "
+            "Per-pixel class scores at the input size; aux_head=True adds the stage-3 FCN head.",
+        )

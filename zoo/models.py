@@ -2,6 +2,7 @@
 conventions (`include_top`, `input_shape`, `input_tensor`, `pooling`, `num_classes`,
 `classifier_activation`), plus `features_only` for multi-scale feature maps by stage."""
 
+import dataclasses
 import pathlib
 import warnings
 
@@ -9,8 +10,11 @@ import keras
 
 from zoo import registry
 from zoo import weights as weights_lib
+from zoo.backbones.segmentation import ResizeLike  # noqa: F401  (registered for keras.saving)
 from zoo.preprocessing import ImagePreprocessing
 from zoo.registry import list_models, model_info  # noqa: F401  (keras-free; re-exported)
+
+TASKS = ("classification", "segmentation")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -24,10 +28,16 @@ class ZooModel(keras.Model):
 
     Args:
         preprocessing: the transform from image files to this model's input.
+        task: what the output is: `"classification"` (class scores per image) or
+            `"segmentation"` (class scores per pixel, `(batch, height, width, classes)`
+            at the input's size).
     """
 
-    def __init__(self, *args, preprocessing=None, **kwargs):
+    def __init__(self, *args, preprocessing=None, task="classification", **kwargs):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         super().__init__(*args, **kwargs)
+        self.task = task
         if isinstance(preprocessing, dict):
             preprocessing = ImagePreprocessing.from_config(preprocessing)
         if preprocessing is not None and not isinstance(preprocessing, ImagePreprocessing):
@@ -46,6 +56,7 @@ class ZooModel(keras.Model):
         config = super().get_config()
         if self.preprocessing is not None:
             config["preprocessing"] = self.preprocessing.get_config()
+        config["task"] = self.task
         return config
 
 
@@ -166,7 +177,7 @@ def build(
 ):
     """Build a registered architecture with freshly initialised weights (see `load`)."""
     return _build(
-        name,
+        registry.get_spec(name),
         None,
         include_top=include_top,
         input_shape=input_shape,
@@ -180,8 +191,8 @@ def build(
 
 
 def _build(
-    name,
-    tag,
+    spec,
+    source,
     *,
     include_top,
     input_shape,
@@ -192,13 +203,24 @@ def _build(
     features_only,
     **body_kwargs,
 ):
-    """`build`, with the preprocessing of the weights `tag` (None: the model's default)."""
-    spec = registry.get_spec(name)
-    num_classes = spec.num_classes if num_classes is None else num_classes
+    """The one build path: the model `spec` names with the requested head, and the weights
+    of `source` (a `WeightsSource`, or None for random initialisation) applied to it.
+
+    Keras weights load into the model as built. A converted checkpoint (timm, pytorchcv)
+    loads into the checkpoint's own architecture (the body and the checkpoint's classifier)
+    before the requested head is cut from it; the layers are shared, so the requested model
+    holds the loaded weights.
+    """
+    if spec.kind != "backbone" and source is not None and source.converts:
+        # converters map timm / pytorchcv module paths, which only the backbones mirror
+        raise ValueError(f"{spec.name} loads Keras weights only (.weights.h5, .keras)")
+    tag = source.tag if source is not None else None
+    if num_classes is None:
+        num_classes = spec.num_classes if source is None else source.num_classes(spec.num_classes)
     if spec.kind == "model":
         if input_tensor is not None or pooling is not None or features_only or not include_top:
             raise ValueError(
-                f"{name} is a complete model: include_top, input_tensor, pooling and "
+                f"{spec.name} is a complete model: include_top, input_tensor, pooling and "
                 f"features_only do not apply"
             )
         _check_head_args(None, True, num_classes)
@@ -209,66 +231,141 @@ def _build(
             classifier_activation=classifier_activation,
             **body_kwargs,
         )
-        return _attach_preprocessing(model, spec, tag, input_shape)
+        model = _attach_preprocessing(model, spec, tag, input_shape)
+        if source is not None:
+            source.load_into(model)
+        return model
+    if spec.kind == "segmentation":
+        if pooling is not None or features_only or not include_top:
+            raise ValueError(
+                f"{spec.name} is a segmentation model: include_top, pooling and "
+                f"features_only do not apply"
+            )
+        _check_head_args(None, True, num_classes)
+        inputs = _inputs(spec, input_shape, input_tensor)
+        outputs = spec.body(
+            inputs,
+            num_classes=num_classes,
+            classifier_activation=classifier_activation,
+            **body_kwargs,
+        )
+        preprocessing = _preprocessing(spec, tag, tuple(inputs.shape[1:]))
+        model = ZooModel(
+            inputs, outputs, name=spec.name, preprocessing=preprocessing, task="segmentation"
+        )
+        if source is not None:
+            source.load_into(model)
+        return model
     _check_head_args(pooling, include_top, num_classes)
     inputs = _inputs(spec, input_shape, input_tensor)
     features = spec.body(inputs, **body_kwargs)
+    logits = None
+    if source is not None and source.converts:
+        last = list(features.values())[-1]
+        checkpoint_classes = source.checkpoint_classes()
+        logits = _classifier(spec, last, checkpoint_classes) if checkpoint_classes else None
+        full = keras.Model(inputs, logits if logits is not None else last, name=spec.name)
+        source.load_into(full, cache_key="x".join(str(d) for d in tuple(inputs.shape[1:3])))
+        if not (include_top and checkpoint_classes == num_classes):
+            logits = None
     if features_only:
-        return _zoo_model(spec, tag, inputs, dict(features), f"{name}_features")
-    outputs = _head(spec, features, include_top, pooling, num_classes, classifier_activation)
-    return _zoo_model(spec, tag, inputs, outputs, name)
-
-
-def _resolve_weights(spec, weights):
-    """(WeightsSpec or None, local path or None) for a `weights=` argument."""
-    if weights is None:
-        return None, None
-    if isinstance(weights, pathlib.PurePath):
-        weights = str(weights)
-    if not isinstance(weights, str):
-        raise ValueError(f"weights must be None, a tag or a file path, got {weights!r}")
-    tagged = spec.weights_for(weights)
-    if tagged is not None:
-        return tagged, None
-    if weights.endswith(weights_lib.SUFFIXES):
-        if not pathlib.Path(weights).is_file():
-            raise FileNotFoundError(f"weights file {weights!r} does not exist")
-        return None, pathlib.Path(weights)
-    tags = [entry.tag for entry in spec.weights]
-    raise ValueError(
-        f"unknown weights {weights!r} for {spec.name}: "
-        + (f"tags are {', '.join(tags)}" if tags else "it has no pretrained weights")
-        + f"; or pass a path ending in {', '.join(weights_lib.SUFFIXES)}"
+        return _zoo_model(spec, tag, inputs, dict(features), f"{spec.name}_features")
+    outputs = _head(
+        spec, features, include_top, pooling, num_classes, classifier_activation, logits=logits
     )
+    model = _zoo_model(spec, tag, inputs, outputs, spec.name)
+    if source is not None and not source.converts:
+        source.load_into(model)
+    return model
 
 
 # checkpoints of PyTorch libraries, converted on load into the architecture they mirror
 CONVERTED_FORMATS = ("safetensors", "pytorchcv")
 
 
-def _load_into(model, spec, tagged, path, cache_key):
-    """Load weights (a registry entry or a local file) into the full model."""
-    if tagged is not None:
-        if tagged.file_format in CONVERTED_FORMATS:
-            converted = weights_lib.cache_dir() / f"{spec.name}.{tagged.tag}.{cache_key}.weights.h5"
-            if converted.is_file():
-                try:
-                    weights_lib.load_keras_weights(model, converted)
-                    return
-                except weights_lib.WeightsError:
-                    converted.unlink()  # stale conversion (architecture changed): redo it
+@dataclasses.dataclass(frozen=True)
+class WeightsSource:
+    """Where `zoo.load` takes weights from: a registry entry (`tagged`) or a local file
+    (`path`). Keras files (`.weights.h5`, `.keras`) hold this exact architecture; timm
+    safetensors and pytorchcv checkpoints are converted (`converts`)."""
+
+    spec: registry.ModelSpec
+    tagged: registry.WeightsSpec | None = None
+    path: pathlib.Path | None = None
+
+    @classmethod
+    def resolve(cls, spec, weights):
+        """The source of a `weights=` argument (None for random initialisation)."""
+        if weights is None:
+            return None
+        if isinstance(weights, pathlib.PurePath):
+            weights = str(weights)
+        if not isinstance(weights, str):
+            raise ValueError(f"weights must be None, a tag or a file path, got {weights!r}")
+        tagged = spec.weights_for(weights)
+        if tagged is not None:
+            return cls(spec, tagged=tagged)
+        if weights.endswith(weights_lib.SUFFIXES):
+            if not pathlib.Path(weights).is_file():
+                raise FileNotFoundError(f"weights file {weights!r} does not exist")
+            return cls(spec, path=pathlib.Path(weights))
+        tags = [entry.tag for entry in spec.weights]
+        raise ValueError(
+            f"unknown weights {weights!r} for {spec.name}: "
+            + (f"tags are {', '.join(tags)}" if tags else "it has no pretrained weights")
+            + f"; or pass a path ending in {', '.join(weights_lib.SUFFIXES)}"
+        )
+
+    @property
+    def tag(self):
+        return self.tagged.tag if self.tagged is not None else None
+
+    @property
+    def converts(self):
+        if self.tagged is not None:
+            return self.tagged.file_format in CONVERTED_FORMATS
+        return weights_lib.weights_format(self.path) == "safetensors"
+
+    def checkpoint_classes(self):
+        """The classifier width of a converted checkpoint (None: it has no classifier)."""
+        if self.tagged is not None:
+            return self.tagged.num_classes
+        return _safetensors_classes(self.path, self.spec)
+
+    def num_classes(self, default):
+        """The classifier width to build when `num_classes=None`: the weights' own, else
+        `default` (the registry's)."""
+        if self.converts:
+            return self.checkpoint_classes() or default
+        return self.tagged.num_classes if self.tagged is not None else default
+
+    def load_into(self, model, cache_key=None):
+        """Load the weights into `model` (for a converted checkpoint: its architecture,
+        body and classifier; the conversion is cached per input size `cache_key`)."""
+        spec, tagged, path = self.spec, self.tagged, self.path
+        if tagged is not None:
+            if tagged.file_format in CONVERTED_FORMATS:
+                converted = (
+                    weights_lib.cache_dir() / f"{spec.name}.{tagged.tag}.{cache_key}.weights.h5"
+                )
+                if converted.is_file():
+                    try:
+                        weights_lib.load_keras_weights(model, converted)
+                        return
+                    except weights_lib.WeightsError:
+                        converted.unlink()  # stale conversion (architecture changed): redo it
+                path = weights_lib.fetch(spec.name, tagged)
+                if tagged.file_format == "pytorchcv":
+                    weights_lib.load_pytorchcv(model, path, spec.name)
+                else:
+                    weights_lib.load_safetensors(model, path)
+                weights_lib.save_weights_atomically(model, converted)
+                return
             path = weights_lib.fetch(spec.name, tagged)
-            if tagged.file_format == "pytorchcv":
-                weights_lib.load_pytorchcv(model, path, spec.name)
-            else:
-                weights_lib.load_safetensors(model, path)
-            weights_lib.save_weights_atomically(model, converted)
-            return
-        path = weights_lib.fetch(spec.name, tagged)
-    if weights_lib.weights_format(path) == "safetensors":
-        weights_lib.load_safetensors(model, path)
-    else:
-        weights_lib.load_keras_weights(model, path)
+        if weights_lib.weights_format(path) == "safetensors":
+            weights_lib.load_safetensors(model, path)
+        else:
+            weights_lib.load_keras_weights(model, path)
 
 
 def load(
@@ -310,78 +407,26 @@ def load(
         input size. Both are saved with the model.
     """
     spec = registry.get_spec(name)
-    tagged, path = _resolve_weights(spec, weights)
-    if tagged is None and path is None:
-        model = build(
-            name,
-            include_top=include_top,
-            input_shape=input_shape,
-            input_tensor=input_tensor,
-            pooling=pooling,
-            num_classes=num_classes,
-            classifier_activation=classifier_activation,
-            features_only=features_only,
-            **body_kwargs,
-        )
-        _warn_random_weights(spec)
-        return model
-    if input_shape is None and input_tensor is None and tagged is not None:
-        input_shape = (*tagged.input_size, spec.default_input_shape[-1])
-    if tagged is not None:
-        body_kwargs = _with_architecture(tagged, body_kwargs)
-    converts = (
-        tagged.file_format in CONVERTED_FORMATS
-        if tagged is not None
-        else weights_lib.weights_format(path) == "safetensors"
-    )
-    if not converts:
-        # Keras weights are tied to the exact architecture they were saved from
-        model = _build(
-            name,
-            tagged.tag if tagged else None,
-            include_top=include_top,
-            input_shape=input_shape,
-            input_tensor=input_tensor,
-            pooling=pooling,
-            num_classes=num_classes or (tagged.num_classes if tagged else None),
-            classifier_activation=classifier_activation,
-            features_only=features_only,
-            **body_kwargs,
-        )
-        _load_into(model, spec, tagged, path, cache_key=None)
-        return model
-    if spec.kind == "model":
-        raise ValueError(f"{name} is not a timm architecture; it loads Keras weights only")
-    checkpoint_classes = (
-        tagged.num_classes if tagged is not None else _safetensors_classes(path, spec)
-    )
-    requested_classes = (
-        num_classes if num_classes is not None else (checkpoint_classes or spec.num_classes)
-    )
-    _check_head_args(pooling, include_top, requested_classes)
-    inputs = _inputs(spec, input_shape, input_tensor)
-    features = spec.body(inputs, **body_kwargs)
-    # Load into the checkpoint's own architecture, then cut the requested model from it
-    # (the layers are shared, so it holds the loaded weights).
-    last = list(features.values())[-1]
-    logits = _classifier(spec, last, checkpoint_classes) if checkpoint_classes else None
-    full = keras.Model(inputs, logits if logits is not None else last, name=name)
-    size = "x".join(str(d) for d in tuple(inputs.shape[1:3]))
-    _load_into(full, spec, tagged, path, cache_key=size)
-    tag = tagged.tag if tagged is not None else None
-    if features_only:
-        return _zoo_model(spec, tag, inputs, dict(features), f"{name}_features")
-    reuse = include_top and logits is not None and requested_classes == checkpoint_classes
-    outputs = _head(
+    source = WeightsSource.resolve(spec, weights)
+    if source is not None and source.tagged is not None:
+        if input_shape is None and input_tensor is None:
+            input_shape = (*source.tagged.input_size, spec.default_input_shape[-1])
+        body_kwargs = _with_architecture(source.tagged, body_kwargs)
+    model = _build(
         spec,
-        features,
-        include_top,
-        pooling,
-        requested_classes,
-        classifier_activation,
-        logits=logits if reuse else None,
+        source,
+        include_top=include_top,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        pooling=pooling,
+        num_classes=num_classes,
+        classifier_activation=classifier_activation,
+        features_only=features_only,
+        **body_kwargs,
     )
-    return _zoo_model(spec, tag, inputs, outputs, name)
+    if source is None:
+        _warn_random_weights(spec)
+    return model
 
 
 def _with_architecture(tagged, body_kwargs):

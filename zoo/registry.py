@@ -120,7 +120,9 @@ class ModelSpec:
     description: str = ""
     family: str = ""
     # "backbone": `body` returns feature maps and the zoo adds the head; "model": `body`
-    # builds the whole keras.Model (`body(input_shape=..., num_classes=..., **kwargs)`)
+    # builds the whole keras.Model (`body(input_shape=..., num_classes=..., **kwargs)`);
+    # "segmentation": `body(inputs, num_classes=..., classifier_activation=..., **kwargs)`
+    # returns per-pixel scores at the input size (zoo/backbones/segmentation.py)
     kind: str = "backbone"
 
     def weights_for(self, tag):

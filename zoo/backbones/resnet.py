@@ -8,8 +8,12 @@ placed by one of several rules. Layer names are timm's module paths (`conv1`, `b
 with `zoo.convert.timm.load_timm_state_dict`; layers timm does not have (the BAM, non-local
 and CGNL modules, attention-augmented convolutions) get names in the same scheme.
 
+`output_stride` 16 or 8 replaces the strides of the last stages by dilation, as timm's
+`output_stride` (torchvision's `replace_stride_with_dilation`): the weights are the same, so
+an ImageNet checkpoint loads into the dilated network, the backbone of segmentation models.
+
 Differences from timm that do not change inference are left out: drop path / drop block,
-`zero_init_last` (an initialisation), anti-aliasing, dilation (`output_stride=32` only).
+`zero_init_last` (an initialisation), anti-aliasing.
 """
 
 import math
@@ -23,6 +27,7 @@ from zoo.backbones.common import avg_pool_downsample, batch_norm, conv2d, max_po
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 STEM_TYPES = ("", "deep", "deep_tiered")
 PLACEMENTS = ("every_block", "every_other_block", "between_stages", "after_blocks", "replace_conv")
+OUTPUT_STRIDES = (8, 16, 32)
 
 # Attention-augmented convolution in AA-ResNet (Bello et al., ICCV 2019): key depth
 # dk = kappa * F_out, value depth dv = upsilon * F_out, kappa = 2 * upsilon = 0.2, Nh = 8 heads,
@@ -66,11 +71,16 @@ def _stem(x, stem_type, stem_width):
     return _relu(x, "act1"), inplanes
 
 
-def _downsample(x, filters, strides, avg_down, name):
+def _downsample(x, filters, strides, avg_down, name, dilation=1):
     """timm `downsample_conv` (1x1 strided conv + BN, `.0` / `.1`) or `downsample_avg`
-    (2x2 ceil-mode average pool `.0`, 1x1 conv `.1`, BN `.2`)."""
+    (2x2 ceil-mode average pool `.0`, 1x1 conv `.1`, BN `.2`). In a dilated stage
+    (`dilation > 1`, stride 1) timm's average pool is `AvgPool2dSame(2, 1)`: zeros padded
+    after the last row and column, and counted."""
     if avg_down:
-        if strides != 1:
+        if dilation > 1:
+            x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}-0-pad")(x)
+            x = keras.layers.AveragePooling2D(2, 1, padding="valid", name=f"{name}-0")(x)
+        elif strides != 1:
             x = avg_pool_downsample(x, name=f"{name}-0")
         x = conv2d(x, filters, 1, name=f"{name}-1")
         return batch_norm(x, name=f"{name}-2")
@@ -124,8 +134,12 @@ def _block(
     in_block_attention,
     aa_kwargs,
     name,
+    dilation=1,
+    first_dilation=1,
 ):
-    """timm `BasicBlock` / `Bottleneck` (conv-BN-act ordering, stride in the 3x3 conv).
+    """timm `BasicBlock` / `Bottleneck` (conv-BN-act ordering, stride in the 3x3 conv;
+    the first 3x3 convolution dilated by `first_dilation`, the previous stage's dilation,
+    a basic block's second by `dilation`).
 
     The in-block attention (`<name>.se`, timm's attribute for every `attn_layer`) scales the
     residual branch after the last BN, before the shortcut is added.
@@ -135,10 +149,12 @@ def _block(
     if kind == "basic":
         if cardinality != 1 or base_width != 64:
             raise ValueError("basic blocks support only cardinality=1 and base_width=64")
-        x = conv2d(x, planes, 3, strides=strides, name=f"{name}-conv1")
+        x = conv2d(
+            x, planes, 3, strides=strides, dilation_rate=first_dilation, name=f"{name}-conv1"
+        )
         x = batch_norm(x, name=f"{name}-bn1")
         x = _relu(x, f"{name}-act1")
-        x = conv2d(x, outplanes, 3, name=f"{name}-conv2")
+        x = conv2d(x, outplanes, 3, dilation_rate=dilation, name=f"{name}-conv2")
         x = batch_norm(x, name=f"{name}-bn2")
         last_act = f"{name}-act2"
     else:
@@ -151,7 +167,15 @@ def _block(
                 raise ValueError("attention-augmented convolutions need cardinality=1")
             x = _aa_conv(x, width, strides, aa_kwargs, f"{name}-conv2")
         else:
-            x = conv2d(x, width, 3, strides=strides, groups=cardinality, name=f"{name}-conv2")
+            x = conv2d(
+                x,
+                width,
+                3,
+                strides=strides,
+                groups=cardinality,
+                dilation_rate=first_dilation,
+                name=f"{name}-conv2",
+            )
         x = batch_norm(x, name=f"{name}-bn2")
         x = _relu(x, f"{name}-act2")
         x = conv2d(x, outplanes, 1, name=f"{name}-conv3")
@@ -160,7 +184,9 @@ def _block(
     if in_block_attention:
         x = create_attention(attention, name=f"{name}-se", **(attention_kwargs or {}))(x)
     if downsample:
-        shortcut = _downsample(shortcut, outplanes, strides, avg_down, f"{name}-downsample")
+        shortcut = _downsample(
+            shortcut, outplanes, strides, avg_down, f"{name}-downsample", dilation
+        )
     x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
     return _relu(x, last_act)
 
@@ -193,6 +219,7 @@ def resnet_body(
     attention_placement="every_block",
     attention_positions=None,
     attention_name=None,
+    output_stride=32,
 ):
     """timm's ResNet / ResNeXt / SE-ResNet(X)t feature extractor with attention by name.
 
@@ -235,6 +262,9 @@ def resnet_body(
             `"after_blocks"`, which takes `(stage, block)` pairs.
         attention_name: layer-name suffix of `"between_stages"` / `"after_blocks"` modules
             (default: the attention name).
+        output_stride: 32 (default), 16 or 8: the stride of the last feature map. Below
+            32, the stages that would go past it keep their resolution and dilate their
+            3x3 convolutions instead (by 2, then 4), as timm's `output_stride`.
 
     Returns:
         `{"stem": act1 output (stride 2), "stage1": ..., "stage4": ...}`; a stage's entry is
@@ -248,7 +278,14 @@ def resnet_body(
         raise ValueError(
             f"attention_placement must be one of {PLACEMENTS}, got {attention_placement!r}"
         )
+    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if attention_placement == "replace_conv":
+        if output_stride != 32:
+            raise ValueError(
+                "attention_placement='replace_conv' needs output_stride=32 (the "
+                "attention-augmented convolutions are not dilated)"
+            )
         if attention != "aa_conv":
             raise ValueError("attention_placement='replace_conv' needs attention='aa_conv'")
         if block != "bottleneck":
@@ -265,9 +302,15 @@ def resnet_body(
     features["stem"] = x
     x = max_pool(x, 3, 2, name="maxpool")
     expansion = BLOCK_EXPANSION[block]
+    net_stride, dilation = 4, 1
     for stage_index, (num_blocks, planes) in enumerate(zip(layers, channels)):
         stage = stage_index + 1
         strides = 1 if stage_index == 0 else 2
+        previous_dilation = dilation
+        if net_stride >= output_stride:
+            dilation, strides = dilation * strides, 1
+        else:
+            net_stride *= strides
         outplanes = planes * expansion
         for block_index in range(num_blocks):
             name = f"layer{stage}-{block_index}"
@@ -295,6 +338,8 @@ def resnet_body(
                 in_block_attention=in_block,
                 aa_kwargs=(attention_kwargs or {}) if replace else None,
                 name=name,
+                dilation=dilation,
+                first_dilation=previous_dilation if first else dilation,
             )
             inplanes = outplanes
             if (
