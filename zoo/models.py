@@ -8,6 +8,7 @@ import warnings
 
 import keras
 
+from attention_zoo_common.checks import is_positive_int
 from zoo import registry
 from zoo import weights as weights_lib
 from zoo.backbones.segmentation import ResizeLike  # noqa: F401  (registered for keras.saving)
@@ -99,9 +100,7 @@ def _check_input_shape(spec, input_shape):
 def _check_head_args(pooling, include_top, num_classes):
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
+    if include_top and not is_positive_int(num_classes):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
