@@ -1,0 +1,263 @@
+"""Export matrix: every zoo model x every export format, converted and run in its own runtime.
+
+For each model of `zoo.list_models()` (random weights, logits head, one input size) and each
+of SavedModel, LiteRT float32 / float16 / dynamic-range int8 and ONNX: whether `zoo.export`
+converts it (or its error; LiteRT converts the SavedModel of the first column, as
+`zoo.export(format="litert")` converts the one it writes), the file size, the largest logit error against Keras on the same
+input (absolute, and relative to the largest Keras logit), and the CPU batch-1 latency in the
+format's runtime against Keras' compiled `predict_on_batch` on the same input (median of
+`--repeats` calls after one warm-up call). One run; writes
+`benchmarks/results/export_matrix.md` and `.json`.
+
+    python benchmarks/export_matrix.py --size 64          # all models at 64x64 (MNIST ones: own size)
+    python benchmarks/export_matrix.py --models stn_cnn ram --size 0   # registry sizes
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+COLUMNS = (
+    ("saved_model", None),
+    ("litert", None),
+    ("litert", "float16"),
+    ("litert", "dynamic_int8"),
+    ("onnx", None),
+)
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def column_name(format, quantization):
+    return format if quantization is None else f"{format} {quantization}"
+
+
+def _median_seconds(fn, repeats):
+    fn()  # warm-up (graph tracing, allocation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _input_shape(spec, size):
+    """The registry's input shape, or `size` x `size` for a model that accepts other sizes
+    (one whose height and width are pinned, or a complete MNIST model, keeps its own)."""
+    default = tuple(spec.default_input_shape)
+    if not size or spec.dynamic_size is not True or spec.kind == "model":
+        return default
+    # HaloNet needs multiples of its block size times 32: 256 is the smallest it takes
+    if spec.name.startswith("halonet"):
+        return (max(size, 256), max(size, 256), default[-1])
+    return (size, size, default[-1])
+
+
+def measure_model(name, size, repeats, workdir):
+    import keras
+
+    import zoo
+    from zoo import registry
+    from zoo.exporting import (
+        ExportedModel,
+        ExportError,
+        convert_saved_model_to_litert,
+        functional_model,
+    )
+
+    spec = registry.get_spec(name)
+    shape = _input_shape(spec, size)
+    keras.utils.set_random_seed(0)
+    kwargs = dict(weights=None, input_shape=shape, classifier_activation=None)
+    if spec.kind == "model" and name == "ram":
+        kwargs["mc_samples"] = 0  # follow the location means: a deterministic graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = functional_model(zoo.load(name, **kwargs), shape)
+    x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    reference = np.asarray(model.predict_on_batch(x))
+    keras_seconds = _median_seconds(lambda: model.predict_on_batch(x), repeats)
+    row = {
+        "model": name,
+        "input_shape": list(shape),
+        "parameters": int(model.count_params()),
+        "keras_ms": keras_seconds * 1e3,
+        "formats": {},
+    }
+    for format, quantization in COLUMNS:
+        column = column_name(format, quantization)
+        suffix = {"litert": ".tflite", "onnx": ".onnx"}.get(format, "")
+        path = pathlib.Path(workdir, f"{name}.{column.replace(' ', '.')}{suffix}")
+        start = time.perf_counter()
+        saved_model = row["formats"].get("saved_model", {})
+        try:
+            if format == "litert" and saved_model.get("converts"):
+                # what zoo.export(format="litert") does after writing the same SavedModel
+                convert_saved_model_to_litert(saved_model["path"], path, quantization, model)
+            else:
+                zoo.export(model, path, format=format, quantization=quantization)
+        except ExportError as error:
+            row["formats"][column] = {"converts": False, "error": str(error)}
+            print(f"  {column}: does not convert: {error}", flush=True)
+            continue
+        convert_seconds = time.perf_counter() - start
+        size_bytes = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if path.is_dir()
+            else path.stat().st_size
+        )
+        cell = {"converts": True, "convert_s": convert_seconds, "bytes": size_bytes}
+        if format == "saved_model":
+            cell["path"] = str(path)
+        try:
+            runtime = ExportedModel(path, format)
+            outputs = runtime.predict(x)
+            error = np.abs(outputs - reference)
+            cell.update(
+                max_abs_error=float(error.max()),
+                max_rel_error=float(error.max() / max(np.abs(reference).max(), 1e-12)),
+                top1_agrees=bool(np.argmax(outputs) == np.argmax(reference)),
+                ms=_median_seconds(lambda: runtime.predict(x), repeats) * 1e3,
+            )
+        except Exception as error:  # converts, but its runtime refuses it: part of the result
+            cell.update(runs=False, error=f"{type(error).__name__}: {str(error)[:300]}")
+        row["formats"][column] = cell
+        print(f"  {column}: {json.dumps(cell)}", flush=True)
+    row["formats"].get("saved_model", {}).pop("path", None)
+    return row
+
+
+def _size(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _cell_text(cell, keras_ms):
+    if not cell["converts"]:
+        return "no: " + cell["error"].split(": ", 1)[-1].replace("|", "\\|")[:160]
+    if cell.get("runs") is False:
+        return "converts, does not run: " + cell["error"].replace("|", "\\|")[:120]
+    return (
+        f"{_size(cell['bytes'])}; err {cell['max_abs_error']:.1e} "
+        f"({cell['max_rel_error']:.0e} rel){'' if cell['top1_agrees'] else ', top-1 differs'}; "
+        f"{cell['ms']:.1f} ms ({keras_ms / cell['ms']:.1f}x Keras)"
+    )
+
+
+def write_tables(rows, header):
+    columns = [column_name(f, q) for f, q in COLUMNS]
+    lines = [
+        "# Export matrix",
+        "",
+        header,
+        "",
+        "Each cell: file size; largest absolute logit error against Keras on the same input "
+        "(and relative to the largest Keras logit); CPU batch-1 latency in the format's own "
+        "runtime (TensorFlow for SavedModel, LiteRT's interpreter, onnxruntime) and the "
+        "speed-up over Keras' compiled `predict_on_batch`. Or `no:` and the converter's error.",
+        "",
+        "| model | input | Keras ms | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(
+                f"| `{row['model']}` | | | " + f"model failed: {row['error']} |" * len(columns)
+            )
+            continue
+        cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
+        shape = "x".join(str(d) for d in row["input_shape"])
+        lines.append(
+            f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
+        )
+    converts = {
+        c: sum(r.get("formats", {}).get(c, {}).get("converts", False) for r in rows)
+        for c in columns
+    }
+    lines += [
+        "",
+        "Models that convert, by format: "
+        + ", ".join(f"{c} {converts[c]}/{len(rows)}" for c in columns)
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="default: every model of zoo.list_models()")
+    parser.add_argument(
+        "--size", type=int, default=64, help="input height and width (0: the registry's)"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
+    args = parser.parse_args(argv)
+    import zoo
+
+    names = args.models or zoo.list_models()
+    rows = []
+    started = time.time()
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in names:
+            print(f"{name}", flush=True)
+            try:
+                rows.append(measure_model(name, args.size, args.repeats, workdir))
+            except Exception as error:  # a model that does not build at this size: recorded
+                rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
+                print(f"  failed: {rows[-1]['error']}", flush=True)
+            _write(output, rows, _header(args, started, len(rows), len(names)))
+            for leftover in pathlib.Path(workdir).iterdir():  # keep the disk use to one model
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    print(f"wrote {output.with_suffix('.md')}")
+    return 0
+
+
+def _write(output, rows, header):
+    output.with_suffix(".json").write_text(
+        json.dumps({"header": header, "rows": rows}, indent=1) + "\n"
+    )
+    output.with_suffix(".md").write_text(write_tables(rows, header))
+
+
+def _header(args, started, done, total):
+    import keras
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+    from ai_edge_litert import __version__ as litert_version
+
+    from zoo.exporting import ONNX_OPSET
+
+    size_text = (
+        f"inputs reduced to {args.size}x{args.size} (HaloNet 256x256; the MNIST models at "
+        f"their own fixed sizes) to keep the run on 2 CPU cores short"
+        if args.size
+        else "inputs at each model's registry size"
+    )
+    return (
+        f"One run on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(shared), random weights (seed 0), logits head, batch 1; {size_text}. "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
+        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
+        f"{onnxruntime.__version__}; {time.time() - started:.0f} s in all"
+        + ("." if done == total else f" (partial: {done} of {total} models so far).")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
