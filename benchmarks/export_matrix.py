@@ -140,6 +140,67 @@ def measure_model(name, size, repeats, workdir):
     return row
 
 
+LAYER_COLUMNS = (("litert", None), ("onnx", None))
+
+
+def measure_layer(case, workdir):
+    """One harness case of the layer suite (tests/keras_attention) as a model of its own:
+    converts or not, and the largest error against Keras, per format."""
+    import keras
+
+    import zoo
+    from tests.layer_harness import randomize_weights
+    from zoo.exporting import ExportedModel, ExportError
+
+    shapes = case.input_shape if isinstance(case.input_shape, list) else [case.input_shape]
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input(shape[1:], name=f"input_{i}") for i, shape in enumerate(shapes)]
+    layer = case.build_layer()
+    outputs = layer(inputs if len(inputs) > 1 else inputs[0])
+    model = keras.Model(inputs, outputs, name=case.id)
+    randomize_weights(layer)  # zero-initialised residual scales would hide the attention path
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1, *shape[1:]), dtype=np.float32) for shape in shapes]
+    reference = keras.ops.convert_to_numpy(model(xs if len(xs) > 1 else xs[0], training=False))
+    row = {
+        "layer": type(layer).__name__,
+        "case": case.id,
+        "input_shapes": [list(shape[1:]) for shape in shapes],
+        "formats": {},
+    }
+    for format, _ in LAYER_COLUMNS:
+        path = pathlib.Path(workdir, f"{case.id}.{'tflite' if format == 'litert' else 'onnx'}")
+        try:
+            zoo.export(model, path, format=format)
+        except ExportError as error:
+            row["formats"][format] = {"converts": False, "error": str(error)}
+            continue
+        cell = {"converts": True}
+        try:
+            if len(xs) > 1:
+                raise NotImplementedError("several inputs: not run")
+            output = ExportedModel(path, format).predict(xs[0])
+            error = np.abs(output - reference)
+            cell["max_rel_error"] = float(error.max() / max(np.abs(reference).max(), 1e-12))
+        except Exception as error:  # converts but its runtime refuses it: part of the result
+            cell.update(runs=False, error=f"{type(error).__name__}: {str(error)[:300]}")
+        row["formats"][format] = cell
+    return row
+
+
+def layer_cases():
+    """The first harness case of every layer class of keras_attention (the layer suite's
+    configurations and input shapes), weights randomised as the suite does."""
+    from tests.keras_attention.layer_cases import CASES
+
+    seen, cases = set(), []
+    for case in CASES:
+        if case.cls not in seen:
+            seen.add(case.cls)
+            cases.append(case)
+    return cases
+
+
 def _size(n):
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
@@ -156,12 +217,13 @@ def _cell_text(cell, keras_ms):
     )
 
 
-def write_tables(rows, header):
+def _model_table(part, all_models):
     columns = [column_name(f, q) for f, q in COLUMNS]
+    rows = part["rows"] if part else []
     lines = [
-        "# Export matrix",
+        "## Models",
         "",
-        header,
+        part["header"] if part else "Not measured yet.",
         "",
         "Each cell: file size; largest absolute logit error against Keras on the same input "
         "(and relative to the largest Keras logit); CPU batch-1 latency in the format's own "
@@ -173,68 +235,87 @@ def write_tables(rows, header):
     ]
     for row in rows:
         if "error" in row:
-            lines.append(
-                f"| `{row['model']}` | | | " + f"model failed: {row['error']} |" * len(columns)
-            )
+            lines.append(f"| `{row['model']}` | | | " + f"model failed: {row['error']} |" * 5)
             continue
         cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
         shape = "x".join(str(d) for d in row["input_shape"])
         lines.append(
             f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
         )
+    measured = {row["model"] for row in rows}
+    for name in all_models:
+        if name not in measured:
+            lines.append(f"| `{name}` | | | " + "not measured in this run | " * len(columns))
     converts = {
         c: sum(r.get("formats", {}).get(c, {}).get("converts", False) for r in rows)
         for c in columns
     }
     lines += [
         "",
-        "Models that convert, by format: "
-        + ", ".join(f"{c} {converts[c]}/{len(rows)}" for c in columns)
+        f"Measured models that convert, by format ({len(rows)} of {len(all_models)} measured): "
+        + ", ".join(f"{c} {converts[c]}" for c in columns)
         + ".",
         "",
     ]
+    return lines
+
+
+def _layer_table(part):
+    lines = [
+        "## Layers",
+        "",
+        part["header"] if part else "Not measured yet.",
+        "",
+        "Every layer class of `keras_attention`, in the first configuration of the layer test "
+        "suite (tests/keras_attention), alone in a model on a batch of one: whether it "
+        "converts (LiteRT float32 with builtin ops only; ONNX) and the largest output error "
+        "against Keras relative to the largest output. A zoo model converts when all its "
+        "layers do.",
+        "",
+        "| layer | input | litert | onnx |",
+        "|---|---|---|---|",
+    ]
+    for row in part["rows"] if part else ():
+        cells = []
+        for format, _ in LAYER_COLUMNS:
+            cell = row["formats"][format]
+            if not cell["converts"]:
+                text = "no: " + cell["error"].split(": ", 1)[-1]
+            elif cell.get("runs") is False:
+                text = "converts; " + cell["error"]
+            else:
+                text = f"yes, err {cell['max_rel_error']:.0e}"
+            cells.append(text.replace("|", "\\|")[:200])
+        shapes = ", ".join("x".join(str(d) for d in shape) for shape in row["input_shapes"])
+        lines.append(f"| `{row['layer']}` | {shapes} | " + " | ".join(cells) + " |")
+    if part:
+        rows = part["rows"]
+        lines += [
+            "",
+            "Layers that convert: "
+            + ", ".join(
+                f"{format} {sum(r['formats'][format]['converts'] for r in rows)}/{len(rows)}"
+                for format, _ in LAYER_COLUMNS
+            )
+            + ".",
+        ]
+    return lines + [""]
+
+
+def write_tables(results, all_models):
+    lines = [
+        "# Export matrix",
+        "",
+        "`python benchmarks/export_matrix.py` (models) and `--layers` (layers); "
+        "`zoo.export` to each format, each file run in its own runtime.",
+        "",
+    ]
+    lines += _layer_table(results.get("layers"))
+    lines += _model_table(results.get("models"), all_models)
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", help="default: every model of zoo.list_models()")
-    parser.add_argument(
-        "--size", type=int, default=64, help="input height and width (0: the registry's)"
-    )
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
-    args = parser.parse_args(argv)
-    import zoo
-
-    names = args.models or zoo.list_models()
-    rows = []
-    started = time.time()
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as workdir:
-        for name in names:
-            print(f"{name}", flush=True)
-            try:
-                rows.append(measure_model(name, args.size, args.repeats, workdir))
-            except Exception as error:  # a model that does not build at this size: recorded
-                rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
-                print(f"  failed: {rows[-1]['error']}", flush=True)
-            _write(output, rows, _header(args, started, len(rows), len(names)))
-            for leftover in pathlib.Path(workdir).iterdir():  # keep the disk use to one model
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    print(f"wrote {output.with_suffix('.md')}")
-    return 0
-
-
-def _write(output, rows, header):
-    output.with_suffix(".json").write_text(
-        json.dumps({"header": header, "rows": rows}, indent=1) + "\n"
-    )
-    output.with_suffix(".md").write_text(write_tables(rows, header))
-
-
-def _header(args, started, done, total):
+def _versions():
     import keras
     import onnxruntime
     import tensorflow as tf
@@ -243,18 +324,92 @@ def _header(args, started, done, total):
 
     from zoo.exporting import ONNX_OPSET
 
+    return (
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
+        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
+        f"{onnxruntime.__version__}"
+    )
+
+
+def _machine():
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"
+
+
+def _save(output, results, all_models):
+    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    output.with_suffix(".md").write_text(write_tables(results, all_models))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="default: every model of zoo.list_models()")
+    parser.add_argument(
+        "--layers", action="store_true", help="the layer table instead of the model table"
+    )
+    parser.add_argument(
+        "--size", type=int, default=64, help="input height and width (0: the registry's)"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
+    args = parser.parse_args(argv)
+    import zoo
+
+    all_models = zoo.list_models()
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    previous = output.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    started = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.layers:
+            cases = layer_cases()
+            for case in cases:
+                print(case.id, flush=True)
+                rows.append(measure_layer(case, workdir))
+                print(f"  {json.dumps(rows[-1]['formats'])[:400]}", flush=True)
+                results["layers"] = {
+                    "header": f"One run on {_machine()}; {_versions()}; "
+                    f"{time.time() - started:.0f} s"
+                    + ("." if len(rows) == len(cases) else f" (partial: {len(rows)} so far)."),
+                    "rows": rows,
+                }
+                _save(output, results, all_models)
+                _empty(workdir)
+        else:
+            names = args.models or all_models
+            for name in names:
+                print(name, flush=True)
+                try:
+                    rows.append(measure_model(name, args.size, args.repeats, workdir))
+                except Exception as error:  # a model that does not build at this size
+                    rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
+                    print(f"  failed: {rows[-1]['error']}", flush=True)
+                results["models"] = {
+                    "header": _model_header(args, started, len(rows), len(names)),
+                    "rows": rows,
+                }
+                _save(output, results, all_models)
+                _empty(workdir)
+    print(f"wrote {output.with_suffix('.md')}")
+    return 0
+
+
+def _empty(workdir):
+    for leftover in pathlib.Path(workdir).iterdir():  # disk use: one model's files at most
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def _model_header(args, started, done, total):
     size_text = (
         f"inputs reduced to {args.size}x{args.size} (HaloNet 256x256; the MNIST models at "
-        f"their own fixed sizes) to keep the run on 2 CPU cores short"
+        f"their own fixed sizes)"
         if args.size
         else "inputs at each model's registry size"
     )
     return (
-        f"One run on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared), random weights (seed 0), logits head, batch 1; {size_text}. "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
-        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
-        f"{onnxruntime.__version__}; {time.time() - started:.0f} s in all"
+        f"One run on {_machine()}, random weights (seed 0), logits head, batch 1; "
+        f"{size_text}. {_versions()}; {time.time() - started:.0f} s"
         + ("." if done == total else f" (partial: {done} of {total} models so far).")
     )
 

@@ -111,12 +111,14 @@ def _layer_paths(model):
 # (fused["Svd:", "functional_1/svd_gate_1/Svd@__inference_..."]), tf2onnx's
 # "Tensorflow op [functional_1/svd_gate_1/Svd: Svd]" and the node names of an ONNX graph
 _OP_PATH_PATTERNS = (
-    re.compile(r'fused\["[A-Za-z0-9_]+:", "([^"@]+)'),
+    re.compile(r'loc\((?:callsite\()?fused\["[A-Za-z0-9_]+:", "([^"@]+)'),
     re.compile(r"Tensorflow op \[([^:\]]+):"),
     re.compile(r"\(nodes ([^)]+)\)"),
 )
 _OP_PATTERNS = (
     re.compile(r"'tf\.([A-Za-z0-9_]+)' op is neither"),
+    # any other converter error: the TensorFlow op type of the location it is reported at
+    re.compile(r'error: loc\((?:callsite\()?fused\["([A-Za-z0-9_]+):'),
     re.compile(r"Tensorflow op \[[^\]]*?: ([A-Za-z0-9_]+)\] is not supported"),
     re.compile(r"Unsupported ops: ([A-Za-z0-9_, ]+)"),
 )
@@ -152,10 +154,11 @@ def _describe_failure(error_text, model, format):
     name = model.name if model is not None else "the model"
     if ops:
         where = f" in layer {', '.join(layers[:5])}" if layers else ""
-        return (
-            f"{name}: {format} cannot convert TensorFlow op {', '.join(ops)}{where} "
-            f"(not among the {'LiteRT builtin' if format == 'litert' else 'ONNX'} ops)"
-        )
+        reason = re.search(r"error: (?:loc\(.*?\)\)+: )?(?:error: )?(.*)", error_text)
+        reason = reason.group(1)[:200] if reason else ""
+        if "is neither a custom op nor a flex op" in error_text or "Unsupported ops" in error_text:
+            reason = f"not among the {'LiteRT builtin' if format == 'litert' else 'ONNX'} ops"
+        return f"{name}: {format} cannot convert TensorFlow op {', '.join(ops)}{where} ({reason})"
     first_line = next((line for line in error_text.splitlines() if line.strip()), error_text)
     return f"{name}: {format} conversion failed: {first_line[:300]}"
 
