@@ -343,7 +343,7 @@ class ExportedModel:
             signatures = self._interpreter.get_signature_list()
             key = next(iter(signatures))
             self._runner = self._interpreter.get_signature_runner(key)
-            self._input_name = signatures[key]["inputs"][0]
+            self._input_names = signatures[key]["inputs"]
             self._output_names = list(signatures[key]["outputs"])
         else:
             import onnxruntime
@@ -354,18 +354,20 @@ class ExportedModel:
             self._session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
-            self._input_name = self._session.get_inputs()[0].name
 
     def predict(self, x):
+        """The first output on `x`: one array, or a list of arrays for several inputs (in the
+        order of the model's inputs)."""
         import numpy as np
 
-        x = np.asarray(x, "float32")
+        xs = [np.asarray(a, "float32") for a in (x if isinstance(x, (list, tuple)) else [x])]
         if self.format == "saved_model":
-            return np.asarray(self._run(x))
+            return np.asarray(self._run(xs[0] if len(xs) == 1 else xs))
         if self.format == "litert":
-            outputs = self._runner(**{self._input_name: x})
+            outputs = self._runner(**dict(zip(self._input_names, xs)))
             return np.asarray(outputs[self._output_names[0]])
-        return self._session.run(None, {self._input_name: x})[0]
+        feeds = {i.name: a for i, a in zip(self._session.get_inputs(), xs)}
+        return self._session.run(None, feeds)[0]
 
 
 def run_exported(path, x, format=None):
