@@ -18,7 +18,7 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,export]"
 	touch $@ $(VENV)/.installed-base
 
 $(VENV)/.installed-docs: setup.cfg pyproject.toml | $(BIN)/python
@@ -26,7 +26,7 @@ $(VENV)/.installed-docs: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-base
 
 $(VENV)/.installed-oracle: setup.cfg pyproject.toml $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,oracle]"
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks,export,oracle]"
 	touch $@
 
 ## Main job: export, serve and query the shipped pretrained spatial transformer network.

@@ -301,6 +301,7 @@ class ModelManager:
         enable_model_warmup=True,
         saved_model_tags=("serve",),
         allow_version_labels_for_unavailable_models=False,
+        prefer_tflite_model=False,
     ):
         """`freeze_gc`: after every load or unload, collect garbage once and move the surviving
         objects (TensorFlow's and the models', hundreds of thousands) out of the garbage
@@ -312,7 +313,8 @@ class ModelManager:
         that many times, that long apart (a version caught mid-copy loads once complete); the
         `serve` command uses TF Serving's defaults (5, 60 s). The other options are the
         `--enable_signature_method_name_check`, `--enable_model_warmup`, `--saved_model_tags`
-        and `--allow_version_labels_for_unavailable_models` flags."""
+        and `--allow_version_labels_for_unavailable_models` flags; `prefer_tflite_model`: a
+        version folder holding `model.tflite` is served by LiteRT (`serving.tflite`)."""
         self.batcher = batcher  # a serving.batching.Batcher, or None
         self.freeze_gc = freeze_gc
         self.drain_timeout = drain_timeout  # how long an unloaded version waits for its requests
@@ -321,6 +323,7 @@ class ModelManager:
         self.check_method_name = check_method_name
         self.enable_model_warmup = enable_model_warmup
         self.saved_model_tags = tuple(saved_model_tags)
+        self.prefer_tflite_model = prefer_tflite_model
         self.allow_version_labels_for_unavailable_models = (
             allow_version_labels_for_unavailable_models
         )
@@ -422,7 +425,7 @@ class ModelManager:
             states[version] = ("LOADING", "OK", "")
             servable = None
             try:
-                servable = Servable(
+                servable = self._servable_class(on_disk[version])(
                     model.name,
                     version,
                     on_disk[version],
@@ -458,6 +461,16 @@ class ModelManager:
         for key in [k for k in self._retries if k[0] == model.name and k[1] not in wanted]:
             del self._retries[key]  # tried afresh should it be wanted again
         return changed
+
+    def _servable_class(self, path):
+        """`Servable` for a SavedModel; `TfLiteServable` for a version folder with
+        `model.tflite` when `prefer_tflite_model` is on (as TF Serving's bundle factory)."""
+        if self.prefer_tflite_model:
+            from serving.tflite import TfLiteServable, tflite_model_found
+
+            if tflite_model_found(path):
+                return TfLiteServable
+        return Servable
 
     def _load_due(self, name, version):
         """Whether a version not loaded yet should be (re)tried now."""

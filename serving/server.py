@@ -336,10 +336,6 @@ NO_EFFECT_FLAGS = {
     "per_process_gpu_memory_fraction": (float, "the GPU memory fraction of the session"),
     "num_request_iterations_for_warmup": (int, "replaying each warmup record several times"),
     "remove_unused_fields_from_bundle_metagraph": (bool, "trimming the loaded MetaGraphDef"),
-    "prefer_tflite_model": (
-        bool,
-        "loading model.tflite instead of saved_model.pb (the SavedModel is served)",
-    ),
     "num_tflite_pools": (int, "TF Lite interpreter pools"),
     "num_tflite_interpreters_per_pool": (int, "TF Lite interpreters per pool"),
     "xla_cpu_compilation_enabled": (bool, "XLA:CPU JIT"),
@@ -480,6 +476,12 @@ def add_flags(parser):
     )
     _bool_flag(
         parser,
+        "prefer_tflite_model",
+        False,
+        "serve a version folder's model.tflite (LiteRT interpreter) instead of its SavedModel",
+    )
+    _bool_flag(
+        parser,
         "enable_model_warmup",
         True,
         "replay assets.extra/tf_serving_warmup_requests at load",
@@ -591,6 +593,7 @@ def server_from_args(args, **overrides):
         enable_model_warmup=args.enable_model_warmup,
         saved_model_tags=tags,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        prefer_tflite_model=args.prefer_tflite_model,
     )
     options = dict(
         rest_api_port=args.rest_api_port,

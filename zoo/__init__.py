@@ -4,6 +4,7 @@ data sets and tasks, converters from timm, training and demos.
     import zoo
     zoo.list_models("*se*", pretrained=True)
     model = zoo.load("seresnet50", weights="imagenet")
+    zoo.export("stn_cnn", "stn_cnn.tflite", format="litert", weights="rts_mnist")
 
 `import zoo` is cheap: the registry (`list_models`, `model_info`) needs no Keras, and the
 rest is imported on first use.
@@ -21,6 +22,7 @@ _LAZY = {
     "load": "zoo.models",
     "preprocess_input": "zoo.models",
     "decode_predictions": "zoo.imagenet",
+    "export": "zoo.exporting",
     "WeightsError": "zoo.weights",
 }
 
@@ -28,6 +30,7 @@ __all__ = [
     "build",
     "datasets",
     "decode_predictions",
+    "export",
     "list_models",
     "load",
     "model_info",

@@ -422,6 +422,8 @@ def _predict(args):
 def _export(args):
     import serving
 
+    if args.format != "saved_model" or args.quantization:
+        return _export_format(args)
     model, preprocessing, described = _load_model(args)
     segmentation = _is_segmentation(model)
     image_signature = None
@@ -461,6 +463,28 @@ def _export(args):
     print(
         f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
         f" (signatures: {', '.join(signatures)})"
+    )
+    return 0
+
+
+def _export_format(args):
+    """`export --format litert|onnx`: `model.tflite` / `model.onnx` in the version folder."""
+    from zoo.exporting import check_options, export_version
+
+    check_options(args.format, args.quantization)
+    model, _, described = _load_model(args)
+    version_dir = export_version(
+        model,
+        args.base_path,
+        args.serving_name or args.name,
+        args.format,
+        args.quantization,
+        version=args.version,
+    )
+    quantized = f", {args.quantization}" if args.quantization else ""
+    print(
+        f"exported {args.name} ({described}) as {args.format}{quantized} to "
+        f"{pathlib.Path(version_dir).resolve()}"
     )
     return 0
 
@@ -770,6 +794,19 @@ def build_parser():
     export.add_argument("--serving-name", default=None, help="the served name (default: NAME)")
     export.add_argument(
         "--version", type=int, default=None, help="version number (default: the next free one)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("saved_model", "litert", "onnx"),
+        default="saved_model",
+        help="saved_model (default, TF Serving signatures), litert (model.tflite, served by "
+        "`serve --prefer_tflite_model`) or onnx (model.onnx), in the version folder",
+    )
+    export.add_argument(
+        "--quantization",
+        choices=("float16", "dynamic_int8"),
+        default=None,
+        help="LiteRT only: float16 weights, or dynamic-range int8 (default: float32)",
     )
     export.set_defaults(handler=_export)
 

@@ -135,7 +135,9 @@ def single_head_attention(query, key, value, scale):
         ops.expand_dims(value, 2),
         scale=scale,
     )
-    out = ops.squeeze(out, 2)
+    # a slice, not ops.squeeze: TFLite's converter rejects this Squeeze when the token count
+    # is dynamic ("'tfl.squeeze' op attribute 'squeeze_dims' failed to satisfy constraint")
+    out = out[:, :, 0]
     return out[..., :value_depth] if padded else out
 
 

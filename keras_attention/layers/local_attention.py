@@ -13,6 +13,11 @@ register = keras.saving.register_keras_serializable(package="keras_attention")
 _MASKED_LOGIT = -1e9
 
 
+def _flat_pixels(x):
+    """`(B, H, W, ...)` -> `(B * H * W, ...)` (the trailing axes are static)."""
+    return ops.reshape(x, (-1, *x.shape[3:]))
+
+
 def _window_views(x, kernel_size, dilation):
     """The `k * k` shifted views of a zero-padded `(B, H, W, ...)` tensor, stacked on axis 3.
 
@@ -107,10 +112,15 @@ class _LocalAttentionBase(AttentionLayer):
             ops.ones_like(reference_map[..., :1]), self.kernel_size, self.dilation
         )  # (B, H, W, k*k, 1)
         inside = ops.transpose(inside, (0, 1, 2, 4, 3)) > 0  # (B, H, W, 1, k*k)
-        logits = ops.cast(ops.einsum("bhwnd,bhwknd->bhwnk", q, keys), "float32")
+        # per-pixel einsums with (B, H, W) as one batch axis: LiteRT's batch matmul takes at
+        # most 5-D operands, and these are 6-D (the same products, so the same values)
+        pixels = ops.shape(q)[:3]
+        logits = ops.einsum("mnd,mknd->mnk", _flat_pixels(q), _flat_pixels(keys))
+        logits = ops.reshape(ops.cast(logits, "float32"), (*pixels, *logits.shape[1:]))
         logits = ops.where(inside, logits, _MASKED_LOGIT)
         attention = ops.cast(ops.softmax(logits, axis=-1), query_map.dtype)  # (B, H, W, n, k*k)
-        mixed = ops.einsum("bhwnk,bhwknd->bhwnd", attention, values)
+        mixed = ops.einsum("mnk,mknd->mnd", _flat_pixels(attention), _flat_pixels(values))
+        mixed = ops.reshape(mixed, (*pixels, *mixed.shape[1:]))
         return self.output_dense(mixed), attention
 
     def get_config(self):

@@ -297,6 +297,11 @@ class HaloAttention(AttentionLayer):
     `height_rel` / `width_rel` tables of `(2 * window - 1, dim_head)` rows, the query's row
     index in its block against the key's in the window (timm's convention).
 
+    Export: converts to ONNX; not to LiteRT's builtin ops (the block-and-window rearrangement
+    is a transpose of more than 6 axes, which LiteRT's TRANSPOSE does not take):
+    `zoo.export(..., format="litert")` fails naming this layer and the op
+    (benchmarks/results/export_matrix.md).
+
     Args:
         block_size: side of the query blocks (8); the input's height and width must be
             multiples of it.

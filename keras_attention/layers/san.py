@@ -92,7 +92,12 @@ class _LocalSelfAttention(AttentionLayer):
         footprint = ops.reshape(
             footprint, (-1, shape[1], shape[2], self.taps, self.share_planes, self.groups)
         )
-        out = ops.einsum("bhwkg,bhwksg->bhwsg", weights, footprint)
+        # (B, H, W) as one batch axis: LiteRT's batch matmul takes at most 5-D operands
+        out = ops.einsum(
+            "mkg,mksg->msg",
+            ops.reshape(weights, (-1, self.taps, self.groups)),
+            ops.reshape(footprint, (-1, self.taps, self.share_planes, self.groups)),
+        )
         return ops.reshape(out, (-1, shape[1], shape[2], self.value_width))
 
     def compute_output_shape(self, input_shape):

@@ -106,7 +106,7 @@ def test_every_flag_of_the_real_binary_is_accepted():
     assert missing == []
     args = parse(
         "--model_base_path=/m",
-        "--prefer_tflite_model=true",
+        "--num_tflite_pools=2",
         "--num_load_threads=4",
         "--enable_profiler",
         "--mixed_precision=bfloat16",
@@ -119,7 +119,7 @@ def test_every_flag_of_the_real_binary_is_accepted():
 
     assert flags_without_effect(args) == [
         "--num_load_threads",
-        "--prefer_tflite_model",
+        "--num_tflite_pools",
         "--enable_profiler",
         "--mixed_precision",
     ]
@@ -669,10 +669,10 @@ def test_sigterm_stops_accepting_at_once_and_exits_within_the_grace_period(tmp_p
     assert built.returncode == 0, built.stderr[-2000:]
     grace = 2.0
     flags = ["--shutdown_grace_seconds", str(grace)]
-    flags += ["--prefer_tflite_model=true", "--enable_profiler=false"]
+    flags += ["--num_tflite_pools=2", "--enable_profiler=false"]
     with serve_command(tmp_path / "slow", *flags, wait_s=120) as (process, lines, port):
         assert (
-            "Accepted but without effect in this server: --prefer_tflite_model, --enable_profiler\n"
+            "Accepted but without effect in this server: --num_tflite_pools, --enable_profiler\n"
             in lines
         )
         url = f"http://127.0.0.1:{port}/v1/models/default:predict"

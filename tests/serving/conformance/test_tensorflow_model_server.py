@@ -20,8 +20,8 @@ and the Unix socket lives in a temporary folder rather than at `/tmp/tf-serving.
 
 Counts: 30 cases in the original; 26 ported (all pass), 4 not applicable:
 - testPredictOnTfLite, testPredictWithSignatureDefOnTfLite: TF Lite models
-  (`saved_model_half_plus_two_tflite*`) are not in the testdata and this server runs
-  SavedModels only (`--prefer_tflite_model` is accepted and has no effect).
+  (`saved_model_half_plus_two_tflite*`) are not in the testdata (`--prefer_tflite_model` is
+  honoured: tests/serving/test_tflite_serving.py serves `.tflite` files exported here).
 - test_profiler_service_with_valid_trace_request: the TensorFlow profiler gRPC service is
   part of the binary (`--enable_profiler` is accepted and has no effect).
 - test_tf_text: its model (`tf_text_regression`) and the TF Text ops are not in the testdata.

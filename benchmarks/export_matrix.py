@@ -1,0 +1,503 @@
+"""Export matrix: every zoo model x every export format, converted and run in its own runtime.
+
+For each model of `zoo.list_models()` (random weights, logits head, one input size) and each
+of SavedModel, LiteRT float32 / float16 / dynamic-range int8 and ONNX: whether `zoo.export`
+converts it (or its error; LiteRT converts the SavedModel of the first column, as
+`zoo.export(format="litert")` converts the one it writes), the file size, the largest logit error against Keras on the same
+input (absolute, and relative to the largest Keras logit), and the CPU batch-1 latency in the
+format's runtime against Keras' compiled `predict_on_batch` on the same input (median of
+`--repeats` calls after one warm-up call). One run; writes
+`benchmarks/results/export_matrix.md` and `.json`.
+
+    python benchmarks/export_matrix.py --size 64          # all models at 64x64 (MNIST ones: own size)
+    python benchmarks/export_matrix.py --models stn_cnn ram --size 0   # registry sizes
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+COLUMNS = (
+    ("saved_model", None),
+    ("litert", None),
+    ("litert", "float16"),
+    ("litert", "dynamic_int8"),
+    ("onnx", None),
+)
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def column_name(format, quantization):
+    return format if quantization is None else f"{format} {quantization}"
+
+
+def _median_seconds(fn, repeats):
+    fn()  # warm-up (graph tracing, allocation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _input_shape(spec, size):
+    """The registry's input shape, or `size` x `size` for a model that accepts other sizes
+    (one whose height and width are pinned, or a complete MNIST model, keeps its own)."""
+    default = tuple(spec.default_input_shape)
+    if not size or spec.dynamic_size is not True or spec.kind == "model":
+        return default
+    # HaloNet needs multiples of its block size times 32: 256 is the smallest it takes
+    if spec.name.startswith("halonet"):
+        return (max(size, 256), max(size, 256), default[-1])
+    # SAN's last stage pads its 7x7 footprint by reflection: it needs 4x4 maps, 128x128 inputs
+    if spec.name.startswith("san"):
+        return (max(size, 128), max(size, 128), default[-1])
+    return (size, size, default[-1])
+
+
+def measure_model(name, size, repeats, workdir):
+    import keras
+
+    import zoo
+    from zoo import registry
+    from zoo.exporting import (
+        ExportedModel,
+        ExportError,
+        convert_saved_model_to_litert,
+        functional_model,
+    )
+
+    spec = registry.get_spec(name)
+    shape = _input_shape(spec, size)
+    keras.utils.set_random_seed(0)
+    kwargs = dict(weights=None, input_shape=shape, classifier_activation=None)
+    if spec.kind == "model" and name == "ram":
+        kwargs["mc_samples"] = 0  # follow the location means: a deterministic graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = functional_model(zoo.load(name, **kwargs), shape)
+    x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    reference = np.asarray(model.predict_on_batch(x))
+    keras_seconds = _median_seconds(lambda: model.predict_on_batch(x), repeats)
+    row = {
+        "model": name,
+        "input_shape": list(shape),
+        "parameters": int(model.count_params()),
+        "keras_ms": keras_seconds * 1e3,
+        "formats": {},
+    }
+    for format, quantization in COLUMNS:
+        column = column_name(format, quantization)
+        suffix = {"litert": ".tflite", "onnx": ".onnx"}.get(format, "")
+        path = pathlib.Path(workdir, f"{name}.{column.replace(' ', '.')}{suffix}")
+        start = time.perf_counter()
+        saved_model = row["formats"].get("saved_model", {})
+        try:
+            if format == "litert" and saved_model.get("converts"):
+                # what zoo.export(format="litert") does after writing the same SavedModel
+                convert_saved_model_to_litert(saved_model["path"], path, quantization, model)
+            else:
+                zoo.export(model, path, format=format, quantization=quantization)
+        except ExportError as error:
+            row["formats"][column] = {"converts": False, "error": str(error)}
+            print(f"  {column}: does not convert: {error}", flush=True)
+            continue
+        convert_seconds = time.perf_counter() - start
+        size_bytes = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if path.is_dir()
+            else path.stat().st_size
+        )
+        cell = {"converts": True, "convert_s": convert_seconds, "bytes": size_bytes}
+        if format == "saved_model":
+            cell["path"] = str(path)
+        try:
+            runtime = ExportedModel(path, format)
+            outputs = runtime.predict(x)
+            error = np.abs(outputs - reference)
+            cell.update(
+                max_abs_error=float(error.max()),
+                max_rel_error=float(error.max() / max(np.abs(reference).max(), 1e-12)),
+                top1_agrees=bool(np.argmax(outputs) == np.argmax(reference)),
+                ms=_median_seconds(lambda: runtime.predict(x), repeats) * 1e3,
+            )
+        except Exception as error:  # converts, but its runtime refuses it: part of the result
+            cell.update(runs=False, error=f"{type(error).__name__}: {str(error)[:300]}")
+        row["formats"][column] = cell
+        print(f"  {column}: {json.dumps(cell)}", flush=True)
+    row["formats"].get("saved_model", {}).pop("path", None)
+    return row
+
+
+LAYER_COLUMNS = (("litert", None), ("onnx", None))
+
+
+def measure_layer(case, workdir):
+    """One harness case of the layer suite (tests/keras_attention) as a model of its own:
+    converts or not, and the largest error against Keras, per format."""
+    import keras
+
+    import zoo
+    from tests.layer_harness import randomize_weights
+    from zoo.exporting import ExportedModel, ExportError
+
+    shapes = case.input_shape if isinstance(case.input_shape, list) else [case.input_shape]
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input(shape[1:], name=f"input_{i}") for i, shape in enumerate(shapes)]
+    layer = case.build_layer()
+    outputs = layer(inputs if len(inputs) > 1 else inputs[0])
+    model = keras.Model(inputs, outputs, name=case.id)
+    randomize_weights(layer)  # zero-initialised residual scales would hide the attention path
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1, *shape[1:]), dtype=np.float32) for shape in shapes]
+    reference = keras.ops.convert_to_numpy(model(xs if len(xs) > 1 else xs[0], training=False))
+    row = {
+        "layer": type(layer).__name__,
+        "case": case.id,
+        "input_shapes": [list(shape[1:]) for shape in shapes],
+        "formats": {},
+    }
+    for format, _ in LAYER_COLUMNS:
+        path = pathlib.Path(workdir, f"{case.id}.{'tflite' if format == 'litert' else 'onnx'}")
+        try:
+            zoo.export(model, path, format=format)
+        except ExportError as error:
+            row["formats"][format] = {"converts": False, "error": str(error)}
+            continue
+        cell = {"converts": True}
+        try:
+            output = ExportedModel(path, format).predict(xs)
+            error = np.abs(output - reference)
+            cell["max_rel_error"] = float(error.max() / max(np.abs(reference).max(), 1e-12))
+        except Exception as error:  # converts but its runtime refuses it: part of the result
+            cell.update(runs=False, error=f"{type(error).__name__}: {str(error)[:300]}")
+        row["formats"][format] = cell
+    return row
+
+
+def layer_cases():
+    """The first harness case of every layer class of keras_attention (the layer suite's
+    configurations and input shapes), weights randomised as the suite does."""
+    from tests.keras_attention.layer_cases import CASES
+
+    seen, cases = set(), []
+    for case in CASES:
+        if case.cls not in seen:
+            seen.add(case.cls)
+            cases.append(case)
+    return cases
+
+
+def layer_classes(name):
+    """The keras_attention layer classes a zoo model is built from (nested models too)."""
+    import warnings
+
+    import keras_attention
+    import zoo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = zoo.load(name, weights=None)  # the registry's input size builds every model
+    found = set()
+
+    def walk(layer):
+        for sub in getattr(layer, "layers", None) or []:
+            if type(sub).__module__.startswith(keras_attention.__name__):
+                found.add(type(sub).__name__)
+            walk(sub)
+
+    walk(model)
+    return sorted(found)
+
+
+def _expected(classes, layer_rows):
+    """Per format, whether every layer class of a model converted in the layer table."""
+    results = {}
+    for format, _ in LAYER_COLUMNS:
+        failing = [
+            row["layer"]
+            for row in layer_rows
+            if row["layer"] in classes and not row["formats"][format]["converts"]
+        ]
+        results[format] = failing
+    return results
+
+
+def _size(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _cell_text(cell, keras_ms):
+    if not cell["converts"]:
+        return "no: " + cell["error"].split(": ", 1)[-1].replace("|", "\\|")[:160]
+    if cell.get("runs") is False:
+        return "converts, does not run: " + cell["error"].replace("|", "\\|")[:120]
+    return (
+        f"{_size(cell['bytes'])}; err {cell['max_abs_error']:.1e} "
+        f"({cell['max_rel_error']:.0e} rel){'' if cell['top1_agrees'] else ', top-1 differs'}; "
+        f"{cell['ms']:.1f} ms ({keras_ms / cell['ms']:.1f}x Keras)"
+    )
+
+
+def _model_table(part, all_models):
+    columns = [column_name(f, q) for f, q in COLUMNS]
+    rows = part["rows"] if part else []
+    lines = [
+        "## Models",
+        "",
+        part["header"] if part else "Not measured yet.",
+        "",
+        "Each cell: file size; largest absolute logit error against Keras on the same input "
+        "(and relative to the largest Keras logit); CPU batch-1 latency in the format's own "
+        "runtime (TensorFlow for SavedModel, LiteRT's interpreter, onnxruntime) and the "
+        "speed-up over Keras' compiled `predict_on_batch`. Or `no:` and the converter's error.",
+        "",
+        "| model | input | Keras ms | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| `{row['model']}` | | | " + f"model failed: {row['error']} |" * 5)
+            continue
+        cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
+        shape = "x".join(str(d) for d in row["input_shape"])
+        lines.append(
+            f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
+        )
+    measured = {row["model"] for row in rows}
+    uses = _layer_use()
+    layer_rows = (_load_results().get("layers") or {}).get("rows", [])
+    for name in all_models:
+        if name in measured:
+            continue
+        text = "not measured in this run"
+        if name in uses and layer_rows:
+            expected = _expected(uses[name], layer_rows)
+            text += "; expected from its layers ({}): ".format(", ".join(uses[name]) or "none")
+            text += ", ".join(
+                f"{format} " + ("converts" if not failing else f"fails ({', '.join(failing)})")
+                for format, failing in expected.items()
+            )
+        lines.append(f"| `{name}` | | | " + " | ".join([text] + [""] * (len(columns) - 1)) + " |")
+    converts = {
+        c: sum(r.get("formats", {}).get(c, {}).get("converts", False) for r in rows)
+        for c in columns
+    }
+    if len(measured) < len(all_models):
+        lines += [
+            "",
+            "Models not measured in this run have their expected outcome from the layer table "
+            "(a prediction, not a measurement): on the shared 2-core machine of this run one "
+            "ResNet-50-size model took minutes per format (aa_resnet50's SavedModel export "
+            "alone 309 s), so `python benchmarks/export_matrix.py` (all models) was left for a "
+            "machine with CPU to spare.",
+        ]
+    lines += [
+        "",
+        "`ram` is exported with `mc_samples=0` (the glimpse locations follow the policy means): "
+        "its sampled inference draws random locations, which no two runtimes reproduce.",
+        "",
+        f"Measured models that convert, by format ({len(rows)} of {len(all_models)} measured): "
+        + ", ".join(f"{c} {converts[c]}" for c in columns)
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _layer_table(part):
+    lines = [
+        "## Layers",
+        "",
+        part["header"] if part else "Not measured yet.",
+        "",
+        "Every layer class of `keras_attention`, in the first configuration of the layer test "
+        "suite (tests/keras_attention), alone in a model on a batch of one: whether it "
+        "converts (LiteRT float32 with builtin ops only; ONNX) and the largest output error "
+        "against Keras relative to the largest output. A zoo model converts when all its "
+        "layers do.",
+        "",
+        "| layer | input | litert | onnx |",
+        "|---|---|---|---|",
+    ]
+    for row in part["rows"] if part else ():
+        cells = []
+        for format, _ in LAYER_COLUMNS:
+            cell = row["formats"][format]
+            if not cell["converts"]:
+                text = "no: " + cell["error"].split(": ", 1)[-1]
+            elif cell.get("runs") is False:
+                text = "converts; " + cell["error"]
+            else:
+                text = f"yes, err {cell['max_rel_error']:.0e}"
+            cells.append(text.replace("|", "\\|")[:200])
+        shapes = ", ".join("x".join(str(d) for d in shape) for shape in row["input_shapes"])
+        lines.append(f"| `{row['layer']}` | {shapes} | " + " | ".join(cells) + " |")
+    if part:
+        rows = part["rows"]
+        lines += [
+            "",
+            "Layers that convert: "
+            + ", ".join(
+                f"{format} {sum(r['formats'][format]['converts'] for r in rows)}/{len(rows)}"
+                for format, _ in LAYER_COLUMNS
+            )
+            + ".",
+        ]
+    return lines + [""]
+
+
+def write_tables(results, all_models):
+    lines = [
+        "# Export matrix",
+        "",
+        "`python benchmarks/export_matrix.py` (models) and `--layers` (layers); "
+        "`zoo.export` to each format, each file run in its own runtime.",
+        "",
+    ]
+    lines += _layer_table(results.get("layers"))
+    lines += _model_table(results.get("models"), all_models)
+    return "\n".join(lines)
+
+
+def _versions():
+    import keras
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+    from ai_edge_litert import __version__ as litert_version
+
+    from zoo.exporting import ONNX_OPSET
+
+    return (
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
+        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
+        f"{onnxruntime.__version__}"
+    )
+
+
+def _machine():
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared)"
+
+
+LAYER_USE = RESULTS / "export_layer_use.json"
+
+
+def _layer_use():
+    return json.loads(LAYER_USE.read_text()) if LAYER_USE.is_file() else {}
+
+
+def _load_results():
+    path = RESULTS / "export_matrix.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save(output, results, all_models):
+    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    output.with_suffix(".md").write_text(write_tables(results, all_models))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="default: every model of zoo.list_models()")
+    parser.add_argument(
+        "--layers", action="store_true", help="the layer table instead of the model table"
+    )
+    parser.add_argument(
+        "--layer-use",
+        action="store_true",
+        help="record the layer classes of every zoo model (export_layer_use.json) and rewrite "
+        "the tables",
+    )
+    parser.add_argument(
+        "--size", type=int, default=64, help="input height and width (0: the registry's)"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
+    args = parser.parse_args(argv)
+    import zoo
+
+    all_models = zoo.list_models()
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    previous = output.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    started = time.time()
+    rows = []
+    if args.layer_use:
+        uses = {}
+        for name in all_models:
+            uses[name] = layer_classes(name)
+            print(name, uses[name], flush=True)
+        LAYER_USE.write_text(json.dumps(uses, indent=1) + "\n")
+        _save(output, _load_results(), all_models)
+        return 0
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.layers:
+            cases = layer_cases()
+            for case in cases:
+                print(case.id, flush=True)
+                rows.append(measure_layer(case, workdir))
+                print(f"  {json.dumps(rows[-1]['formats'])[:400]}", flush=True)
+                results["layers"] = {
+                    "header": f"One run on {_machine()}; {_versions()}; "
+                    f"{time.time() - started:.0f} s"
+                    + ("." if len(rows) == len(cases) else f" (partial: {len(rows)} so far)."),
+                    "rows": rows,
+                }
+                _save(output, results, all_models)
+                _empty(workdir)
+        else:
+            names = args.models or all_models
+            for name in names:
+                print(name, flush=True)
+                try:
+                    rows.append(measure_model(name, args.size, args.repeats, workdir))
+                except Exception as error:  # a model that does not build at this size
+                    rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
+                    print(f"  failed: {rows[-1]['error']}", flush=True)
+                results["models"] = {
+                    "header": _model_header(args, started, len(rows), len(names)),
+                    "rows": rows,
+                }
+                _save(output, results, all_models)
+                _empty(workdir)
+    print(f"wrote {output.with_suffix('.md')}")
+    return 0
+
+
+def _empty(workdir):
+    for leftover in pathlib.Path(workdir).iterdir():  # disk use: one model's files at most
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def _model_header(args, started, done, total):
+    size_text = (
+        f"inputs reduced to {args.size}x{args.size} (HaloNet 256x256, SAN 128x128; the MNIST models at "
+        f"their own fixed sizes)"
+        if args.size
+        else "inputs at each model's registry size"
+    )
+    return (
+        f"One run on {_machine()}, random weights (seed 0), logits head, batch 1; "
+        f"{size_text}. {_versions()}; {time.time() - started:.0f} s"
+        + ("." if done == total else f" (partial: {done} of {total} models so far).")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
