@@ -366,14 +366,7 @@ def export(
     """
     if overwrite:
         raise ValueError("export never overwrites a version; pick a new version number")
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-        raise ValueError(f"invalid model name {name!r}: use letters, digits, '_', '.' or '-'")
-    model_dir = os.path.join(os.fspath(base_path), name)
-    if version is None:
-        versions = existing_versions(model_dir)
-        version = versions[-1] + 1 if versions else 1
-    if not is_positive_int(version):
-        raise ValueError(f"version must be a positive integer, got {version!r}")
+    model_dir, version = _model_dir_and_version(base_path, name, version)
     import keras
 
     backend = keras.backend.backend()
@@ -399,9 +392,7 @@ def export(
         from serving.attention import attention_options
 
         attention_signature = attention_options(model, attention_signature)
-    target = os.path.join(model_dir, str(version))
-    if os.path.exists(target) or version in existing_versions(model_dir):
-        raise FileExistsError(f"version {version} of model {name!r} already exists at {model_dir}")
+    _check_version_is_new(model_dir, name, version)
 
     import tensorflow as tf
 
@@ -420,13 +411,8 @@ def export(
         if attention_signature:
             _add_attention_inputs(signature_inputs, attention_signature, image_name)
         warmup_logs = build_warmup_logs(warmup_requests, name, signature_inputs, image_name)
-    os.makedirs(model_dir, exist_ok=True)
-    _remove_abandoned_exports(model_dir)
-    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-{os.getpid()}-", dir=model_dir)
-    # mkdtemp makes it 0700: the version folder must be readable by a server running as
-    # another user, like any folder made under the process's umask
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
+
+    def write(tmp):
         if backend == "jax":
             _write_with_export_archive(model, tmp, tf)
         else:
@@ -454,6 +440,50 @@ def export(
             from serving.warmup import write_warmup_file
 
             write_warmup_file(tmp, warmup_logs)
+
+    return _write_version(model_dir, name, version, write)
+
+
+def export_files(write, base_path, name, version=None):
+    """A new version folder `base_path/name/version/` holding what `write(folder)` puts in
+    the (temporary) folder it is given: a `model.tflite` for `--prefer_tflite_model`, a
+    `model.onnx`. The folder appears atomically, as `export`'s does; `version=None` takes the
+    next free number. Returns the version folder's path."""
+    model_dir, version = _model_dir_and_version(base_path, name, version)
+    _check_version_is_new(model_dir, name, version)
+    return _write_version(model_dir, name, version, write)
+
+
+def _model_dir_and_version(base_path, name, version):
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"invalid model name {name!r}: use letters, digits, '_', '.' or '-'")
+    model_dir = os.path.join(os.fspath(base_path), name)
+    if version is None:
+        versions = existing_versions(model_dir)
+        version = versions[-1] + 1 if versions else 1
+    if not is_positive_int(version):
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    return model_dir, version
+
+
+def _check_version_is_new(model_dir, name, version):
+    target = os.path.join(model_dir, str(version))
+    if os.path.exists(target) or version in existing_versions(model_dir):
+        raise FileExistsError(f"version {version} of model {name!r} already exists at {model_dir}")
+
+
+def _write_version(model_dir, name, version, write):
+    """`write(tmp)` into a temporary folder beside the versions, fsynced, then renamed to the
+    version folder in one step; nothing is left behind on failure."""
+    target = os.path.join(model_dir, str(version))
+    os.makedirs(model_dir, exist_ok=True)
+    _remove_abandoned_exports(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-{os.getpid()}-", dir=model_dir)
+    # mkdtemp makes it 0700: the version folder must be readable by a server running as
+    # another user, like any folder made under the process's umask
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        write(tmp)
         if os.path.exists(target):
             raise FileExistsError(f"version {version} of model {name!r} appeared during export")
         _fsync_tree(tmp)

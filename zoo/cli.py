@@ -467,9 +467,30 @@ def _export(args):
     return 0
 
 
+def export_version(model, base_path, name, format="saved_model", quantization=None, version=None):
+    """Export into TF Serving's layout, `base_path/name/version/`: "saved_model" is
+    `serving.export` (its signatures); "litert" writes `model.tflite` (what
+    `serve --prefer_tflite_model` and tensorflow_model_server serve through LiteRT) and "onnx"
+    `model.onnx` (the layout ONNX model repositories use), each through `zoo.export` into a
+    version folder that appears atomically (`serving.saved_model.export_files`).
+    `version=None` takes the next free one. Returns the version folder."""
+    import serving
+    from serving.saved_model import export_files
+    from zoo.exporting import VERSION_FILES, check_options, export
+
+    check_options(format, quantization)
+    if format == "saved_model":
+        return serving.export(model, base_path, name, version=version)
+
+    def write(folder):
+        export(model, pathlib.Path(folder, VERSION_FILES[format]), format, quantization)
+
+    return export_files(write, base_path, name, version=version)
+
+
 def _export_format(args):
     """`export --format litert|onnx`: `model.tflite` / `model.onnx` in the version folder."""
-    from zoo.exporting import check_options, export_version
+    from zoo.exporting import check_options
 
     check_options(args.format, args.quantization)
     model, _, described = _load_model(args)

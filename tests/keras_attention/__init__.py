@@ -20,6 +20,11 @@ def family_modules(prefix):
     ]
 
 
+def all_harness_cases():
+    """Every shared-harness case of every family."""
+    return [case for module in family_modules("cases_") for case in module.CASES]
+
+
 def all_oracle_cases():
     """Every timm parity case of every family (fixture generation, converter tests)."""
     return [case for module in family_modules("oracles_") for case in module.ORACLE_CASES]

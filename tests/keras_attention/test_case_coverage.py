@@ -3,7 +3,7 @@ module (`cases_<family>` / `oracles_<family>` by `test_<family>`), found by name
 file that no test module runs fails here."""
 
 import keras_attention
-from tests.keras_attention import family_modules
+from tests.keras_attention import all_harness_cases, family_modules
 
 CASE_PREFIXES = ("cases_", "oracles_")
 
@@ -23,7 +23,7 @@ def _runners():
 
 
 def test_every_public_layer_has_a_harness_case():
-    covered = {case.cls.__name__ for module in family_modules("cases_") for case in module.CASES}
+    covered = {case.cls.__name__ for case in all_harness_cases()}
     missing = set(keras_attention.layers.__all__) - covered
     assert not missing, f"layers without a harness case: {sorted(missing)}"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.saved_model import export as export_saved_model
-from zoo.exporting import export_version
+from zoo.cli import export_version
 
 
 def small_model():

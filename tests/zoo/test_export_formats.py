@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import zoo
+from zoo.cli import export_version
 from zoo.exporting import (
     ONNX_OPSET,
     ExportedModel,
     ExportError,
     convert_saved_model_to_litert,
-    export_version,
 )
 
 SUFFIX = {"saved_model": "", "litert": ".tflite", "onnx": ".onnx"}
