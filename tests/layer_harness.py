@@ -386,7 +386,6 @@ def harness_test(cases_module):
     runs (`runs_cases_of`), which `tests/keras_attention/test_case_coverage.py` checks.
     """
 
-    @pytest.mark.harness
     @pytest.mark.parametrize("check", sorted(CHECKS))
     @pytest.mark.parametrize("case", cases_module.CASES, ids=lambda case: case.id)
     def test_layer_harness(case, check, tmp_path):
