@@ -36,9 +36,7 @@ demo: $(VENV)/.installed-base
 ## Tests: everything but the `slow` cases on the TensorFlow backend, then the layer suite on JAX.
 test: $(VENV)/.installed-test
 	$(PYTEST) -m "not slow" tests
-	# XLA's optimisation passes dominate the JAX suite's time (every test compiles new shapes);
-	# the tests compare values, not speed, so they run without them (2.2x faster here)
-	KERAS_BACKEND=jax JAX_DISABLE_MOST_OPTIMIZATIONS=1 $(PYTEST) -m "not slow" tests/keras_attention
+	KERAS_BACKEND=jax $(PYTEST) -m "not slow" tests/keras_attention
 
 ## Lint and format check (ruff, configured in pyproject.toml); CI runs it before the tests.
 lint: $(VENV)/.installed-test
