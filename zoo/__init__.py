@@ -22,6 +22,7 @@ _LAZY = {
     "load": "zoo.models",
     "preprocess_input": "zoo.models",
     "decode_predictions": "zoo.imagenet",
+    "decode_segmentation": "zoo.labels",
     "export": "zoo.exporting",
     "WeightsError": "zoo.weights",
 }
@@ -30,6 +31,7 @@ __all__ = [
     "build",
     "datasets",
     "decode_predictions",
+    "decode_segmentation",
     "export",
     "list_models",
     "load",

@@ -4,7 +4,7 @@ architecture as `"module:attribute"` (in zoo/backbones/, zoo/ram.py, zoo/stn_cnn
 is imported when the model is built. The registry imports this module on first use.
 """
 
-from zoo.pretrained import imagenet_weights
+from zoo.pretrained import imagenet_weights, segmentation_weights
 from zoo.registry import Measurement, WeightsSpec, register_model
 
 _TIMM_LAYOUT = "; timm resnet.py layout and names"
@@ -303,4 +303,5 @@ for _head, _head_description in _SEGMENTATION_HEADS.items():
             num_classes=_classes,
             description=f"{_head_description}; {_backbone_description.format(stride=_stride)}. "
             "Per-pixel class scores at the input size; aux_head=True adds the stage-3 FCN head.",
+            weights=segmentation_weights(f"{_head}_{_backbone}"),
         )

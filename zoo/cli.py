@@ -192,6 +192,11 @@ def _info(args):
                 "    architecture: "
                 + ", ".join(f"{key}={value!r}" for key, value in entry.architecture.items())
             )
+        if entry.labels is not None:
+            from zoo.labels import class_names
+
+            names = class_names(entry.labels)
+            print(f"    classes: {entry.labels} ({len(names)}: {', '.join(names)})")
         print(f"    trained on: {entry.trained_on}")
         print(f"    metric: {entry.metric}")
     if not spec.weights:
@@ -351,21 +356,31 @@ def _mask_paths(images, output):
     return paths
 
 
-def _write_masks(images, class_maps, output):
-    """Write each (height, width) class map as a palette PNG (`zoo.scenes.palette`: each
-    pixel's value is its class id) and print where, with the classes' pixel shares."""
+def _write_masks(images, class_maps, output, labels=None):
+    """Write each (height, width) class map as a palette PNG (each pixel's value is its
+    class id; the colours of the label set `labels`, zoo/labels.py, else PASCAL VOC's
+    `zoo.scenes.palette`) and print where, with the classes' pixel shares (by name where
+    the label set names them)."""
     import numpy as np
 
+    from zoo import labels as label_sets
     from zoo import scenes
 
+    names = label_sets.class_names(labels) if labels is not None else None
+    colours = label_sets.palette(labels) if labels is not None else None
     for image, path, class_ids in zip(images, _mask_paths(images, output), class_maps):
         class_ids = np.asarray(class_ids)
         if class_ids.size and (class_ids.min() < 0 or class_ids.max() > 255):
             raise UsageError("class ids outside 0-255 do not fit a palette PNG")
-        path.write_bytes(scenes.mask_png(class_ids, num_classes=256))
+        if names is not None and class_ids.size and class_ids.max() >= len(names):
+            raise UsageError(f"class ids over {len(names) - 1} have no {labels} name")
+        if names is None:
+            path.write_bytes(scenes.mask_png(class_ids, num_classes=256))
+        else:
+            path.write_bytes(scenes.mask_png(class_ids, colours=colours))
         ids, counts = np.unique(class_ids, return_counts=True)
         shares = ", ".join(
-            f"class {i} {100 * c / class_ids.size:.1f}%"
+            f"{f'class {i}' if names is None else names[i]} {100 * c / class_ids.size:.1f}%"
             for i, c in sorted(zip(ids, counts), key=lambda pair: -pair[1])
         )
         print(f"{image}: mask {path} ({class_ids.shape[0]}x{class_ids.shape[1]}; {shares})")
@@ -389,8 +404,21 @@ def _predict_masks(args, model, preprocessing):
         probabilities = model(inputs, training=False)
         back = keras.ops.image.resize(probabilities, pixels.shape[:2], interpolation="bilinear")
         class_maps.append(np.argmax(keras.ops.convert_to_numpy(back)[0], axis=-1))
-    _write_masks(args.images, class_maps, args.output)
+    _write_masks(args.images, class_maps, args.output, _label_set(args))
     return 0
+
+
+def _label_set(args):
+    """The label set (zoo/labels.py) of the registered weights `args` name, or None."""
+    from zoo import registry
+
+    try:
+        spec = registry.get_spec(args.name)
+    except ValueError:
+        return None
+    weights = args.weights if args.weights is not None else spec.default_weights
+    entry = spec.weights_for(weights) if weights is not None else None
+    return entry.labels if entry is not None else None
 
 
 def _predict(args):

@@ -211,8 +211,10 @@ def _build(
     holds the loaded weights.
     """
     if spec.kind != "backbone" and source is not None and source.converts:
-        # converters map timm / pytorchcv module paths, which only the backbones mirror
-        raise ValueError(f"{spec.name} loads Keras weights only (.weights.h5, .keras)")
+        # converters map timm / pytorchcv module paths, which only the backbones and the
+        # registered segmentation checkpoints mirror
+        if spec.kind != "segmentation" or source.tagged is None:
+            raise ValueError(f"{spec.name} loads Keras weights only (.weights.h5, .keras)")
     tag = source.tag if source is not None else None
     if num_classes is None:
         num_classes = spec.num_classes if source is None else source.num_classes(spec.num_classes)
@@ -242,17 +244,31 @@ def _build(
             )
         _check_head_args(None, True, num_classes)
         inputs = _inputs(spec, input_shape, input_tensor)
+        converts = source is not None and source.converts
+        if converts and num_classes != source.checkpoint_classes():
+            raise ValueError(
+                f"weights={tag!r} of {spec.name} classify {source.checkpoint_classes()} "
+                f"classes; got num_classes={num_classes}"
+            )
+        # a converted checkpoint loads into its own architecture, auxiliary outputs included
+        aux_head = body_kwargs.pop("aux_head", False)
         outputs = spec.body(
             inputs,
             num_classes=num_classes,
             classifier_activation=classifier_activation,
+            aux_head=aux_head or converts,
             **body_kwargs,
         )
+        if converts:
+            full = keras.Model(inputs, outputs, name=spec.name)
+            source.load_into(full, cache_key="x".join(str(d) for d in inputs.shape[1:3]))
+            if not aux_head:
+                outputs = outputs["segmentation"]
         preprocessing = _preprocessing(spec, tag, tuple(inputs.shape[1:]))
         model = ZooModel(
             inputs, outputs, name=spec.name, preprocessing=preprocessing, task="segmentation"
         )
-        if source is not None:
+        if source is not None and not converts:
             source.load_into(model)
         return model
     _check_head_args(pooling, include_top, num_classes)

@@ -1,9 +1,11 @@
-"""ImageNet-1k weights of the zoo's models, from two sources, converted on load (numpy only):
+"""Pretrained weights of the zoo's models (ImageNet-1k; Cityscapes for `danet_resnet50`),
+from two sources, converted on load (numpy only):
 
 - timm's checkpoints on the Hugging Face Hub, for the timm architectures, fetched with
   `huggingface_hub` (a timm user's cached file is reused);
 - pytorchcv's (imgclsmob's) checkpoints on its GitHub releases, for networks timm has no
-  weights for (CBAM-ResNet-50, BAM-ResNet-50); see `_PYTORCHCV_IMAGENET` below.
+  weights for (CBAM-ResNet-50, BAM-ResNet-50); see `_PYTORCHCV_IMAGENET` below. The same
+  source gives `danet_resnet50` its Cityscapes weights (`_PYTORCHCV_CITYSCAPES`).
 
 Each entry carries timm's evaluation transform for its checkpoint (`pretrained_cfg`: input
 size, `crop_pct`, `crop_mode`, interpolation, mean, std) as copied from `default_cfgs` in
@@ -179,6 +181,88 @@ def _pytorchcv_weights(name):
         f"{top5_error}%)",
         source=f"pytorchcv/{model}",
     )
+
+
+# pytorchcv's Cityscapes checkpoints (converted by imgclsmob from dmlc/gluon-cv's models):
+# zoo model -> (pytorchcv model, release tag, sha1, mIoU code of the file name, pixel
+# accuracy %, mIoU %). The metrics: the Cityscapes table of the pytorchcv 0.0.74 README
+# (PyPI description), on the 500 validation images.
+_PYTORCHCV_CITYSCAPES = {
+    "danet_resnet50": (
+        "danet_resnetd50b_cityscapes",
+        "v0.0.468",
+        "c5740c9fd471c141a584455efd2167858dd8cb94",
+        "6799",
+        95.91,
+        67.99,
+    ),
+}
+# pytorchcv's `resnetd50b(ordinary_init=False)` features: the SENet stem (3x3 convolutions
+# 64, 64, 128 wide, BN + ReLU after each, 3x3 max pool), plain 1x1 strided shortcuts, the
+# stride in the 3x3 convolution; `DANet` takes stage 4 at output stride 8 (stages 3 and 4
+# dilated 2 and 4, their first units 1 and 2: zoo.backbones.resnet's `output_stride=8`)
+PYTORCHCV_RESNETD50B = {
+    "block": "bottleneck",
+    "layers": (3, 4, 6, 3),
+    "stem_type": "deep",
+    "stem_width": 64,
+}
+_PYTORCHCV_ARCHITECTURE["danet_resnet50"] = {
+    "backbone": PYTORCHCV_RESNETD50B,
+    "branch_classifiers": True,
+}
+# Cityscapes' fine annotations are 1024 x 2048
+CITYSCAPES_SIZE = (1024, 2048)
+
+
+def pytorchcv_cityscapes_preprocessing(model):
+    """pytorchcv's Cityscapes evaluation: the whole image at its own size (1024 x 2048, no
+    resize or crop), scaled to [0, 1], the ImageNet mean and std. From imgclsmob's
+    pytorch/dataset_utils.py (`get_test_data_source`: mode "test", commit 5f49747),
+    pytorch/datasets/cityscapes_seg_dataset.py (mode "test": `_img_transform`, the array
+    as loaded; commit 651da9e) and voc_seg_dataset.py (`CityscapesMetaInfo` inherits
+    `voc_test_transform`: ToTensor, Normalize with the ImageNet statistics;
+    `net_extra_kwargs` aux=False, fixed_size=False; commit fac9020). The zoo's
+    `ResizeLike` upsamples to the input's size, as `fixed_size=False` does."""
+    return ImagePreprocessing(
+        size=CITYSCAPES_SIZE,
+        crop_pct=1.0,
+        crop_mode="squash",
+        interpolation="bilinear",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source=f"imgclsmob's Cityscapes test transform of {model} (whole 1024x2048 image, "
+        f"ImageNet mean and std)",
+    )
+
+
+def _pytorchcv_cityscapes_weights(name):
+    model, tag, sha1, code, pixel_accuracy, miou = _PYTORCHCV_CITYSCAPES[name]
+    file_name = f"{model}-{code}-{sha1[:8]}.pth"
+    return WeightsSpec(
+        tag="cityscapes",
+        url=PYTORCHCV_RELEASE.format(tag=tag, file=file_name),
+        file_format="pytorchcv",
+        sha256=None,
+        sha1=sha1,
+        input_size=CITYSCAPES_SIZE,
+        num_classes=19,
+        labels="cityscapes",
+        preprocessing=pytorchcv_cityscapes_preprocessing(model),
+        architecture=_PYTORCHCV_ARCHITECTURE[name],
+        trained_on=f"Cityscapes fine annotations, 19 classes, pytorchcv {model} (imgclsmob "
+        f"{tag}, converted from dmlc/gluon-cv's model; MIT)",
+        metric=f"mIoU {miou:.2f}% / pixel accuracy {pixel_accuracy:.2f}% on the Cityscapes "
+        f"validation images at 1024x2048 (pytorchcv 0.0.74 README)",
+        source=f"pytorchcv/{model}",
+    )
+
+
+def segmentation_weights(name):
+    """The registry's `WeightsSpec`s for the segmentation model `name` (empty if none)."""
+    if name in _PYTORCHCV_CITYSCAPES:
+        return (_pytorchcv_cityscapes_weights(name),)
+    return ()
 
 
 def imagenet_weights(name):

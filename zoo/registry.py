@@ -72,6 +72,8 @@ class WeightsSpec:
         revision: the Hub revision (branch, tag or commit) of an `hf://` file.
         sha1: SHA-1 hex digest of the file where the source records that instead
             (pytorchcv); of the unpacked checkpoint when `url` is a `.zip`, as there.
+        labels: the label set of a segmentation checkpoint's classes (`"cityscapes"`:
+            names and colours in zoo/labels.py), or None.
     """
 
     tag: str
@@ -87,6 +89,7 @@ class WeightsSpec:
     preprocessing: ImagePreprocessing | None = None
     revision: str = "main"
     sha1: str | None = None
+    labels: str | None = None
 
     def __post_init__(self):
         if self.preprocessing is not None and self.preprocessing.size != tuple(self.input_size):
@@ -95,6 +98,14 @@ class WeightsSpec:
                 f"{self.preprocessing.size} differs from input_size "
                 f"{tuple(self.input_size)}"
             )
+        if self.labels is not None:
+            from zoo.labels import class_names
+
+            if len(class_names(self.labels)) != self.num_classes:
+                raise ValueError(
+                    f"weights {self.tag!r}: the {self.labels} label set has "
+                    f"{len(class_names(self.labels))} classes, num_classes is {self.num_classes}"
+                )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -238,10 +238,18 @@ def palette(num_classes=NUM_CLASSES):
     return colours
 
 
-def mask_png(class_ids, num_classes=NUM_CLASSES):
+def mask_png(class_ids, num_classes=NUM_CLASSES, colours=None):
     """A `(H, W)` integer class map -> PNG bytes of a palette image: each pixel stores its
     class id (Pillow reads them back with `np.asarray(Image.open(...))`), shown in
-    `palette(num_classes)` colours."""
+    `palette(num_classes)` colours, or in `colours` (uint8 `(num_classes, 3)`, e.g.
+    `zoo.labels.palette("cityscapes")`; `num_classes` is then its length)."""
+    if colours is not None:
+        colours = np.asarray(colours, np.uint8)
+        if colours.ndim != 2 or colours.shape[1] != 3 or not 1 <= len(colours) <= 256:
+            raise ValueError(f"colours must be (num_classes <= 256, 3), got {colours.shape}")
+        num_classes = len(colours)
+    else:
+        colours = palette(num_classes)
     import io
 
     from PIL import Image
@@ -255,7 +263,7 @@ def mask_png(class_ids, num_classes=NUM_CLASSES):
         )
     height, width = class_ids.shape
     image = Image.frombytes("P", (width, height), class_ids.astype(np.uint8).tobytes())
-    image.putpalette(palette(num_classes).reshape(-1).tolist())
+    image.putpalette(colours.reshape(-1).tolist())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

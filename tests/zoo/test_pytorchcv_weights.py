@@ -94,12 +94,12 @@ def _serve_release(root, case_id, members=None):
     return name, hashlib.sha1(checkpoint).hexdigest()
 
 
-def _register_release(monkeypatch, case_id, url, sha1):
-    """The real registry entry of the case's model, pointed at the loopback release and
-    the reduced architecture of the fixture."""
+def _register_release(monkeypatch, case_id, url, sha1, tag="imagenet"):
+    """The real registry entry `tag` of the case's model, pointed at the loopback release
+    and the reduced architecture of the fixture."""
     _, arrays, config = _fixture(case_id)
     spec = registry.get_spec(config["model"])
-    real = spec.weights_for("imagenet")
+    real = spec.weights_for(tag)
     size = tuple(arrays["input"].shape[1:3])
     weights = dataclasses.replace(
         real,

@@ -16,7 +16,11 @@ Heads, each after its official code where one exists (layer names `head-*`):
 - `danet`: `DANetHead` of junfu1115/DANet: two branches on the backbone map, each 3x3
   convolution to `C / 4` + BN + ReLU, then `PositionAttention` (PAM) or
   `DualChannelAttention` (CAM), then 3x3 convolution + BN + ReLU; summed, dropout 0.1, 1x1
-  classifier.
+  classifier. `branch_classifiers=True` adds each branch's own 1x1 classifier (the
+  official `conv6` / `conv7`), whose maps `aux_head=True` returns: the layout of
+  pytorchcv's `DANet`, which `weights="cityscapes"` of `danet_resnet50` loads into (with
+  the deep-stem ResNet-50 of pytorchcv's `resnetd50b`: `stem_type="deep"`,
+  `stem_width=64`; zoo/pretrained.py).
 - `ccnet`: `RCCAModule` of speedinghzl/CCNet: 3x3 convolution to `C / 4` + BN + ReLU,
   `CrissCrossAttention` applied `recurrence` (2) times with shared weights, 3x3 convolution
   + BN + ReLU, concatenated with the backbone map, 3x3 bottleneck convolution to
@@ -98,8 +102,13 @@ def fcn_head(x, num_classes, *, dropout=0.1, name="head"):
     return _classifier(x, num_classes, f"{name}-classifier")
 
 
-def danet_head(x, num_classes, *, dropout=0.1, reduction=8, name="head"):
-    """DANet: PAM and CAM branches (conv-BN-ReLU in and out), summed, classifier."""
+def danet_head(x, num_classes, *, dropout=0.1, reduction=8, branch_classifiers=False, name="head"):
+    """DANet: PAM and CAM branches (conv-BN-ReLU in and out), summed, classifier.
+
+    With `branch_classifiers`, each branch also gets its own 1x1 classifier (the official
+    `conv6` / `conv7`, pytorchcv's `branch_pa.conv3` / `branch_ca.conv3`) and the head
+    returns `(logits, {"position": ..., "channel": ...})`.
+    """
     inter = max(1, x.shape[-1] // 4)
     position = _conv_bn_relu(x, inter, 3, f"{name}-conv5a")
     position = PositionAttention(reduction=reduction, name=f"{name}-pam")(position)
@@ -107,9 +116,20 @@ def danet_head(x, num_classes, *, dropout=0.1, reduction=8, name="head"):
     channel = _conv_bn_relu(x, inter, 3, f"{name}-conv5c")
     channel = DualChannelAttention(name=f"{name}-cam")(channel)
     channel = _conv_bn_relu(channel, inter, 3, f"{name}-conv52")
-    x = keras.layers.Add(name=f"{name}-sum")([position, channel])
-    x = _dropout(x, dropout, f"{name}-dropout")
-    return _classifier(x, num_classes, f"{name}-classifier")
+    summed = keras.layers.Add(name=f"{name}-sum")([position, channel])
+    summed = _dropout(summed, dropout, f"{name}-dropout")
+    logits = _classifier(summed, num_classes, f"{name}-classifier")
+    if not branch_classifiers:
+        return logits
+    branches = {
+        "position": _classifier(
+            _dropout(position, dropout, f"{name}-conv6-dropout"), num_classes, f"{name}-conv6"
+        ),
+        "channel": _classifier(
+            _dropout(channel, dropout, f"{name}-conv7-dropout"), num_classes, f"{name}-conv7"
+        ),
+    }
+    return logits, branches
 
 
 def ccnet_head(
@@ -183,14 +203,17 @@ def segmentation_network(
         head: one of `HEADS`.
         num_classes: classes per pixel.
         classifier_activation: activation of the per-pixel scores (`None`: logits).
-        aux_head: also return the auxiliary FCN head on stage 3 (for training).
+        aux_head: also return the auxiliary FCN head on stage 3 (for training); for the
+            DANet head with `branch_classifiers=True`, its two branches' own maps instead
+            (the official DANet's and pytorchcv's three outputs; no stage-3 head).
         backbone: `zoo.backbones.resnet.resnet_body` keyword arguments (default ResNet-50).
         output_stride: the backbone's output stride (8 or 16; 32 for no dilation).
         head_kwargs: keyword arguments of the head function (`head_channels`, ...).
 
     Returns:
         The `(batch, height, width, num_classes)` output tensor, or with `aux_head` a dict
-        `{"segmentation": ..., "aux": ...}` of two such tensors.
+        `{"segmentation": ..., "aux": ...}` of two such tensors (with DANet's branch
+        classifiers `{"segmentation": ..., "position": ..., "channel": ...}`).
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -202,8 +225,14 @@ def segmentation_network(
     else:
         function = {"fcn": fcn_head, "danet": danet_head, "ccnet": ccnet_head}
         logits = function.get(head, ocnet_head)(last, num_classes, **head_kwargs)
+    branches = None
+    if isinstance(logits, tuple):  # DANet with branch_classifiers
+        logits, branches = logits
     outputs = {"segmentation": _upsample(logits, inputs, classifier_activation, "segmentation")}
-    if aux_head:
+    if aux_head and branches is not None:
+        for branch, branch_logits in branches.items():
+            outputs[branch] = _upsample(branch_logits, inputs, classifier_activation, branch)
+    elif aux_head:
         aux = fcn_head(features[AUX_STAGE], num_classes, name="aux")
         outputs["aux"] = _upsample(aux, inputs, classifier_activation, "aux")
     return outputs if aux_head else outputs["segmentation"]

@@ -1,18 +1,21 @@
 """Copy pytorchcv (imgclsmob) state dicts into zoo models.
 
 pytorchcv 0.0.74 publishes ImageNet checkpoints for networks timm lacks (CBAM-ResNet,
-BAM-ResNet). Its module names differ from timm's in two ways, handled separately:
+BAM-ResNet) and Cityscapes checkpoints of DANet. Its module names differ from timm's in
+two ways, handled separately:
 
-- where a module sits: `MODULE_PATHS[<pytorchcv model>]` maps a zoo layer name (timm's
-  module path with `-` for `.`, zoo/backbones/resnet.py) to pytorchcv's module path
-  (`layer1-0-conv2` -> `features.stage1.unit1.body.conv2.conv`);
+- where a module sits: `MODULE_PATHS[<zoo model>]` maps a zoo layer name (timm's
+  module path with `-` for `.`, zoo/backbones/resnet.py and segmentation.py) to the module
+  path in the model's pytorchcv checkpoint (`layer1-0-conv2` ->
+  `features.stage1.unit1.body.conv2.conv`);
 - what is inside a module: one `TimmConverter` per layer class in this file's own registry
   (`CONVERTERS`, filled with `@pytorchcv_converter(cls)`), declaring each weight's key and
   transform exactly as zoo/convert/timm.py does for timm's modules, and checked the same
   way (a sublayer renamed in keras_attention fails the converter by name).
 
 The module facts below are read from pytorchcv 0.0.74's `models/cbamresnet.py`,
-`models/bamresnet.py`, `models/resnet.py` and `models/common/conv.py`.
+`models/bamresnet.py`, `models/resnet.py`, `models/resnetd.py`, `models/senet.py`
+(`SEInitBlock`), `models/danet.py` and `models/common/conv.py`.
 """
 
 import re
@@ -169,14 +172,48 @@ def bam_weights(config):
     return mapping
 
 
+# -- DANet (danet.py) --------------------------------------------------------------------
+
+
+def scale_alpha(array, variable):
+    """`ScaleBlock.alpha`, a (1,) parameter, as the layer's scalar `gamma`."""
+    return array.reshape(variable.shape)
+
+
+@pytorchcv_converter(L.PositionAttention, module="PosAttBlock")
+def position_attention_weights(config):
+    """`query_conv`, `key_conv`, `value_conv` (1x1, with bias); `scale.alpha`."""
+    return {
+        **conv_weights("query/", "query_conv.", True),
+        **conv_weights("key/", "key_conv.", True),
+        **conv_weights("value/", "value_conv.", True),
+        "gamma": TimmWeight("scale.alpha", scale_alpha),
+    }
+
+
+def _check_channel_attention(config, state, prefix):
+    if config["energy"] != "official":
+        raise ValueError(
+            f"pytorchcv's ChaAttBlock takes softmax(max(energy) - energy); the layer has "
+            f"energy={config['energy']!r} (use 'official')"
+        )
+
+
+@pytorchcv_converter(L.DualChannelAttention, check=_check_channel_attention, module="ChaAttBlock")
+def channel_attention_weights(config):
+    """No projections: only `scale.alpha`."""
+    return {"gamma": TimmWeight("scale.alpha", scale_alpha)}
+
+
 # -- where each zoo layer sits in pytorchcv's networks -----------------------------------
 
 
 def _resnet_paths(unit_body, extra_rules=()):
     """`(zoo layer name) -> pytorchcv module path` for pytorchcv's ResNet-like networks,
     whose unit `u` (1-based) of stage `s` holds its residual layers under
-    `unit_body.format(s=..., u=...)`."""
+    `unit_body.format(s=..., u=...)`; `extra_rules` (`(pattern, build)` pairs) come first."""
     rules = [
+        *extra_rules,
         (r"conv1", lambda m: "features.init_block.conv.conv"),
         (r"bn1", lambda m: "features.init_block.conv.bn"),
         (r"fc", lambda m: "output"),
@@ -187,7 +224,6 @@ def _resnet_paths(unit_body, extra_rules=()):
         (r"layer(\d+)-(\d+)-bn(\d)", lambda m: _unit(unit_body, m) + f"body.conv{m.group(3)}.bn"),
         (r"layer(\d+)-(\d+)-downsample-0", lambda m: _unit(unit_body, m) + "identity_conv.conv"),
         (r"layer(\d+)-(\d+)-downsample-1", lambda m: _unit(unit_body, m) + "identity_conv.bn"),
-        *extra_rules,
     ]
 
     def module_path(layer_name):
@@ -224,18 +260,83 @@ MODULE_PATHS = {
 }
 
 
-def load_pytorchcv_state_dict(model, state, pytorchcv_model, *, skip_prefixes=()):
-    """Load `state` (pytorchcv's `pytorchcv_model` state dict, numpy arrays) into `model`.
+# DANet (`danet_resnetd50b_cityscapes`): `backbone` is ResNetD's `features` (SEInitBlock
+# `init_block.conv1..conv3`, ResUnits); `head` holds `branch_pa` / `branch_ca`
+# (DANetHeadBranch: `conv1`, `att`, `conv2`, the branch classifier `conv3`) and `conv`
+_DANET_STEM = {"conv1-0": 1, "conv1-3": 2, "conv1-6": 3}
+_DANET_STEM_NORM = {"conv1-1": 1, "conv1-4": 2, "bn1": 3}
+_DANET_HEAD = {
+    "conv5a": "branch_pa.conv1",
+    "pam": "branch_pa.att",
+    "conv51": "branch_pa.conv2",
+    "conv6": "branch_pa.conv3",
+    "conv5c": "branch_ca.conv1",
+    "cam": "branch_ca.att",
+    "conv52": "branch_ca.conv2",
+    "conv7": "branch_ca.conv3",
+    "classifier": "conv",
+}
+MODULE_PATHS["danet_resnet50"] = _resnet_paths(
+    "backbone.stage{s}.unit{u}.",
+    [
+        (
+            r"conv1-[036]",
+            lambda m: f"backbone.init_block.conv{_DANET_STEM[m.group(0)]}.conv",
+        ),
+        (
+            r"conv1-[14]|bn1",
+            lambda m: f"backbone.init_block.conv{_DANET_STEM_NORM[m.group(0)]}.bn",
+        ),
+        (
+            r"head-(conv5a|conv51|conv5c|conv52)-(conv|bn)",
+            lambda m: f"head.{_DANET_HEAD[m.group(1)]}.{m.group(2)}",
+        ),
+        (
+            r"head-(pam|cam|conv6|conv7|classifier)",
+            lambda m: f"head.{_DANET_HEAD[m.group(1)]}",
+        ),
+    ],
+)
+
+
+# `danet_resnetd50b_cityscapes` deletes the final pool from ResNetD's `features`
+# (`del backbone[-1]`): the PyTorch of 2020, which saved the release, keeps the children's
+# names (`backbone.init_block`, `backbone.stage1`, ...); recent PyTorch renumbers a
+# Sequential after `del` (`backbone.0` ... `backbone.4`), so a checkpoint saved from a fresh
+# pytorchcv model has those. Both load: the numbered keys are renamed first.
+_DANET_BACKBONE_CHILDREN = ("init_block", "stage1", "stage2", "stage3", "stage4")
+
+
+def _danet_backbone_names(state):
+    renamed = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"backbone\.(\d+)\.(.+)", key)
+        if match and int(match.group(1)) < len(_DANET_BACKBONE_CHILDREN):
+            key = f"backbone.{_DANET_BACKBONE_CHILDREN[int(match.group(1))]}.{match.group(2)}"
+        renamed[key] = value
+    return renamed
+
+
+# zoo model -> `(state) -> state` with pytorchcv's key variants brought to MODULE_PATHS' names
+STATE_KEY_NORMALIZERS = {"danet_resnet50": _danet_backbone_names}
+
+
+def load_pytorchcv_state_dict(model, state, model_name, *, skip_prefixes=()):
+    """Load `state` (numpy arrays: the pytorchcv checkpoint of the zoo model `model_name`)
+    into `model`.
 
     Every layer with weights must find all of them, and every floating-point entry of
     `state` must be used (except under `skip_prefixes`); errors name the first mismatch.
     """
     try:
-        module_path = MODULE_PATHS[pytorchcv_model]
+        module_path = MODULE_PATHS[model_name]
     except KeyError:
         raise ValueError(
-            f"no pytorchcv layout for {pytorchcv_model!r}; known: {', '.join(sorted(MODULE_PATHS))}"
+            f"no pytorchcv layout for {model_name!r}; known: {', '.join(sorted(MODULE_PATHS))}"
         ) from None
+    normalize = STATE_KEY_NORMALIZERS.get(model_name)
+    if normalize is not None:
+        state = normalize(state)
     load_timm_state_dict(
         model,
         state,
