@@ -359,3 +359,7 @@ def test_full_model_matches_pytorchcv_through_the_download_path(tmp_path, monkey
         aux_head=True,
     )
     _assert_maps_close(_run(model, x), expected)
+    # the same parameters (47,586,427, the count pytorchcv's danet.py asserts)
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == sum(
+        p.numel() for p in net.parameters()
+    )
