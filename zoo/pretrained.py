@@ -231,7 +231,7 @@ def pytorchcv_cityscapes_preprocessing(model):
         interpolation="bilinear",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        source=f"imgclsmob's Cityscapes test transform of {model} (whole 1024x2048 image, "
+        source=f"imgclsmob's Cityscapes test transform of {model} (the whole image, "
         f"ImageNet mean and std)",
     )
 
