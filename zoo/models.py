@@ -245,25 +245,31 @@ def _build(
         _check_head_args(None, True, num_classes)
         inputs = _inputs(spec, input_shape, input_tensor)
         converts = source is not None and source.converts
-        if converts and num_classes != source.checkpoint_classes():
-            raise ValueError(
-                f"weights={tag!r} of {spec.name} classify {source.checkpoint_classes()} "
-                f"classes; got num_classes={num_classes}"
-            )
-        # a converted checkpoint loads into its own architecture, auxiliary outputs included
         aux_head = body_kwargs.pop("aux_head", False)
-        outputs = spec.body(
-            inputs,
-            num_classes=num_classes,
-            classifier_activation=classifier_activation,
-            aux_head=aux_head or converts,
-            **body_kwargs,
-        )
+
+        def body(classes, aux):
+            return spec.body(
+                inputs,
+                num_classes=classes,
+                classifier_activation=classifier_activation,
+                aux_head=aux,
+                **body_kwargs,
+            )
+
         if converts:
-            full = keras.Model(inputs, outputs, name=spec.name)
+            # a converted checkpoint loads into its own architecture (its classes, auxiliary
+            # outputs included), of which the requested outputs are kept
+            checkpoint_classes = source.checkpoint_classes()
+            loaded = body(checkpoint_classes, True)
+            full = keras.Model(inputs, loaded, name=spec.name)
             source.load_into(full, cache_key="x".join(str(d) for d in inputs.shape[1:3]))
-            if not aux_head:
-                outputs = outputs["segmentation"]
+            if num_classes == checkpoint_classes:
+                outputs = loaded if aux_head else loaded["segmentation"]
+            else:  # fine-tuning: everything but the new classifiers from the checkpoint
+                outputs = body(num_classes, aux_head)
+                _copy_all_but_classifiers(full, keras.Model(inputs, outputs), num_classes)
+        else:
+            outputs = body(num_classes, aux_head)
         preprocessing = _preprocessing(spec, tag, tuple(inputs.shape[1:]))
         model = ZooModel(
             inputs, outputs, name=spec.name, preprocessing=preprocessing, task="segmentation"
@@ -292,6 +298,23 @@ def _build(
     if source is not None and not source.converts:
         source.load_into(model)
     return model
+
+
+def _copy_all_but_classifiers(source, target, num_classes):
+    """Copy the weights of `source` into the same-named layers of `target`, which differs
+    only in its classifiers (the convolutions to `num_classes` scores): those keep their
+    fresh initialisation."""
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        weights = source.get_layer(layer.name).get_weights()
+        if [w.shape for w in weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(weights)
+        elif not (isinstance(layer, keras.layers.Conv2D) and layer.filters == num_classes):
+            raise ValueError(
+                f"layer {layer.name!r} differs from the checkpoint's architecture beyond "
+                f"its classifiers"
+            )
 
 
 # checkpoints of PyTorch libraries, converted on load into the architecture they mirror

@@ -144,8 +144,32 @@ def test_cityscapes_tag_downloads_verifies_sha1_and_loads(monkeypatch, keras_hom
     with_aux = zoo.load(model_name, weights="cityscapes", classifier_activation=None, aux_head=True)
     _assert_maps_close(_run(with_aux, arrays["input"]), arrays)
     assert requests == [f"/{name}.zip"]
-    with pytest.raises(ValueError, match="classify 19 classes; got num_classes=7"):
-        zoo.load(model_name, weights="cityscapes", num_classes=7)
+
+
+def test_other_num_classes_fine_tune_from_the_checkpoint(monkeypatch, keras_home, http_root):
+    """`num_classes=7`: every layer but the classifiers holds the checkpoint's weights (as
+    a direct conversion gives them), the classifiers are new and 7 wide."""
+    root, base, _ = http_root
+    name, sha1 = _serve_release(root, DANET_CASE)
+    path, arrays, config = _fixture(DANET_CASE)
+    model_name, _ = _register_release(
+        monkeypatch, DANET_CASE, f"{base}/{name}.zip", sha1, tag="cityscapes"
+    )
+    tuned = zoo.load(model_name, weights="cityscapes", num_classes=7, aux_head=True)
+    shapes = {key: tuple(output.shape) for key, output in tuned.output.items()}
+    assert shapes == dict.fromkeys(MAPS, (None, 24, 40, 7))
+    reference = _tiny_model(arrays, config)
+    load_pytorchcv_state_dict(reference, load_state_dict(path), "danet_resnet50")
+    classifiers = {"head-classifier", "head-conv6", "head-conv7"}
+    for layer in tuned.layers:
+        if not layer.weights:
+            continue
+        kept = reference.get_layer(layer.name).get_weights()
+        if layer.name in classifiers:
+            assert layer.get_weights()[0].shape == (1, 1, 16, 7)
+        else:
+            for got, want in zip(layer.get_weights(), kept):
+                np.testing.assert_array_equal(got, want)
 
 
 def test_wrong_sha1_leaves_nothing_in_the_cache(monkeypatch, keras_home, http_root):
