@@ -181,4 +181,4 @@ def test_small_models_train_a_step_on_jax(tmp_path):
         timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
