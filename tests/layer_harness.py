@@ -22,6 +22,16 @@ each input.
 
 Each check is its own function, so a failure names the case and the check. A family's test
 module runs its cases with `test_layer_harness = harness_test(cases_<family>)`.
+
+On JAX, the checks call layers through `call_layer`, which compiles the call (`jax.jit`
+over a `keras.StatelessScope`, the way Keras' own JAX trainer runs a model) instead of
+running it op by op: eager JAX compiles every primitive for every new shape, about 170
+small compilations for one gradient of a squeeze-excite block against one for the jitted
+function. TensorFlow and PyTorch keep calling the layer eagerly.
+
+Two checks exercise only Python and files, no backend code: the config round trip and the
+`.keras` round trip (a config dict; weights written and read as numpy arrays). They run on
+TensorFlow and PyTorch and are skipped on JAX, where each compilation costs seconds.
 """
 
 import dataclasses
@@ -122,6 +132,39 @@ def to_numpy(x):
     return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
 
 
+def _variable_values(variables):
+    return [v.value for v in variables]
+
+
+def _jax_forward(layer, training, **kwargs):
+    """`f(trainable values, non-trainable values, inputs) -> layer(inputs)`, stateless."""
+
+    def forward(trainable, non_trainable, inputs):
+        mapping = [
+            *zip(layer.trainable_variables, trainable),
+            *zip(layer.non_trainable_variables, non_trainable),
+        ]
+        with keras.StatelessScope(state_mapping=mapping):
+            return layer(inputs, training=training, **kwargs)
+
+    return forward
+
+
+def call_layer(layer, x, training=False, **kwargs):
+    """`layer(x, training=training, **kwargs)`: eager on TensorFlow and PyTorch, one compiled
+    function on JAX (see the module docstring)."""
+    if BACKEND != "jax":
+        return layer(x, training=training, **kwargs)
+    import jax
+
+    forward = jax.jit(_jax_forward(layer, training, **kwargs))
+    return forward(
+        _variable_values(layer.trainable_variables),
+        _variable_values(layer.non_trainable_variables),
+        x,
+    )
+
+
 def loss_and_gradients(layer, x, training=True):
     """Return (output, d loss / d trainable weights, d loss / d input) on this backend.
 
@@ -131,9 +174,31 @@ def loss_and_gradients(layer, x, training=True):
     """
     multi = isinstance(x, list)
     x = [np.asarray(a) for a in x] if multi else np.asarray(x)
+    trainable = layer.trainable_variables
+
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        forward = _jax_forward(layer, training)
+        non_trainable = _variable_values(layer.non_trainable_variables)
+        xin = [jnp.asarray(a) for a in x] if multi else jnp.asarray(x)
+        output_shape = jax.eval_shape(
+            forward, _variable_values(trainable), non_trainable, xin
+        ).shape
+        projection = np.random.default_rng(123).normal(size=output_shape).astype("float32")
+
+        def loss_fn(trainable_values, inputs):
+            y = forward(trainable_values, non_trainable, inputs)
+            return jnp.sum(y.astype("float32") * projection), y
+
+        gradients = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))
+        (_, y), (g_weights, g_input) = gradients(_variable_values(trainable), xin)
+        g_input = [to_numpy(g) for g in g_input] if multi else to_numpy(g_input)
+        return to_numpy(y), [to_numpy(g) for g in g_weights], g_input
+
     y0 = layer(x, training=training)
     projection = np.random.default_rng(123).normal(size=tuple(y0.shape)).astype("float32")
-    trainable = layer.trainable_variables
 
     if BACKEND == "tensorflow":
         import tensorflow as tf
@@ -152,24 +217,6 @@ def loss_and_gradients(layer, x, training=True):
             [to_numpy(g) if g is not None else None for g in grads[:n]],
             input_grads if multi else input_grads[0],
         )
-
-    if BACKEND == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        trainable_values = [v.value for v in trainable]
-        non_trainable_values = [v.value for v in layer.non_trainable_variables]
-
-        def loss_fn(tv, xin):
-            y, _ = layer.stateless_call(tv, non_trainable_values, xin, training=training)
-            return jnp.sum(y.astype("float32") * projection), y
-
-        xin = [jnp.asarray(a) for a in x] if multi else jnp.asarray(x)
-        (loss, y), (g_weights, g_input) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            trainable_values, xin
-        )
-        g_input = [to_numpy(g) for g in g_input] if multi else to_numpy(g_input)
-        return to_numpy(y), [to_numpy(g) for g in g_weights], g_input
 
     if BACKEND == "torch":
         import torch
@@ -221,9 +268,7 @@ def check_config_round_trip(case):
     clone.build(case.input_shape)
     clone.set_weights(layer.get_weights())
     x = random_input(case.input_shape, seed=2)
-    np.testing.assert_array_equal(
-        to_numpy(clone(x, training=False)), to_numpy(layer(x, training=False))
-    )
+    np.testing.assert_array_equal(to_numpy(call_layer(clone, x)), to_numpy(call_layer(layer, x)))
 
 
 def check_saving_round_trip(case, tmp_path):
@@ -247,13 +292,13 @@ def check_mixed_bfloat16(case):
     layer.set_weights(reference.get_weights())
     assert all(w.dtype == "float32" for w in layer.weights), "variables must stay float32"
     x = random_input(case.input_shape, seed=4)
-    y = layer(x, training=False)
+    y = call_layer(layer, x)
     assert keras.backend.standardize_dtype(y.dtype) == "bfloat16", (
         f"outputs should be in the compute dtype bfloat16, got {y.dtype}"
     )
     y = to_numpy(y)
     assert np.all(np.isfinite(y))
-    y32 = to_numpy(reference(x, training=False))
+    y32 = to_numpy(call_layer(reference, x))
     error = np.linalg.norm(y - y32) / max(np.linalg.norm(y32), 1e-6)
     assert error < case.bf16_rtol, f"bf16 result differs from float32 by {error:.3g} (norm-wise)"
     _, grads, input_grad = loss_and_gradients(layer, x, training=case.training)
@@ -319,7 +364,7 @@ def check_dynamic_spatial_size(case):
         # compiled (predict) against eager: float32 round-off grows with the output's scale
         # (randomised weights give values up to ~6; a JAX run differed by 1.7e-5 there)
         atol = 1e-5 * max(1.0, float(np.abs(y).max()))
-        np.testing.assert_allclose(y, to_numpy(layer(x, training=False)), rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(y, to_numpy(call_layer(layer, x)), rtol=1e-5, atol=atol)
 
 
 def check_return_attention(case):
@@ -327,9 +372,9 @@ def check_return_attention(case):
         pytest.skip("the layer has no attention map")
     layer = build_and_randomize(case)
     x = random_input(case.input_shape, seed=5)
-    outputs, attention = layer(x, return_attention=True, training=False)
+    outputs, attention = call_layer(layer, x, return_attention=True)
     np.testing.assert_allclose(
-        to_numpy(outputs), to_numpy(layer(x, training=False)), rtol=1e-6, atol=1e-6
+        to_numpy(outputs), to_numpy(call_layer(layer, x)), rtol=1e-6, atol=1e-6
     )
     expected = tuple(case.attention_shape(case.input_shape))
     assert tuple(attention.shape) == expected
@@ -370,7 +415,13 @@ CHECKS = {
 }
 
 
+# Checks of Python and files only (see the module docstring): not repeated on JAX.
+BACKEND_INDEPENDENT_CHECKS = ("config_round_trip", "saving_round_trip")
+
+
 def run_check(name, case, tmp_path):
+    if BACKEND == "jax" and name in BACKEND_INDEPENDENT_CHECKS:
+        pytest.skip("no backend code: runs on TensorFlow and PyTorch")
     check = CHECKS[name]
     if name == "saving_round_trip":
         check(case, tmp_path)

@@ -161,8 +161,10 @@ def test_registry_lists_the_segmentation_family():
 
 @pytest.mark.slow
 def test_small_models_train_a_step_on_jax(tmp_path):
-    """The three-backend case of tests/keras_attention/test_zoo_segmentation.py on JAX, which
-    CI runs only on the fast layer suite (TensorFlow and PyTorch run it in-process)."""
+    """The three-backend cases of tests/keras_attention/test_zoo_segmentation.py on JAX, which
+    CI runs only on the fast layer suite (TensorFlow and PyTorch run them in-process). DANet's
+    per-branch classifiers add only 1x1 convolutions to `danet_small`, so they stay on
+    TensorFlow and PyTorch; XLA's backend optimisation is off as in `make test`'s JAX run."""
     import os
     import pathlib
     import subprocess
@@ -170,9 +172,15 @@ def test_small_models_train_a_step_on_jax(tmp_path):
 
     pytest.importorskip("jax")
     root = pathlib.Path(__file__).resolve().parents[2]
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=str(root),
+        XLA_FLAGS="--xla_backend_optimization_level=0",
+    )
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow"]
+        + ["-k", "small_segmentation_model"]
         + [str(root / "tests/keras_attention/test_zoo_segmentation.py")],
         env=env,
         cwd=tmp_path,
@@ -181,4 +189,4 @@ def test_small_models_train_a_step_on_jax(tmp_path):
         timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "6 passed" in result.stdout
+    assert "5 passed" in result.stdout
