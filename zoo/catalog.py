@@ -291,6 +291,74 @@ _SEGMENTATION_HEADS = {
     "upsample decoders with stages 3, 2, 1 (segmentation_models.pytorch's PANDecoder); the last "
     "stage must be at least 8x8",
 }
+_SEGMENTATION_HERE = "tools/train_segmentation.py (benchmarks/results/segmentation_models.md)"
+_HELD_OUT_SCENES = "the 333 held-out scenes of zoo.datasets.digit_scenes('test', seed=0)"
+# The reload test's quick check: the first scenes of the held-out set.
+SEGMENTATION_CHECK_SCENES = 32
+# Mean IoU (11 classes) of the shipped digit-scenes weights (training seed 0) on the
+# held-out scenes with its bootstrap standard error over the scenes (the held-out set's own
+# noise), on their first SEGMENTATION_CHECK_SCENES, and the mean and sample
+# standard deviation over training seeds 0, 1 and 2 of the same recipe.
+SEGMENTATION_RESULTS = {}
+SEGMENTATION_SHA256 = {
+    "fcn_small": "aaccd122462974f133cc3633749024d8360ce633e22458ca16da39d80a3c5cbc",
+    "danet_small": "1bb8b4163ef38365fb25b16b91a74d4baa85fbefbf0e115f80d3f125f182f99e",
+    "ccnet_small": "cfbc792f0f2bb1fe065f0cc641dd0e6e586ac894745d596a444583694bf44398",
+    "ocnet_small": "b549f2de91032772e427b25f33323a0a594fd22d4e0e49f2036117645ba165d9",
+    "pan_small": "0367043afb266ca3a1a2806a806237f620504fb9fafed3bb04e4c34684289936",
+}
+
+
+def _segmentation_measurements(name, miou, first, mean, std, standard_error):
+    def measured(value, quantity):
+        return Measurement(value, "mIoU", quantity, _SEGMENTATION_HERE)
+
+    SEGMENTATION_RESULTS[name] = {
+        "mean_iou": measured(miou, f"mean IoU on {_HELD_OUT_SCENES}"),
+        "mean_iou_standard_error": measured(
+            standard_error, "its standard error over the scenes (bootstrap, 1,000 resamples)"
+        ),
+        "mean_iou_check_scenes": measured(
+            first, f"mean IoU on the first {SEGMENTATION_CHECK_SCENES} of them"
+        ),
+        "mean_iou_seeds_mean": measured(mean, "mean IoU, mean over training seeds 0-2"),
+        "mean_iou_seeds_std": measured(std, "mean IoU, standard deviation over seeds 0-2"),
+    }
+
+
+def _digit_scenes_weights(name):
+    if name not in SEGMENTATION_RESULTS:
+        return ()
+    results = SEGMENTATION_RESULTS[name]
+    return (
+        WeightsSpec(
+            tag="digit_scenes",
+            url=f"package://data/weights/{name}.digit_scenes.weights.h5",
+            file_format="weights.h5",
+            sha256=SEGMENTATION_SHA256[name],
+            input_size=(64, 64),
+            num_classes=11,
+            trained_on="fresh 64x64 scenes of the 4,000 training digits of "
+            "zoo.datasets.digit_scenes every epoch; zoo.train.SEGMENTATION_RECIPE (6 epochs, "
+            "AdamW lr 5e-3, batch 16), background loss weight 0.1, training seed 0 "
+            f"(tools/train_segmentation.py {name} --seed 0)",
+            metric=f"mIoU {results['mean_iou'].value:.3f} on {_HELD_OUT_SCENES}; "
+            f"{results['mean_iou_seeds_mean'].value:.3f} ± "
+            f"{results['mean_iou_seeds_std'].value:.3f} over training seeds 0-2 "
+            "(zoo.catalog.SEGMENTATION_RESULTS)",
+            source="trained here",
+        ),
+    )
+
+
+# tools/train_segmentation.py NAME --seed S for S = 0, 1, 2
+# (benchmarks/results/segmentation_models.json)
+_segmentation_measurements("fcn_small", 0.3537, 0.3331, 0.355, 0.0016, 0.0044)
+_segmentation_measurements("danet_small", 0.3288, 0.3142, 0.3382, 0.0082, 0.0044)
+_segmentation_measurements("ccnet_small", 0.3623, 0.3521, 0.3626, 0.001, 0.004)
+_segmentation_measurements("ocnet_small", 0.3605, 0.3523, 0.3565, 0.0046, 0.0038)
+_segmentation_measurements("pan_small", 0.3984, 0.3853, 0.4008, 0.0114, 0.005)
+
 for _head, _head_description in _SEGMENTATION_HEADS.items():
     for _backbone, (_backbone_description, _shape, _classes) in _SEGMENTATION_BACKBONES.items():
         _stride = 16 if (_head, _backbone) == ("pan", "resnet50") else 8
@@ -303,5 +371,6 @@ for _head, _head_description in _SEGMENTATION_HEADS.items():
             num_classes=_classes,
             description=f"{_head_description}; {_backbone_description.format(stride=_stride)}. "
             "Per-pixel class scores at the input size; aux_head=True adds the stage-3 FCN head.",
-            weights=segmentation_weights(f"{_head}_{_backbone}"),
+            weights=segmentation_weights(f"{_head}_{_backbone}")
+            + _digit_scenes_weights(f"{_head}_{_backbone}"),
         )

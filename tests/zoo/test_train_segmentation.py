@@ -1,5 +1,6 @@
 """The segmentation recipe (zoo.train.segmentation): mean IoU against a hand-computed
-confusion matrix and keras.metrics.MeanIoU, the auxiliary loss weight, one short epoch."""
+confusion matrix and keras.metrics.MeanIoU, its bootstrap standard error against the closed
+form of two scenes, the auxiliary loss weight, one short epoch."""
 
 import keras
 import numpy as np
@@ -45,6 +46,28 @@ def test_confusion_matrix_and_mean_iou_by_hand():
     assert float(metric.result()) == pytest.approx(segmentation.mean_iou(confusion), rel=1e-6)
     with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
         segmentation.confusion_matrix(LABELS, PREDICTIONS, num_classes=3)
+
+
+def test_bootstrap_standard_error_of_two_scenes_against_its_closed_form():
+    # resampling two scenes gives AA, AB or BA, BB with probabilities 1/4, 1/2, 1/4: the
+    # mean IoU of A's confusion, of both summed, of B's
+    first = (LABELS, PREDICTIONS)
+    second = (np.array([[0, 0, 0, 1], [1, 1, 4, 4], [4, 2, 2, 0]]), np.zeros((3, 4), int))
+    labels, predictions = np.stack([first[0], second[0]]), np.stack([first[1], second[1]])
+
+    def miou(*scenes):
+        return segmentation.mean_iou(
+            sum(segmentation.confusion_matrix(labels[i], predictions[i], 5) for i in scenes)
+        )
+
+    values, chances = np.array([miou(0), miou(0, 1), miou(1)]), np.array([0.25, 0.5, 0.25])
+    closed_form = np.sqrt(chances @ values**2 - (chances @ values) ** 2)
+    estimate = segmentation.bootstrap_standard_error(labels, predictions, 5, samples=20000)
+    assert estimate == pytest.approx(closed_form, rel=0.03)
+    same = np.stack([LABELS] * 3), np.stack([PREDICTIONS] * 3)
+    assert segmentation.bootstrap_standard_error(*same, num_classes=5) == pytest.approx(
+        0, abs=1e-12
+    )
 
 
 def test_compiled_metric_and_the_auxiliary_loss_weight():
@@ -98,6 +121,8 @@ def test_one_short_epoch_on_digit_scenes():
     np.testing.assert_array_equal(result["confusion"], confusion)
     assert result["mean_iou"] == pytest.approx(segmentation.mean_iou(confusion))
     assert result["pixel_accuracy"] == pytest.approx((predicted == labels).mean())
+    standard_error = segmentation.bootstrap_standard_error(labels, predicted)
+    assert result["mean_iou_standard_error"] == standard_error
     with pytest.raises(ValueError, match=r"takes \(64, 64, 3\) inputs but the scenes are"):
         segmentation.fit_segmentation(
             tiny_segmenter((64, 64, 3)), epochs=1, scene_kwargs=scene_kwargs, verbose=0

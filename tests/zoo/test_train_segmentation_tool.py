@@ -1,12 +1,17 @@
-"""tools/train_segmentation.py: one run recorded, runs merged, the table's verdicts."""
+"""tools/train_segmentation.py: one run recorded, runs merged, the table's verdicts; the
+shipped digit-scenes weights: their registry numbers are the recorded runs', and they reload
+to their mIoU on the held-out scenes (the first 32 quickly, all 333 in a slow test)."""
 
 import json
 
 import numpy as np
 import pytest
 
+import zoo
 from tests.zoo.test_train_segmentation import tiny_segmenter
 from tools import train_segmentation as tool
+from zoo import catalog, registry, scenes, weights
+from zoo.train import segmentation
 
 
 def entry(model, seed, miou):
@@ -34,8 +39,8 @@ def test_train_one_records_the_held_out_miou():
     )
     assert recorded["model"] == "tiny" and recorded["seed"] == 1 and recorded["epochs"] == 1
     assert 0.0 <= recorded["mean_iou"] <= 1.0 and len(recorded["class_iou"]) == 11
-    assert recorded["recipe"].startswith("1 epochs of fresh 48x48 training scenes, adamw lr 0.0005")
-    assert recorded["recipe"].endswith("aux loss weight 0.4, background loss weight 0.5")
+    assert recorded["recipe"].startswith("1 epochs of fresh 48x48 training scenes, adamw lr 0.0025")
+    assert recorded["recipe"].endswith("batch 8, background loss weight 0.5")
 
 
 def test_save_results_merges_with_what_other_runs_wrote(tmp_path, monkeypatch):
@@ -76,3 +81,53 @@ def test_table_gives_mean_spread_and_verdict(tmp_path):
     assert "| fcn_small | 1,234 | 2 epochs | 0.510 ± 0.010 (3 seeds) | 0.900 | baseline |" in text
     assert f"| `ccnet_small.seed0.weights.h5` | `{'ab' * 32}` |" in text
     assert np.isclose(np.std([0.6, 0.62, 0.61], ddof=1), 0.01)
+
+
+# ------------------------------------------------------------ the shipped weights
+
+SHIPPED = sorted(catalog.SEGMENTATION_RESULTS)
+
+
+def _held_out_scenes():
+    # the recorded numbers are on the default held-out set; its first scenes are the quick
+    # check (`digit_scenes(num_scenes=32)` would draw other scenes)
+    images, labels, _ = scenes.digit_scenes("test", seed=segmentation.EVAL_SEED)
+    return images, labels
+
+
+def test_registry_records_the_runs_of_the_shipped_weights():
+    recorded = json.loads(tool.RESULTS_JSON.read_text())
+    assert {"fcn_small", "danet_small"} <= set(SHIPPED)
+    for name in SHIPPED:
+        results = catalog.SEGMENTATION_RESULTS[name]
+        run = recorded[f"{name}:seed0"]
+        spec = registry.get_spec(name).weights_for("digit_scenes")
+        assert spec.sha256 == run["sha256"] == tool.sha256(weights.fetch(name, spec))
+        assert results["mean_iou"].value == round(run["mean_iou"], 4)
+        assert results["mean_iou_standard_error"].value == round(run["mean_iou_standard_error"], 4)
+        seeds = [recorded[f"{name}:seed{s}"]["mean_iou"] for s in (0, 1, 2)]
+        assert results["mean_iou_seeds_mean"].value == round(np.mean(seeds), 4)
+        assert results["mean_iou_seeds_std"].value == round(np.std(seeds, ddof=1), 4)
+        assert f"mIoU {results['mean_iou'].value:.3f} on the 333 held-out" in spec.metric
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_reproduce_their_miou_on_the_check_scenes(name):
+    images, labels = _held_out_scenes()
+    count = catalog.SEGMENTATION_CHECK_SCENES
+    model = zoo.load(name, weights="digit_scenes")
+    result = segmentation.evaluate_segmentation(model, images[:count], labels[:count])
+    # recorded to 4 decimals; 0.001 leaves room for a few pixels flipped by another
+    # thread count's summation order
+    expected = catalog.SEGMENTATION_RESULTS[name]["mean_iou_check_scenes"].value
+    assert result["mean_iou"] == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_reproduce_their_recorded_miou_on_all_held_out_scenes(name):
+    images, labels = _held_out_scenes()
+    model = zoo.load(name, weights="digit_scenes")
+    result = segmentation.evaluate_segmentation(model, images, labels)
+    expected = catalog.SEGMENTATION_RESULTS[name]["mean_iou"].value
+    assert result["mean_iou"] == pytest.approx(expected, abs=1e-3)
