@@ -65,6 +65,10 @@ def _prototxt_params(modules, num_classes=1000):
     return count + 2048 * num_classes + num_classes
 
 
+# Attention-92 repeats Attention-56's modules (1-2-3 per stage against 1-1-1); a check of code
+# paths rather than of the architecture runs on the shallower model only.
+SHALLOWEST = [NAMES[0]]
+
 _MODELS_224 = {}
 
 
@@ -232,7 +236,7 @@ def _stage_size(size):
     return sizes
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SHALLOWEST)
 def test_dynamic_input_size_matches_fixed_size_models(name):
     dynamic = build(name, include_top=False, input_shape=(None, None, 3))
     for size in (64, 77):  # 77: odd sizes at every level (39, 20, 10, 5, 3)
@@ -247,7 +251,7 @@ def test_dynamic_input_size_matches_fixed_size_models(name):
     assert _max_relative(got, fixed(images, training=False)) < 1e-5
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SHALLOWEST)
 def test_mixed_bfloat16_builds_and_runs(name):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = build(name, input_shape=(64, 64, 3), num_classes=3)
@@ -260,7 +264,7 @@ def test_mixed_bfloat16_builds_and_runs(name):
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SHALLOWEST)
 def test_one_training_step(name):
     model = build(name, input_shape=(64, 64, 3), num_classes=3, classifier_activation=None)
     # eager: tracing the ~1000-layer graph costs far more than one step at 64 x 64
