@@ -219,7 +219,8 @@ def write_markdown(path, recipe, runs, summary, weights_sha):
         "and the test SE.",
         "",
         'The ablation "static gates" evolves the policy\'s biases alone (kernels kept at '
-        "zero) with the same budget: per-filter multipliers that ignore the observation, so "
+        "zero) for as many generations on the same minibatches (its default population): "
+        "per-filter multipliers that ignore the observation, so "
         "whatever it gains is not feedback. Times: wall-clock seconds, one thread, on a "
         "2-core machine shared with other jobs.",
         "",
