@@ -4,7 +4,9 @@ identity at initialisation, and the shipped MNIST weights.
 Runs on the configured Keras backend.
 """
 
+import json
 import math
+import pathlib
 
 import keras
 import numpy as np
@@ -179,3 +181,23 @@ def test_static_training_evolves_the_biases_alone(shipped):
         assert np.any(_numpy(gate.policy.bias) != gate.neutral_bias)
     finally:
         dasnet.set_policy(model, policy)
+
+
+def test_recorded_figures_are_the_benchmark_results():
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks/results/dasnet.json"
+    recorded = json.loads(path.read_text())
+    results = catalog.DASNET_RESULTS
+    (seed0,) = [run for run in recorded["runs"] if run["seed"] == 0]
+    assert results["accuracy"].value == seed0["dasnet"]["accuracy"]
+    assert results["cnn_accuracy"].value == seed0["cnn"]["accuracy"]
+    assert results["corrected"].value == seed0["corrected"]
+    assert results["broken"].value == seed0["broken"]
+    assert results["check_correct"].value == seed0["check_slice"]["dasnet_correct"]
+    assert results["cnn_check_correct"].value == seed0["check_slice"]["cnn_correct"]
+    assert seed0["check_slice"]["digits"] == catalog.DASNET_CHECK_DIGITS
+    for key, side in (("accuracy_seeds", "dasnet"), ("cnn_accuracy_seeds", "cnn")):
+        summary = recorded["summary"][side]
+        assert results[f"{key}_mean"].value == round(summary["accuracy_mean"], 4)
+        assert results[f"{key}_std"].value == round(summary["accuracy_sd"], 4)
+    spec = registry.get_spec("dasnet_mnist_cnn").weights_for("mnist")
+    assert spec.sha256 == recorded["weights"]["sha256"]
