@@ -63,6 +63,8 @@ ATTENTION = {
         "Global Context, additive fusion, timm GlobalContext(fuse_add=True) settings",
     ),
     "cam": ("DualChannelAttention", {}, "DANet channel attention module"),
+    # FeedbackChannelGate takes [features, observation of the previous pass], so it has no
+    # factory name.
     "cbam": (
         "CBAM",
         dict(_TIMM_CBAM_CHANNEL, **_TIMM_CBAM_SPATIAL),

@@ -266,6 +266,72 @@ register_model(
     weights=STN_WEIGHTS,
 )
 
+_DASNET_HERE = "tools/train_dasnet.py (benchmarks/results/dasnet.md)"
+# The reload test's quick check: the first held-out digits.
+DASNET_CHECK_DIGITS = 200
+# The shipped weights (seed 0: CNN and evolved policy) on the held-out digits, the same
+# weights with the identity policy (the CNN alone), and both sides' mean and sample standard
+# deviation over seeds 0-2 (CNN seed = SNES seed).
+DASNET_RESULTS = {}
+
+
+def _dasnet_measurements(accuracy, cnn_accuracy, corrected, broken, check, seeds, cnn_seeds):
+    def measured(value, unit, quantity):
+        return Measurement(value, unit, quantity, _DASNET_HERE)
+
+    held_out = "the 1,000 held-out digits of zoo.datasets.mnist_subset"
+    first = f"correct among the first {DASNET_CHECK_DIGITS} of them"
+    DASNET_RESULTS.update(
+        accuracy=measured(accuracy, "fraction", f"test accuracy on {held_out}"),
+        cnn_accuracy=measured(cnn_accuracy, "fraction", "the same CNN alone (identity gates)"),
+        corrected=measured(corrected, "digits", "the CNN's mistakes the gates correct"),
+        broken=measured(broken, "digits", "the CNN's right answers the gates break"),
+        check_correct=measured(check[0], "digits", first),
+        cnn_check_correct=measured(check[1], "digits", f"{first}, the CNN alone"),
+        accuracy_seeds_mean=measured(seeds[0], "fraction", "test accuracy, mean over seeds 0-2"),
+        accuracy_seeds_std=measured(seeds[1], "fraction", "its sample standard deviation"),
+        cnn_accuracy_seeds_mean=measured(cnn_seeds[0], "fraction", "the CNN alone, mean"),
+        cnn_accuracy_seeds_std=measured(cnn_seeds[1], "fraction", "the CNN alone, SD"),
+    )
+
+
+# tools/train_dasnet.py (benchmarks/results/dasnet.json; CNN seed = SNES seed = 0 shipped)
+_dasnet_measurements(0.956, 0.956, 3, 3, (188, 190), (0.9603, 0.0038), (0.9583, 0.0040))
+
+DASNET_WEIGHTS = (
+    WeightsSpec(
+        tag="mnist",
+        url="package://data/weights/dasnet_mnist_cnn.mnist.weights.h5",
+        file_format="weights.h5",
+        sha256="4752189fc058b755bccf30022c3a9e76fbee5fcf8067f6f9020953708346ee59",
+        input_size=(28, 28),
+        num_classes=10,
+        trained_on="the 4,000 training digits of zoo.datasets.mnist_subset (28x28): the "
+        "classifier CNN 8 epochs Adam lr 1e-3 cosine to 5%, batch 64; then the policy alone "
+        "by SNES, 200 generations of 256-digit minibatches (tools/train_dasnet.py, seed 0)",
+        metric=f"test accuracy {DASNET_RESULTS['accuracy'].value:.3f} on the 1,000 held-out "
+        f"digits, the same CNN alone {DASNET_RESULTS['cnn_accuracy'].value:.3f} "
+        "(zoo.catalog.DASNET_RESULTS)",
+        source="trained here",
+    ),
+)
+
+register_model(
+    "dasnet_mnist_cnn",
+    body="zoo.dasnet:dasnet_mnist_cnn",
+    kind="model",
+    default_input_shape=(28, 28, 1),
+    num_classes=10,
+    family="feedback_attention",
+    mean=(0.0,),
+    std=(1.0,),
+    dynamic_size=True,
+    description="dasNet (Stollenga et al. 2014): the zoo's MNIST CNN re-run 3 times, the "
+    "filters of conv3 re-weighted between passes by FeedbackChannelGate, whose policy is "
+    "evolved by SNES on the classification log-likelihood.",
+    weights=DASNET_WEIGHTS,
+)
+
 _SEGMENTATION_BACKBONES = {
     "resnet50": (
         "dilated ResNet-50 (output stride {stride}, timm layout), 21 classes (PASCAL VOC's count)",

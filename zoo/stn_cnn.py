@@ -15,16 +15,27 @@ from keras import layers
 from keras_attention.layers import SpatialTransformer
 
 
-def _classifier_cnn(x, num_classes, prefix=""):
+def classifier_cnn_layers(num_classes, prefix=""):
+    """The classifier CNN's layers by name, in order: three 3x3 ReLU convolutions (32, 64,
+    64 filters), 2x2 max pooling after the first two, global max pooling and two dense
+    layers (64 ReLU units, then `num_classes` float32 logits)."""
+    stack = {}
     for i, filters in enumerate((32, 64, 64)):
-        x = layers.Conv2D(
+        stack[f"conv{i + 1}"] = layers.Conv2D(
             filters, 3, padding="same", activation="relu", name=f"{prefix}conv{i + 1}"
-        )(x)
+        )
         if i < 2:
-            x = layers.MaxPooling2D(2, name=f"{prefix}pool{i + 1}")(x)
-    x = layers.GlobalMaxPooling2D(name=f"{prefix}global_pool")(x)
-    x = layers.Dense(64, activation="relu", name=f"{prefix}fc1")(x)
-    return layers.Dense(num_classes, name=f"{prefix}fc2", dtype="float32")(x)
+            stack[f"pool{i + 1}"] = layers.MaxPooling2D(2, name=f"{prefix}pool{i + 1}")
+    stack["global_pool"] = layers.GlobalMaxPooling2D(name=f"{prefix}global_pool")
+    stack["fc1"] = layers.Dense(64, activation="relu", name=f"{prefix}fc1")
+    stack["fc2"] = layers.Dense(num_classes, name=f"{prefix}fc2", dtype="float32")
+    return stack
+
+
+def _classifier_cnn(x, num_classes, prefix=""):
+    for layer in classifier_cnn_layers(num_classes, prefix).values():
+        x = layer(x)
+    return x
 
 
 def _head(logits, classifier_activation):

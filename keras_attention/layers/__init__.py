@@ -12,6 +12,7 @@ from keras_attention.layers.context_attention import (
     ObjectContext,
     PositionAttention,
 )
+from keras_attention.layers.feedback import FeedbackChannelGate
 from keras_attention.layers.gaussian_attention import GaussianAttention
 from keras_attention.layers.generalized_attention import GeneralizedAttention
 from keras_attention.layers.hard_attention import (
@@ -55,6 +56,7 @@ __all__ = [
     "EfficientChannelAttention",
     "GlobalContext",
     "DualChannelAttention",
+    "FeedbackChannelGate",
     "SpatialGate",
     "ChannelGate",
     "CBAM",
