@@ -113,6 +113,16 @@ def _score_gradient(head, features, labels, create_graph):
     return grad if create_graph else ops.stop_gradient(grad)
 
 
+class _Cut:
+    """The classifier cut at the Grad-CAM layer: image -> feature maps -> logits. A plain
+    object, so Keras does not track the two halves: their layers are the classifier's, saved
+    once with it."""
+
+    def __init__(self, features, head):
+        self.features = features
+        self.head = head
+
+
 def _conv_layer_names(model):
     return [
         layer.name
@@ -208,14 +218,15 @@ class GAIN(keras.Model):
         self.differentiable_weights = bool(differentiable_weights)
         self.classifier_activation = classifier_activation
         feature_maps = classifier.get_layer(layer_name).output
-        self.features = keras.Model(classifier.inputs[0], feature_maps, name="gain_features")
+        features = keras.Model(classifier.inputs[0], feature_maps, name="gain_features")
         try:
-            self.head = keras.Model(feature_maps, classifier.outputs[0], name="gain_head")
+            head = keras.Model(feature_maps, classifier.outputs[0], name="gain_head")
         except ValueError as error:
             raise ValueError(
                 f"`layer_name`: the classifier's logits do not depend on the image through "
                 f"layer {layer_name!r} alone ({error})."
             ) from None
+        self._cut = _Cut(features, head)
         self._gain_terms = None
         self.built = True
 
@@ -241,6 +252,16 @@ class GAIN(keras.Model):
                 f"({type(layer).__name__}) outputs shape {layer.output.shape}. Layers with "
                 f"4-D feature maps: {', '.join(convolutional)}."
             )
+
+    @property
+    def features(self):
+        """The classifier from the image to `layer_name`'s feature maps (shared layers)."""
+        return self._cut.features
+
+    @property
+    def head(self):
+        """The classifier from `layer_name`'s feature maps to the logits (shared layers)."""
+        return self._cut.head
 
     # -- attention ------------------------------------------------------------------
 
