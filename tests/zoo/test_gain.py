@@ -129,6 +129,26 @@ def test_train_step_adds_the_mining_term_and_decreases_the_loss():
     assert last < 0.8 * first
 
 
+def test_pixel_supervision_enters_the_training_loss_from_dict_inputs():
+    classifier = linear_classifier()
+    randomise(classifier, seed=5)
+    model = gain.GAIN(classifier, "features", alpha=0.5, alpha_e=3.0)
+    rng = np.random.default_rng(6)
+    images = rng.uniform(size=(4, H, W, 1)).astype("float32")
+    masks = (rng.uniform(size=(4, H, W)) > 0.7).astype("float32")
+    labels = np.array([1, 0, 3, 2])
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
+    logits = keras.ops.convert_to_numpy(model(images))
+    cross_entropy = -np.mean(np.log(softmax(logits)[np.arange(4), labels]))
+    mining, pixel = closed_form_losses(classifier.get_weights(), images, labels, masks)
+    loss = float(model.train_on_batch({"image": images, "mask": masks}, labels))
+    assert loss == pytest.approx(cross_entropy + 0.5 * mining + 3.0 * pixel, rel=1e-5)
+
+
 def test_config_round_trip_and_softmax_output():
     classifier = linear_classifier()
     model = gain.GAIN(classifier, "features", alpha=0.3, classifier_activation="softmax")
