@@ -240,11 +240,6 @@ class GAIN(keras.Model):
                 f"`layer_name`: the classifier has no layer named {layer_name!r}; layers with "
                 f"4-D feature maps: {', '.join(convolutional)}."
             ) from None
-        if len(layer._inbound_nodes) != 1:
-            raise ValueError(
-                f"`layer_name`: layer {layer_name!r} is called {len(layer._inbound_nodes)} "
-                "times in the classifier; Grad-CAM needs a layer called once."
-            )
         if len(layer.output.shape) != 4 or isinstance(layer, keras.layers.InputLayer):
             raise ValueError(
                 f"`layer_name` must name a layer with 4-D (batch, height, width, channels) "
@@ -265,7 +260,7 @@ class GAIN(keras.Model):
 
     # -- attention ------------------------------------------------------------------
 
-    def _split(self, inputs):
+    def _image_and_masks(self, inputs):
         if isinstance(inputs, dict):
             return inputs["image"], inputs.get("mask")
         return inputs, None
@@ -297,7 +292,7 @@ class GAIN(keras.Model):
     # -- forward and loss -----------------------------------------------------------
 
     def call(self, inputs, training=False):
-        images, masks = self._split(inputs)
+        images, masks = self._image_and_masks(inputs)
         features = self.features(images, training=training)
         logits = self.head(features, training=training)
         self._gain_terms = (images, features, masks) if training else None

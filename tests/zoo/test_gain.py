@@ -193,6 +193,11 @@ def test_a_layer_the_logits_can_bypass_is_rejected():
     classifier = keras.Model(inputs, keras.layers.Dense(CLASSES)(pooled))
     with pytest.raises(ValueError, match="`layer_name`: the classifier's logits do not depend"):
         gain.GAIN(classifier, "features")
+    shared = keras.layers.Conv2D(1, 1, name="shared")
+    twice = keras.layers.GlobalAveragePooling2D()(shared(shared(inputs)))
+    classifier = keras.Model(inputs, keras.layers.Dense(CLASSES)(twice))
+    with pytest.raises(ValueError, match="`layer_name`: the classifier's logits do not depend"):
+        gain.GAIN(classifier, "shared")  # called twice: which call's maps is ambiguous
     with pytest.raises(ValueError, match="`classifier` must be a functional keras.Model"):
         gain.GAIN(keras.Sequential(), "features")
 
