@@ -29,12 +29,27 @@ def _rng(task, split, seed):
     return np.random.default_rng([int(seed), _TASK_CODES[task], _SPLIT_CODES[split]])
 
 
+def ink_boxes(digits, offsets):
+    """The tight box around each digit's ink on the canvas, `(N, 4)` int64 rows of
+    `(top, left, bottom, right)` with `bottom` and `right` exclusive; `digits` are the
+    `(N, 28, 28, 1)` digits and `offsets` the `(N, 2)` canvas corners of their 28x28 frames.
+    A digit without ink gets its whole frame."""
+    boxes = np.zeros((len(digits), 4), np.int64)
+    for i, (digit, (row, col)) in enumerate(zip(digits, offsets)):
+        ink = digit[..., 0] > 0
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        if rows.size == 0:
+            rows = cols = np.array([0, DIGIT_SIZE - 1])
+        boxes[i] = (row + rows[0], col + cols[0], row + rows[-1] + 1, col + cols[-1] + 1)
+    return boxes
+
+
 def _check_size(size, needed, what):
     if not isinstance(size, (int, np.integer)) or size < needed:
         raise ValueError(f"`size` must be an integer >= {needed} ({what}), got size={size!r}.")
 
 
-def translated_mnist(split="train", size=60, seed=0):
+def translated_mnist(split="train", size=60, seed=0, return_boxes=False):
     """Each digit pasted unchanged at a uniformly random position of a blank canvas.
 
     This is the 60x60 translated MNIST of the recurrent attention model paper
@@ -44,6 +59,8 @@ def translated_mnist(split="train", size=60, seed=0):
         split: `"train"`, `"test"` or `"all"` (see `zoo.datasets.mnist_subset`).
         size: canvas height and width, at least 28.
         seed: non-negative integer; the placements are a function of it.
+        return_boxes: also record each digit's ink box (`metadata["boxes"]`, see
+            `ink_boxes`); the images and the other arrays do not change.
 
     Returns:
         `(images, labels, metadata)`; `metadata["offsets"]` is an int64 array `(N, 2)`:
@@ -56,10 +73,15 @@ def translated_mnist(split="train", size=60, seed=0):
     images = np.zeros((len(labels), size, size, 1), np.float32)
     for i, (row, col) in enumerate(offsets):
         images[i, row : row + DIGIT_SIZE, col : col + DIGIT_SIZE] = digits[i]
-    return images, labels, {"offsets": offsets.astype(np.int64)}
+    metadata = {"offsets": offsets.astype(np.int64)}
+    if return_boxes:
+        metadata["boxes"] = ink_boxes(digits, offsets)
+    return images, labels, metadata
 
 
-def cluttered_mnist(split="train", size=60, num_clutter=4, clutter_size=8, seed=0):
+def cluttered_mnist(
+    split="train", size=60, num_clutter=4, clutter_size=8, seed=0, return_boxes=False
+):
     """Translated MNIST plus `num_clutter` random crops of other digits of the same split.
 
     Each clutter piece is a `clutter_size` square cut at a random position from another
@@ -74,6 +96,9 @@ def cluttered_mnist(split="train", size=60, num_clutter=4, clutter_size=8, seed=
         num_clutter: number of clutter pieces per image, >= 0.
         clutter_size: side of each square piece, 1 to 28.
         seed: non-negative integer.
+        return_boxes: also record the box around each digit's own ink (`metadata["boxes"]`,
+            see `ink_boxes`; clutter inside it is not the digit's); the images and the other
+            arrays do not change.
 
     Returns:
         `(images, labels, metadata)` with metadata arrays `offsets` `(N, 2)` (digit corner),
@@ -114,6 +139,8 @@ def cluttered_mnist(split="train", size=60, num_clutter=4, clutter_size=8, seed=
         "clutter_crops": crops.astype(np.int64),
         "clutter_offsets": clutter_offsets.astype(np.int64),
     }
+    if return_boxes:
+        metadata["boxes"] = ink_boxes(digits, offsets)
     return images, labels, metadata
 
 

@@ -171,3 +171,23 @@ def test_reexported_from_datasets_and_as_tf_dataset():
     order = np.argsort([bytes(img) for img in x.reshape(1000, -1)])
     ref = np.argsort([bytes(img) for img in images.reshape(1000, -1)])
     np.testing.assert_array_equal(y[order], labels[ref])
+
+
+@pytest.mark.parametrize("task", ["translated_mnist", "cluttered_mnist"])
+def test_return_boxes_adds_the_tight_ink_box_and_changes_nothing_else(task, test_digits):
+    digits, _ = test_digits
+    images, labels, meta = tasks.TASKS[task]("test", seed=1)
+    boxed, boxed_labels, boxed_meta = tasks.TASKS[task]("test", seed=1, return_boxes=True)
+    np.testing.assert_array_equal(images, boxed)
+    np.testing.assert_array_equal(labels, boxed_labels)
+    assert set(boxed_meta) == set(meta) | {"boxes"}
+    for key in meta:
+        np.testing.assert_array_equal(meta[key], boxed_meta[key])
+    boxes = boxed_meta["boxes"]
+    assert boxes.shape == (1000, 4) and boxes.dtype == np.int64
+    for i in range(0, 1000, 41):
+        (row, col), (top, left, bottom, right) = meta["offsets"][i], boxes[i]
+        ink_rows, ink_cols = np.nonzero(digits[i, :, :, 0])
+        # tight: the first and last ink rows and columns of the digit, moved to the canvas
+        assert (top, bottom) == (row + ink_rows.min(), row + ink_rows.max() + 1)
+        assert (left, right) == (col + ink_cols.min(), col + ink_cols.max() + 1)
