@@ -55,7 +55,14 @@ def mnist_subset(split="train", normalize=True):
 
 # The tasks derived from the subset live in zoo.tasks and zoo.scenes (which import this
 # module); they are reachable from here too, resolved on first use.
-TASKS = ("as_tf_dataset", "cluttered_mnist", "rts_mnist", "translated_mnist", "digit_scenes")
+TASKS = (
+    "as_tf_dataset",
+    "cluttered_mnist",
+    "rts_mnist",
+    "translated_mnist",
+    "moving_mnist_clips",
+    "digit_scenes",
+)
 _TASK_MODULES = {"digit_scenes": "scenes"}
 
 

@@ -87,9 +87,12 @@ def _check_input_shape(spec, input_shape):
     if input_shape is None:
         return tuple(spec.default_input_shape)
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
-    if spec.dynamic_size is not True and None in input_shape[:2]:
+    if len(input_shape) != len(spec.default_input_shape):
+        axes = "(frames, height, width, channels)" if spec.family == "video" else None
+        raise ValueError(
+            f"input_shape must be {axes or '(height, width, channels)'}, got {input_shape}"
+        )
+    if spec.dynamic_size is not True and None in input_shape[-3:-1]:
         raise ValueError(
             f"input_shape: {spec.name} needs a fixed height and width "
             f"({spec.dynamic_size}), got {input_shape}"
@@ -140,8 +143,9 @@ def _head(spec, features, include_top, pooling, num_classes, classifier_activati
 
 
 def _preprocessing(spec, tag, input_shape):
-    """The weights' preprocessing at the input's size (the weights' own if it is dynamic)."""
-    size = tuple(input_shape[:2])
+    """The weights' preprocessing at the input's size (the weights' own if it is dynamic);
+    the size of each frame for a video model's `(frames, height, width, channels)`."""
+    size = tuple(input_shape[-3:-1])
     return spec.preprocessing(tag, size=None if None in size else size, channels=input_shape[-1])
 
 
@@ -448,7 +452,9 @@ def load(
     source = WeightsSource.resolve(spec, weights)
     if source is not None and source.tagged is not None:
         if input_shape is None and input_tensor is None:
-            input_shape = (*source.tagged.input_size, spec.default_input_shape[-1])
+            # a video model's frame count is its registered one
+            frames = spec.default_input_shape[:-3]
+            input_shape = (*frames, *source.tagged.input_size, spec.default_input_shape[-1])
         body_kwargs = _with_architecture(source.tagged, body_kwargs)
     model = _build(
         spec,

@@ -1,4 +1,5 @@
-"""Attention benchmarks built from the shipped MNIST subset: translated, cluttered, RTS.
+"""Attention benchmarks built from the shipped MNIST subset: translated, cluttered, RTS,
+and clips of moving digits.
 
 Every task is a pure function of `(split, seed, options)`: the same arguments give the
 same arrays on every machine (numpy's PCG64 generator, no TF randomness). Each task
@@ -18,7 +19,7 @@ from zoo import datasets
 
 DIGIT_SIZE = 28
 _SPLIT_CODES = {"train": 0, "test": 1, "all": 2}
-_TASK_CODES = {"translated": 1, "cluttered": 2, "rts": 3}
+_TASK_CODES = {"translated": 1, "cluttered": 2, "rts": 3, "moving_clips": 4}
 
 
 def _rng(task, split, seed):
@@ -229,10 +230,102 @@ def rts_mnist(split="train", size=42, max_angle=90.0, scale_range=(0.7, 1.2), se
     return images, labels, {"angles": angles, "scales": scales, "offsets": offsets}
 
 
+CLIP_DIGIT_SIZE = 14
+CLIP_SPEED = 2
+# Every velocity (rows, columns per frame) of chessboard speed CLIP_SPEED: the 16 integer
+# vectors on the border of the 5x5 square, so the mover always travels
+# CLIP_SPEED * (frames - 1) pixels along at least one axis.
+CLIP_VELOCITIES = np.array(
+    [
+        (dy, dx)
+        for dy in range(-CLIP_SPEED, CLIP_SPEED + 1)
+        for dx in range(-CLIP_SPEED, CLIP_SPEED + 1)
+        if max(abs(dy), abs(dx)) == CLIP_SPEED
+    ],
+    np.int64,
+)
+
+
+def clip_digits(split="train"):
+    """The digits of `mnist_subset(split)` at half size (2x2 means): `(N, 14, 14)` float32."""
+    digits, labels = datasets.mnist_subset(split)
+    half = digits[..., 0].reshape(len(labels), CLIP_DIGIT_SIZE, 2, CLIP_DIGIT_SIZE, 2)
+    return half.mean(axis=(2, 4)), labels
+
+
+def moving_mnist_clips(split="train", frames=8, size=32, seed=0):
+    """Clips of two digits of different classes, one still and one moving; the label is the
+    class of the moving one.
+
+    Clip `i` moves digit `i` of `mnist_subset(split)` (at half size, 14x14; see
+    `clip_digits`) in a straight line at a constant integer velocity drawn from
+    `CLIP_VELOCITIES` (2 pixels per frame along at least one axis), from a start chosen so
+    that it stays whole on the canvas in every frame. The still digit is another digit of
+    the same split, of another class, at a uniformly random position of every frame. The
+    two combine by a pixel-wise maximum, so either may cover part of the other.
+
+    Both digits are visible in every frame, so a model that looks at one frame at a time
+    sees two equally plausible answers: only comparing frames (where did something move?)
+    says which digit is the label.
+
+    Args:
+        split: `"train"`, `"test"` or `"all"` (see `zoo.datasets.mnist_subset`).
+        frames: frames per clip, at least 2.
+        size: canvas height and width; the mover needs `14 + 2 * (frames - 1)` pixels.
+        seed: non-negative integer; every draw (partner, positions, velocity) is a function
+            of it.
+
+    Returns:
+        `(clips, labels, metadata)`: clips float32 in [0, 1] of shape
+        `(N, frames, size, size, 1)`, labels int64 `(N,)` (the labels of
+        `mnist_subset(split)`, in order), and metadata arrays `still` `(N,)` (index of the
+        still digit in `mnist_subset(split)`), `still_offsets` `(N, 2)` (its top-left
+        corner), `start` `(N, 2)` (the mover's top-left corner in frame 0) and `velocity`
+        `(N, 2)`: in frame `t` the mover's corner is `start + t * velocity`.
+    """
+    if not isinstance(frames, (int, np.integer)) or frames < 2:
+        raise ValueError(f"`frames` must be an integer >= 2, got frames={frames!r}.")
+    travel = CLIP_SPEED * (frames - 1)
+    _check_size(size, CLIP_DIGIT_SIZE + travel, f"a 14x14 digit moving over {frames} frames")
+    digits, labels = clip_digits(split)
+    n = len(labels)
+    rng = _rng("moving_clips", split, seed)
+    # the still digit: another class, redrawn until it is one
+    still = rng.integers(0, n, size=n)
+    clash = labels[still] == labels
+    while clash.any():
+        still[clash] = rng.integers(0, n, size=int(clash.sum()))
+        clash = labels[still] == labels
+    velocity = CLIP_VELOCITIES[rng.integers(0, len(CLIP_VELOCITIES), size=n)]
+    room = size - CLIP_DIGIT_SIZE  # the largest corner coordinate
+    # start in [max(0, -travel_axis), room - max(0, travel_axis)] per axis
+    low = np.maximum(0, -(frames - 1) * velocity)
+    high = room - np.maximum(0, (frames - 1) * velocity)
+    start = low + np.floor(rng.uniform(0.0, 1.0, size=(n, 2)) * (high - low + 1)).astype(np.int64)
+    still_offsets = rng.integers(0, room + 1, size=(n, 2))
+    clips = np.zeros((n, frames, size, size, 1), np.float32)
+    d = CLIP_DIGIT_SIZE
+    for i in range(n):
+        row, col = still_offsets[i]
+        clips[i, :, row : row + d, col : col + d, 0] = digits[still[i]]
+        for t in range(frames):
+            row, col = start[i] + t * velocity[i]
+            window = clips[i, t, row : row + d, col : col + d, 0]
+            np.maximum(window, digits[i], out=window)
+    metadata = {
+        "still": still.astype(np.int64),
+        "still_offsets": still_offsets.astype(np.int64),
+        "start": start,
+        "velocity": velocity,
+    }
+    return clips, labels, metadata
+
+
 TASKS = {
     "translated_mnist": translated_mnist,
     "cluttered_mnist": cluttered_mnist,
     "rts_mnist": rts_mnist,
+    "moving_mnist_clips": moving_mnist_clips,
 }
 
 

@@ -151,7 +151,8 @@ def test_bad_arguments_are_named():
 
 def test_registry_lists_the_segmentation_family():
     names = zoo.list_models("*_small")
-    assert names == sorted(SMALL)
+    # the other *_small models are the video classifiers (tests/zoo/test_video.py)
+    assert [n for n in names if zoo.model_info(n).family != "video"] == sorted(SMALL)
     for name in zoo.list_models():
         spec = zoo.model_info(name)
         assert (spec.kind == "segmentation") == (spec.family == "segmentation"), name
