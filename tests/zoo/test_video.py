@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.other_backends import OTHER_BACKENDS
 from zoo import catalog, datasets, tasks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -171,10 +172,10 @@ np.save(sys.argv[2], np.asarray(model.predict(clips, verbose=0)))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_video_models_run_on_jax_and_torch(backend, tmp_path):
     """The shipped weights give TensorFlow's probabilities on the other backends."""
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
     clips = tasks.moving_mnist_clips("test", seed=0)[0][:4]
     for name in ("c2d_small", "nonlocal_c2d_small"):
         out = tmp_path / f"{name}.{backend}.npy"
