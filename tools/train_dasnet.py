@@ -13,11 +13,11 @@ file's sha256. One CPU thread, TensorFlow backend; from the repository root:
 """
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
 import statistics
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -26,10 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
+
+from tools.experiments import sha256  # noqa: E402
 from zoo import dasnet, datasets  # noqa: E402
 from zoo.stn_cnn import build_mnist_cnn  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "zoo" / "data" / "weights" / "dasnet_mnist_cnn.mnist.weights.h5"
 RESULTS = ROOT / "benchmarks" / "results" / "dasnet"
 # the reload test's slice: the first CHECK_DIGITS held-out digits
@@ -45,10 +48,6 @@ RECIPE = {
     "snes_batch_size": 256,
     "snes_sigma": 0.05,
 }
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def train_cnn(x, y, seed, recipe):

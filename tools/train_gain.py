@@ -18,10 +18,10 @@ TensorFlow, one thread; from the repository root:
 """
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -32,10 +32,14 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
+
+from tools import experiments  # noqa: E402
+from tools.experiments import mean_sd, sha256  # noqa: E402
 from zoo import tasks  # noqa: E402
 from zoo.gain import gain_mnist_cnn, mass_in_box  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "zoo" / "data" / "weights" / "gain_mnist_cnn.cluttered_mnist.weights.h5"
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "gain.json"
 RESULTS_MD = ROOT / "benchmarks" / "results" / "gain.md"
@@ -52,10 +56,6 @@ SIDES = ("baseline", "gain")
 # mask H: not part of the verdict (it is told where the digit is), run only when asked for.
 BOX_SUPERVISED = "gain_box_supervised"
 ALPHA_E = 1.0
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def task_data(split, seed):
@@ -136,20 +136,13 @@ def train_one(side, seed, epochs, log=print):
     return model, time.time() - start, time.process_time() - cpu
 
 
-def mean_sd(values):
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def verdict(gain_runs, base_runs, key):
-    """'beats' / 'behind' only if the gap of the seed means exceeds both sides' seed SDs
-    and the larger test-set standard error; else 'level'."""
-    g_mean, g_sd = mean_sd([r[key] for r in gain_runs])
-    b_mean, b_sd = mean_sd([r[key] for r in base_runs])
+    """`(word, gap, larger seed SD, test SE)` of GAIN against the baseline on `key`, the test
+    SE being the largest of the runs' own."""
     se = max(r[f"{key}_se"] for r in gain_runs + base_runs)
-    gap = g_mean - b_mean
-    if abs(gap) > max(g_sd, b_sd, se):
-        return "beats" if gap > 0 else "behind", gap, max(g_sd, b_sd), se
-    return "level", gap, max(g_sd, b_sd), se
+    values, baseline = [r[key] for r in gain_runs], [r[key] for r in base_runs]
+    word, gap, _ = experiments.verdict(values, baseline, se)
+    return word, gap, max(mean_sd(values)[1], mean_sd(baseline)[1]), se
 
 
 def write_markdown(results):

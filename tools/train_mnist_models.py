@@ -17,10 +17,10 @@ root: `KERAS_BACKEND=tensorflow python tools/train_mnist_models.py [--quick]`.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,12 +29,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
+
+from tools.experiments import sha256  # noqa: E402
 from zoo import tasks  # noqa: E402
 from zoo.ram import RAM_CONFIG, build_ram, predict_with_glimpses  # noqa: E402
 from zoo.registry import get_spec  # noqa: E402
 from zoo.stn_cnn import build_mnist_cnn, build_stn_cnn  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = ROOT / "zoo" / "data" / "weights"
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_models.md"
 # every run's numbers, merged across invocations (a resumed run adds to its epochs)
@@ -58,10 +61,6 @@ SPREAD_SEEDS = (0, 1, 2)
 EVAL_BATCH = 100
 # the held-out split of zoo.datasets.mnist_subset every test error is measured on
 TEST_DIGITS = 1000
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def task_arrays(task, split, seed):

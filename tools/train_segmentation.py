@@ -14,10 +14,10 @@ beats, ties or trails it. CPU, TensorFlow backend; run from the repository root.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -26,18 +26,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
+
+from tools.experiments import ResultsFile, sha256  # noqa: E402
 from zoo import scenes  # noqa: E402
 from zoo.train import recipes, segmentation  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS_JSON = ROOT / "benchmarks" / "results" / "segmentation_models.json"
+RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "segmentation_models.json")
 RESULTS = ROOT / "benchmarks" / "results" / "segmentation_models.md"
 WEIGHTS_DIR = ROOT / "runs" / "segmentation"
 BASELINE = "fcn_small"
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def describe_recipe(recipe, epochs, batch_size, aux_weight, size, background_weight=1.0):
@@ -102,19 +101,6 @@ def train_one(
         "backend": keras.backend.backend(),
     }
     return model, entry
-
-
-def load_results():
-    return json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-
-
-def save_results(produced):
-    """Merge `produced` ({"name:seedS": entry}) over the results file as it is now."""
-    merged = {**load_results(), **produced}
-    partial = RESULTS_JSON.with_name(RESULTS_JSON.name + f".{os.getpid()}.partial")
-    partial.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
-    os.replace(partial, RESULTS_JSON)
-    return merged
 
 
 def by_model(results):
@@ -237,7 +223,7 @@ def main(argv=None):
     bare.set_weights(model.get_weights())
     bare.save_weights(path)
     entry.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
-    merged = save_results({f"{args.name}:seed{args.seed}": entry})
+    merged = RESULTS_FILE.save({f"{args.name}:seed{args.seed}": entry})
     print(f"weights {path} (sha256 {entry['sha256']}); table {write_table(merged)}")
     return 0
 

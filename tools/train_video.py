@@ -14,10 +14,9 @@ run from the repository root.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import pathlib
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -26,10 +25,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
+
+from tools import experiments  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error, mean_sd, sha256  # noqa: E402
 from zoo import tasks  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS_JSON = ROOT / "benchmarks" / "results" / "video_nonlocal.json"
+RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "video_nonlocal.json")
 RESULTS = ROOT / "benchmarks" / "results" / "video_nonlocal.md"
 WEIGHTS_DIR = ROOT / "runs" / "video"
 BASELINE = "c2d_small"
@@ -69,11 +72,6 @@ def accuracy(model, clips, labels, batch_size=100):
     return float(np.mean(np.argmax(scores, axis=-1) == labels))
 
 
-def standard_error(p, n):
-    """The binomial standard error of an accuracy `p` measured on `n` clips."""
-    return float(np.sqrt(p * (1 - p) / n))
-
-
 def train_one(name, seed, recipe=RECIPE, log=print):
     """Build `name` with `seed`, train it by `recipe`; returns `(model, entry)`."""
     import zoo
@@ -106,7 +104,7 @@ def train_one(name, seed, recipe=RECIPE, log=print):
         "model": name,
         "seed": seed,
         "test_accuracy": test_accuracy,
-        "test_accuracy_standard_error": standard_error(test_accuracy, len(labels)),
+        "test_accuracy_standard_error": binomial_standard_error(test_accuracy, len(labels)),
         "test_accuracy_check_clips": accuracy(model, clips[:CHECK_CLIPS], labels[:CHECK_CLIPS]),
         "train_accuracy_last_epoch": float(history["accuracy"][-1]),
         "params": model.count_params(),
@@ -137,19 +135,6 @@ def diagnose(name, log=print):
     )
 
 
-def load_results():
-    return json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-
-
-def save_results(produced):
-    """Merge `produced` ({"name:seedS": entry}) over the results file as it is now."""
-    merged = {**load_results(), **produced}
-    partial = RESULTS_JSON.with_name(RESULTS_JSON.name + f".{os.getpid()}.partial")
-    partial.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
-    os.replace(partial, RESULTS_JSON)
-    return merged
-
-
 def by_model(results):
     """{model: [test accuracy of each seed run, in seed order]}."""
     grouped = {}
@@ -159,17 +144,9 @@ def by_model(results):
 
 
 def verdict(values, baseline, n):
-    """`("beats" | "level" | "behind", margin, noise)`: the difference of the mean
-    accuracies against the noise, the largest of the two sample standard deviations over
-    seeds and the test set's standard error (binomial, at the baseline's mean accuracy, on
-    `n` clips). "beats" and "behind" only when the margin exceeds the noise."""
-    values, baseline = np.asarray(values, float), np.asarray(baseline, float)
-    margin = float(values.mean() - baseline.mean())
-    spreads = [v.std(ddof=1) for v in (values, baseline) if len(v) > 1]
-    noise = float(max(spreads + [standard_error(baseline.mean(), n)]))
-    if abs(margin) <= noise:
-        return "level", margin, noise
-    return ("beats" if margin > 0 else "behind"), margin, noise
+    """The verdict against the baseline, the test SE taken at the baseline's mean accuracy
+    on `n` clips."""
+    return experiments.verdict(values, baseline, binomial_standard_error(mean_sd(baseline)[0], n))
 
 
 def _mean_spread(values):
@@ -223,10 +200,6 @@ def write_table(results, path=None):
     return path
 
 
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=MODELS)
@@ -265,7 +238,7 @@ def main(argv=None):
     bare.set_weights(model.get_weights())
     bare.save_weights(path)
     entry.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
-    merged = save_results({f"{args.name}:seed{args.seed}": entry})
+    merged = RESULTS_FILE.save({f"{args.name}:seed{args.seed}": entry})
     print(f"weights {path} (sha256 {entry['sha256']}); table {write_table(merged)}")
     return 0
 

@@ -2,8 +2,6 @@
 shipped digit-scenes weights: their registry numbers are the recorded runs', and they reload
 to their mIoU on the held-out scenes (the first 32 quickly, all 333 in a slow test)."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -41,15 +39,6 @@ def test_train_one_records_the_held_out_miou():
     assert 0.0 <= recorded["mean_iou"] <= 1.0 and len(recorded["class_iou"]) == 11
     assert recorded["recipe"].startswith("1 epochs of fresh 48x48 training scenes, adamw lr 0.0025")
     assert recorded["recipe"].endswith("batch 8, background loss weight 0.5")
-
-
-def test_save_results_merges_with_what_other_runs_wrote(tmp_path, monkeypatch):
-    monkeypatch.setattr(tool, "RESULTS_JSON", tmp_path / "r.json")
-    tool.save_results({"fcn_small:seed0": entry("fcn_small", 0, 0.5)})
-    merged = tool.save_results({"danet_small:seed0": entry("danet_small", 0, 0.6)})
-    assert sorted(merged) == ["danet_small:seed0", "fcn_small:seed0"]
-    assert json.loads((tmp_path / "r.json").read_text()) == merged
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 @pytest.mark.parametrize(
@@ -96,7 +85,7 @@ def _held_out_scenes():
 
 
 def test_registry_records_the_runs_of_the_shipped_weights():
-    recorded = json.loads(tool.RESULTS_JSON.read_text())
+    recorded = tool.RESULTS_FILE.load()
     assert {"fcn_small", "danet_small"} <= set(SHIPPED)
     for name in SHIPPED:
         results = catalog.SEGMENTATION_RESULTS[name]
