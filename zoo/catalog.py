@@ -5,7 +5,8 @@ is imported when the model is built. The registry imports this module on first u
 """
 
 from zoo.pretrained import imagenet_weights, segmentation_weights
-from zoo.registry import Measurement, WeightsSpec, register_model
+from zoo.registry import Measurement, register_model
+from zoo.trained_here import seed_measurements, trained_here_weights
 
 _TIMM_LAYOUT = "; timm resnet.py layout and names"
 
@@ -187,10 +188,9 @@ def _ram_metric(tag):
 
 
 RAM_WEIGHTS = (
-    WeightsSpec(
-        tag="translated_mnist",
-        url="package://data/weights/ram.translated_mnist.weights.h5",
-        file_format="weights.h5",
+    trained_here_weights(
+        "ram",
+        "translated_mnist",
         sha256="1b4423386c1342b6defe726b238e148eabc805bd13048e58413cf15f05c4b57f",
         input_size=(60, 60),
         num_classes=10,
@@ -198,13 +198,11 @@ RAM_WEIGHTS = (
         "1,700 epochs from scratch (tools/train_mnist_models.py "
         "--ram-glimpse-network conv)",
         metric=_ram_metric("translated_mnist"),
-        source="trained here",
         architecture={"glimpse_network": "conv"},
     ),
-    WeightsSpec(
-        tag="cluttered_mnist",
-        url="package://data/weights/ram.cluttered_mnist.weights.h5",
-        file_format="weights.h5",
+    trained_here_weights(
+        "ram",
+        "cluttered_mnist",
         sha256="b7d797dac9b9fad89c4ce71a9bae6f9dabbd6f5d065bf0acab9177514a45d8ce",
         input_size=(60, 60),
         num_classes=10,
@@ -212,7 +210,6 @@ RAM_WEIGHTS = (
         "pieces of 8x8), 700 + 1,300 + 750 epochs from scratch "
         "(tools/train_mnist_models.py --ram-glimpse-network conv --resume)",
         metric=_ram_metric("cluttered_mnist"),
-        source="trained here",
         architecture={"glimpse_network": "conv"},
     ),
 )
@@ -233,10 +230,9 @@ register_model(
 )
 
 STN_WEIGHTS = (
-    WeightsSpec(
-        tag="rts_mnist",
-        url="package://data/weights/stn_cnn.rts_mnist.weights.h5",
-        file_format="weights.h5",
+    trained_here_weights(
+        "stn_cnn",
+        "rts_mnist",
         sha256="ade9f1b1d193ea924dfd48663f8abc1186a8d3efa7d84f4e3f4bb12c3d20bfd6",
         input_size=(42, 42),
         num_classes=10,
@@ -247,7 +243,6 @@ STN_WEIGHTS = (
         metric="test error 5.50% on the 1,000 held-out digits (rts_mnist seed 0, TensorFlow, "
         "CPU); the same CNN without the transformer, trained the same way: 6.40%; "
         "paper (Jaderberg et al. 2015, Table 1): RTS with ±45° on 60k digits",
-        source="trained here",
     ),
 )
 
@@ -299,10 +294,9 @@ def _dasnet_measurements(accuracy, cnn_accuracy, corrected, broken, check, seeds
 _dasnet_measurements(0.956, 0.956, 3, 3, (188, 190), (0.9603, 0.0038), (0.9583, 0.0040))
 
 DASNET_WEIGHTS = (
-    WeightsSpec(
-        tag="mnist",
-        url="package://data/weights/dasnet_mnist_cnn.mnist.weights.h5",
-        file_format="weights.h5",
+    trained_here_weights(
+        "dasnet_mnist_cnn",
+        "mnist",
         sha256="4752189fc058b755bccf30022c3a9e76fbee5fcf8067f6f9020953708346ee59",
         input_size=(28, 28),
         num_classes=10,
@@ -312,7 +306,6 @@ DASNET_WEIGHTS = (
         metric=f"test accuracy {DASNET_RESULTS['accuracy'].value:.3f} on the 1,000 held-out "
         f"digits, the same CNN alone {DASNET_RESULTS['cnn_accuracy'].value:.3f} "
         "(zoo.catalog.DASNET_RESULTS)",
-        source="trained here",
     ),
 )
 
@@ -389,10 +382,9 @@ register_model(
     "sigmoid(10 (A - 0.5)), attention-mining loss on the masked image (zoo.gain.GAIN wraps "
     "any functional classifier).",
     weights=(
-        WeightsSpec(
-            tag="cluttered_mnist",
-            url="package://data/weights/gain_mnist_cnn.cluttered_mnist.weights.h5",
-            file_format="weights.h5",
+        trained_here_weights(
+            "gain_mnist_cnn",
+            "cluttered_mnist",
             sha256="6b2884cd529fb4e83838e639d03ce179c50813d7fcfbb77566157f0cb7885d31",
             input_size=(40, 40),
             num_classes=10,
@@ -402,7 +394,6 @@ register_model(
             metric=f"test accuracy {100 * GAIN_RESULTS['accuracy'].value:.1f}%, Grad-CAM mass in "
             f"the digit's box {GAIN_RESULTS['mass_in_box'].value:.3f} on {_GAIN_HELD_OUT}; "
             "behind the same CNN trained without GAIN on both (zoo.catalog.GAIN_RESULTS)",
-            source="trained here",
         ),
     ),
 )
@@ -451,20 +442,21 @@ SEGMENTATION_SHA256 = {
 
 
 def _segmentation_measurements(name, miou, first, mean, std, standard_error):
-    def measured(value, quantity):
-        return Measurement(value, "mIoU", quantity, _SEGMENTATION_HERE)
-
-    SEGMENTATION_RESULTS[name] = {
-        "mean_iou": measured(miou, f"mean IoU on {_HELD_OUT_SCENES}"),
-        "mean_iou_standard_error": measured(
-            standard_error, "its standard error over the scenes (bootstrap, 1,000 resamples)"
+    SEGMENTATION_RESULTS[name] = seed_measurements(
+        "mean_iou",
+        unit="mIoU",
+        source=_SEGMENTATION_HERE,
+        what="mean IoU",
+        held_out=_HELD_OUT_SCENES,
+        check=("scenes", SEGMENTATION_CHECK_SCENES, "of them"),
+        values=(
+            miou,
+            (standard_error, "over the scenes, bootstrap, 1,000 resamples"),
+            first,
+            mean,
+            std,
         ),
-        "mean_iou_check_scenes": measured(
-            first, f"mean IoU on the first {SEGMENTATION_CHECK_SCENES} of them"
-        ),
-        "mean_iou_seeds_mean": measured(mean, "mean IoU, mean over training seeds 0-2"),
-        "mean_iou_seeds_std": measured(std, "mean IoU, standard deviation over seeds 0-2"),
-    }
+    )
 
 
 def _digit_scenes_weights(name):
@@ -472,10 +464,9 @@ def _digit_scenes_weights(name):
         return ()
     results = SEGMENTATION_RESULTS[name]
     return (
-        WeightsSpec(
-            tag="digit_scenes",
-            url=f"package://data/weights/{name}.digit_scenes.weights.h5",
-            file_format="weights.h5",
+        trained_here_weights(
+            name,
+            "digit_scenes",
             sha256=SEGMENTATION_SHA256[name],
             input_size=(64, 64),
             num_classes=11,
@@ -487,7 +478,6 @@ def _digit_scenes_weights(name):
             f"{results['mean_iou_seeds_mean'].value:.3f} ± "
             f"{results['mean_iou_seeds_std'].value:.3f} over training seeds 0-2 "
             "(zoo.catalog.SEGMENTATION_RESULTS)",
-            source="trained here",
         ),
     )
 
@@ -531,21 +521,16 @@ VIDEO_SHA256 = {
 
 
 def _video_measurements(name, accuracy, first, mean, std):
-    def measured(value, quantity):
-        return Measurement(value, "%", quantity, _VIDEO_HERE)
-
     standard_error = round(100 * (accuracy / 100 * (1 - accuracy / 100) / 1000) ** 0.5, 2)
-    VIDEO_RESULTS[name] = {
-        "test_accuracy": measured(accuracy, f"accuracy on {_HELD_OUT_CLIPS}"),
-        "test_accuracy_standard_error": measured(
-            standard_error, "its binomial standard error on the 1,000 clips"
-        ),
-        "test_accuracy_check_clips": measured(
-            first, f"accuracy on the first {VIDEO_CHECK_CLIPS} of them"
-        ),
-        "test_accuracy_seeds_mean": measured(mean, "accuracy, mean over training seeds 0-2"),
-        "test_accuracy_seeds_std": measured(std, "accuracy, standard deviation over seeds 0-2"),
-    }
+    VIDEO_RESULTS[name] = seed_measurements(
+        "test_accuracy",
+        unit="%",
+        source=_VIDEO_HERE,
+        what="accuracy",
+        held_out=_HELD_OUT_CLIPS,
+        check=("clips", VIDEO_CHECK_CLIPS, "of them"),
+        values=(accuracy, (standard_error, "binomial, on the 1,000 clips"), first, mean, std),
+    )
 
 
 def _moving_clips_weights(name):
@@ -553,10 +538,9 @@ def _moving_clips_weights(name):
         return ()
     results = VIDEO_RESULTS[name]
     return (
-        WeightsSpec(
-            tag="moving_mnist_clips",
-            url=f"package://data/weights/{name}.moving_mnist_clips.weights.h5",
-            file_format="weights.h5",
+        trained_here_weights(
+            name,
+            "moving_mnist_clips",
             sha256=VIDEO_SHA256[name],
             input_size=(32, 32),
             num_classes=10,
@@ -567,7 +551,6 @@ def _moving_clips_weights(name):
             f"{results['test_accuracy_seeds_mean'].value:.1f} ± "
             f"{results['test_accuracy_seeds_std'].value:.1f}% over training seeds 0-2 "
             "(zoo.catalog.VIDEO_RESULTS)",
-            source="trained here",
         ),
     )
 
