@@ -11,6 +11,11 @@ format's runtime against Keras' compiled `predict_on_batch` on the same input (m
 
     python benchmarks/export_matrix.py --size 64          # all models at 64x64 (MNIST ones: own size)
     python benchmarks/export_matrix.py --models stn_cnn ram --size 0   # registry sizes
+    python benchmarks/export_matrix.py --backend jax --models stn_cnn   # JAX section
+
+`--backend jax` runs the same measurement under KERAS_BACKEND=jax (Keras' JAX exports:
+SavedModel through jax2tf, ONNX through jax2onnx; the formats Keras does not export there are
+recorded as refused) and writes the table's JAX section.
 """
 
 import argparse
@@ -77,6 +82,7 @@ def measure_model(name, size, repeats, workdir):
     from zoo.exporting import (
         ExportedModel,
         ExportError,
+        check_backend,
         convert_saved_model_to_litert,
         functional_model,
     )
@@ -106,6 +112,11 @@ def measure_model(name, size, repeats, workdir):
         path = pathlib.Path(workdir, f"{name}.{column.replace(' ', '.')}{suffix}")
         start = time.perf_counter()
         saved_model = row["formats"].get("saved_model", {})
+        try:
+            check_backend(format)
+        except ValueError as error:  # a format Keras does not export on this backend
+            row["formats"][column] = {"converts": False, "error": f"refused: {error}"}
+            continue
         try:
             if format == "litert" and saved_model.get("converts"):
                 # what zoo.export(format="litert") does after writing the same SavedModel
@@ -253,9 +264,11 @@ def _cell_text(cell, keras_ms):
     )
 
 
-def _model_table(part, all_models):
+def _model_table(part, all_models, backend="tensorflow"):
     columns = [column_name(f, q) for f, q in COLUMNS]
     rows = part["rows"] if part else []
+    if backend != "tensorflow":
+        return _backend_model_table(part, all_models, backend, columns)
     lines = [
         "## Models",
         "",
@@ -319,6 +332,54 @@ def _model_table(part, all_models):
     return lines
 
 
+def _backend_model_table(part, all_models, backend, columns):
+    """The model table of a run on another backend: the models it measured only."""
+    rows = part["rows"] if part else []
+    lines = [
+        f"## Models on the {backend.upper() if backend == 'jax' else backend} backend",
+        "",
+        part["header"] if part else "Not measured yet.",
+        "",
+        "Cells as in the table above; `refused:` marks a format Keras' `model.export` does not "
+        f"write on the {backend} backend, which `zoo.export` refuses with that message.",
+        "",
+        "| model | input | Keras ms | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| `{row['model']}` | | | model failed: {row['error']} |" + " |" * 4)
+            continue
+        cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
+        shape = "x".join(str(d) for d in row["input_shape"])
+        lines.append(
+            f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
+        )
+    measured = [row["model"] for row in rows]
+    converts = {
+        c: sum(r.get("formats", {}).get(c, {}).get("converts", False) for r in rows)
+        for c in columns
+    }
+    runs = {
+        c: sum(
+            r.get("formats", {}).get(c, {}).get("converts", False)
+            and r["formats"][c].get("runs", True)
+            for r in rows
+        )
+        for c in columns
+    }
+    lines += [
+        "",
+        f"A subset: {len(measured)} of the {len(all_models)} zoo models measured "
+        f"({', '.join(measured)}); the others were not run on {backend}. Converting / also "
+        "running in the format's runtime, by format: "
+        + ", ".join(f"{c} {converts[c]} / {runs[c]}" for c in columns)
+        + ".",
+        "",
+    ]
+    return lines
+
+
 def _layer_table(part):
     lines = [
         "## Layers",
@@ -371,6 +432,8 @@ def write_tables(results, all_models):
     ]
     lines += _layer_table(results.get("layers"))
     lines += _model_table(results.get("models"), all_models)
+    if results.get("models_jax"):
+        lines += _model_table(results["models_jax"], all_models, backend="jax")
     return "\n".join(lines)
 
 
@@ -378,15 +441,26 @@ def _versions():
     import keras
     import onnxruntime
     import tensorflow as tf
-    import tf2onnx
     from ai_edge_litert import __version__ as litert_version
 
-    from zoo.exporting import ONNX_OPSET
+    from zoo.exporting import onnx_opset
 
+    if keras.backend.backend() == "jax":
+        import importlib.metadata
+
+        import jax
+
+        onnx_converter = (
+            f"JAX {jax.__version__}, jax2onnx {importlib.metadata.version('jax2onnx')} "
+            f"(opset {onnx_opset()})"
+        )
+    else:
+        import tf2onnx
+
+        onnx_converter = f"tf2onnx {tf2onnx.__version__} (opset {onnx_opset()})"
     return (
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
-        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
-        f"{onnxruntime.__version__}"
+        f"{litert_version}, {onnx_converter}, onnxruntime {onnxruntime.__version__}"
     )
 
 
@@ -427,9 +501,22 @@ def main(argv=None):
         "--size", type=int, default=64, help="input height and width (0: the registry's)"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax"),
+        default=None,
+        help="the Keras backend to export from (default: KERAS_BACKEND, else tensorflow); "
+        "jax writes the table's JAX section",
+    )
     parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
     args = parser.parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend  # before Keras is first imported
+    import keras
+
     import zoo
+
+    models_key = "models" if keras.backend.backend() == "tensorflow" else "models_jax"
 
     all_models = zoo.list_models()
     output = pathlib.Path(args.output)
@@ -470,7 +557,7 @@ def main(argv=None):
                 except Exception as error:  # a model that does not build at this size
                     rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
                     print(f"  failed: {rows[-1]['error']}", flush=True)
-                results["models"] = {
+                results[models_key] = {
                     "header": _model_header(args, started, len(rows), len(names)),
                     "rows": rows,
                 }
