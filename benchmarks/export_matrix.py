@@ -502,6 +502,11 @@ def main(argv=None):
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the table's rows of models not in --models (default: replace the table)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("tensorflow", "jax"),
         default=None,
@@ -550,6 +555,13 @@ def main(argv=None):
                 _empty(workdir)
         else:
             names = args.models or all_models
+            kept = []
+            if args.add:
+                kept = [
+                    row
+                    for row in results.get(models_key, {}).get("rows", [])
+                    if row["model"] not in names
+                ]
             for name in names:
                 print(name, flush=True)
                 try:
@@ -559,8 +571,13 @@ def main(argv=None):
                     print(f"  failed: {rows[-1]['error']}", flush=True)
                 results[models_key] = {
                     "header": _model_header(args, started, len(rows), len(names)),
-                    "rows": rows,
+                    "rows": sorted(kept + rows, key=lambda row: row["model"]),
                 }
+                if kept:
+                    results[models_key]["header"] += (
+                        f" Rows of {len(kept)} other models kept from an earlier run"
+                        f" ({', '.join(row['model'] for row in kept)})."
+                    )
                 _save(output, results, all_models)
                 _empty(workdir)
     print(f"wrote {output.with_suffix('.md')}")

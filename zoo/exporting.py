@@ -272,11 +272,13 @@ def export(
     """Export a model to `path` in `format` through Keras' own `model.export`.
 
     Args:
-        model_or_name: a Keras 3 model (TensorFlow backend) or the name of a zoo model, loaded
-            with `zoo.load(name, **load_kwargs)` (random weights unless `weights=` names them).
+        model_or_name: a Keras 3 model (TensorFlow or JAX backend) or the name of a zoo
+            model, loaded with `zoo.load(name, **load_kwargs)` (random weights unless
+            `weights=` names them).
         path: a folder for "saved_model", a `.tflite` file for "litert", an `.onnx` file for
             "onnx". Never overwritten.
-        format: "saved_model", "litert" or "onnx".
+        format: "saved_model", "litert" or "onnx"; on the JAX backend "saved_model" (jax2tf)
+            or "onnx" (jax2onnx), the formats Keras exports there (`BACKEND_FORMATS`).
         quantization: None (float32), "float16" or "dynamic_int8"; LiteRT only.
         input_shape: `(height, width, channels)` of a model given by name, or of the input a
             subclassed model is wrapped around.
@@ -288,7 +290,8 @@ def export(
 
     Raises:
         ExportError: the converter cannot translate an op; the message names it and its layer.
-        ValueError: a bad format, quantization, path or backend.
+        ValueError: a bad format, quantization or path; a backend other than TensorFlow and
+            JAX, or a format Keras does not export on the current backend.
         FileExistsError: `path` exists.
     """
     import keras
@@ -333,6 +336,7 @@ def export(
             raise ExportError(_describe_jax_failure(error, model, format)) from error
         raise ExportError(_describe_failure(str(error), model, format)) from error
     if format == "onnx":
+        _inline_external_data(path)
         unsupported = _onnx_unsupported_ops(path)
         if unsupported:
             _remove(path)
@@ -439,6 +443,23 @@ def _describe_jax_failure(error, model, format):
     return f"{model.name}: {format} cannot convert JAX op {op}{where} ({reason[:200]})"
 
 
+def _onnx_sidecar(path):
+    return path.with_name(path.name + ".data")
+
+
+def _inline_external_data(path):
+    """One self-contained `.onnx` file: jax2onnx moves weights over 1 MB into a `.data` file
+    beside the graph; they go back in (ONNX files hold up to 2 GB, the zoo's are under 0.5)."""
+    import onnx
+
+    sidecar = _onnx_sidecar(path)
+    if not sidecar.exists():
+        return
+    model = onnx.load(str(path))  # reads the sidecar
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    sidecar.unlink()
+
+
 def _remove(path):
     import shutil
 
@@ -446,6 +467,8 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         os.remove(path)
+    if _onnx_sidecar(path).exists():
+        os.remove(_onnx_sidecar(path))
 
 
 class ExportedModel:

@@ -3,6 +3,8 @@ own runtime against the JAX Keras model; LiteRT refused. The zoo suite runs on T
 `test_export_formats.py::test_exports_from_the_jax_backend` runs this file in a process with
 KERAS_BACKEND=jax."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -49,7 +51,9 @@ def test_onnx_through_jax2onnx_matches_the_jax_model(tmp_path):
     inputs = keras.Input((6, 7, 3), name="image")
     features = keras.layers.Conv2D(8, 3, padding="same")(inputs)
     features = CBAM(reduction_ratio=0.5, name="cbam")(ColumnRamp(name="ramp")(features))
-    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(features))
+    # a kernel over 1 MB, which jax2onnx writes to a `.data` file that zoo.export inlines
+    hidden = keras.layers.Dense(800)(keras.layers.Flatten()(features))
+    outputs = keras.layers.Dense(5)(hidden)
     model = keras.Model(inputs, outputs, name="tiny_cbam")
     rng = np.random.default_rng(0)
     for variable in model.weights:  # all parameters random, biases included
@@ -57,6 +61,8 @@ def test_onnx_through_jax2onnx_matches_the_jax_model(tmp_path):
     x = rng.random((3, 6, 7, 3), dtype=np.float32)
     reference = keras.ops.convert_to_numpy(model(x, training=False))
     path = zoo.export(model, tmp_path / "tiny.onnx", format="onnx")
+    assert os.listdir(tmp_path) == ["tiny.onnx"]  # one self-contained file
+    assert os.path.getsize(path) > 6 * 7 * 8 * 800 * 4
     opsets = {entry.domain: entry.version for entry in onnx.load(str(path)).opset_import}
     assert opsets[""] == onnx_opset() == 23
     assert _max_relative_error(ExportedModel(path).predict(x), reference) < 1e-4
