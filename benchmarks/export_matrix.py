@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -256,7 +257,10 @@ def _cell_text(cell, keras_ms):
     if not cell["converts"]:
         return "no: " + cell["error"].split(": ", 1)[-1].replace("|", "\\|")[:160]
     if cell.get("runs") is False:
-        return "converts, does not run: " + cell["error"].replace("|", "\\|")[:120]
+        # onnxruntime's status prefix ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ...") says
+        # nothing the message after it does not
+        error = re.sub(r"\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", cell["error"])
+        return "converts, does not run: " + error.replace("|", "\\|")[:160]
     return (
         f"{_size(cell['bytes'])}; err {cell['max_abs_error']:.1e} "
         f"({cell['max_rel_error']:.0e} rel){'' if cell['top1_agrees'] else ', top-1 differs'}; "
@@ -333,22 +337,29 @@ def _model_table(part, all_models, backend="tensorflow"):
 
 
 def _backend_model_table(part, all_models, backend, columns):
-    """The model table of a run on another backend: the models it measured only."""
+    """The model table of a run on another backend: its formats and the models it measured."""
+    from zoo.exporting import BACKEND_FORMATS
+
+    refused = [c for c in columns if c.split()[0] not in BACKEND_FORMATS[backend]]
+    columns = [c for c in columns if c not in refused]
     rows = part["rows"] if part else []
     lines = [
-        f"## Models on the {backend.upper() if backend == 'jax' else backend} backend",
+        f"## Models on the {'JAX' if backend == 'jax' else backend} backend",
         "",
         part["header"] if part else "Not measured yet.",
         "",
-        "Cells as in the table above; `refused:` marks a format Keras' `model.export` does not "
-        f"write on the {backend} backend, which `zoo.export` refuses with that message.",
+        "Cells as in the table above. Not in it: "
+        + ", ".join(refused)
+        + f", which Keras' `model.export` does not write on the {backend} backend; `zoo.export` "
+        "refuses them with a `ValueError` naming the backend and the format.",
         "",
         "| model | input | Keras ms | " + " | ".join(columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| `{row['model']}` | | | model failed: {row['error']} |" + " |" * 4)
+            failed = f"model failed: {row['error']}".replace("|", "\\|")
+            lines.append(f"| `{row['model']}` | | | {failed} |" + " |" * (len(columns) - 1))
             continue
         cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
         shape = "x".join(str(d) for d in row["input_shape"])
@@ -356,25 +367,22 @@ def _backend_model_table(part, all_models, backend, columns):
             f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
         )
     measured = [row["model"] for row in rows]
-    converts = {
-        c: sum(r.get("formats", {}).get(c, {}).get("converts", False) for r in rows)
+    cells = {c: [r["formats"][c] for r in rows if c in r.get("formats", {})] for c in columns}
+    counts = ", ".join(
+        f"{c} {sum(cell['converts'] for cell in cells[c])} / "
+        f"{sum(cell['converts'] and cell.get('runs', True) for cell in cells[c])}"
         for c in columns
-    }
-    runs = {
-        c: sum(
-            r.get("formats", {}).get(c, {}).get("converts", False)
-            and r["formats"][c].get("runs", True)
-            for r in rows
-        )
-        for c in columns
-    }
+    )
+    missing = [name for name in all_models if name not in measured]
+    coverage = (
+        f"All {len(all_models)} zoo models measured."
+        if not missing
+        else f"A subset: {len(measured)} of the {len(all_models)} zoo models measured; not run "
+        f"on {backend}: {', '.join(missing)}."
+    )
     lines += [
         "",
-        f"A subset: {len(measured)} of the {len(all_models)} zoo models measured "
-        f"({', '.join(measured)}); the others were not run on {backend}. Converting / also "
-        "running in the format's runtime, by format: "
-        + ", ".join(f"{c} {converts[c]} / {runs[c]}" for c in columns)
-        + ".",
+        f"{coverage} Models that convert / whose file also runs in its runtime: {counts}.",
         "",
     ]
     return lines
