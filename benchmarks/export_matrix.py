@@ -13,9 +13,9 @@ format's runtime against Keras' compiled `predict_on_batch` on the same input (m
     python benchmarks/export_matrix.py --models stn_cnn ram --size 0   # registry sizes
     python benchmarks/export_matrix.py --backend jax --models stn_cnn   # JAX section
 
-`--backend jax` runs the same measurement under KERAS_BACKEND=jax (Keras' JAX exports:
-SavedModel through jax2tf, ONNX through jax2onnx; the formats Keras does not export there are
-recorded as refused) and writes the table's JAX section.
+`--backend jax` runs the same measurement under KERAS_BACKEND=jax (SavedModel through Keras'
+jax2tf export; the formats `zoo.export` refuses there are recorded as refused) and writes the
+table's JAX section.
 """
 
 import argparse
@@ -350,8 +350,9 @@ def _backend_model_table(part, all_models, backend, columns):
         "",
         "Cells as in the table above. Not in it: "
         + ", ".join(refused)
-        + f", which Keras' `model.export` does not write on the {backend} backend; `zoo.export` "
-        "refuses them with a `ValueError` naming the backend and the format.",
+        + f", which `zoo.export` does not write on the {backend} backend "
+        "(`zoo.exporting.BACKEND_FORMATS`); it refuses them with a `ValueError` naming the "
+        "backend and the format.",
         "",
         "| model | input | Keras ms | " + " | ".join(columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
@@ -451,21 +452,16 @@ def _versions():
     import tensorflow as tf
     from ai_edge_litert import __version__ as litert_version
 
-    from zoo.exporting import onnx_opset
+    from zoo.exporting import ONNX_OPSET
 
     if keras.backend.backend() == "jax":
-        import importlib.metadata
-
         import jax
 
-        onnx_converter = (
-            f"JAX {jax.__version__}, jax2onnx {importlib.metadata.version('jax2onnx')} "
-            f"(opset {onnx_opset()})"
-        )
+        onnx_converter = f"JAX {jax.__version__}"
     else:
         import tf2onnx
 
-        onnx_converter = f"tf2onnx {tf2onnx.__version__} (opset {onnx_opset()})"
+        onnx_converter = f"tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET})"
     return (
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
         f"{litert_version}, {onnx_converter}, onnxruntime {onnxruntime.__version__}"

@@ -8,36 +8,33 @@ Every format goes through Keras' own `model.export` and the official converter b
 `tf_saved_model` (Keras' ExportArchive); LiteRT as Keras' `format="litert"` does it, that
 SavedModel through TensorFlow's `TFLiteConverter` (`convert_saved_model_to_litert`, which
 also converts a SavedModel exported earlier), builtin ops only, so the file runs on LiteRT's
-plain interpreter; `onnx` (tf2onnx, opset `ONNX_OPSETS`). LiteRT takes a quantization:
+plain interpreter; `onnx` (tf2onnx, opset `ONNX_OPSET`). LiteRT takes a quantization:
 `float16` (weights stored as float16) or `dynamic_int8` (dynamic-range: int8 weights,
 activations quantized at run time).
 
 On the JAX backend Keras exports a SavedModel through jax2tf (its graph holds the model as
-`XlaCallModule` ops, which TensorFlow runs) and ONNX through jax2onnx (the `export` extra);
-it has no LiteRT export there (`BACKEND_FORMATS`), so `format="litert"` is refused with a
-message naming the backend.
+`XlaCallModule` ops, which TensorFlow runs). Its ONNX export there needs jax2onnx, which
+converts few zoo models into files onnxruntime runs (docs/serving.md), and it has no LiteRT
+export there, so both are refused with a message naming the backend (`BACKEND_FORMATS`).
 
 An op that a converter cannot translate fails the export with an `ExportError` that names
 the op and the model's layers it belongs to. `run_exported` runs an exported file in its own
 runtime (TensorFlow, LiteRT's interpreter, onnxruntime), as a deployment would.
 """
 
-import contextlib
 import os
 import pathlib
 import re
 
 FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic_int8")
-# pinned per backend, so the exported graph does not change with the converter's default:
-# tf2onnx at 17; jax2onnx writes opset-18 forms (ReduceMean's axes as an input) even when
-# asked for 17, so JAX exports at its own default, 23
-ONNX_OPSETS = {"tensorflow": 17, "jax": 23}
-ONNX_OPSET = ONNX_OPSETS["tensorflow"]
+ONNX_OPSET = 17  # pinned: the exported graph does not change with the converter's default
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
-# the formats Keras 3's own `model.export` writes on each backend (Keras' LiteRT export
-# refuses JAX; its JAX SavedModel is jax2tf's XlaCallModule graph, which TFLite cannot convert)
-BACKEND_FORMATS = {"tensorflow": FORMATS, "jax": ("saved_model", "onnx")}
+# the formats `zoo.export` writes on each backend. On JAX: Keras' LiteRT export refuses the
+# backend (and its SavedModel is jax2tf's XlaCallModule graph, which TFLite cannot convert);
+# its ONNX export goes through jax2onnx, whose files onnxruntime runs for 1 of 25 zoo models
+# measured (benchmarks/results/export_matrix.md), so ONNX is exported from TensorFlow.
+BACKEND_FORMATS = {"tensorflow": FORMATS, "jax": ("saved_model",)}
 
 
 class ExportError(RuntimeError):
@@ -58,17 +55,8 @@ def check_options(format, quantization):
         )
 
 
-def onnx_opset(backend=None):
-    """The ONNX opset `zoo.export` writes on `backend` (default: Keras')."""
-    if backend is None:
-        import keras
-
-        backend = keras.backend.backend()
-    return ONNX_OPSETS[backend]
-
-
 def check_backend(format, backend=None):
-    """Refuse a format that Keras' export does not write on `backend` (default: Keras')."""
+    """Refuse a format `zoo.export` does not write on `backend` (default: Keras' backend)."""
     if backend is None:
         import keras
 
@@ -81,7 +69,7 @@ def check_backend(format, backend=None):
     if format not in BACKEND_FORMATS[backend]:
         others = [b for b, formats in BACKEND_FORMATS.items() if format in formats]
         raise ValueError(
-            f"format={format!r} is not supported on the {backend!r} backend (Keras' export "
+            f"format={format!r} is not supported on the {backend!r} backend (zoo.export "
             f"writes {', '.join(BACKEND_FORMATS[backend])} there); export it with "
             f"KERAS_BACKEND={' or '.join(others)}"
         )
@@ -167,29 +155,20 @@ _OP_PATTERNS = (
 
 
 def _layers_named_in(text, model):
-    """The model's layers that own the ops named in `text` (the converters' messages)."""
-    op_paths = [
-        op_path
-        for pattern in _OP_PATH_PATTERNS
-        for match in pattern.finditer(text)
-        for op_path in match.group(1).split()
-    ]
-    return _layers_of_scopes(op_paths, model)
-
-
-def _layers_of_scopes(op_paths, model):
-    """The model's layers named in the name scopes `op_paths` ("outer/layer/op"; Keras' name
-    scope of a layer is its name, with a `_<n>` suffix when the scope was uniquified)."""
+    """The model's layers that own the ops named in `text` (Keras' name scopes: the layer's
+    name, with a `_<n>` suffix when the scope was uniquified)."""
     if model is None:
         return []
     paths = _layer_paths(model)
     found = []
-    for op_path in op_paths:
-        for component in op_path.split("/")[:-1]:
-            for name in (component, re.sub(r"_\d+$", "", component)):
-                if name in paths and name != model.name and paths[name] not in found:
-                    found.append(paths[name])
-                    break
+    for pattern in _OP_PATH_PATTERNS:
+        for match in pattern.finditer(text):
+            for op_path in match.group(1).split():
+                for component in op_path.split("/")[:-1]:
+                    for name in (component, re.sub(r"_\d+$", "", component)):
+                        if name in paths and name != model.name and paths[name] not in found:
+                            found.append(paths[name])
+                            break
     # the innermost layers are the most telling: drop a layer that contains another found
     return [p for p in found if not any(q.startswith(p + "/") for q in found)]
 
@@ -277,8 +256,8 @@ def export(
             `weights=` names them).
         path: a folder for "saved_model", a `.tflite` file for "litert", an `.onnx` file for
             "onnx". Never overwritten.
-        format: "saved_model", "litert" or "onnx"; on the JAX backend "saved_model" (jax2tf)
-            or "onnx" (jax2onnx), the formats Keras exports there (`BACKEND_FORMATS`).
+        format: "saved_model", "litert" or "onnx"; on the JAX backend "saved_model" only
+            (jax2tf; `BACKEND_FORMATS`).
         quantization: None (float32), "float16" or "dynamic_int8"; LiteRT only.
         input_shape: `(height, width, channels)` of a model given by name, or of the input a
             subclassed model is wrapped around.
@@ -291,18 +270,15 @@ def export(
     Raises:
         ExportError: the converter cannot translate an op; the message names it and its layer.
         ValueError: a bad format, quantization or path; a backend other than TensorFlow and
-            JAX, or a format Keras does not export on the current backend.
+            JAX, or a format not exported on the current backend (`BACKEND_FORMATS`).
         FileExistsError: `path` exists.
     """
-    import keras
-
     check_options(format, quantization)
     check_backend(format)
     path = _check_path(path, format)
     model = _resolve_model(model_or_name, input_shape, load_kwargs)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True)
-    on_jax = keras.backend.backend() == "jax"
     try:
         if format == "saved_model":
             model.export(str(path), format="tf_saved_model", verbose=False)
@@ -317,14 +293,13 @@ def export(
         else:
             import warnings
 
-            with warnings.catch_warnings(), _jax_tracing() if on_jax else contextlib.nullcontext():
-                # Keras' numpy-2 patch of tf2onnx touches np.object
+            with warnings.catch_warnings():  # Keras' numpy-2 patch of tf2onnx touches np.object
                 warnings.filterwarnings("ignore", category=FutureWarning, module=r"keras\.")
                 model.export(
                     str(path),
                     format="onnx",
                     verbose=False,
-                    opset_version=onnx_opset(),
+                    opset_version=ONNX_OPSET,
                     input_signature=_input_signature(model),
                 )
     except ExportError:
@@ -332,11 +307,8 @@ def export(
         raise
     except Exception as error:  # the converters raise many types; all mean "cannot convert"
         _remove(path)
-        if on_jax:
-            raise ExportError(_describe_jax_failure(error, model, format)) from error
         raise ExportError(_describe_failure(str(error), model, format)) from error
     if format == "onnx":
-        _inline_external_data(path)
         unsupported = _onnx_unsupported_ops(path)
         if unsupported:
             _remove(path)
@@ -353,111 +325,15 @@ def export(
 
 
 def _input_signature(model):
-    """`keras.InputSpec`s of the model's inputs (batch dimension open), named as its inputs,
-    in the form Keras' exporters take on every backend (one spec per call argument)."""
-    import keras
+    """`tf.TensorSpec`s of the model's inputs (batch dimension open), named as its inputs, in
+    the form Keras' exporters take (one spec per call argument)."""
+    import tensorflow as tf
 
     specs = [
-        keras.InputSpec(
-            shape=(None, *tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name.split(":")[0]
-        )
+        tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=tensor.name.split(":")[0])
         for tensor in model.inputs
     ]
     return specs if len(specs) == 1 else [specs]
-
-
-@contextlib.contextmanager
-def _jax_tracing():
-    """While jax2onnx traces the model: full tracebacks (the failing layer is read from them,
-    `_describe_jax_failure`), and `ops.arange(n)` handed to JAX as `arange(0, n)`. Keras'
-    JAX backend calls `jnp.arange(n, None)`, which jax2onnx 0.17's tracing of `jnp.arange`
-    takes as start=n, stop=None and rejects; the values are the same."""
-    import keras
-    from keras.src.backend.jax import numpy as jax_numpy
-
-    original = jax_numpy.arange
-
-    def arange(start, stop=None, step=None, dtype=None):
-        if stop is None:
-            start, stop = 0, start
-        return original(start, stop, step=step, dtype=dtype)
-
-    filtering = keras.config.is_traceback_filtering_enabled()
-    keras.config.disable_traceback_filtering()
-    jax_numpy.arange = arange
-    try:
-        yield
-    finally:
-        jax_numpy.arange = original
-        if filtering:
-            keras.config.enable_traceback_filtering()
-
-
-# jax2onnx names a JAX primitive it has no rule for; its plugins live in files named after
-# the op they convert (jax2onnx/plugins/jax/numpy/reshape.py converts jax.numpy.reshape)
-_JAX_PRIMITIVE = re.compile(r"No ONNX handler registered for JAX primitive: '([^']+)'")
-_JAX2ONNX_PLUGIN = re.compile(r"jax2onnx/plugins/(.+)\.py$")
-
-
-def _describe_jax_failure(error, model, format):
-    """The JAX op and the model's layer where a JAX-backend export stopped, read from the
-    tracebacks of `error` and its causes: the innermost jax2onnx plugin (named after the op
-    it converts) or the primitive it has no rule for; the layer from the innermost `call` of
-    a layer while tracing, or from the name scope of the equation being converted."""
-    import keras
-
-    op = None
-    layers, scopes = [], []
-    reason = ""
-    chain = []
-    while error is not None and all(error is not seen for seen in chain):
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    for error in chain:  # outermost first: the innermost frames and cause come last
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-        reason = next((line.strip() for line in text.splitlines() if line.strip()), reason)
-        primitive = _JAX_PRIMITIVE.search(text)
-        if primitive:
-            op = f"primitive {primitive.group(1)}"
-        tb = error.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            plugin = _JAX2ONNX_PLUGIN.search(frame.f_code.co_filename.replace(os.sep, "/"))
-            if plugin and not primitive:
-                op = plugin.group(1).replace("/", ".")
-            owner = frame.f_locals.get("self")
-            if frame.f_code.co_name == "call" and isinstance(owner, keras.layers.Layer):
-                if owner is not model:
-                    layers.append(owner.name)
-            name_stack = getattr(
-                getattr(frame.f_locals.get("eqn"), "source_info", None), "name_stack", None
-            )
-            if name_stack is not None:
-                scopes.append(f"{name_stack}/op")
-            tb = tb.tb_next
-    paths = _layer_paths(model)
-    found = [paths.get(layers[-1], layers[-1])] if layers else _layers_of_scopes(scopes, model)
-    where = f" in layer {', '.join(found[:5])}" if found else ""
-    if op is None:
-        return f"{model.name}: {format} export on the JAX backend failed{where} ({reason[:300]})"
-    return f"{model.name}: {format} cannot convert JAX op {op}{where} ({reason[:200]})"
-
-
-def _onnx_sidecar(path):
-    return path.with_name(path.name + ".data")
-
-
-def _inline_external_data(path):
-    """One self-contained `.onnx` file: jax2onnx moves weights over 1 MB into a `.data` file
-    beside the graph; they go back in (ONNX files hold up to 2 GB, the zoo's are under 0.5)."""
-    import onnx
-
-    sidecar = _onnx_sidecar(path)
-    if not sidecar.exists():
-        return
-    model = onnx.load(str(path))  # reads the sidecar
-    onnx.save_model(model, str(path), save_as_external_data=False)
-    sidecar.unlink()
 
 
 def _remove(path):
@@ -467,8 +343,6 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         os.remove(path)
-    if _onnx_sidecar(path).exists():
-        os.remove(_onnx_sidecar(path))
 
 
 class ExportedModel:
