@@ -11,6 +11,11 @@ format's runtime against Keras' compiled `predict_on_batch` on the same input (m
 
     python benchmarks/export_matrix.py --size 64          # all models at 64x64 (MNIST ones: own size)
     python benchmarks/export_matrix.py --models stn_cnn ram --size 0   # registry sizes
+    python benchmarks/export_matrix.py --backend jax --models stn_cnn   # JAX section
+
+`--backend jax` runs the same measurement under KERAS_BACKEND=jax (SavedModel through Keras'
+jax2tf export; the formats `zoo.export` refuses there are recorded as refused) and writes the
+table's JAX section.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -77,6 +83,7 @@ def measure_model(name, size, repeats, workdir):
     from zoo.exporting import (
         ExportedModel,
         ExportError,
+        check_backend,
         convert_saved_model_to_litert,
         functional_model,
     )
@@ -106,6 +113,11 @@ def measure_model(name, size, repeats, workdir):
         path = pathlib.Path(workdir, f"{name}.{column.replace(' ', '.')}{suffix}")
         start = time.perf_counter()
         saved_model = row["formats"].get("saved_model", {})
+        try:
+            check_backend(format)
+        except ValueError as error:  # a format Keras does not export on this backend
+            row["formats"][column] = {"converts": False, "error": f"refused: {error}"}
+            continue
         try:
             if format == "litert" and saved_model.get("converts"):
                 # what zoo.export(format="litert") does after writing the same SavedModel
@@ -245,7 +257,10 @@ def _cell_text(cell, keras_ms):
     if not cell["converts"]:
         return "no: " + cell["error"].split(": ", 1)[-1].replace("|", "\\|")[:160]
     if cell.get("runs") is False:
-        return "converts, does not run: " + cell["error"].replace("|", "\\|")[:120]
+        # onnxruntime's status prefix ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ...") says
+        # nothing the message after it does not
+        error = re.sub(r"\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", cell["error"])
+        return "converts, does not run: " + error.replace("|", "\\|")[:160]
     return (
         f"{_size(cell['bytes'])}; err {cell['max_abs_error']:.1e} "
         f"({cell['max_rel_error']:.0e} rel){'' if cell['top1_agrees'] else ', top-1 differs'}; "
@@ -253,9 +268,11 @@ def _cell_text(cell, keras_ms):
     )
 
 
-def _model_table(part, all_models):
+def _model_table(part, all_models, backend="tensorflow"):
     columns = [column_name(f, q) for f, q in COLUMNS]
     rows = part["rows"] if part else []
+    if backend != "tensorflow":
+        return _backend_model_table(part, all_models, backend, columns)
     lines = [
         "## Models",
         "",
@@ -319,6 +336,59 @@ def _model_table(part, all_models):
     return lines
 
 
+def _backend_model_table(part, all_models, backend, columns):
+    """The model table of a run on another backend: its formats and the models it measured."""
+    from zoo.exporting import BACKEND_FORMATS
+
+    refused = [c for c in columns if c.split()[0] not in BACKEND_FORMATS[backend]]
+    columns = [c for c in columns if c not in refused]
+    rows = part["rows"] if part else []
+    lines = [
+        f"## Models on the {'JAX' if backend == 'jax' else backend} backend",
+        "",
+        part["header"] if part else "Not measured yet.",
+        "",
+        "Cells as in the table above. Not in it: "
+        + ", ".join(refused)
+        + f", which `zoo.export` does not write on the {backend} backend "
+        "(`zoo.exporting.BACKEND_FORMATS`); it refuses them with a `ValueError` naming the "
+        "backend and the format.",
+        "",
+        "| model | input | Keras ms | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        if "error" in row:
+            failed = f"model failed: {row['error']}".replace("|", "\\|")
+            lines.append(f"| `{row['model']}` | | | {failed} |" + " |" * (len(columns) - 1))
+            continue
+        cells = [_cell_text(row["formats"][c], row["keras_ms"]) for c in columns]
+        shape = "x".join(str(d) for d in row["input_shape"])
+        lines.append(
+            f"| `{row['model']}` | {shape} | {row['keras_ms']:.1f} | " + " | ".join(cells) + " |"
+        )
+    measured = [row["model"] for row in rows]
+    cells = {c: [r["formats"][c] for r in rows if c in r.get("formats", {})] for c in columns}
+    counts = ", ".join(
+        f"{c} {sum(cell['converts'] for cell in cells[c])} / "
+        f"{sum(cell['converts'] and cell.get('runs', True) for cell in cells[c])}"
+        for c in columns
+    )
+    missing = [name for name in all_models if name not in measured]
+    coverage = (
+        f"All {len(all_models)} zoo models measured."
+        if not missing
+        else f"A subset: {len(measured)} of the {len(all_models)} zoo models measured; not run "
+        f"on {backend}: {', '.join(missing)}."
+    )
+    lines += [
+        "",
+        f"{coverage} Models that convert / whose file also runs in its runtime: {counts}.",
+        "",
+    ]
+    return lines
+
+
 def _layer_table(part):
     lines = [
         "## Layers",
@@ -371,6 +441,8 @@ def write_tables(results, all_models):
     ]
     lines += _layer_table(results.get("layers"))
     lines += _model_table(results.get("models"), all_models)
+    if results.get("models_jax"):
+        lines += _model_table(results["models_jax"], all_models, backend="jax")
     return "\n".join(lines)
 
 
@@ -378,15 +450,21 @@ def _versions():
     import keras
     import onnxruntime
     import tensorflow as tf
-    import tf2onnx
     from ai_edge_litert import __version__ as litert_version
 
     from zoo.exporting import ONNX_OPSET
 
+    if keras.backend.backend() == "jax":
+        import jax
+
+        onnx_converter = f"JAX {jax.__version__}"
+    else:
+        import tf2onnx
+
+        onnx_converter = f"tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET})"
     return (
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, ai-edge-litert "
-        f"{litert_version}, tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}), onnxruntime "
-        f"{onnxruntime.__version__}"
+        f"{litert_version}, {onnx_converter}, onnxruntime {onnxruntime.__version__}"
     )
 
 
@@ -427,9 +505,27 @@ def main(argv=None):
         "--size", type=int, default=64, help="input height and width (0: the registry's)"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the table's rows of models not in --models (default: replace the table)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax"),
+        default=None,
+        help="the Keras backend to export from (default: KERAS_BACKEND, else tensorflow); "
+        "jax writes the table's JAX section",
+    )
     parser.add_argument("--output", default=str(RESULTS / "export_matrix"))
     args = parser.parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend  # before Keras is first imported
+    import keras
+
     import zoo
+
+    models_key = "models" if keras.backend.backend() == "tensorflow" else "models_jax"
 
     all_models = zoo.list_models()
     output = pathlib.Path(args.output)
@@ -463,6 +559,13 @@ def main(argv=None):
                 _empty(workdir)
         else:
             names = args.models or all_models
+            kept = []
+            if args.add:
+                kept = [
+                    row
+                    for row in results.get(models_key, {}).get("rows", [])
+                    if row["model"] not in names
+                ]
             for name in names:
                 print(name, flush=True)
                 try:
@@ -470,10 +573,15 @@ def main(argv=None):
                 except Exception as error:  # a model that does not build at this size
                     rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
                     print(f"  failed: {rows[-1]['error']}", flush=True)
-                results["models"] = {
+                results[models_key] = {
                     "header": _model_header(args, started, len(rows), len(names)),
-                    "rows": rows,
+                    "rows": sorted(kept + rows, key=lambda row: row["model"]),
                 }
+                if kept:
+                    results[models_key]["header"] += (
+                        f" Rows of {len(kept)} other models kept from an earlier run"
+                        f" ({', '.join(row['model'] for row in kept)})."
+                    )
                 _save(output, results, all_models)
                 _empty(workdir)
     print(f"wrote {output.with_suffix('.md')}")

@@ -452,10 +452,15 @@ def _export(args):
 
     if args.format != "saved_model" or args.quantization:
         return _export_format(args)
+    import keras
+
     model, preprocessing, described = _load_model(args)
     segmentation = _is_segmentation(model)
     image_signature = None
-    if not args.no_image_signature:
+    # the encoded-image signature decodes with TensorFlow ops: a JAX export has
+    # serving_default only (Keras' jax2tf export of the model itself)
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    if not args.no_image_signature and on_tensorflow:
         import numpy as np
 
         scores = np.asarray(
@@ -488,9 +493,10 @@ def _export(args):
         signatures += [
             f"{name}_attention" if name != "serving_default" else "attention" for name in signatures
         ]
+    backend_note = "" if on_tensorflow else f"; {keras.backend.backend()} backend"
     print(
         f"exported {args.name} ({described}) to {pathlib.Path(version_dir).resolve()}"
-        f" (signatures: {', '.join(signatures)})"
+        f" (signatures: {', '.join(signatures)}{backend_note})"
     )
     return 0
 
@@ -518,9 +524,10 @@ def export_version(model, base_path, name, format="saved_model", quantization=No
 
 def _export_format(args):
     """`export --format litert|onnx`: `model.tflite` / `model.onnx` in the version folder."""
-    from zoo.exporting import check_options
+    from zoo.exporting import check_backend, check_options
 
     check_options(args.format, args.quantization)
+    check_backend(args.format)
     model, _, described = _load_model(args)
     version_dir = export_version(
         model,

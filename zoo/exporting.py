@@ -12,6 +12,11 @@ plain interpreter; `onnx` (tf2onnx, opset `ONNX_OPSET`). LiteRT takes a quantiza
 `float16` (weights stored as float16) or `dynamic_int8` (dynamic-range: int8 weights,
 activations quantized at run time).
 
+On the JAX backend Keras exports a SavedModel through jax2tf (its graph holds the model as
+`XlaCallModule` ops, which TensorFlow runs). Its ONNX export there needs jax2onnx, which
+converts few zoo models into files onnxruntime runs (docs/serving.md), and it has no LiteRT
+export there, so both are refused with a message naming the backend (`BACKEND_FORMATS`).
+
 An op that a converter cannot translate fails the export with an `ExportError` that names
 the op and the model's layers it belongs to. `run_exported` runs an exported file in its own
 runtime (TensorFlow, LiteRT's interpreter, onnxruntime), as a deployment would.
@@ -25,6 +30,11 @@ FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic_int8")
 ONNX_OPSET = 17  # pinned: the exported graph does not change with the converter's default
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+# the formats `zoo.export` writes on each backend. On JAX: Keras' LiteRT export refuses the
+# backend (and its SavedModel is jax2tf's XlaCallModule graph, which TFLite cannot convert);
+# its ONNX export goes through jax2onnx, whose files onnxruntime runs for 1 of 25 zoo models
+# measured (benchmarks/results/export_matrix.md), so ONNX is exported from TensorFlow.
+BACKEND_FORMATS = {"tensorflow": FORMATS, "jax": ("saved_model",)}
 
 
 class ExportError(RuntimeError):
@@ -42,6 +52,26 @@ def check_options(format, quantization):
         raise ValueError(
             f"quantization={quantization!r} applies to format='litert' only "
             f"(format={format!r} exports float32)"
+        )
+
+
+def check_backend(format, backend=None):
+    """Refuse a format `zoo.export` does not write on `backend` (default: Keras' backend)."""
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend not in BACKEND_FORMATS:
+        raise ValueError(
+            f"zoo.export runs on the {' or '.join(repr(b) for b in BACKEND_FORMATS)} backend, "
+            f"not {backend!r}"
+        )
+    if format not in BACKEND_FORMATS[backend]:
+        others = [b for b, formats in BACKEND_FORMATS.items() if format in formats]
+        raise ValueError(
+            f"format={format!r} is not supported on the {backend!r} backend (zoo.export "
+            f"writes {', '.join(BACKEND_FORMATS[backend])} there); export it with "
+            f"KERAS_BACKEND={' or '.join(others)}"
         )
 
 
@@ -221,11 +251,13 @@ def export(
     """Export a model to `path` in `format` through Keras' own `model.export`.
 
     Args:
-        model_or_name: a Keras 3 model (TensorFlow backend) or the name of a zoo model, loaded
-            with `zoo.load(name, **load_kwargs)` (random weights unless `weights=` names them).
+        model_or_name: a Keras 3 model (TensorFlow or JAX backend) or the name of a zoo
+            model, loaded with `zoo.load(name, **load_kwargs)` (random weights unless
+            `weights=` names them).
         path: a folder for "saved_model", a `.tflite` file for "litert", an `.onnx` file for
             "onnx". Never overwritten.
-        format: "saved_model", "litert" or "onnx".
+        format: "saved_model", "litert" or "onnx"; on the JAX backend "saved_model" only
+            (jax2tf; `BACKEND_FORMATS`).
         quantization: None (float32), "float16" or "dynamic_int8"; LiteRT only.
         input_shape: `(height, width, channels)` of a model given by name, or of the input a
             subclassed model is wrapped around.
@@ -237,17 +269,13 @@ def export(
 
     Raises:
         ExportError: the converter cannot translate an op; the message names it and its layer.
-        ValueError: a bad format, quantization, path or backend.
+        ValueError: a bad format, quantization or path; a backend other than TensorFlow and
+            JAX, or a format not exported on the current backend (`BACKEND_FORMATS`).
         FileExistsError: `path` exists.
     """
-    import keras
-
     check_options(format, quantization)
+    check_backend(format)
     path = _check_path(path, format)
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"zoo.export runs on the TensorFlow backend, not {keras.backend.backend()!r}"
-        )
     model = _resolve_model(model_or_name, input_shape, load_kwargs)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True)

@@ -13,6 +13,7 @@ from zoo.exporting import (
     ONNX_OPSET,
     ExportedModel,
     ExportError,
+    check_backend,
     convert_saved_model_to_litert,
 )
 
@@ -166,3 +167,42 @@ def test_cli_export_refuses_quantized_onnx_in_one_line(tmp_path, capsys):
     assert error.count("\n") == 1
     assert "quantization='float16' applies to format='litert' only" in error
     assert not (tmp_path / "stn_cnn").exists()
+
+
+def test_formats_keras_does_not_export_on_a_backend_are_refused_naming_both():
+    check_backend("saved_model", backend="jax")
+    for format in ("litert", "onnx"):
+        check_backend(format, backend="tensorflow")
+        with pytest.raises(ValueError) as error:
+            check_backend(format, backend="jax")
+        assert str(error.value) == (
+            f"format='{format}' is not supported on the 'jax' backend (zoo.export writes "
+            "saved_model there); export it with KERAS_BACKEND=tensorflow"
+        )
+    with pytest.raises(ValueError, match="runs on the 'tensorflow' or 'jax' backend, not 'torch'"):
+        check_backend("saved_model", backend="torch")
+
+
+@pytest.mark.slow  # a JAX process: the STN's SavedModel, the CLI
+def test_exports_from_the_jax_backend(tmp_path):
+    """tests/zoo/jax_backend_export.py under KERAS_BACKEND=jax (the zoo suite runs on
+    TensorFlow): the jax2tf SavedModel within 1e-4 of the JAX model in TensorFlow, LiteRT and
+    ONNX refused naming the backend, the CLI's export."""
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        + [str(root / "tests/zoo/jax_backend_export.py")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4 passed" in result.stdout
