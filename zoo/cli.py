@@ -452,9 +452,9 @@ def _export(args):
 
     if args.format != "saved_model" or args.quantization:
         return _export_format(args)
+    model, preprocessing, described = _load_model(args)
     import keras
 
-    model, preprocessing, described = _load_model(args)
     segmentation = _is_segmentation(model)
     image_signature = None
     # the encoded-image signature decodes with TensorFlow ops: a JAX export has
@@ -527,8 +527,8 @@ def _export_format(args):
     from zoo.exporting import check_backend, check_options
 
     check_options(args.format, args.quantization)
+    model, _, described = _load_model(args)  # checks --weights before Keras starts
     check_backend(args.format)
-    model, _, described = _load_model(args)
     version_dir = export_version(
         model,
         args.base_path,
