@@ -496,6 +496,9 @@ def main(argv=None):
         "--layers", action="store_true", help="the layer table instead of the model table"
     )
     parser.add_argument(
+        "--layer-classes", nargs="*", help="with --layers: only these classes (default: all)"
+    )
+    parser.add_argument(
         "--layer-use",
         action="store_true",
         help="record the layer classes of every zoo model (export_layer_use.json) and rewrite "
@@ -508,7 +511,8 @@ def main(argv=None):
     parser.add_argument(
         "--add",
         action="store_true",
-        help="keep the table's rows of models not in --models (default: replace the table)",
+        help="keep the table's rows of models not in --models (of layers not in "
+        "--layer-classes) from the last run (default: replace the table)",
     )
     parser.add_argument(
         "--backend",
@@ -544,16 +548,31 @@ def main(argv=None):
         return 0
     with tempfile.TemporaryDirectory() as workdir:
         if args.layers:
-            cases = layer_cases()
+            order = [case.cls.__name__ for case in layer_cases()]
+            cases = [
+                case
+                for case in layer_cases()
+                if not args.layer_classes or case.cls.__name__ in args.layer_classes
+            ]
+            names = {case.cls.__name__ for case in cases}
+            kept = [
+                row
+                for row in (results.get("layers") or {}).get("rows", [])
+                if args.add and row["layer"] not in names
+            ]
             for case in cases:
                 print(case.id, flush=True)
                 rows.append(measure_layer(case, workdir))
                 print(f"  {json.dumps(rows[-1]['formats'])[:400]}", flush=True)
+                header = (
+                    f"One run on {_machine()}; {_versions()}; {time.time() - started:.0f} s"
+                    + ("." if len(rows) == len(cases) else f" (partial: {len(rows)} so far).")
+                )
+                if kept:
+                    header += f" Rows of {len(kept)} other layers kept from an earlier run."
                 results["layers"] = {
-                    "header": f"One run on {_machine()}; {_versions()}; "
-                    f"{time.time() - started:.0f} s"
-                    + ("." if len(rows) == len(cases) else f" (partial: {len(rows)} so far)."),
-                    "rows": rows,
+                    "header": header,
+                    "rows": sorted(kept + rows, key=lambda row: order.index(row["layer"])),
                 }
                 _save(output, results, all_models)
                 _empty(workdir)
