@@ -188,21 +188,10 @@ def test_exports_from_the_jax_backend(tmp_path):
     """tests/zoo/jax_backend_export.py under KERAS_BACKEND=jax (the zoo suite runs on
     TensorFlow): the jax2tf SavedModel within 1e-4 of the JAX model in TensorFlow, LiteRT and
     ONNX refused naming the backend, the CLI's export."""
-    import pathlib
-    import subprocess
-    import sys
+    from tests.other_backends import run_pytest_on_backend
 
     pytest.importorskip("jax")
-    root = pathlib.Path(__file__).resolve().parents[2]
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root))
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + [str(root / "tests/zoo/jax_backend_export.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    result = run_pytest_on_backend("jax", [os.path.join(here, "jax_backend_export.py")], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "4 passed" in result.stdout

@@ -167,27 +167,17 @@ def test_small_models_train_a_step_on_jax(tmp_path):
     per-branch classifiers add only 1x1 convolutions to `danet_small`, so they stay on
     TensorFlow and PyTorch; XLA's backend optimisation is off as in `make test`'s JAX run."""
     import os
-    import pathlib
-    import subprocess
-    import sys
+
+    from tests.other_backends import run_pytest_on_backend
 
     pytest.importorskip("jax")
-    root = pathlib.Path(__file__).resolve().parents[2]
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        PYTHONPATH=str(root),
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    test_file = os.path.join(root, "tests", "keras_attention", "test_zoo_segmentation.py")
+    result = run_pytest_on_backend(
+        "jax",
+        ["-m", "slow", "-k", "small_segmentation_model", test_file],
+        tmp_path,
         XLA_FLAGS="--xla_backend_optimization_level=0",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow"]
-        + ["-k", "small_segmentation_model"]
-        + [str(root / "tests/keras_attention/test_zoo_segmentation.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "5 passed" in result.stdout
