@@ -2,11 +2,18 @@
 window filtering, part-level features at the parts' peaks, the sum of the two levels, and
 the shipped cluttered-MNIST weights."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 import zoo
+from tests.other_backends import OTHER_BACKENDS
 from zoo import catalog
 from zoo.two_level import (
     activation_affinity,
@@ -14,6 +21,8 @@ from zoo.two_level import (
     spectral_clustering,
     window_grid,
 )
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _first_appearance(labels):
@@ -192,12 +201,9 @@ def test_shipped_weights_reproduce_the_recorded_accuracy_on_the_held_out_set():
 def test_recorded_numbers_are_the_results_file_s():
     """zoo.catalog's numbers for the shipped weights, rounded, are those
     tools/train_two_level.py wrote to benchmarks/results/two_level.json."""
-    import json  # noqa: PLC0415
-    import pathlib  # noqa: PLC0415
-
     from tools.experiments import mean_sd, sha256  # noqa: PLC0415
 
-    root = pathlib.Path(__file__).resolve().parents[2]
+    root = ROOT
     runs = json.loads((root / "benchmarks" / "results" / "two_level.json").read_text())
     runs = [runs[f"two_level_mnist:seed{seed}"] for seed in (0, 1, 2)]
     recorded = catalog.TWO_LEVEL_RESULTS
@@ -212,3 +218,40 @@ def test_recorded_numbers_are_the_results_file_s():
     spec = zoo.model_info("two_level_mnist").weights_for("cluttered_mnist")
     weights = root / "zoo" / "data" / "weights" / "two_level_mnist.cluttered_mnist.weights.h5"
     assert spec.sha256 == runs[0]["sha256"] == sha256(weights)
+
+
+_ON_BACKEND = """
+import json, sys
+import numpy as np
+import zoo
+from tools.train_two_level import CHECK_IMAGES, evaluate, task_data
+model = zoo.load("two_level_mnist", weights="cluttered_mnist")
+images, labels, boxes = task_data("test", seed=0)
+n = CHECK_IMAGES
+correct, kept = evaluate(model, images[:n], labels[:n], boxes[:n])
+json.dump({"correct": {k: v.tolist() for k, v in correct.items()}, "kept": kept.tolist()},
+          open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_shipped_pipeline_gives_the_same_answers_on_jax_and_torch(backend, tmp_path):
+    """The TensorFlow-trained weights on another backend: the same kept windows and the same
+    right and wrong answers of every level on the first held-out images."""
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
+    from tools.train_two_level import CHECK_IMAGES, evaluate, task_data  # noqa: PLC0415
+
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    env.update(CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "answers.json"
+    subprocess.run(
+        [sys.executable, "-c", _ON_BACKEND, str(out)], env=env, cwd=ROOT, check=True, timeout=600
+    )
+    other = json.loads(out.read_text())
+    model = zoo.load("two_level_mnist", weights="cluttered_mnist")
+    images, labels, boxes = task_data("test", seed=0)
+    n = CHECK_IMAGES
+    correct, kept = evaluate(model, images[:n], labels[:n], boxes[:n])
+    np.testing.assert_array_equal(other["kept"], kept)
+    for level, answers in correct.items():
+        np.testing.assert_array_equal(other["correct"][level], answers, err_msg=level)
