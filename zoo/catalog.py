@@ -584,3 +584,80 @@ for _name, _description in (
         description=_description,
         weights=_moving_clips_weights(_name),
     )
+
+_TWO_LEVEL_HERE = "tools/train_two_level.py (benchmarks/results/two_level.md)"
+_TWO_LEVEL_HELD_OUT = "the 1,000 held-out digits as 40x40 cluttered MNIST (task seed 0)"
+# The reload test's quick check: the first held-out images (tools/train_two_level.CHECK_IMAGES).
+TWO_LEVEL_CHECK_IMAGES = 100
+# Held-out accuracy (%) of the shipped seed-0 pipeline (both levels: its output) and of its
+# FilterNet on the whole image (the baseline, `model.filter_net`), each with the binomial
+# standard error, on the first TWO_LEVEL_CHECK_IMAGES, and the mean and sample standard
+# deviation over training seeds 0-2; then each level alone (seed 0).
+TWO_LEVEL_RESULTS = {}
+
+
+def _two_level_measurements(metric, what, accuracy, first, mean, std):
+    standard_error = round(100 * (accuracy / 100 * (1 - accuracy / 100) / 1000) ** 0.5, 2)
+    TWO_LEVEL_RESULTS.update(
+        seed_measurements(
+            metric,
+            unit="%",
+            source=_TWO_LEVEL_HERE,
+            what=what,
+            held_out=_TWO_LEVEL_HELD_OUT,
+            check=("images", TWO_LEVEL_CHECK_IMAGES, "of them"),
+            values=(accuracy, (standard_error, "binomial, on the 1,000 images"), first, mean, std),
+        )
+    )
+
+
+# tools/train_two_level.py --seeds 0 1 2 (benchmarks/results/two_level.json)
+_two_level_measurements("test_accuracy", "accuracy (both levels)", 84.5, 82.0, 84.1, 0.6)
+_two_level_measurements(
+    "baseline_test_accuracy", "accuracy of the FilterNet on the whole image", 87.0, 88.0, 86.8, 0.2
+)
+for _level, _accuracy in (("object", 84.3), ("part", 76.6)):
+    TWO_LEVEL_RESULTS[f"{_level}_test_accuracy"] = Measurement(
+        _accuracy, "%", f"accuracy of the {_level} level alone on {_TWO_LEVEL_HELD_OUT}",
+        _TWO_LEVEL_HERE,
+    )  # fmt: skip
+# benchmarks/results/two_level.md: both levels against the baseline, over seeds 0-2
+TWO_LEVEL_VERDICT = "behind"
+
+register_model(
+    "two_level_mnist",
+    body="zoo.two_level:two_level_mnist",
+    kind="model",
+    default_input_shape=(40, 40, 1),
+    num_classes=10,
+    family="two_level",
+    mean=(0.0,),
+    std=(1.0,),
+    dynamic_size="the candidate windows are laid out for the input size",
+    description="Two-level attention (Xiao et al. 2015) around the zoo's MNIST classifier CNN: "
+    "a FilterNet keeps the 3 most confident of 18 sliding windows (24x24 and 32x32, in place "
+    "of selective search), a DomainNet classifies them (object level); its conv2 filters, "
+    "spectrally clustered into 4 part detectors, pick conv3 features for a softmax part "
+    "classifier (part level); the output adds both levels' probabilities. "
+    "model.filter_net on the whole image is the baseline.",
+    weights=(
+        trained_here_weights(
+            "two_level_mnist",
+            "cluttered_mnist",
+            sha256="bc86a57ee2a715247f9e4e2718c2289c5de4718836d867c1b639f2ef97d70bb3",
+            input_size=(40, 40),
+            num_classes=10,
+            trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 40x40 (4 "
+            "pieces of 8x8, fresh every epoch): FilterNet 10 epochs on whole images, DomainNet "
+            "3 epochs on the windows it keeps, part classifier on their part features "
+            "(tools/train_two_level.py's RECIPE, training seed 0)",
+            metric=f"accuracy {TWO_LEVEL_RESULTS['test_accuracy'].value:.1f}% on "
+            f"{_TWO_LEVEL_HELD_OUT}, {TWO_LEVEL_RESULTS['test_accuracy_seeds_mean'].value:.1f} ± "
+            f"{TWO_LEVEL_RESULTS['test_accuracy_seeds_std'].value:.1f}% over training seeds 0-2; "
+            f"{TWO_LEVEL_VERDICT} the same CNN on the whole image "
+            f"({TWO_LEVEL_RESULTS['baseline_test_accuracy_seeds_mean'].value:.1f} ± "
+            f"{TWO_LEVEL_RESULTS['baseline_test_accuracy_seeds_std'].value:.1f}%) "
+            "(zoo.catalog.TWO_LEVEL_RESULTS)",
+        ),
+    ),
+)
