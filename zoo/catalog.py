@@ -584,3 +584,29 @@ for _name, _description in (
         description=_description,
         weights=_moving_clips_weights(_name),
     )
+
+_HOURGLASS = (
+    "Small two-stack hourglass for 64x64 grey images (Newell et al., ECCV 2016): 3x3 stride-2 "
+    "stem and a stride-2 residual unit to 16x16, two depth-3 hourglasses 32 wide with "
+    "intermediate supervision; one 16x16 heatmap per joint of zoo.pose_data.JOINTS"
+)
+for _name, _description in (
+    ("hourglass_pose", _HOURGLASS + "; the baseline of mca_hourglass_pose."),
+    (
+        "mca_hourglass_pose",
+        _HOURGLASS + ", with multi-context attention (Chu et al., CVPR 2017): "
+        "MultiContextAttention maps (3 mean-field steps, shared pairwise kernel) at 16x16 and "
+        "8x8 in each stack, and one part map per joint in the last.",
+    ),
+):
+    register_model(
+        _name,
+        body=f"zoo.backbones.pose:{_name}",
+        kind="model",
+        family="pose",
+        default_input_shape=(64, 64, 1),
+        num_classes=9,
+        mean=(0.0,),
+        std=(1.0,),
+        description=_description,
+    )
