@@ -1,13 +1,22 @@
 """The pose scheme: stick figures (zoo.pose_data), the small stacked hourglass with and without
 multi-context attention (zoo/backbones/pose.py), PCK, and the shipped weights."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 import zoo
 from keras_attention.layers import MultiContextAttention
-from zoo import pose_data
+from tests.other_backends import OTHER_BACKENDS
+from zoo import catalog, pose_data
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +162,77 @@ def test_registry_and_build_arguments():
         zoo.build("hourglass_pose", classifier_activation="relu")
     with pytest.raises(ValueError, match="multiples of 32"):
         zoo.build("hourglass_pose", input_shape=(60, 64, 1))
+
+
+def _reload_pck(name, count):
+    images, joints, meta = pose_data.stick_figures("test", seed=0, count=count)
+    model = zoo.load(name, weights="stick_figures")
+    assert model.input_shape == (None, 64, 64, 1)
+    maps = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(images[i : i + 100], training=False))
+            for i in range(0, count, 100)
+        ]
+    )
+    keras.backend.clear_session()
+    return 100 * pose_data.pck(pose_data.decode(maps), joints, meta["torso"])[0]
+
+
+@pytest.mark.parametrize("name", ["hourglass_pose", "mca_hourglass_pose"])
+def test_shipped_weights_reproduce_their_pck_on_the_first_figures(name):
+    results = catalog.POSE_RESULTS[name]
+    # one joint either way: argmax ties may flip between graphs
+    assert (
+        abs(_reload_pck(name, catalog.POSE_CHECK_FIGURES) - results["test_pck_check_figures"].value)
+        <= 100 / (9 * catalog.POSE_CHECK_FIGURES) + 0.05
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hourglass_pose", "mca_hourglass_pose"])
+def test_shipped_weights_reproduce_their_pck_on_the_held_out_figures(name):
+    results = catalog.POSE_RESULTS[name]
+    assert abs(_reload_pck(name, 500) - results["test_pck"].value) <= 0.1
+
+
+def test_pose_results_agree_with_the_results_file():
+    recorded = json.loads((ROOT / "benchmarks/results/pose_mca.json").read_text())
+    for name, results in catalog.POSE_RESULTS.items():
+        runs = [recorded[f"{name}:seed{seed}"]["test_pck"] for seed in (0, 1, 2)]
+        assert results["test_pck"].value == round(100 * runs[0], 1)
+        assert results["test_pck_seeds_mean"].value == round(100 * np.mean(runs), 1)
+        assert results["test_pck_seeds_std"].value == round(100 * np.std(runs, ddof=1), 1)
+        seed0 = recorded[f"{name}:seed0"]
+        assert results["test_pck_check_figures"].value == round(
+            100 * seed0["test_pck_check_figures"], 1
+        )
+        assert results["test_pck_standard_error"].value == round(
+            100 * seed0["test_pck_standard_error"], 1
+        )
+        assert seed0["sha256"] == catalog.POSE_SHA256[name]
+        assert zoo.model_info(name).weights_for("stick_figures").sha256 == catalog.POSE_SHA256[name]
+
+
+_FORWARD = """
+import sys, numpy as np, zoo
+from zoo import pose_data
+images = pose_data.stick_figures("test", seed=0, count=4)[0]
+model = zoo.load(sys.argv[1], weights="stick_figures")
+np.save(sys.argv[2], np.asarray(model.predict(images, verbose=0)))
+"""
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_pose_models_run_on_jax_and_torch(backend, tmp_path):
+    """The shipped weights give TensorFlow's heatmaps on the other backends."""
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
+    images = pose_data.stick_figures("test", seed=0, count=4)[0]
+    for name in ("hourglass_pose", "mca_hourglass_pose"):
+        out = tmp_path / f"{name}.{backend}.npy"
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT))
+        subprocess.run(
+            [sys.executable, "-c", _FORWARD, name, str(out)], env=env, check=True, cwd=ROOT
+        )
+        expected = zoo.load(name, weights="stick_figures").predict(images, verbose=0)
+        np.testing.assert_allclose(np.load(out), expected, atol=1e-4)
+    keras.backend.clear_session()
