@@ -1,6 +1,6 @@
 """Train the stick-figure pose estimators and record their held-out PCK@0.2.
 
-    taskset -c 1 python tools/train_pose.py mca_hourglass_pose --seed 0
+    taskset -c 1 python tools/train_pose.py hourglass_pose mca_hourglass_pose --seeds 0 1 2
 
 Builds `zoo.build(NAME, intermediate_outputs=True)` (64x64 images, 16x16 heatmaps of the
 nine joints of `zoo.pose_data.JOINTS`), trains it with the fixed `RECIPE` (mean squared
