@@ -661,3 +661,82 @@ register_model(
         ),
     ),
 )
+
+_POSE_HERE = "tools/train_pose.py (benchmarks/results/pose_mca.md)"
+_HELD_OUT_FIGURES = "the 500 held-out figures of zoo.pose_data.stick_figures('test', seed=0)"
+# The reload test's quick check: the first figures of the held-out set.
+POSE_CHECK_FIGURES = 50
+# PCK@0.2 (%) of the shipped stick-figure weights (training seed 0) on the held-out figures,
+# with its standard error over figures, on their first POSE_CHECK_FIGURES, and the mean and
+# sample standard deviation over training seeds 0, 1 and 2 of the same recipe.
+POSE_RESULTS = {}
+POSE_SHA256 = {
+    "hourglass_pose": "735c4b3bcc97cb8ddc6aae185d304500689fdc4fd7d735b8879e920580eab38a",
+    "mca_hourglass_pose": "b4b1d9ec15b736ab0be7d9da318334a32023386a1559b79a9546462c446004e6",
+}
+
+
+def _pose_measurements(name, pck, standard_error, first, mean, std):
+    POSE_RESULTS[name] = seed_measurements(
+        "test_pck",
+        unit="%",
+        source=_POSE_HERE,
+        what="PCK@0.2",
+        held_out=_HELD_OUT_FIGURES,
+        check=("figures", POSE_CHECK_FIGURES, "of them"),
+        values=(pck, (standard_error, "over the 500 figures"), first, mean, std),
+    )
+
+
+def _stick_figures_weights(name):
+    if name not in POSE_RESULTS:
+        return ()
+    results = POSE_RESULTS[name]
+    return (
+        trained_here_weights(
+            name,
+            "stick_figures",
+            sha256=POSE_SHA256[name],
+            input_size=(64, 64),
+            num_classes=9,
+            trained_on="the first 3,000 figures of zoo.pose_data.stick_figures('train', "
+            "seed=0); tools/train_pose.py's RECIPE, training seed 0 "
+            f"(tools/train_pose.py {name} --seeds 0)",
+            metric=f"PCK@0.2 {results['test_pck'].value:.1f}% on {_HELD_OUT_FIGURES}; "
+            f"{results['test_pck_seeds_mean'].value:.1f} ± "
+            f"{results['test_pck_seeds_std'].value:.1f}% over training seeds 0-2 "
+            "(zoo.catalog.POSE_RESULTS)",
+        ),
+    )
+
+
+# tools/train_pose.py NAME --seeds 0 1 2 (benchmarks/results/pose_mca.json)
+_pose_measurements("hourglass_pose", 32.2, 0.6, 32.9, 35.3, 3.9)
+_pose_measurements("mca_hourglass_pose", 59.6, 0.6, 57.8, 68.1, 7.4)
+
+_HOURGLASS = (
+    "Small two-stack hourglass for 64x64 grey images (Newell et al., ECCV 2016): 3x3 stride-2 "
+    "stem and a stride-2 residual unit to 16x16, two depth-3 hourglasses 32 wide with "
+    "intermediate supervision; one 16x16 heatmap per joint of zoo.pose_data.JOINTS"
+)
+for _name, _description in (
+    ("hourglass_pose", _HOURGLASS + "; the baseline of mca_hourglass_pose."),
+    (
+        "mca_hourglass_pose",
+        _HOURGLASS + ", with multi-context attention (Chu et al., CVPR 2017): "
+        "MultiContextAttention maps (3 mean-field steps, shared pairwise kernel) at 16x16 and "
+        "8x8 in each stack, and one part map per joint in the last.",
+    ),
+):
+    register_model(
+        _name,
+        body=f"zoo.backbones.pose:{_name}",
+        kind="model",
+        family="pose",
+        default_input_shape=(64, 64, 1),
+        num_classes=9,
+        mean=(0.0,),
+        std=(1.0,),
+        description=_description,
+        weights=_stick_figures_weights(_name),
+    )

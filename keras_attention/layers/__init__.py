@@ -26,6 +26,7 @@ from keras_attention.layers.hard_attention import (
 from keras_attention.layers.interaction_aware import InteractionAwareAttention
 from keras_attention.layers.local_attention import LocalCrossAttention2D, LocalSelfAttention2D
 from keras_attention.layers.mixed import BAM, CBAM, ChannelGate
+from keras_attention.layers.multi_context import MultiContextAttention
 from keras_attention.layers.pyramid_attention import (
     FeaturePyramidAttention,
     GlobalAttentionUpsample,
@@ -86,4 +87,5 @@ __all__ = [
     "AdaptiveHardAttention",
     "AttentionProposal",
     "BoxcarCrop",
+    "MultiContextAttention",
 ]

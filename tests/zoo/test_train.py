@@ -201,9 +201,11 @@ def _models():
         # tests/keras_attention/test_zoo_segmentation.py; clips, not images: the video
         # models train in tools/train_video.py (tests/zoo/test_video.py reloads them); a
         # pipeline trained stage by stage (its FilterNet only picks windows, so no gradient
-        # reaches it): tools/train_two_level.py (tests/zoo/test_two_level.py reloads it)
+        # reaches it): tools/train_two_level.py (tests/zoo/test_two_level.py reloads it);
+        # heatmaps, not classes: the pose models train in tools/train_pose.py
+        # (tests/zoo/test_pose.py)
         if zoo.model_info(name).kind != "segmentation"
-        and zoo.model_info(name).family not in ("video", "two_level")
+        and zoo.model_info(name).family not in ("video", "two_level", "pose")
     ]
 
 
