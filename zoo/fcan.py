@@ -180,6 +180,7 @@ class FullyConvolutionalAttention(PolicyGradientTraining, keras.Model):
         if self.locations == "random":
             return ops.zeros((batch, self.num_steps, cells), "float32")
         scores = self.part_scores(self.attention_conv(ops.stop_gradient(feature_map)))
+        scores = ops.cast(scores, "float32")  # sampled and normalised in float32
         return ops.reshape(ops.transpose(scores, (0, 3, 1, 2)), (batch, self.num_steps, cells))
 
     def call(self, images, training=False, return_attention=False):
@@ -209,7 +210,7 @@ class FullyConvolutionalAttention(PolicyGradientTraining, keras.Model):
         # flattened, not pooled: where a stroke lies in the glimpse tells the digit
         flat_features = ops.reshape(self._features(glimpses), (batch * steps, -1))
         hidden = ops.reshape(self.glimpse_hidden(flat_features), (batch, steps, self.hidden_units))
-        class_logits = self.classifier(ops.mean(hidden, axis=1))
+        class_logits = ops.cast(self.classifier(ops.mean(hidden, axis=1)), "float32")
         log_probs = ops.log_softmax(class_logits, axis=-1)
         self._rl_terms = None
         if self.locations == "attention":

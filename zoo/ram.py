@@ -52,8 +52,10 @@ def reinforce_with_baseline_loss(labels, log_pi, baseline, log_probs, reward="co
         reward: `"correct"` (`R` = 1 for a right prediction, else 0) or `"probability"`
             (the predicted probability of the true class, held constant).
     """
-    labels, log_pi, baseline, log_probs = (
-        ops.convert_to_tensor(t) for t in (labels, log_pi, baseline, log_probs)
+    labels = ops.convert_to_tensor(labels)
+    # float32 whatever the layers' compute dtype (mixed precision)
+    log_pi, baseline, log_probs = (
+        ops.cast(ops.convert_to_tensor(t), "float32") for t in (log_pi, baseline, log_probs)
     )
     if len(labels.shape) == 2:
         labels = ops.argmax(labels, axis=-1)
