@@ -646,27 +646,23 @@ FCAN_WEIGHTS = (
     ),
 )
 
-_FCAN = (
-    "FCAN (Liu et al. 2016), small: a fully convolutional feature network (3x3 convolutions "
-    "16, 32, 32 wide, stride 4) over the whole image, 3 part-score maps (3x3 + 1x1 "
-    "convolutions) each a softmax over the feature-map cells; at each of 3 steps a cell is "
-    "sampled (argmax at inference) and a 20x20 glimpse of the input around it is read by the "
-    "same feature network; the classifier reads the glimpses' mean"
+_FCAN_NETWORK = (
+    "a fully convolutional feature network (3x3 convolutions 16, 32, 32 wide, stride 4) over "
+    "the whole image; at each of 3 steps a 20x20 glimpse of the input around a feature-map "
+    "cell is read by the same feature network; the classifier reads the glimpses' mean"
 )
 for _name, _description in (
     (
         "fcan_mnist",
-        _FCAN + "; the part-score maps are trained by REINFORCE with a learned baseline on the "
+        "FCAN (Liu et al. 2016), small: " + _FCAN_NETWORK + ". The cells come from 3 part-score "
+        "maps (3x3 + 1x1 convolutions), each a softmax over the cells, sampled in training and "
+        "argmax at inference, trained by REINFORCE with a learned baseline on the "
         "classification reward.",
     ),
     (
         "fcan_mnist_random",
-        _FCAN.replace(
-            "3 part-score maps (3x3 + 1x1 convolutions) each a softmax over the "
-            "feature-map cells; at each of 3 steps a cell is sampled (argmax at inference)",
-            "at each of 3 steps a feature-map cell is drawn uniformly at random",
-        )
-        + "; the baseline of fcan_mnist (attention off, no attention head).",
+        "The baseline of fcan_mnist (attention off): " + _FCAN_NETWORK + ". The cells are drawn "
+        "uniformly at random; no attention head.",
     ),
 ):
     register_model(
