@@ -740,3 +740,97 @@ for _name, _description in (
         description=_description,
         weights=_stick_figures_weights(_name),
     )
+
+_FCAN_HERE = "tools/train_fcan.py (benchmarks/results/fcan.md)"
+_FCAN_HELD_OUT = "the 1,000 held-out digits as 40x40 cluttered MNIST (task seed 0)"
+# The reload test's quick check: the first held-out images (tools/train_fcan.CHECK_IMAGES).
+FCAN_CHECK_IMAGES = 100
+# The shipped FCAN weights (training seed 0) on the held-out digits: accuracy (%, with its
+# binomial standard error) and in-box share (of the 3 glimpse centres per image, those
+# inside the box of the digit's own ink, with its standard error over the images), the same
+# on the first FCAN_CHECK_IMAGES, and the mean and sample standard deviation over training
+# seeds 0-2; the random-glimpse baseline's seed means and deviations as `baseline_*`.
+FCAN_RESULTS = {
+    **seed_measurements(
+        "test_accuracy",
+        unit="%",
+        source=_FCAN_HERE,
+        what="accuracy",
+        held_out=_FCAN_HELD_OUT,
+        check=("images", FCAN_CHECK_IMAGES, "of them"),
+        values=(90.5, (0.93, "binomial, on the 1,000 digits"), 89.0, 88.6, 1.71),
+    ),
+    **seed_measurements(
+        "in_box",
+        unit="fraction",
+        source=_FCAN_HERE,
+        what="share of glimpse centres inside the digit's ink box",
+        held_out=_FCAN_HELD_OUT,
+        check=("images", FCAN_CHECK_IMAGES, "of them"),
+        values=(0.9843, (0.0028, "over the 1,000 digits"), 0.99, 0.9621, 0.0195),
+    ),
+    "baseline_test_accuracy_seeds_mean": Measurement(
+        44.97, "%", "fcan_mnist_random (random glimpses): accuracy, mean over seeds 0-2", _FCAN_HERE
+    ),
+    "baseline_test_accuracy_seeds_std": Measurement(
+        1.91, "%", "fcan_mnist_random: accuracy, sample SD over seeds 0-2", _FCAN_HERE
+    ),
+    "baseline_in_box_seeds_mean": Measurement(
+        0.1793, "fraction", "fcan_mnist_random: in-box share, mean over seeds 0-2", _FCAN_HERE
+    ),
+    "baseline_in_box_seeds_std": Measurement(
+        0.0, "fraction", "fcan_mnist_random: in-box share, sample SD over seeds 0-2", _FCAN_HERE
+    ),
+}
+
+FCAN_WEIGHTS = (
+    trained_here_weights(
+        "fcan_mnist",
+        "cluttered_mnist",
+        sha256="f51ff9e2b1cbf1366e50e16859c3076eaa78db803891e017c5d57fe6f544fa45",
+        input_size=(40, 40),
+        num_classes=10,
+        trained_on="4,000 digits of zoo.datasets.mnist_subset as cluttered MNIST 40x40 (4 "
+        "pieces of 8x8, fresh every epoch), 15 epochs, Adam lr 2e-3 cosine to 5%, batch 64, "
+        "training seed 0 (tools/train_fcan.py fcan_mnist --seed 0)",
+        metric=f"test accuracy {FCAN_RESULTS['test_accuracy'].value:.1f}%, "
+        f"{FCAN_RESULTS['in_box'].value:.3f} of the glimpse centres inside the digit's box on "
+        f"{_FCAN_HELD_OUT}; the random-glimpse baseline "
+        f"{FCAN_RESULTS['baseline_test_accuracy_seeds_mean'].value:.1f}% and "
+        f"{FCAN_RESULTS['baseline_in_box_seeds_mean'].value:.3f} over seeds 0-2 "
+        "(zoo.catalog.FCAN_RESULTS)",
+    ),
+)
+
+_FCAN_NETWORK = (
+    "a fully convolutional feature network (3x3 convolutions 16, 32, 32 wide, stride 4) over "
+    "the whole image; at each of 3 steps a 20x20 glimpse of the input around a feature-map "
+    "cell is read by the same feature network; the classifier reads the glimpses' mean"
+)
+for _name, _description in (
+    (
+        "fcan_mnist",
+        "FCAN (Liu et al. 2016), small: " + _FCAN_NETWORK + ". The cells come from 3 part-score "
+        "maps (3x3 + 1x1 convolutions), each a softmax over the cells, sampled in training and "
+        "argmax at inference, trained by REINFORCE with a learned baseline on the "
+        "classification reward.",
+    ),
+    (
+        "fcan_mnist_random",
+        "The baseline of fcan_mnist (attention off): " + _FCAN_NETWORK + ". The cells are drawn "
+        "uniformly at random; no attention head.",
+    ),
+):
+    register_model(
+        _name,
+        body=f"zoo.fcan:{_name}",
+        kind="model",
+        family="fcan",
+        default_input_shape=(40, 40, 1),
+        num_classes=10,
+        mean=(0.0,),
+        std=(1.0,),
+        dynamic_size=True,
+        description=_description,
+        weights=FCAN_WEIGHTS if _name == "fcan_mnist" else (),
+    )

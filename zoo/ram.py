@@ -35,8 +35,74 @@ REWARDS = ("correct", "probability")
 GLIMPSE_NETWORKS = ("dense", "conv")
 
 
+def reinforce_with_baseline_loss(labels, log_pi, baseline, log_probs, reward="correct"):
+    """Baseline regression + REINFORCE surrogate, from one sampled sequence of actions per
+    example:
+
+        mean_b sum_t (b_t - R)^2 - mean_b sum_t stop_grad(R - b_t) log pi(a_t)
+
+    whose gradient in the policy's parameters is the REINFORCE estimate
+    `-(R - b) grad log pi` and in the baseline's that of its squared error.
+
+    Args:
+        labels: `(batch,)` integer labels (or `(batch, num_classes)` one-hot).
+        log_pi: `(batch, T)` log-probabilities of the sampled actions.
+        baseline: `(batch, T)` baseline predictions (or `(batch, 1)`: one for all steps).
+        log_probs: `(batch, num_classes)` class log-probabilities of the final prediction.
+        reward: `"correct"` (`R` = 1 for a right prediction, else 0) or `"probability"`
+            (the predicted probability of the true class, held constant).
+    """
+    labels = ops.convert_to_tensor(labels)
+    # float32 whatever the layers' compute dtype (mixed precision)
+    log_pi, baseline, log_probs = (
+        ops.cast(ops.convert_to_tensor(t), "float32") for t in (log_pi, baseline, log_probs)
+    )
+    if len(labels.shape) == 2:
+        labels = ops.argmax(labels, axis=-1)
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    if reward == "probability":
+        reward = ops.exp(ops.take_along_axis(log_probs, labels[:, None], axis=1))
+    else:
+        predicted = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+        reward = ops.cast(ops.equal(predicted, labels), "float32")[:, None]
+    reward = ops.stop_gradient(reward)
+    advantage = ops.stop_gradient(reward - baseline)
+    surrogate = -ops.mean(ops.sum(advantage * log_pi, axis=1))
+    regression = ops.mean(ops.sum(ops.square(baseline - reward), axis=1))
+    return surrogate + regression
+
+
+class PolicyGradientTraining:
+    """What a `keras.Model` with sampled (non-differentiable) actions needs to train by
+    REINFORCE with a baseline under plain `compile` + `fit`, on every backend.
+
+    The model's `call(..., training=True)` stores `(log_pi, baseline, log_probs)` in
+    `self._rl_terms` (see `reinforce_with_baseline_loss`); `compute_loss` adds their loss to
+    the compiled one and consumes them. The model also has `self.reward` and a
+    `keras.random.SeedGenerator` `self.sampler`.
+    """
+
+    def reset_sampling(self, seed=0):
+        """Restart the action sampler from `seed`, for a repeatable evaluation."""
+        state = self.sampler.state
+        self.sampler.state.assign(ops.cast(ops.convert_to_tensor([int(seed), 0]), state.dtype))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        terms, self._rl_terms = self._rl_terms, None
+        if not training or terms is None or y is None:
+            return loss
+        return loss + self.reinforce_loss(y, *terms)
+
+    def reinforce_loss(self, labels, log_pi, baseline, log_probs):
+        """`reinforce_with_baseline_loss` with the model's `reward`."""
+        return reinforce_with_baseline_loss(labels, log_pi, baseline, log_probs, self.reward)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
-class RecurrentAttentionModel(keras.Model):
+class RecurrentAttentionModel(PolicyGradientTraining, keras.Model):
     """RAM for image classification, trainable with `fit` on TF, JAX and PyTorch.
 
     Training (`training=True`) samples one location sequence per image and, in
@@ -182,11 +248,6 @@ class RecurrentAttentionModel(keras.Model):
 
     # -- sampling -------------------------------------------------------------------
 
-    def reset_sampling(self, seed=0):
-        """Restart the location sampler from `seed`, for a repeatable evaluation."""
-        state = self.sampler.state
-        self.sampler.state.assign(ops.cast(ops.convert_to_tensor([int(seed), 0]), state.dtype))
-
     def log_prob(self, sample, mean):
         """Log-density of the Gaussian policy, summed over `(y, x)`: `(batch,)`."""
         z = (sample - mean) / self.location_std
@@ -271,41 +332,6 @@ class RecurrentAttentionModel(keras.Model):
         if return_locations:
             return outputs, locations
         return outputs
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        terms, self._rl_terms = self._rl_terms, None
-        if not training or terms is None or y is None:
-            return loss
-        return loss + self.reinforce_loss(y, *terms)
-
-    def reinforce_loss(self, labels, log_pi, baseline, log_probs):
-        """Baseline regression + REINFORCE surrogate, from one sampled sequence per image.
-
-        Args:
-            labels: `(batch,)` integer labels (or `(batch, num_classes)` one-hot).
-            log_pi: `(batch, T - 1)` log-probabilities of the sampled locations.
-            baseline: `(batch, T - 1)` baseline predictions.
-            log_probs: `(batch, num_classes)` class log-probabilities after the last glimpse.
-        """
-        labels, log_pi, baseline, log_probs = (
-            ops.convert_to_tensor(t) for t in (labels, log_pi, baseline, log_probs)
-        )
-        if len(labels.shape) == 2:
-            labels = ops.argmax(labels, axis=-1)
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
-        if self.reward == "probability":
-            reward = ops.exp(ops.take_along_axis(log_probs, labels[:, None], axis=1))
-        else:
-            predicted = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
-            reward = ops.cast(ops.equal(predicted, labels), "float32")[:, None]
-        reward = ops.stop_gradient(reward)
-        advantage = ops.stop_gradient(reward - baseline)
-        surrogate = -ops.mean(ops.sum(advantage * log_pi, axis=1))
-        regression = ops.mean(ops.sum(ops.square(baseline - reward), axis=1))
-        return surrogate + regression
 
     def get_config(self):
         config = super().get_config()
