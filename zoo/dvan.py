@@ -25,9 +25,10 @@ added to the training loss (`add_loss`), so the plain `compile` + `fit` trains i
 backend. With `uniform=True` the layer skips the scoring and reads the mean region feature
 at every step (attention off): the baseline, otherwise the same network.
 
-Choices made here (the paper's canvases are crops of a 448x448 bird image at several scales
-and its CNN is a VGG-16; the scale of its penalty is not used): the boxes and their scales
-above; a three-convolution region encoder; T = 3; the penalty's weight 1.
+Choices made here (the paper's canvases are crops of a bird image at several scales and
+its CNN is a VGG-16): the boxes and their scales above; a small region encoder; T = 3; the
+overlap as the sum of elementwise minima and its weight 1 (the paper's own weighting was
+not transcribed).
 """
 
 import keras
