@@ -326,7 +326,10 @@ def _model_table(part, all_models, backend="tensorflow"):
     lines += [
         "",
         "`ram` is exported with `mc_samples=0` (the glimpse locations follow the policy means): "
-        "its sampled inference draws random locations, which no two runtimes reproduce.",
+        "its sampled inference draws random locations, which no two runtimes reproduce. "
+        "`fcan_mnist_random` (the baseline of `fcan_mnist`) draws its glimpse cells at random "
+        "at inference too, so its error against Keras is that of two different draws. "
+        "`two_level_mnist` adds the two levels' class probabilities and has no logits head.",
         "",
         f"Measured models that convert, by format ({len(rows)} of {len(all_models)} measured): "
         + ", ".join(f"{c} {converts[c]}" for c in columns)
