@@ -41,3 +41,29 @@ def test_results_file_merges_what_other_runs_wrote_and_leaves_no_partial_file(tm
     assert merged == {"danet_small:seed0": {"mean_iou": 0.6}, "fcn_small:seed0": {"mean_iou": 0.5}}
     assert json.loads(path.read_text()) == merged
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_weights_only_file_loads_into_a_fresh_model_and_is_recorded(tmp_path):
+    import hashlib
+
+    import keras
+    import numpy as np
+
+    def build():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2)(inputs))
+
+    trained = build()
+    trained.compile(keras.optimizers.Adam(0.1), "mse")
+    trained.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    path = tmp_path / "m.weights.h5"
+    record = experiments.save_weights_only(trained, build(), path)
+    assert record == {
+        "file": "m.weights.h5",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "bytes": path.stat().st_size,
+    }
+    reloaded = build()
+    reloaded.load_weights(path)
+    for got, want in zip(reloaded.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)

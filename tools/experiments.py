@@ -69,3 +69,28 @@ class ResultsFile:
         partial.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
         os.replace(partial, self.path)
         return merged
+
+
+def use_one_cpu_thread():
+    """Train on one CPU thread, as every run recorded here was timed (TensorFlow backend)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def save_weights_only(trained, fresh, path):
+    """Write `trained`'s weights to `path` through `fresh`, an untrained model of the same
+    architecture, so that the file holds the weights alone (a compiled model's file also
+    holds its optimizer's variables, and would not load into a plain model).
+
+    Returns:
+        `{"file", "sha256", "bytes"}` of the written file, for the run's results entry.
+    """
+    path = pathlib.Path(path)
+    fresh.set_weights(trained.get_weights())
+    fresh.save_weights(path)
+    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}

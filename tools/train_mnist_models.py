@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
-from tools.experiments import sha256  # noqa: E402
+from tools import experiments  # noqa: E402
 from zoo import tasks  # noqa: E402
 from zoo.ram import RAM_CONFIG, build_ram, predict_with_glimpses  # noqa: E402
 from zoo.registry import get_spec  # noqa: E402
@@ -372,16 +372,9 @@ def main():
         if last_weights_error is not None:
             entry["error_without_averaging"] = last_weights_error
         if model_name != "mnist_cnn" and not args.no_write:
-            # Weights only (no optimizer state): save them from an uncompiled copy.
-            if model_name == "ram":
-                bare = build_ram(input_shape, 10, **architecture)
-            else:
-                bare = build_stn_cnn(input_shape, 10, **architecture)
-            bare.set_weights(model.get_weights())
-            bare.save_weights(path)
-            entry["file"] = path.name
-            entry["sha256"] = sha256(path)
-            entry["bytes"] = path.stat().st_size
+            build = build_ram if model_name == "ram" else build_stn_cnn
+            fresh = build(input_shape, 10, **architecture)
+            entry.update(experiments.save_weights_only(model, fresh, path))
         results[(model_name, task)] = entry
         print(f"{model_name} {task}: {entry}", flush=True)
     print(f"total training + evaluation time: {time.time() - start_all:.0f} s")

@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error, sha256  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error  # noqa: E402
 from zoo import pose_data  # noqa: E402
 
 RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "pose_mca.json")
@@ -219,11 +219,7 @@ def main(argv=None):
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    experiments.use_one_cpu_thread()
     import zoo
 
     data = training_figures()
@@ -242,10 +238,7 @@ def main(argv=None):
             weights_dir.mkdir(parents=True, exist_ok=True)
             path = weights_dir / f"{name}.{TAG}.seed{seed}.weights.h5"
             # weights only, into the registered single-output model
-            bare = zoo.build(name)
-            bare.set_weights(model.get_weights())
-            bare.save_weights(path)
-            entry.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
+            entry.update(experiments.save_weights_only(model, zoo.build(name), path))
             merged = RESULTS_FILE.save({f"{name}:seed{seed}": entry})
             print(f"weights {path} (sha256 {entry['sha256']}); table {write_table(merged)}")
             keras.backend.clear_session()

@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
-from tools.experiments import ResultsFile, sha256  # noqa: E402
+from tools import experiments  # noqa: E402
+from tools.experiments import ResultsFile  # noqa: E402
 from zoo import scenes  # noqa: E402
 from zoo.train import recipes, segmentation  # noqa: E402
 
@@ -219,10 +220,11 @@ def main(argv=None):
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / f"{args.name}.digit_scenes.seed{args.seed}.weights.h5"
     # weights only (a compiled model's file would hold the optimizer's variables too)
-    bare = build((args.size, args.size, 3), scenes.NUM_CLASSES)
-    bare.set_weights(model.get_weights())
-    bare.save_weights(path)
-    entry.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
+    entry.update(
+        experiments.save_weights_only(
+            model, build((args.size, args.size, 3), scenes.NUM_CLASSES), path
+        )
+    )
     merged = RESULTS_FILE.save({f"{args.name}:seed{args.seed}": entry})
     print(f"weights {path} (sha256 {entry['sha256']}); table {write_table(merged)}")
     return 0

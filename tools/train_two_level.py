@@ -44,7 +44,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error, mean_sd, sha256  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error, mean_sd  # noqa: E402
 from zoo import tasks  # noqa: E402
 from zoo.two_level import activation_affinity, build_two_level_mnist, spectral_clustering  # noqa: E402
 
@@ -348,10 +348,11 @@ def main(argv=None):
         if seed == 0 and recipe == RECIPE:
             WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
             # weights only (the compiled FilterNet's file would hold its optimizer's variables)
-            bare = build_two_level_mnist((TASK["size"], TASK["size"], 1), 10)
-            bare.set_weights(model.get_weights())
-            bare.save_weights(WEIGHTS)
-            entry.update(file=WEIGHTS.name, sha256=sha256(WEIGHTS), bytes=WEIGHTS.stat().st_size)
+            entry.update(
+                experiments.save_weights_only(
+                    model, build_two_level_mnist((TASK["size"], TASK["size"], 1), 10), WEIGHTS
+                )
+            )
             print(f"wrote {WEIGHTS} sha256 {entry['sha256']}", flush=True)
         merged = RESULTS_FILE.save({f"{NAME}:seed{seed}": entry})
         write_markdown(merged)

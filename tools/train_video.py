@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error, mean_sd, sha256  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error, mean_sd  # noqa: E402
 from zoo import tasks  # noqa: E402
 
 RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "video_nonlocal.json")
@@ -215,11 +215,7 @@ def main(argv=None):
     if args.diagnose:
         diagnose(args.name)
         return 0
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    experiments.use_one_cpu_thread()
     import zoo
 
     model, entry = train_one(args.name, args.seed)
@@ -234,10 +230,7 @@ def main(argv=None):
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / f"{args.name}.moving_mnist_clips.seed{args.seed}.weights.h5"
     # weights only (a compiled model's file would hold the optimizer's variables too)
-    bare = zoo.build(args.name)
-    bare.set_weights(model.get_weights())
-    bare.save_weights(path)
-    entry.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
+    entry.update(experiments.save_weights_only(model, zoo.build(args.name), path))
     merged = RESULTS_FILE.save({f"{args.name}:seed{args.seed}": entry})
     print(f"weights {path} (sha256 {entry['sha256']}); table {write_table(merged)}")
     return 0

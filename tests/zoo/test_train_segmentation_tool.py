@@ -7,6 +7,7 @@ import pytest
 
 import zoo
 from tests.zoo.test_train_segmentation import tiny_segmenter
+from tools import experiments
 from tools import train_segmentation as tool
 from zoo import catalog, registry, scenes, weights
 from zoo.train import segmentation
@@ -91,7 +92,7 @@ def test_registry_records_the_runs_of_the_shipped_weights():
         results = catalog.SEGMENTATION_RESULTS[name]
         run = recorded[f"{name}:seed0"]
         spec = registry.get_spec(name).weights_for("digit_scenes")
-        assert spec.sha256 == run["sha256"] == tool.sha256(weights.fetch(name, spec))
+        assert spec.sha256 == run["sha256"] == experiments.sha256(weights.fetch(name, spec))
         assert results["mean_iou"].value == round(run["mean_iou"], 4)
         assert results["mean_iou_standard_error"].value == round(run["mean_iou_standard_error"], 4)
         seeds = [recorded[f"{name}:seed{s}"]["mean_iou"] for s in (0, 1, 2)]
