@@ -25,6 +25,23 @@ def mean_sd(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def format_mean_sd(values, scale=100, digits=1):
+    """`"mean ± SD"` of `values` times `scale` (100: fractions as percentages), the sample
+    standard deviation over seeds left out for one value."""
+    values = scale * np.asarray(values, float)
+    spread = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
+    return f"{values.mean():.{digits}f}{spread}"
+
+
+def seed_values(results, key):
+    """`{model: [entry[key] of each of its runs, in seed order]}` of a results file's
+    entries (each with "model" and "seed")."""
+    grouped = {}
+    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
+        grouped.setdefault(entry["model"], []).append(entry[key])
+    return grouped
+
+
 def binomial_standard_error(p, n):
     """The standard error of a proportion `p` (an accuracy) measured on `n` test examples."""
     return float(np.sqrt(p * (1 - p) / n))

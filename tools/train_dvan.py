@@ -30,7 +30,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error, mean_sd  # noqa: E402
+from tools.experiments import (  # noqa: E402
+    ResultsFile,
+    binomial_standard_error,
+    format_mean_sd,
+    mean_sd,
+    seed_values,
+)
 from zoo import tasks  # noqa: E402
 from zoo.catalog import DVAN_CHECK, DVAN_TASK  # noqa: E402
 
@@ -133,30 +139,16 @@ def train_one(name, seed, recipe=RECIPE, log=print, diversity_weight=None):
     return model, entry
 
 
-def by_model(results, key="test_accuracy"):
-    """{model: [`key` of each seed run, in seed order]}."""
-    grouped = {}
-    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
-        grouped.setdefault(entry["model"], []).append(entry[key])
-    return grouped
-
-
 def verdict(values, baseline, n):
     """The verdict against the baseline, the test SE taken at the baseline's mean accuracy
     on `n` images."""
     return experiments.verdict(values, baseline, binomial_standard_error(mean_sd(baseline)[0], n))
 
 
-def _mean_spread(values, scale=100, digits=1):
-    values = scale * np.asarray(values, float)
-    spread = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
-    return f"{values.mean():.{digits}f}{spread}"
-
-
 def write_table(results, path=None):
     path = pathlib.Path(path or RESULTS)
-    grouped = by_model(results)
-    overlaps = by_model(results, "attention_overlap")
+    grouped = seed_values(results, "test_accuracy")
+    overlaps = seed_values(results, "attention_overlap")
     n = 1000
     lines = [
         "# DVAN on cluttered MNIST",
@@ -189,11 +181,11 @@ def write_table(results, path=None):
             f"{runs[0]['params']:,}",
             runs[0]["recipe"],
             ", ".join(str(e["seed"]) for e in runs),
-            _mean_spread(values),
+            format_mean_sd(values),
             " / ".join(f"{100 * v:.1f}" for v in values),
             f"{100 * se:.1f}",
             against,
-            _mean_spread(overlaps[name], scale=1, digits=3),
+            format_mean_sd(overlaps[name], scale=1, digits=3),
             f"{np.mean([e['seconds'] for e in runs]):.0f} s / "
             f"{np.mean([e['cpu_seconds'] for e in runs]):.0f} s",
         ]

@@ -33,7 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error, format_mean_sd, seed_values  # noqa: E402
 from zoo import tasks  # noqa: E402
 
 RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "fcan.json")
@@ -136,31 +136,17 @@ def train_one(name, seed, recipe=RECIPE, log=print):
     return model, entry
 
 
-def by_model(results, key):
-    """{model: [`key` of each seed run, in seed order]}."""
-    grouped = {}
-    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
-        grouped.setdefault(entry["model"], []).append(entry[key])
-    return grouped
-
-
 def verdicts(results):
     """{key: (word, margin, noise)} of FCAN against the baseline on accuracy and in-box
     share; the test SE is the largest of the runs' own."""
     out = {}
     for key in ("test_accuracy", "in_box"):
-        grouped = by_model(results, key)
+        grouped = seed_values(results, key)
         if not all(name in grouped for name in MODELS):
             continue
         se = max(e[f"{key}_standard_error"] for e in results.values())
         out[key] = experiments.verdict(grouped["fcan_mnist"], grouped[BASELINE], se)
     return out
-
-
-def _mean_spread(values, scale):
-    values = scale * np.asarray(values, float)
-    spread = f" ± {values.std(ddof=1):.{3 if scale == 1 else 1}f}" if len(values) > 1 else ""
-    return f"{values.mean():.{3 if scale == 1 else 1}f}{spread}"
 
 
 def write_table(results, path=None):
@@ -193,7 +179,7 @@ def write_table(results, path=None):
         "| per seed | test SE | train time per run (wall / CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    accuracy, box = by_model(results, "test_accuracy"), by_model(results, "in_box")
+    accuracy, box = seed_values(results, "test_accuracy"), seed_values(results, "in_box")
     for name in MODELS:
         runs = sorted((e for e in results.values() if e["model"] == name), key=lambda e: e["seed"])
         if not runs:
@@ -203,10 +189,10 @@ def write_table(results, path=None):
             f"{runs[0]['params']:,}",
             runs[0]["recipe"],
             ", ".join(str(e["seed"]) for e in runs),
-            _mean_spread(accuracy[name], 100),
+            format_mean_sd(accuracy[name]),
             " / ".join(f"{100 * v:.1f}" for v in accuracy[name]),
             f"{100 * np.mean([e['test_accuracy_standard_error'] for e in runs]):.1f}",
-            _mean_spread(box[name], 1),
+            format_mean_sd(box[name], scale=1, digits=3),
             " / ".join(f"{v:.3f}" for v in box[name]),
             f"{np.mean([e['in_box_standard_error'] for e in runs]):.3f}",
             f"{np.mean([e['seconds'] for e in runs]):.0f} s / "

@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error  # noqa: E402
+from tools.experiments import ResultsFile, binomial_standard_error, format_mean_sd, seed_values  # noqa: E402
 from zoo import pose_data  # noqa: E402
 
 RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "pose_mca.json")
@@ -129,14 +129,6 @@ def figure_standard_error(correct):
     return float(per_figure.std(ddof=1) / np.sqrt(len(per_figure)))
 
 
-def by_model(results):
-    """{model: [test PCK of each seed run, in seed order]}."""
-    grouped = {}
-    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
-        grouped.setdefault(entry["model"], []).append(entry["test_pck"])
-    return grouped
-
-
 def verdict(values, baseline, runs):
     """The verdict against the baseline, the test SE taken as the mean over-figures SE of
     the baseline's runs."""
@@ -144,15 +136,9 @@ def verdict(values, baseline, runs):
     return experiments.verdict(values, baseline, se)
 
 
-def _mean_spread(values):
-    values = 100 * np.asarray(values, float)
-    spread = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
-    return f"{values.mean():.1f}{spread}"
-
-
 def write_table(results, path=None):
     path = pathlib.Path(path or RESULTS)
-    grouped = by_model(results)
+    grouped = seed_values(results, "test_pck")
     runs_of = {
         name: sorted((e for e in results.values() if e["model"] == name), key=lambda e: e["seed"])
         for name in grouped
@@ -185,7 +171,7 @@ def write_table(results, path=None):
             f"{runs[0]['params']:,}",
             runs[0]["recipe"],
             ", ".join(str(e["seed"]) for e in runs),
-            _mean_spread(values),
+            format_mean_sd(values),
             " / ".join(f"{100 * v:.1f}" for v in values),
             f"{100 * se:.1f}",
             against,

@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile  # noqa: E402
+from tools.experiments import ResultsFile, seed_values  # noqa: E402
 from zoo import scenes  # noqa: E402
 from zoo.train import recipes, segmentation  # noqa: E402
 
@@ -104,14 +104,6 @@ def train_one(
     return model, entry
 
 
-def by_model(results):
-    """{model: [mIoU of each seed run, in seed order]}."""
-    grouped = {}
-    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
-        grouped.setdefault(entry["model"], []).append(entry["mean_iou"])
-    return grouped
-
-
 def verdict(values, baseline):
     """ "beats", "ties" or "trails": the difference of the means against twice its standard
     error (sample standard deviations over the seeds; with one seed each, any difference
@@ -132,7 +124,7 @@ def _mean_spread(values):
 
 def write_table(results, path=None):
     path = pathlib.Path(path or RESULTS)
-    grouped = by_model(results)
+    grouped = seed_values(results, "mean_iou")
     lines = [
         "# Segmentation heads trained here on digit scenes",
         "",

@@ -29,7 +29,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tools.experiments` when run as a script
 
 from tools import experiments  # noqa: E402
-from tools.experiments import ResultsFile, binomial_standard_error, mean_sd  # noqa: E402
+from tools.experiments import (  # noqa: E402
+    ResultsFile,
+    binomial_standard_error,
+    format_mean_sd,
+    mean_sd,
+    seed_values,
+)
 from zoo import tasks  # noqa: E402
 
 RESULTS_FILE = ResultsFile(ROOT / "benchmarks" / "results" / "video_nonlocal.json")
@@ -135,29 +141,15 @@ def diagnose(name, log=print):
     )
 
 
-def by_model(results):
-    """{model: [test accuracy of each seed run, in seed order]}."""
-    grouped = {}
-    for entry in sorted(results.values(), key=lambda e: (e["model"], e["seed"])):
-        grouped.setdefault(entry["model"], []).append(entry["test_accuracy"])
-    return grouped
-
-
 def verdict(values, baseline, n):
     """The verdict against the baseline, the test SE taken at the baseline's mean accuracy
     on `n` clips."""
     return experiments.verdict(values, baseline, binomial_standard_error(mean_sd(baseline)[0], n))
 
 
-def _mean_spread(values):
-    values = 100 * np.asarray(values, float)
-    spread = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
-    return f"{values.mean():.1f}{spread}"
-
-
 def write_table(results, path=None):
     path = pathlib.Path(path or RESULTS)
-    grouped = by_model(results)
+    grouped = seed_values(results, "test_accuracy")
     n = len(test_clips()[1])
     lines = [
         "# Non-local C2D on moving-digit clips",
@@ -185,7 +177,7 @@ def write_table(results, path=None):
             f"{runs[0]['params']:,}",
             runs[0]["recipe"],
             ", ".join(str(e["seed"]) for e in runs),
-            _mean_spread(values),
+            format_mean_sd(values),
             " / ".join(f"{100 * v:.1f}" for v in values),
             f"{100 * se:.1f}",
             against,
