@@ -73,6 +73,11 @@ class FullyConvolutionalAttention(PolicyGradientTraining, keras.Model):
     evaluation of the random baseline to make it repeatable (the attention model's
     inference is deterministic).
 
+    Export: SavedModel only. TensorFlow lowers the glimpse crop's integer index arithmetic
+    to `BitwiseAnd` and `Bitcast`, which neither LiteRT's builtin ops nor tf2onnx take, and
+    the random baseline's cells to `StatelessMultinomial`
+    (benchmarks/results/export_matrix.md).
+
     Args:
         num_classes: number of classes.
         num_steps: glimpses per image, `T`, one part-score map each.

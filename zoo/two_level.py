@@ -136,6 +136,10 @@ class TwoLevelAttention(keras.Model):
     """Object-level patch filtering plus part-level attention from clustered mid-level
     filters (Xiao et al., CVPR 2015); see the module docstring.
 
+    Export: SavedModel only (of its probabilities: it has no logits head). TensorFlow lowers
+    the window selection's integer index arithmetic to `BitwiseAnd` and `Bitcast`, which
+    neither LiteRT's builtin ops nor tf2onnx take (benchmarks/results/export_matrix.md).
+
     Args:
         filter_net: a `keras.Model` from images `(batch, p, p, C)` to class logits (it scores
             the candidate windows); the same network classifying whole images is the

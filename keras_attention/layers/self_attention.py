@@ -209,7 +209,9 @@ class NonLocal(AttentionLayer):
             input before projecting): window and stride 2 for 1D, `(2, 2)` for 2D,
             `(1, 2, 2)` for 3D (time untouched). Odd sizes are floored (`"valid"`
             pooling, like PyTorch's `MaxPool`), so pooled axes need at least 2 positions.
-            timm has no subsampling.
+            timm has no subsampling. Export: 3D subsampling is a `MaxPool3D`, which is not
+            among LiteRT's builtin ops, so `zoo.export(..., format="litert")` of a model with
+            it fails naming this layer and the op (ONNX and SavedModel convert).
         scale: logit multiplier of the Gaussian forms: `"auto"` (default, the official code
             per mode: `inner_channels ** -0.5` for `"embedded_gaussian"`, 1 for
             `"gaussian"`), `"inner"` (`inner_channels ** -0.5` in both), `"input"` (timm:
