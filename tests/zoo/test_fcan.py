@@ -11,6 +11,7 @@ import pytest
 from keras import ops
 
 import zoo
+from tests.other_backends import OTHER_BACKENDS, run_pytest_on_backend
 from tests.zoo.test_ram import gradients
 from zoo import catalog
 from zoo.fcan import (
@@ -267,3 +268,14 @@ def test_results_file_agrees_with_the_registry():
         values = [scale * r[key] for r in runs]
         assert recorded[f"{key}_seeds_mean"].value == pytest.approx(np.mean(values), abs=5e-3)
         assert recorded[f"{key}_seeds_std"].value == pytest.approx(np.std(values, ddof=1), abs=5e-3)
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_model_tests_pass_on_jax_and_torch(backend, tmp_path):
+    """This file's default-suite model tests (distributions, greedy and random cells, the
+    REINFORCE gradient, the loss, configurations) on the other backends."""
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
+    selection = ["-m", "not slow and not oracle", "-k", "not shipped and not results_file"]
+    result = run_pytest_on_backend(backend, [*selection, __file__], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
