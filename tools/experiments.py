@@ -42,6 +42,20 @@ def seed_values(results, key):
     return grouped
 
 
+def weights_table(results):
+    """Markdown lines listing every run's weights file with its sha256, by model and seed
+    (none without files)."""
+    files = sorted(
+        (entry for entry in results.values() if "file" in entry),
+        key=lambda entry: (entry["model"], entry["seed"]),
+    )
+    if not files:
+        return []
+    return ["", "| file | sha256 |", "|---|---|"] + [
+        f"| `{entry['file']}` | `{entry['sha256']}` |" for entry in files
+    ]
+
+
 def binomial_standard_error(p, n):
     """The standard error of a proportion `p` (an accuracy) measured on `n` test examples."""
     return float(np.sqrt(p * (1 - p) / n))

@@ -208,10 +208,7 @@ def write_table(results, path=None):
             f"{scale * margin:+.{1 if scale == 100 else 3}f}{unit}; noise "
             f"{scale * noise:.{1 if scale == 100 else 3}f})."
         )
-    files = [e for e in results.values() if "file" in e]
-    if files:
-        lines += ["", "| file | sha256 |", "|---|---|"]
-        lines += [f"| `{e['file']}` | `{e['sha256']}` |" for e in files]
+    lines += experiments.weights_table(results)
     path.write_text("\n".join(lines) + "\n")
     return path
 

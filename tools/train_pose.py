@@ -187,13 +187,7 @@ def write_table(results, path=None):
             for j in pose_data.JOINTS
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    files = [e for e in results.values() if "file" in e]
-    if files:
-        lines += ["", "| file | sha256 |", "|---|---|"]
-        lines += [
-            f"| `{e['file']}` | `{e['sha256']}` |"
-            for e in sorted(files, key=lambda e: (e["model"], e["seed"]))
-        ]
+    lines += experiments.weights_table(results)
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -156,10 +156,7 @@ def write_table(results, path=None):
         if with_se:
             cells.append(f"{np.mean([e['mean_iou_standard_error'] for e in runs]):.3f}")
         lines.append("| " + " | ".join(cells + [f"{seconds:.0f} s"]) + " |")
-    files = [e for e in results.values() if "file" in e]
-    if files:
-        lines += ["", "| file | sha256 |", "|---|---|"]
-        lines += [f"| `{e['file']}` | `{e['sha256']}` |" for e in files]
+    lines += experiments.weights_table(results)
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -184,10 +184,7 @@ def write_table(results, path=None):
             f"{np.mean([e['seconds'] for e in runs]):.0f} s",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    files = [e for e in results.values() if "file" in e]
-    if files:
-        lines += ["", "| file | sha256 |", "|---|---|"]
-        lines += [f"| `{e['file']}` | `{e['sha256']}` |" for e in files]
+    lines += experiments.weights_table(results)
     path.write_text("\n".join(lines) + "\n")
     return path
 
