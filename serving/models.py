@@ -18,6 +18,7 @@ import numpy as np
 
 from serving import dtypes, warmup
 from serving.errors import ServingError, from_tf_error, invalid
+from serving.saved_model import xla_compiled_functions
 
 log = logging.getLogger("serving")
 
@@ -122,6 +123,14 @@ class Servable:
         from tensorflow.python.saved_model import loader_impl
 
         saved = loader_impl.parse_saved_model(path)
+        if xla_compiled_functions(saved):
+            # this server runs them; the real one refuses them without the flag
+            log.warning(
+                "model %s version %d holds functions compiled with XLA (jit_compile=True): "
+                "tensorflow_model_server serves it only with --xla_cpu_compilation_enabled=true",
+                name,
+                version,
+            )
         meta = [m for m in saved.meta_graphs if set(m.meta_info_def.tags) == set(tags)]
         if not meta:
             raise ServingError(

@@ -27,6 +27,12 @@ class map at each image's size (`serving.segmentation`).
 
 `warmup_requests=[...]` writes TF Serving warmup records (`assets.extra/tf_serving_warmup_requests`,
 see `serving.warmup`) into the version before it appears.
+
+A model whose graph keeps a function compiled with XLA (`jit_compile=True`; Keras' TensorFlow
+backend compiles grouped convolutions that way) gets an `XlaCompilationWarning`:
+`tensorflow_model_server` refuses to run such a function unless started with
+`--xla_cpu_compilation_enabled=true` (experimental, off by default). The zoo's models avoid it
+(`keras_attention.convolution.GroupedConv2D`).
 """
 
 import os
@@ -37,6 +43,46 @@ import tempfile
 from attention_zoo_common.checks import is_positive_int
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class XlaCompilationWarning(UserWarning):
+    """The exported SavedModel holds functions TensorFlow must compile with XLA."""
+
+
+def xla_compiled_functions(saved_model):
+    """Names of the functions that carry `_XlaMustCompile=true` (written by
+    `tf.function(jit_compile=True)`), sorted, in a SavedModel: its folder or its parsed
+    `SavedModel` proto. `tensorflow_model_server` runs them only with
+    `--xla_cpu_compilation_enabled=true`."""
+    if isinstance(saved_model, (str, os.PathLike)):
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        path, saved_model = saved_model, saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            saved_model.ParseFromString(f.read())
+    return sorted(
+        {
+            function.signature.name
+            for meta_graph in saved_model.meta_graphs
+            for function in meta_graph.graph_def.library.function
+            if "_XlaMustCompile" in function.attr and function.attr["_XlaMustCompile"].b
+        }
+    )
+
+
+def _warn_if_xla_compiled(export_dir, name):
+    functions = xla_compiled_functions(export_dir)
+    if functions:
+        import warnings
+
+        warnings.warn(
+            f"model {name!r}: the SavedModel holds {len(functions)} function(s) compiled with "
+            "XLA (jit_compile=True, e.g. a grouped convolution on Keras' TensorFlow backend); "
+            "tensorflow_model_server runs them only with --xla_cpu_compilation_enabled=true "
+            "(experimental, off by default)",
+            XlaCompilationWarning,
+            stacklevel=5,  # export's caller (through write and _write_version)
+        )
 
 
 def existing_versions(model_dir):
@@ -436,6 +482,7 @@ def export(
                     _attention_signatures(module, model, attention_signature, image_signature, tf)
                 )
             tf.saved_model.save(module, tmp, signatures=signatures)
+        _warn_if_xla_compiled(tmp, name)
         if warmup_logs is not None:  # inside the temporary folder: part of the atomic rename
             from serving.warmup import write_warmup_file
 

@@ -6,6 +6,7 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_attention.convolution import GroupedConv2D
 from keras_attention.layers import _utils as U
 from keras_attention.layers.base import AttentionLayer
 
@@ -688,7 +689,7 @@ class CompactGeneralizedNonLocal(AttentionLayer):
             conv = layers.Conv2D(inner, 1, use_bias=False, name=name, **kw)
             conv.build((None, None, None, channels))
             setattr(self, name, conv)
-        self.z = layers.Conv2D(channels, 1, groups=self.groups, use_bias=False, name="z", **kw)
+        self.z = GroupedConv2D(channels, 1, groups=self.groups, use_bias=False, name="z", **kw)
         self.z.build((None, None, None, inner))
         self.norm = layers.GroupNormalization(self.groups, epsilon=1e-5, name="norm", **kw)
         self.norm.build((None, None, None, channels))

@@ -3,6 +3,7 @@
 import json
 import os
 import urllib.request
+import warnings
 
 import keras
 import numpy as np
@@ -166,3 +167,32 @@ def test_jax_backend_export_serves_the_same_answers(tmp_path):
     reference = np.load(tmp_path / "ref.npz")
     got = signature(features=tf.constant(reference["x"]))["output_0"].numpy()
     np.testing.assert_allclose(got, reference["y"], rtol=1e-5, atol=1e-5)
+
+
+def _grouped_conv_model():
+    inputs = keras.Input((6, 5, 8), name="x")
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3, groups=4, name="grouped")(inputs))
+
+
+def test_a_model_that_needs_xla_is_named_at_export_and_at_load(tmp_path, caplog):
+    """Keras' TensorFlow backend compiles a grouped convolution with XLA; TF Serving runs
+    such a function only with --xla_cpu_compilation_enabled=true."""
+    from serving.models import Servable
+    from serving.saved_model import XlaCompilationWarning, xla_compiled_functions
+
+    with pytest.warns(XlaCompilationWarning, match="--xla_cpu_compilation_enabled=true"):
+        path = export(_grouped_conv_model(), tmp_path, "grouped")
+    assert len(xla_compiled_functions(path)) >= 1
+    with caplog.at_level("WARNING", logger="serving"):
+        Servable("grouped", 1, path)
+    assert "model grouped version 1 holds functions compiled with XLA" in caplog.text
+    assert "--xla_cpu_compilation_enabled=true" in caplog.text
+
+    caplog.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XlaCompilationWarning)
+        plain = export(small_model(), tmp_path, "plain")
+    assert xla_compiled_functions(plain) == []
+    with caplog.at_level("WARNING", logger="serving"):
+        Servable("plain", 1, plain)
+    assert "XLA" not in caplog.text

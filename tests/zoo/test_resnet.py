@@ -489,3 +489,47 @@ def test_live_timm_parity(name, tmp_path):
         error = relative_error(logits, expected)
         print(f"{name} @ {size}: max relative logit error {error:.2e}")
         assert error < MAX_RELATIVE_ERROR
+
+
+def _tiny_resnext():
+    inputs = keras.Input((32, 24, 3))
+    features = resnet_body(
+        inputs,
+        layers=(1, 1, 1, 1),
+        channels=(8, 8, 8, 16),
+        cardinality=4,
+        base_width=16,
+        attention="cgnl",
+        attention_kwargs={"groups": 2},
+        attention_placement="between_stages",
+    )
+    return keras.Model(inputs, features)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow SavedModel")
+def test_resnext_saved_model_runs_without_xla(tmp_path):
+    """Keras' grouped Conv2D would put an XLA-compiled function into the SavedModel, which
+    tensorflow_model_server refuses without --xla_cpu_compilation_enabled; the zoo's grouped
+    convolutions are GroupedConv2D, and CGNL's output projection too."""
+    from serving.saved_model import xla_compiled_functions
+
+    _tiny_resnext().export(tmp_path / "resnext", verbose=False)
+    assert xla_compiled_functions(tmp_path / "resnext") == []
+
+
+def test_weights_saved_with_keras_grouped_conv2d_are_refused(tmp_path):
+    """Keras keys weight files by layer class: a file written when the grouped convolutions
+    were Keras' Conv2D (an older cached timm conversion, say) must not load silently."""
+    from keras_attention.convolution import GroupedConv2D
+    from zoo.weights import WeightsError, load_keras_weights
+
+    model = _tiny_resnext()
+
+    def as_keras_conv2d(layer):
+        cls = keras.layers.Conv2D if type(layer) is GroupedConv2D else type(layer)
+        return cls.from_config(layer.get_config())
+
+    older = keras.models.clone_model(model, clone_function=as_keras_conv2d)
+    older.save_weights(tmp_path / "older.weights.h5")
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_keras_weights(model, tmp_path / "older.weights.h5")

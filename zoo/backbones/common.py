@@ -14,6 +14,8 @@ path in a ``torch.nn.ParameterDict``, which refuses dots.
 
 import keras
 
+from keras_attention.convolution import GroupedConv2D
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
@@ -29,7 +31,8 @@ def torch_padding(kernel_size, stride=1, dilation=1):
 
 
 def conv2d(x, filters, kernel_size, *, strides=1, groups=1, dilation_rate=1, use_bias=False, name):
-    """A convolution padded like PyTorch's (symmetric), ``name`` = the timm module path."""
+    """A convolution padded like PyTorch's (symmetric), ``name`` = the timm module path.
+    Grouped ones are `GroupedConv2D`, which TF Serving runs without XLA."""
     padding = torch_padding(kernel_size, strides, dilation_rate)
     if strides == 1 and 2 * padding == dilation_rate * (kernel_size - 1):
         mode = "same" if padding else "valid"
@@ -37,7 +40,8 @@ def conv2d(x, filters, kernel_size, *, strides=1, groups=1, dilation_rate=1, use
         if padding:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}-pad")(x)
         mode = "valid"
-    return keras.layers.Conv2D(
+    conv_class = GroupedConv2D if groups > 1 else keras.layers.Conv2D
+    return conv_class(
         filters,
         kernel_size,
         strides=strides,
