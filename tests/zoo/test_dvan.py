@@ -241,8 +241,9 @@ _FORWARD = """
 import sys, numpy as np, zoo
 from zoo import catalog, tasks
 images = tasks.cluttered_mnist("test", seed=0, **catalog.DVAN_TASK)[0][:4]
-model = zoo.load(sys.argv[1], weights="cluttered_mnist")
-np.save(sys.argv[2], np.asarray(model.predict(images, verbose=0)))
+for name, out in zip(sys.argv[1::2], sys.argv[2::2]):
+    model = zoo.load(name, weights="cluttered_mnist")
+    np.save(out, np.asarray(model.predict(images, verbose=0)))
 """
 
 
@@ -251,12 +252,12 @@ def test_dvan_models_run_on_jax_and_torch(backend, tmp_path):
     """The shipped weights give TensorFlow's probabilities on the other backends."""
     pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
     images = tasks.cluttered_mnist("test", seed=0, **catalog.DVAN_TASK)[0][:4]
-    for name in ("dvan_mnist", "dvan_uniform_mnist"):
-        out = tmp_path / f"{name}.{backend}.npy"
-        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT))
-        subprocess.run(
-            [sys.executable, "-c", _FORWARD, name, str(out)], env=env, check=True, cwd=ROOT
-        )
+    names = ("dvan_mnist", "dvan_uniform_mnist")
+    outputs = [tmp_path / f"{name}.{backend}.npy" for name in names]
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT))
+    arguments = [str(a) for pair in zip(names, outputs) for a in pair]
+    subprocess.run([sys.executable, "-c", _FORWARD, *arguments], env=env, check=True, cwd=ROOT)
+    for name, out in zip(names, outputs):
         expected = zoo.load(name, weights="cluttered_mnist").predict(images, verbose=0)
         np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
     keras.backend.clear_session()
